@@ -1,0 +1,83 @@
+"""Multi-scale deformable attention as a module: predicts where to look, then calls the op."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ops
+
+
+class MSDeformAttn(nn.Module):
+    """Each query attends to `points` sampled locations per head and level around its reference.
+
+    Reference points are either (x, y) — offsets are then in cells of each level — or boxes
+    (cx, cy, w, h) — offsets are then fractions of the box, scaled by 0.5 / points.
+    """
+
+    def __init__(self, dim: int, levels: int, heads: int, points: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim={dim} is not divisible by heads={heads}")
+        self.levels, self.heads, self.points = levels, heads, points
+        self.sampling_offsets = nn.Linear(dim, heads * levels * points * 2)
+        self.attention_weights = nn.Linear(dim, heads * levels * points)
+        self.value_proj = nn.Linear(dim, dim)
+        self.output_proj = nn.Linear(dim, dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Zero offsets with a bias fanning each head out in its own direction, uniform weights."""
+        nn.init.zeros_(self.sampling_offsets.weight)
+        angles = torch.arange(self.heads, dtype=torch.float32) * (2.0 * math.pi / self.heads)
+        directions = torch.stack([angles.cos(), angles.sin()], -1)
+        directions = directions / directions.abs().max(-1, keepdim=True)[0]
+        steps = torch.arange(1, self.points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        grid = directions.view(self.heads, 1, 1, 2) * steps.expand(1, self.levels, -1, 1)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.flatten())
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        for linear in (self.value_proj, self.output_proj):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        value: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            query: [B, Lq, D] queries (with position embedding added).
+            reference_points: [B, Lq, L, 2] points or [B, Lq, L, 4] boxes, normalized to each
+                level's padded map (already scaled by the valid ratios).
+            value: [B, S, D] flattened multi-scale features; padding_mask: [B, S] True on padding.
+
+        Returns:
+            output [B, Lq, D], sampling_locations [B, Lq, M, L, P, 2], attention_weights [B, Lq, M, L, P].
+        """
+        b, num_queries, _ = query.shape
+        m, l, p = self.heads, self.levels, self.points
+        value = self.value_proj(value)
+        if padding_mask is not None:
+            value = value.masked_fill(padding_mask[..., None], 0.0)
+        value = value.view(b, value.shape[1], m, -1)
+        offsets = self.sampling_offsets(query).view(b, num_queries, m, l, p, 2)
+        weights = F.softmax(self.attention_weights(query).view(b, num_queries, m, l * p), -1).view(b, num_queries, m, l, p)
+        if reference_points.shape[-1] == 2:
+            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
+            locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        elif reference_points.shape[-1] == 4:
+            locations = (reference_points[:, :, None, :, None, :2]
+                         + offsets / p * reference_points[:, :, None, :, None, 2:] * 0.5)
+        else:
+            raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
+        output = ops.ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights)
+        return self.output_proj(output), locations, weights

@@ -1,0 +1,103 @@
+"""Model variants as data: one frozen dataclass per DINO configuration.
+
+Only what differs between the released COCO models (and the project's own small models) is a
+field. Everything else about DINO is fixed by the code: two-stage query selection, mixed query
+selection with `tgt_embed` content queries, look-forward-twice refinement, shared decoder heads,
+contrastive denoising, sine position encoding.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+BACKBONES = ("resnet50", "swin-l-384", "resnet-tiny")
+
+
+@dataclass(frozen=True)
+class DINOConfig:
+    """Hyper-parameters of one DINO variant.
+
+    `backbone_levels` are the backbone stages (0-based, official `return_interm_indices`) whose
+    features enter the transformer; levels beyond them come from stride-2 convolutions on the
+    last stage's raw output, up to `num_feature_levels` in all.
+    """
+
+    name: str
+    backbone: str = "resnet50"
+    backbone_levels: tuple[int, ...] = (1, 2, 3)
+    num_feature_levels: int = 4
+    num_classes: int = 91
+    hidden_dim: int = 256
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    enc_layers: int = 6
+    dec_layers: int = 6
+    enc_points: int = 4
+    dec_points: int = 4
+    num_queries: int = 900
+    num_select: int = 300
+    dropout: float = 0.0
+    # Contrastive denoising (training only): `dn_number` noised copies of each ground-truth box,
+    # split into groups as in the official code; labels flipped with probability ratio/2.
+    dn_number: int = 100
+    dn_label_noise_ratio: float = 0.5
+    dn_box_noise_scale: float = 1.0
+    pe_temperature: float = 20.0
+    # Input resizing used by inference: shorter side, longer-side cap (official: 800 / 1333).
+    min_size: int = 800
+    max_size: int = 1333
+    # Human-readable class names indexed by class id; empty means COCO's 91-id map.
+    class_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; expected one of {BACKBONES}")
+        if not self.backbone_levels or list(self.backbone_levels) != sorted(set(self.backbone_levels)):
+            raise ValueError(f"backbone_levels must be increasing stage indices, got {self.backbone_levels}")
+        if self.backbone_levels[-1] > 3 or self.backbone_levels[0] < 0:
+            raise ValueError(f"backbone_levels must lie in 0..3, got {self.backbone_levels}")
+        if self.num_feature_levels < len(self.backbone_levels):
+            raise ValueError(
+                f"num_feature_levels={self.num_feature_levels} is smaller than the "
+                f"{len(self.backbone_levels)} backbone levels {self.backbone_levels}")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"hidden_dim={self.hidden_dim} is not divisible by num_heads={self.num_heads}")
+        if self.hidden_dim % 32:
+            raise ValueError(f"hidden_dim={self.hidden_dim} must be a multiple of 32 (GroupNorm(32) in the input projections)")
+        if (self.hidden_dim // 2) % 2:
+            raise ValueError(f"hidden_dim={self.hidden_dim} must be a multiple of 4 (sine position encoding)")
+        for field in ("num_classes", "enc_layers", "dec_layers", "enc_points", "dec_points", "num_queries", "num_select"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for num_classes={self.num_classes}")
+        if not 0 < self.min_size <= self.max_size:
+            raise ValueError(f"need 0 < min_size <= max_size, got {self.min_size}, {self.max_size}")
+
+    def replace(self, **changes) -> "DINOConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_R50_4SCALE = DINOConfig(name="dino-4scale-r50")
+
+VARIANTS: dict[str, DINOConfig] = {
+    # Released COCO models (IDEA-Research/DINO model zoo, 12/24/36-epoch checkpoints).
+    "dino-4scale-r50": _R50_4SCALE,
+    "dino-5scale-r50": _R50_4SCALE.replace(name="dino-5scale-r50", backbone_levels=(0, 1, 2, 3), num_feature_levels=5),
+    "dino-4scale-swinl": _R50_4SCALE.replace(name="dino-4scale-swinl", backbone="swin-l-384"),
+    "dino-5scale-swinl": _R50_4SCALE.replace(
+        name="dino-5scale-swinl", backbone="swin-l-384", backbone_levels=(0, 1, 2, 3), num_feature_levels=5),
+    # The project's own offline model (see weights/README.md): full DINO structure, small sizes.
+    "dino-tiny": DINOConfig(
+        name="dino-tiny", backbone="resnet-tiny", backbone_levels=(1, 2, 3), num_feature_levels=4,
+        num_classes=8, hidden_dim=128, num_heads=8, ffn_dim=512, enc_layers=3, dec_layers=3,
+        num_queries=100, num_select=100, dn_number=50, min_size=320, max_size=512,
+        class_names=("circle", "square", "triangle", "star", "ring", "cross", "hexagon", "ellipse")),
+}
+
+
+def get_config(name: str) -> DINOConfig:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}") from None

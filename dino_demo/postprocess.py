@@ -1,0 +1,30 @@
+"""DINO's PostProcess: the top `num_select` (query, class) pairs by sigmoid score."""
+from __future__ import annotations
+
+import torch
+
+from .box_ops import box_cxcywh_to_xyxy
+from .outputs import Detections
+
+
+def postprocess(logits: torch.Tensor, boxes: torch.Tensor, target_sizes: torch.Tensor, num_select: int) -> list[Detections]:
+    """
+    Args:
+        logits: [B, Q, C] final class logits; boxes: [B, Q, 4] normalized cxcywh.
+        target_sizes: [B, 2] (height, width) each image's boxes are scaled to.
+        num_select: detections kept per image (official 300), capped at Q * C.
+
+    Returns one `Detections` per image, highest score first.
+    """
+    batch, queries, classes = logits.shape
+    if target_sizes.shape != (batch, 2):
+        raise ValueError(f"target_sizes must be [{batch}, 2], got {tuple(target_sizes.shape)}")
+    k = min(num_select, queries * classes)
+    scores, flat_index = torch.topk(logits.sigmoid().view(batch, -1), k, dim=1)
+    query_index = flat_index // classes
+    labels = flat_index % classes
+    xyxy = torch.gather(box_cxcywh_to_xyxy(boxes), 1, query_index.unsqueeze(-1).expand(-1, -1, 4))
+    height, width = target_sizes.unbind(1)
+    scale = torch.stack([width, height, width, height], dim=1).to(xyxy.dtype)
+    xyxy = xyxy * scale[:, None, :]
+    return [Detections(scores[i], labels[i], xyxy[i], query_index[i]) for i in range(batch)]
