@@ -1,0 +1,151 @@
+"""Checkpoint files: official layout, prefixes, broken and hostile files, URLs."""
+import argparse
+import functools
+import hashlib
+import http.server
+import pickle
+import threading
+
+import pytest
+import torch
+
+from dino_demo.checkpoint import CheckpointError, fetch, load_model, save_checkpoint
+from dino_demo.config import get_config
+from dino_demo.detector import build_model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return build_model(get_config("dino-tiny")).eval()
+
+
+def official_layout(model, prefix=""):
+    return {"model": {prefix + k: v for k, v in model.state_dict().items()},
+            "args": argparse.Namespace(num_classes=model.cfg.num_classes, lr=1e-4, return_interm_indices=[1, 2, 3]),
+            "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0, 1]}]},
+            "lr_scheduler": {"step_size": 11}, "epoch": 11}
+
+
+def assert_same_weights(a, b):
+    for key, value in a.state_dict().items():
+        assert torch.equal(b.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_official_layout_loads_with_variant(tmp_path, tiny, prefix):
+    path = tmp_path / "ck.pth"
+    torch.save(official_layout(tiny, prefix), path)
+    model, cfg = load_model(path, variant="dino-tiny")
+    assert cfg.name == "dino-tiny" and not model.training
+    assert_same_weights(tiny, model)
+
+
+def test_own_checkpoint_round_trip_in_half_precision(tmp_path, tiny):
+    path = tmp_path / "own.pth"
+    save_checkpoint(tiny, path, half=True, epoch=3)
+    model, cfg = load_model(path)
+    assert cfg == tiny.cfg
+    for key, value in tiny.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value.half().to(value.dtype), rtol=0, atol=0)
+
+
+def test_truncated_file_is_a_clear_error(tmp_path, tiny):
+    path = tmp_path / "ck.pth"
+    torch.save(official_layout(tiny), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="truncated|not a readable"):
+        load_model(path, variant="dino-tiny")
+
+
+def test_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("these are not weights")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_model(path)
+    torch.save({"epoch": 3}, path)
+    with pytest.raises(CheckpointError, match="no tensors"):
+        load_model(path)
+    torch.save({"model": {"weight": torch.zeros(3)}}, path)
+    with pytest.raises(CheckpointError, match="not a DINO checkpoint"):
+        load_model(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "missing.pth")
+
+
+class Exploit:
+    def __reduce__(self):
+        return (open, (str(Exploit.marker), "w"))
+
+
+def test_malicious_pickle_does_not_execute(tmp_path):
+    Exploit.marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"x": torch.zeros(1)}, "payload": Exploit()}, path, pickle_protocol=2)
+    plain = tmp_path / "evil.pkl"
+    plain.write_bytes(pickle.dumps(Exploit()))
+    for candidate in (path, plain):
+        with pytest.raises(CheckpointError, match="refused|not a readable"):
+            load_model(candidate)
+    assert not Exploit.marker.exists()
+
+
+def test_wrong_num_classes_lists_mismatching_keys(tmp_path):
+    """A 2-class checkpoint forced into the 91-class official variant."""
+    two = build_model(get_config("dino-4scale-r50").replace(num_classes=2))
+    path = tmp_path / "two_classes.pth"
+    torch.save({"model": two.state_dict(), "args": argparse.Namespace(num_classes=2)}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path, variant="dino-4scale-r50")
+    message = str(info.value)
+    assert "num_classes=91" in message and "wrong shape" in message
+    assert "class_embed.0.weight: checkpoint (2, 256) vs model (91, 256)" in message
+    # Without a forced variant, the number of classes is read from the file.
+    model, cfg = load_model(path)
+    assert cfg.num_classes == 2 and cfg.name == "dino-4scale-r50"
+
+
+def test_wrong_variant(tmp_path, tiny):
+    path = tmp_path / "tiny.pth"
+    torch.save(official_layout(tiny), path)
+    with pytest.raises(CheckpointError, match="does not fit variant 'dino-4scale-r50'"):
+        load_model(path, variant="dino-4scale-r50")
+
+
+@pytest.fixture()
+def http_root(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_load_from_url_with_sha256(tmp_path, tiny, http_root):
+    root, base = http_root
+    save_checkpoint(tiny, root / "tiny.pth")
+    digest = hashlib.sha256((root / "tiny.pth").read_bytes()).hexdigest()
+    cache = tmp_path / "cache"
+    model, cfg = load_model(f"{base}/tiny.pth", cache_dir=cache, sha256=digest)
+    assert_same_weights(tiny, model)
+    assert len(list(cache.iterdir())) == 1
+    (root / "tiny.pth").unlink()  # a second load comes from the cache
+    assert load_model(f"{base}/tiny.pth", cache_dir=cache)[1] == cfg
+
+
+def test_url_errors(tmp_path, tiny, http_root):
+    root, base = http_root
+    save_checkpoint(tiny, root / "tiny.pth")
+    cache = tmp_path / "cache"
+    with pytest.raises(CheckpointError, match="sha256"):
+        fetch(f"{base}/tiny.pth", cache, sha256="0" * 64)
+    assert list(cache.iterdir()) == []
+    with pytest.raises(CheckpointError, match="could not download"):
+        fetch(f"{base}/missing.pth", cache)
+    assert list(cache.iterdir()) == []
