@@ -1,0 +1,155 @@
+"""End-to-end DINO time (preprocess -> detections): our inference path against a baseline.
+
+    python benchmarks/e2e.py --variant dino-4scale-r50 --size 800 1066 --repeats 3 [--json OUT]
+
+The baseline is this project's model on the pure-PyTorch op path with default PyTorch settings,
+which does the same operations as the official code on the CPU. The candidate is the normal
+inference path (`dino_demo.inference.run`) with the chosen op backend. Each runs in its own
+process (so that peak RSS is each one's own); runs alternate between them after a warm-up, and
+the medians are reported. Without --checkpoint the weights are the parity kit's recipe.
+
+Exits non-zero only when the two disagree on the outputs, never because of speed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("preprocess", "backbone", "encoder", "decoder", "postprocess", "total")
+
+
+def _worker(conn, variant: str, checkpoint: str | None, size: tuple[int, int], backend: str, threads: int | None):
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    import torch
+
+    from dino_demo import inference, ops
+    from dino_demo.checkpoint import load_model
+    from dino_demo.config import get_config
+    from dino_demo.detector import build_model
+    from dino_demo.fixture_weights import recipe_state_dict
+
+    if threads:
+        torch.set_num_threads(threads)
+    ops.use_backend("reference" if backend == "reference" else "auto")
+    if checkpoint:
+        model, cfg = load_model(checkpoint, variant=variant)
+    else:
+        cfg = get_config(variant)
+        model = build_model(cfg).eval()
+        model.load_state_dict(recipe_state_dict(model.state_dict()))
+    # Feed the model exactly `size`: the image is that size and the resize rule keeps it.
+    height, width = size
+    cfg = cfg.replace(min_size=min(size), max_size=max(size))
+    image = np.asarray(_test_image(width, height))
+    conn.send(("ready", ops.backend("cpu")))
+    while True:
+        command = conn.recv()
+        if command == "stop":
+            break
+        result = inference.run(model, cfg, image)
+        det = result.detections
+        conn.send((dict(result.timings), det.scores.numpy(), det.labels.numpy(), det.boxes.numpy(),
+                   result.output.selection.max_logit.numpy()))
+    conn.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _test_image(width: int, height: int):
+    from PIL import Image
+
+    photo = ROOT / "tests" / "fixtures" / "official_dino" / "input_a.png"
+    return Image.open(photo).convert("RGB").resize((width, height), Image.BILINEAR)
+
+
+def _start(name, args, backend):
+    parent, child = mp.Pipe()
+    proc = mp.get_context("spawn").Process(
+        target=_worker, args=(child, args.variant, args.checkpoint, tuple(args.size), backend, args.threads), daemon=True)
+    proc.start()
+    tag, info = parent.recv()
+    print(f"{name}: op backend {info[0]} ({info[1]})")
+    return proc, parent
+
+
+def _compare(base, cand, tol: float) -> list[str]:
+    """Problems found comparing two runs' outputs (empty when they agree)."""
+    import numpy as np
+
+    problems = []
+    if np.abs(base[4] - cand[4]).max() > tol:
+        problems.append(f"encoder scores differ by {np.abs(base[4] - cand[4]).max():.2e}")
+    if np.abs(np.sort(base[1]) - np.sort(cand[1])).max() > tol:
+        problems.append(f"detection scores differ by {np.abs(np.sort(base[1]) - np.sort(cand[1])).max():.2e}")
+    top = base[1] > base[1].max() - 0.5  # the clearly ranked detections: same labels and boxes
+    for score, label, box in zip(base[1][top][:20], base[2][top][:20], base[3][top][:20]):
+        close = (cand[2] == label) & (np.abs(cand[1] - score) <= tol) & (np.abs(cand[3] - box).max(-1) <= 1.0)
+        if not close.any():
+            problems.append(f"detection (label {label}, score {score:.4f}) missing from the candidate")
+            break
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="dino-4scale-r50")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--size", nargs=2, type=int, default=[800, 1066], metavar=("H", "W"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backend", choices=["cpu-kernel", "reference"], default="cpu-kernel",
+                        help="op for the candidate (the baseline always uses the reference)")
+    parser.add_argument("--threads", type=int, help="torch threads in both processes (default: torch's)")
+    parser.add_argument("--tolerance", type=float, default=2e-3, help="max score difference accepted")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+
+    runners = {"baseline": _start("baseline", args, "reference"), "candidate": _start("candidate", args, args.backend)}
+    samples = {name: [] for name in runners}
+    outputs = {}
+    for round_ in range(args.repeats + 1):  # round 0 warms up
+        order = list(runners) if round_ % 2 == 0 else list(reversed(runners))
+        for name in order:
+            runners[name][1].send("run")
+            reply = runners[name][1].recv()
+            outputs[name] = reply
+            if round_:
+                samples[name].append(reply[0])
+    peak = {}
+    for name, (proc, conn) in runners.items():
+        conn.send("stop")
+        peak[name] = conn.recv()
+        proc.join()
+
+    medians = {name: {s: statistics.median(t[s] for t in runs) for s in STAGES} for name, runs in samples.items()}
+    print(f"\n{args.variant} at {args.size[0]}x{args.size[1]}, median of {args.repeats} "
+          f"(python {platform.python_version()}, {platform.machine()})")
+    print(f"{'stage':12s} {'baseline s':>11s} {'candidate s':>12s} {'ratio':>7s}")
+    for stage in STAGES:
+        b, c = medians["baseline"][stage], medians["candidate"][stage]
+        print(f"{stage:12s} {b:11.3f} {c:12.3f} {c / b if b else float('nan'):7.3f}")
+    print(f"{'peak RSS MiB':12s} {peak['baseline']:11.0f} {peak['candidate']:12.0f} "
+          f"{peak['candidate'] / peak['baseline']:7.3f}")
+
+    problems = _compare(outputs["baseline"], outputs["candidate"], args.tolerance)
+    for problem in problems:
+        print("OUTPUT MISMATCH:", problem)
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "variant": args.variant, "size": args.size, "repeats": args.repeats, "backend": args.backend,
+            "median_seconds": medians, "peak_rss_mib": peak,
+            "ratio_total": medians["candidate"]["total"] / medians["baseline"]["total"],
+            "outputs_agree": not problems, "time": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

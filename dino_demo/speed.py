@@ -1,0 +1,57 @@
+"""Inference-only fast paths that keep the model's outputs within the parity tolerances.
+
+`optimize_for_inference(model)` returns a copy of a DINO for inference:
+- every BatchNorm of a ResNet backbone is folded into the convolution before it (one pass over
+  each feature map instead of three);
+- the transformer's feed-forward layers run in token blocks with an in-place ReLU when autograd
+  is off (see `transformer.feed_forward`).
+The multi-scale deformable attention kernels are chosen separately (`dino_demo.ops`).
+The copy's state_dict is no longer the official layout: save the original, not the copy.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from .detector import DINO
+
+FFN_CHUNK = 4096
+
+
+def optimize_for_inference(model: DINO, ffn_chunk: int = FFN_CHUNK) -> DINO:
+    fast = copy.deepcopy(model).eval()
+    for module in fast.backbone[0].modules():
+        _fold_children(module)
+    transformer = fast.transformer
+    for layer in [*transformer.encoder.layers, *transformer.decoder.layers]:
+        layer.ffn_chunk = ffn_chunk
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    return fast
+
+
+def _fold_children(parent: nn.Module) -> None:
+    """Fold each (conv, norm) pair among `parent`'s direct children: `convN`/`bnN` names as in
+    torchvision's ResNet blocks and stem, and positions 0/1 of a `downsample` Sequential."""
+    children = dict(parent.named_children())
+    pairs = [(name, "bn" + name[4:]) for name in children if name.startswith("conv")]
+    if isinstance(parent, nn.Sequential) and len(parent) == 2:
+        pairs.append(("0", "1"))
+    for conv_name, norm_name in pairs:
+        conv, norm = children.get(conv_name), children.get(norm_name)
+        if isinstance(conv, nn.Conv2d) and isinstance(norm, (FrozenBatchNorm2d, nn.BatchNorm2d)):
+            _fold(conv, norm)
+            setattr(parent, norm_name, nn.Identity())
+
+
+@torch.no_grad()
+def _fold(conv: nn.Conv2d, norm: nn.Module) -> None:
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    shift = norm.bias - norm.running_mean * scale
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    conv.weight.mul_(scale.view(-1, 1, 1, 1))
+    conv.bias = nn.Parameter(shift)
