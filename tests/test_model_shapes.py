@@ -82,3 +82,24 @@ def test_official_resize_rule():
     assert resize_shape(800, 1000) == (800, 1000)
     with pytest.raises(ValueError):
         resize_shape(0, 10)
+
+
+@pytest.mark.parametrize("variant,strides", [
+    ("dino-5scale-r50", [4, 8, 16, 32, 64]),
+    ("dino-4scale-swinl", [8, 16, 32, 64]),
+    ("dino-5scale-swinl", [4, 8, 16, 32, 64]),
+])
+def test_official_variants_run_on_odd_sizes(variant, strides):
+    """Sizes that are not multiples of the stride or of Swin's 12-token window (padding paths)."""
+    torch.manual_seed(0)
+    cfg = get_config(variant).replace(enc_layers=1, dec_layers=1, num_queries=50)
+    model = build_model(cfg).eval()
+    images, masks = batch_images([torch.randn(3, 100, 140), torch.randn(3, 84, 150)])
+    with torch.no_grad():
+        out = model(images, masks, capture_attention=True)
+    expected = []
+    h, w = 100, 150
+    for s in strides:
+        expected.append([-(-h // s), -(-w // s)])
+    assert out.spatial_shapes.tolist() == expected
+    assert torch.isfinite(out.pred_logits).all() and out.sampling_locations.shape[-3] == len(strides)
