@@ -1,0 +1,216 @@
+"""Compile the kernels in `csrc/` on first use and load them into the process.
+
+There is one shared library per device type, built by `torch.utils.cpp_extension.load`:
+
+- "cpu":  `ms_deform_attn.cpp` (the op schema, `TORCH_LIBRARY(dino_demo, ...)`) and
+  `ms_deform_attn_cpu.cpp` (CPU kernels);
+- "cuda": `ms_deform_attn_cuda.cu` (CUDA kernels for the schema above, so "cpu" loads first).
+
+Each library is built in its own cache directory `<cache>/ops-<kind>-<hash>`, where `<cache>` is
+`$DINO_DEMO_CACHE` or `~/.cache/dino_demo`, and the hash covers every file in `csrc/`, the
+compiler flags, the torch, CUDA and Python versions and, for "cuda", the target architectures.
+A directory that already holds the library is loaded without compiling. `cpp_extension` builds
+under a lock file in that directory (an OS advisory lock, released if the holder dies), so
+processes starting together compile once and the others wait and then load the result.
+
+CUDA architectures: `TORCH_CUDA_ARCH_LIST` when set, else those of the visible GPUs, else
+`DEFAULT_CUDA_ARCH_LIST` (only reachable when compiling without a GPU, as `build --cuda` does).
+
+Nothing here raises: a library that cannot be built or loaded gives a `LoadResult` whose
+reason `dino_demo.ops.backend()` reports, and the op falls back to the reference.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import logging
+import os
+import platform
+import re
+import shutil
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CSRC = Path(__file__).resolve().parents[2] / "csrc"
+SOURCES = {
+    "cpu": ("ms_deform_attn.cpp", "ms_deform_attn_cpu.cpp"),
+    "cuda": ("ms_deform_attn_cuda.cu",),
+}
+DEFAULT_CUDA_ARCH_LIST = "9.0"
+
+
+def _cxx_flags() -> list[str]:
+    """-O3, OpenMP for at::parallel_for on Linux, and AVX2 + FMA on x86 CPUs that have them.
+
+    The flags are part of the cache hash, so a cache shared with an older CPU builds its own copy.
+    """
+    flags = ["-O3"]
+    if sys.platform.startswith("linux"):
+        flags.append("-fopenmp")
+    if platform.machine() in ("x86_64", "AMD64") and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        flags += ["-mavx2", "-mfma"]
+    return flags
+
+
+_CXX_FLAGS = _cxx_flags()
+_LD_FLAGS = ["-fopenmp"] if sys.platform.startswith("linux") else []
+_NVCC_FLAGS = ["-O3"]
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """Whether a library is loaded, and a one-line reason (where it came from, or why not)."""
+
+    ok: bool
+    reason: str
+
+
+_results: dict[tuple[str, bool], LoadResult] = {}
+_lock = threading.RLock()
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DINO_DEMO_CACHE") or Path.home() / ".cache" / "dino_demo")
+
+
+def load(kind: str, *, require_gpu: bool = True) -> LoadResult:
+    """Build if needed and load the "cpu" or "cuda" library, once per process.
+
+    `require_gpu=False` compiles and loads the CUDA library even when no GPU is visible (to check
+    that it builds); its kernels are then registered but cannot run.
+    """
+    if kind not in SOURCES:
+        raise ValueError(f"unknown library kind {kind!r}, expected one of {sorted(SOURCES)}")
+    key = (kind, require_gpu or kind == "cpu")
+    with _lock:
+        if key not in _results:
+            _results[key] = _load(kind, require_gpu)
+        return _results[key]
+
+
+def _load(kind: str, require_gpu: bool) -> LoadResult:
+    if kind == "cuda":
+        schema = load("cpu")
+        if not schema.ok:
+            return LoadResult(False, f"op schema library unavailable: {schema.reason}")
+        if torch.version.cuda is None:
+            return LoadResult(False, "not compiled: this torch build has no CUDA support")
+        if require_gpu and not torch.cuda.is_available():
+            return LoadResult(False, "not compiled: no GPU visible")
+        if _cuda_home() is None:
+            return LoadResult(False, "not compiled: nvcc not found (set CUDA_HOME)")
+    missing = [name for name in SOURCES[kind] if not (CSRC / name).is_file()]
+    if missing:
+        return LoadResult(False, f"not compiled: sources {missing} not found in {CSRC}")
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return LoadResult(False, f"not compiled: no C++ compiler ({compiler!r} not found)")
+    cpp_extension = _cpp_extension()
+    if not cpp_extension.is_ninja_available():
+        return LoadResult(False, "not compiled: ninja not found (pip install ninja)")
+
+    arch_list = _cuda_arch_list() if kind == "cuda" else None
+    name = f"dino_demo_ops_{kind}"
+    build_dir = cache_root() / f"ops-{kind}-{_build_hash(kind, arch_list)}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    if not (build_dir / f"{name}.so").exists():
+        logger.warning(
+            "compiling the dino_demo %s kernels into %s (first use, takes a few minutes)", kind, build_dir
+        )
+    try:
+        with _env("TORCH_CUDA_ARCH_LIST", arch_list):
+            cpp_extension.load(
+                name=name,
+                sources=[str(CSRC / source) for source in SOURCES[kind]],
+                extra_cflags=_CXX_FLAGS,
+                extra_cuda_cflags=_NVCC_FLAGS,
+                extra_ldflags=_LD_FLAGS,
+                extra_include_paths=[str(CSRC)],
+                build_directory=str(build_dir),
+                is_python_module=False,
+                verbose=False,
+            )
+    except Exception as error:  # noqa: BLE001 - a failed build or load must never break the caller
+        reason = f"build failed: {_first_error_line(str(error))}"
+        logger.warning("dino_demo %s kernels unavailable, using the reference: %s (build log in %s)", kind, reason, build_dir)
+        return LoadResult(False, reason)
+    if kind == "cpu":
+        importlib.import_module("dino_demo.ops.registration")
+    archs = f" for sm {arch_list}" if arch_list else ""
+    return LoadResult(True, f"compiled{archs} in {build_dir}")
+
+
+def _cpp_extension():
+    """Import `torch.utils.cpp_extension`, pointing it at /usr/local/cuda when CUDA_HOME is unset.
+
+    Without CUDA_HOME, cpp_extension derives the CUDA root from the `nvcc` on PATH, which is wrong
+    when that is a wrapper script outside the toolkit (e.g. /usr/local/bin/nvcc).
+    """
+    if "CUDA_HOME" not in os.environ and "CUDA_PATH" not in os.environ and "torch.utils.cpp_extension" not in sys.modules:
+        default = Path("/usr/local/cuda")
+        if (default / "bin" / "nvcc").exists():
+            os.environ["CUDA_HOME"] = str(default)
+    from torch.utils import cpp_extension
+
+    return cpp_extension
+
+
+def _cuda_home() -> str | None:
+    home = _cpp_extension().CUDA_HOME
+    if home is None or not (Path(home) / "bin" / "nvcc").exists():
+        return None
+    return home
+
+
+def _cuda_arch_list() -> str:
+    configured = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    if configured:
+        return configured
+    if torch.cuda.is_available():
+        capabilities = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+        return ";".join(f"{major}.{minor}" for major, minor in sorted(capabilities))
+    return DEFAULT_CUDA_ARCH_LIST
+
+
+def _build_hash(kind: str, arch_list: str | None) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(CSRC.iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    flags = [kind, arch_list, _CXX_FLAGS, _LD_FLAGS, _NVCC_FLAGS, os.environ.get("CXX", "c++")]
+    versions = [torch.__version__, torch.version.cuda, sys.version_info[:2], sys.platform]
+    digest.update(repr((flags, versions)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _first_error_line(message: str) -> str:
+    """The first compiler/linker error in a cpp_extension failure message, else its first line."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        if re.search(r"\berror\b", line, flags=re.IGNORECASE) and not line.startswith(("Error building", "FAILED")):
+            return line
+    return lines[0] if lines else "unknown error"
+
+
+@contextlib.contextmanager
+def _env(key: str, value: str | None):
+    """Set (or leave alone, when `value` is None) one environment variable for a block."""
+    if value is None:
+        yield
+        return
+    previous = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[key]
+        else:
+            os.environ[key] = previous

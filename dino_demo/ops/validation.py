@@ -1,0 +1,86 @@
+"""Input checks of `ms_deform_attn`, raising `ValueError` with the offending shapes.
+
+`check_inputs` looks only at shapes, dtypes and devices, so it also runs on fake tensors;
+`check_levels` reads `spatial_shapes` and `level_start_index` (a device sync on GPU).
+The C++ kernels repeat the same checks for direct `torch.ops.dino_demo` calls.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def check_inputs(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> None:
+    """Raise ValueError unless the five tensors have the official layouts, one dtype and one device."""
+    if value.dim() != 4:
+        raise ValueError(f"ms_deform_attn: value must be [N, S, M, D], got shape {tuple(value.shape)}")
+    if spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2:
+        raise ValueError(f"ms_deform_attn: spatial_shapes must be [L, 2], got shape {tuple(spatial_shapes.shape)}")
+    levels = spatial_shapes.shape[0]
+    if levels < 1:
+        raise ValueError("ms_deform_attn: need at least one level")
+    if level_start_index.dim() != 1 or level_start_index.shape[0] != levels:
+        raise ValueError(
+            f"ms_deform_attn: level_start_index must be [L] = [{levels}], got shape {tuple(level_start_index.shape)}"
+        )
+    if sampling_locations.dim() != 6 or sampling_locations.shape[5] != 2:
+        raise ValueError(
+            "ms_deform_attn: sampling_locations must be [N, Lq, M, L, P, 2], "
+            f"got shape {tuple(sampling_locations.shape)}"
+        )
+    batch, _, heads, _ = value.shape
+    if (
+        sampling_locations.shape[0] != batch
+        or sampling_locations.shape[2] != heads
+        or sampling_locations.shape[3] != levels
+    ):
+        raise ValueError(
+            f"ms_deform_attn: sampling_locations {tuple(sampling_locations.shape)} does not match N={batch}, "
+            f"M={heads}, L={levels} from value {tuple(value.shape)} and spatial_shapes {tuple(spatial_shapes.shape)}"
+        )
+    if attention_weights.shape != sampling_locations.shape[:5]:
+        raise ValueError(
+            f"ms_deform_attn: attention_weights must be [N, Lq, M, L, P] = {tuple(sampling_locations.shape[:5])}, "
+            f"got shape {tuple(attention_weights.shape)}"
+        )
+    if not value.dtype.is_floating_point:
+        raise ValueError(f"ms_deform_attn: value must be a floating point tensor, got {value.dtype}")
+    if sampling_locations.dtype != value.dtype or attention_weights.dtype != value.dtype:
+        raise ValueError(
+            "ms_deform_attn: value, sampling_locations and attention_weights must share one dtype, got "
+            f"{value.dtype}, {sampling_locations.dtype}, {attention_weights.dtype}"
+        )
+    if spatial_shapes.dtype != torch.int64 or level_start_index.dtype != torch.int64:
+        raise ValueError(
+            "ms_deform_attn: spatial_shapes and level_start_index must be int64, got "
+            f"{spatial_shapes.dtype} and {level_start_index.dtype}"
+        )
+    devices = {t.device for t in (spatial_shapes, level_start_index, sampling_locations, attention_weights)}
+    if devices != {value.device}:
+        raise ValueError(
+            f"ms_deform_attn: all inputs must be on one device, value is on {value.device}, "
+            f"the others on {sorted(str(d) for d in devices)}"
+        )
+
+
+def check_levels(spatial_shapes: torch.Tensor, level_start_index: torch.Tensor, num_values: int) -> None:
+    """Raise ValueError unless the levels are non-empty, start where the previous one ends and fill S exactly."""
+    expected_start = 0
+    for level, ((height, width), start) in enumerate(zip(spatial_shapes.tolist(), level_start_index.tolist())):
+        if height < 1 or width < 1:
+            raise ValueError(f"ms_deform_attn: level {level} has empty spatial shape ({height}, {width})")
+        if start != expected_start:
+            raise ValueError(
+                f"ms_deform_attn: level_start_index[{level}] is {start} but the spatial shapes before it "
+                f"hold {expected_start} values"
+            )
+        expected_start += height * width
+    if expected_start != num_values:
+        raise ValueError(
+            f"ms_deform_attn: spatial_shapes hold {expected_start} values in all but value has S = {num_values}"
+        )

@@ -1,0 +1,314 @@
+"""dino_demo.ops on CPU: the compiled kernel against the pure-PyTorch reference.
+
+The kernel tests fail (rather than skip) when the CPU kernel cannot be built, so a broken build
+shows up in CI; with DINO_DEMO_OP=reference they are skipped.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dino_demo import ops
+from dino_demo.ops import extension, ms_deform_attn, ms_deform_attn_reference
+
+TOLERANCES = {
+    torch.float64: {"rtol": 1e-9, "atol": 1e-11},
+    torch.float32: {"rtol": 1e-4, "atol": 2e-5},
+    torch.bfloat16: {"rtol": 2e-2, "atol": 2e-2},
+    torch.float16: {"rtol": 5e-3, "atol": 5e-3},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cpu_kernel():
+    if os.environ.get("DINO_DEMO_OP") == "reference":
+        pytest.skip("kernels disabled by DINO_DEMO_OP=reference")
+    implementation, reason = ops.backend("cpu")
+    assert implementation == "cpu-kernel", reason
+
+
+def make_problem(
+    level_shapes,
+    *,
+    batch=1,
+    heads=2,
+    channels=5,
+    queries=7,
+    points=3,
+    dtype=torch.float64,
+    device="cpu",
+    seed=0,
+    special_locations=True,
+):
+    """Random inputs in the official layouts. With `special_locations`, some sampling points sit
+    exactly on the map's edges (0 and 1), on pixel edges (k / W), or far outside."""
+    generator = torch.Generator().manual_seed(seed)
+    shapes = torch.tensor(level_shapes, dtype=torch.int64)
+    areas = shapes[:, 0] * shapes[:, 1]
+    starts = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
+    levels = len(level_shapes)
+    value = torch.randn(batch, int(areas.sum()), heads, channels, generator=generator, dtype=torch.float64)
+    locations = torch.rand(batch, queries, heads, levels, points, 2, generator=generator, dtype=torch.float64)
+    locations = locations * 1.4 - 0.2
+    if special_locations:
+        flat = locations.view(-1, levels, points, 2)
+        sizes = shapes.flip(1).to(torch.float64)  # (W, H) matches (x, y)
+        for row in range(0, flat.shape[0], 3):
+            for level in range(levels):
+                kind = (row // 3 + level) % 6
+                if kind == 0:
+                    flat[row, level, 0] = 0.0
+                elif kind == 1:
+                    flat[row, level, 0] = 1.0
+                elif kind == 2:  # pixel edges
+                    flat[row, level, 0] = torch.tensor([1.0, 2.0]).clamp(max=sizes[level] - 1) / sizes[level]
+                elif kind == 3:
+                    flat[row, level, 0] = torch.tensor([0.0, 1.0])
+                elif kind == 4:  # far outside
+                    flat[row, level, 0] = torch.tensor([-3.0, 5.0])
+    weights = torch.rand(batch, queries, heads, levels, points, generator=generator, dtype=torch.float64)
+    to = {"dtype": dtype, "device": device}
+    return value.to(**to), shapes.to(device), starts.to(device), locations.to(**to), weights.to(**to)
+
+
+def run_with_grads(op, inputs, grad_dtype=None):
+    """Output and gradients of value, sampling_locations and attention_weights, for a random
+    incoming gradient rounded to `grad_dtype` (default: the output's dtype)."""
+    leaves = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
+    output = op(*leaves)
+    generator = torch.Generator().manual_seed(1)
+    grad_output = torch.randn(output.shape, generator=generator, dtype=torch.float64)
+    grad_output = grad_output.to(grad_dtype or output.dtype).to(output.dtype)
+    output.backward(grad_output)
+    return [output.detach()] + [leaves[i].grad for i in (0, 3, 4)]
+
+
+def reference_in_float64(inputs):
+    """Reference outputs and gradients for low-precision inputs, computed in float64."""
+    as_float64 = [t.double() if t.is_floating_point() else t for t in inputs]
+    return run_with_grads(ms_deform_attn_reference, as_float64, grad_dtype=inputs[0].dtype)
+
+
+def assert_all_close(actual, expected, dtype):
+    names = ("output", "grad value", "grad sampling_locations", "grad attention_weights")
+    for name, a, e in zip(names, actual, expected):
+        torch.testing.assert_close(a, e.to(a.dtype), **TOLERANCES[dtype], msg=lambda m, name=name: f"{name}: {m}")
+
+
+CASES = {
+    "one level": dict(level_shapes=[[5, 7]], batch=1, heads=1, channels=1, points=1),
+    "two levels batch 3": dict(level_shapes=[[9, 11], [5, 3]], batch=3, heads=3, channels=7, points=2),
+    "three levels": dict(level_shapes=[[13, 7], [7, 1], [1, 5]], batch=1, heads=2, channels=3, points=4),
+    "four levels": dict(level_shapes=[[11, 15], [5, 7], [3, 3], [1, 1]], batch=3, heads=2, channels=33, points=4),
+    "five levels": dict(level_shapes=[[17, 19], [9, 9], [5, 5], [3, 3], [1, 3]], batch=1, heads=4, channels=8, points=2),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cpu_kernel_matches_reference(case, dtype):
+    inputs = make_problem(**CASES[case], dtype=dtype, seed=len(case))
+    expected = run_with_grads(ms_deform_attn_reference, inputs)
+    assert_all_close(run_with_grads(ms_deform_attn, inputs), expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cpu_kernel_half_precision(dtype):
+    inputs = make_problem([[9, 11], [5, 3], [2, 2]], batch=2, heads=2, channels=6, dtype=dtype)
+    actual = run_with_grads(ms_deform_attn, inputs)
+    assert all(t.dtype == dtype for t in actual)
+    assert_all_close(actual, reference_in_float64(inputs), dtype)
+
+
+def test_outer_edge_of_support_matches_reference():
+    """x = -1 and x = W in pixel units: value zero, gradient towards the map as in grid_sample."""
+    value, shapes, starts, locations, weights = make_problem([[4, 6]], queries=4, points=2, special_locations=False)
+    locations[:, 0, :, 0, 0] = torch.tensor([-0.5 / 6, 0.5])
+    locations[:, 1, :, 0, 0] = torch.tensor([1 + 0.5 / 6, 0.5])
+    locations[:, 2, :, 0, 0] = torch.tensor([0.5, -0.5 / 4])
+    locations[:, 3, :, 0, 0] = torch.tensor([0.5, 1 + 0.5 / 4])
+    inputs = (value, shapes, starts, locations, weights)
+    assert_all_close(run_with_grads(ms_deform_attn, inputs), run_with_grads(ms_deform_attn_reference, inputs), torch.float64)
+
+
+def test_masked_values_match_reference():
+    value, shapes, starts, locations, weights = make_problem([[8, 9], [4, 5]], batch=2)
+    padding_mask = torch.rand(value.shape[:2], generator=torch.Generator().manual_seed(3)) < 0.4
+    value = value.masked_fill(padding_mask[..., None, None], 0.0)
+    inputs = (value, shapes, starts, locations, weights)
+    assert_all_close(run_with_grads(ms_deform_attn, inputs), run_with_grads(ms_deform_attn_reference, inputs), torch.float64)
+
+
+def test_non_contiguous_inputs():
+    value, shapes, starts, locations, weights = make_problem([[6, 7], [3, 4]], batch=3, heads=2, channels=4)
+    # value as a channel slice of a wider tensor, locations as a transposed view, weights strided
+    wide_value = torch.randn(*value.shape[:3], 9, dtype=value.dtype)
+    wide_value[..., 2:6] = value
+    strided_value = wide_value[..., 2:6]
+    transposed_locations = locations.transpose(1, 2).contiguous().transpose(1, 2)
+    doubled_weights = weights.repeat_interleave(2, dim=-1)[..., ::2]
+    strided_shapes = torch.stack([shapes, shapes], dim=1)[:, 0]
+    non_contiguous = (strided_value, strided_shapes, starts, transposed_locations, doubled_weights)
+    assert not any(t.is_contiguous() for t in (strided_value, transposed_locations, doubled_weights, strided_shapes))
+    expected = run_with_grads(ms_deform_attn_reference, (value, shapes, starts, locations, weights))
+    assert_all_close(run_with_grads(ms_deform_attn, non_contiguous), expected, torch.float64)
+
+
+def test_no_grad_inference_and_empty_queries():
+    value, shapes, starts, locations, weights = make_problem([[5, 6], [3, 3]], dtype=torch.float32)
+    with torch.no_grad():
+        output = ms_deform_attn(value, shapes, starts, locations, weights)
+    assert output.shape == (1, 7, 2 * 5) and not output.requires_grad
+    empty = ms_deform_attn(value, shapes, starts, locations[:, :0], weights[:, :0])
+    assert empty.shape == (1, 0, 10)
+
+
+def test_gradcheck_all_differentiable_inputs():
+    value, shapes, starts, locations, weights = make_problem(
+        [[3, 4], [2, 3]], heads=2, channels=3, queries=2, points=2, special_locations=False
+    )
+    locations = locations.clamp(0.02, 0.98)
+    inputs = (
+        value.requires_grad_(),
+        shapes,
+        starts,
+        locations.requires_grad_(),
+        weights.requires_grad_(),
+    )
+    assert torch.autograd.gradcheck(torch.ops.dino_demo.ms_deform_attn, inputs, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(requires_grad):
+    value, shapes, starts, locations, weights = make_problem([[4, 5], [2, 3]], batch=2, queries=3, dtype=torch.float32)
+    for tensor in (value, locations, weights):
+        tensor.requires_grad_(requires_grad)
+    torch.library.opcheck(torch.ops.dino_demo.ms_deform_attn, (value, shapes, starts, locations, weights))
+
+
+def test_bad_inputs_raise_value_error():
+    value, shapes, starts, locations, weights = make_problem([[4, 5], [2, 3]], dtype=torch.float32)
+    bad_calls = {
+        "value must be": (value[0], shapes, starts, locations, weights),
+        "spatial_shapes must be": (value, shapes[:, :1], starts, locations, weights),
+        "level_start_index must be": (value, shapes, starts[:1], locations, weights),
+        "does not match": (value, shapes, starts, locations[:, :, :1], weights[:, :, :1]),
+        "attention_weights must be": (value, shapes, starts, locations, weights[..., :1]),
+        "share one dtype": (value, shapes, starts, locations.double(), weights),
+        "must be int64": (value, shapes.int(), starts, locations, weights),
+        "floating point": (value.int(), shapes, starts, locations.int(), weights.int()),
+        "values in all": (value[:, :-1], shapes, starts, locations, weights),
+        "level_start_index\\[0\\]": (value, shapes, starts + 1, locations, weights),
+    }
+    for message, args in bad_calls.items():
+        for op in (ms_deform_attn, torch.ops.dino_demo.ms_deform_attn):
+            with pytest.raises(ValueError, match=message):
+                op(*args)
+        with ops.use_backend("reference"), pytest.raises(ValueError, match=message):
+            ms_deform_attn(*args)
+
+
+def test_use_backend_and_environment(monkeypatch):
+    assert ops.backend("cpu")[0] == "cpu-kernel"
+    with ops.use_backend("reference"):
+        assert ops.backend("cpu") == ("reference", 'disabled by use_backend("reference")')
+    assert ops.backend("cpu")[0] == "cpu-kernel"
+    monkeypatch.setenv("DINO_DEMO_OP", "reference")
+    assert ops.backend("cpu") == ("reference", "disabled by DINO_DEMO_OP=reference")
+    with ops.use_backend("auto"):
+        assert ops.backend("cpu")[0] == "cpu-kernel"
+    monkeypatch.setenv("DINO_DEMO_OP", "fast")
+    with pytest.raises(ValueError, match="DINO_DEMO_OP"):
+        ops.backend("cpu")
+    with pytest.raises(ValueError, match="backend must be"):
+        ops.use_backend("cuda")
+    monkeypatch.delenv("DINO_DEMO_OP")
+    assert ops.backend("meta") == ("reference", "no compiled kernel for device type 'meta'")
+
+
+def test_failed_build_falls_back_with_reason(tmp_path, monkeypatch):
+    broken = tmp_path / "csrc"
+    broken.mkdir()
+    for name in extension.SOURCES["cpu"]:
+        (broken / name).write_text("#error broken on purpose\n")
+    monkeypatch.setattr(extension, "CSRC", broken)
+    monkeypatch.setenv("DINO_DEMO_CACHE", str(tmp_path / "cache"))
+    result = extension._load("cpu", require_gpu=True)
+    assert not result.ok and result.reason.startswith("build failed:") and "broken on purpose" in result.reason
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    assert extension._load("cpu", require_gpu=True).reason == "not compiled: no C++ compiler ('no-such-compiler' not found)"
+
+
+def test_import_does_not_build(tmp_path):
+    """Importing the package leaves the cache untouched: building waits for the first op call."""
+    environment = {**os.environ, "DINO_DEMO_CACHE": str(tmp_path / "cache")}
+    code = "import dino_demo, dino_demo.ops; import sys; sys.exit('dino_demo.ops.registration' in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, env=environment, cwd=Path(__file__).parents[1])
+    assert not (tmp_path / "cache").exists()
+
+
+# CUDA kernel: the same comparisons on the GPU, skipped without one. The expected values are the
+# reference's on CPU in float64.
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU visible")
+
+
+def to_cuda(inputs):
+    return [t.cuda() for t in inputs]
+
+
+@requires_cuda
+def test_cuda_kernel_is_used():
+    implementation, reason = ops.backend("cuda")
+    assert implementation == "cuda-kernel", reason
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cuda_kernel_matches_reference(case, dtype):
+    inputs = make_problem(**CASES[case], dtype=dtype, seed=len(case))
+    actual = run_with_grads(ms_deform_attn, to_cuda(inputs))
+    assert all(t.is_cuda and t.dtype == dtype for t in actual)
+    assert_all_close([t.cpu() for t in actual], reference_in_float64(inputs), dtype)
+
+
+@requires_cuda
+def test_cuda_non_contiguous_and_masked_inputs():
+    value, shapes, starts, locations, weights = make_problem([[6, 7], [3, 4]], batch=3, heads=2, channels=40)
+    padding_mask = torch.rand(value.shape[:2], generator=torch.Generator().manual_seed(3)) < 0.3
+    value = value.masked_fill(padding_mask[..., None, None], 0.0)
+    expected = run_with_grads(ms_deform_attn_reference, (value, shapes, starts, locations, weights))
+    non_contiguous = (
+        value.cuda().transpose(2, 3).contiguous().transpose(2, 3),
+        shapes.cuda(),
+        starts.cuda(),
+        locations.cuda().transpose(1, 2).contiguous().transpose(1, 2),
+        weights.cuda().repeat_interleave(2, dim=-1)[..., ::2],
+    )
+    actual = run_with_grads(ms_deform_attn, non_contiguous)
+    assert_all_close([t.cpu() for t in actual], expected, torch.float64)
+
+
+@requires_cuda
+def test_cuda_gradcheck_and_opcheck():
+    value, shapes, starts, locations, weights = make_problem(
+        [[3, 4], [2, 3]], heads=2, channels=3, queries=2, points=2, special_locations=False
+    )
+    inputs = (
+        value.cuda().requires_grad_(),
+        shapes.cuda(),
+        starts.cuda(),
+        locations.clamp(0.02, 0.98).cuda().requires_grad_(),
+        weights.cuda().requires_grad_(),
+    )
+    # grad_value is summed with atomics, so repeated backwards may differ in the last bits
+    assert torch.autograd.gradcheck(
+        torch.ops.dino_demo.ms_deform_attn, inputs, eps=1e-6, atol=1e-5, nondet_tol=1e-12
+    )
+    torch.library.opcheck(torch.ops.dino_demo.ms_deform_attn, inputs)
