@@ -91,7 +91,7 @@ VARIANTS: dict[str, DINOConfig] = {
     "dino-tiny": DINOConfig(
         name="dino-tiny", backbone="resnet-tiny", backbone_levels=(1, 2, 3), num_feature_levels=4,
         num_classes=8, hidden_dim=128, num_heads=8, ffn_dim=512, enc_layers=3, dec_layers=3,
-        num_queries=100, num_select=100, dn_number=50, min_size=320, max_size=512,
+        num_queries=100, num_select=100, dn_number=50, min_size=256, max_size=512,
         class_names=("circle", "square", "triangle", "star", "ring", "cross", "hexagon", "ellipse")),
 }
 

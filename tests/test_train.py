@@ -1,0 +1,95 @@
+"""The training loop: a step lowers the loss, checkpoints resume, the export loads safely."""
+import json
+
+import pytest
+import torch
+
+from dino_demo import get_config
+from dino_demo.criterion import build_criterion
+from dino_demo.detector import build_model
+from dino_demo.synthetic import SceneSpec, generate_scene
+from dino_demo.train import TrainConfig, build_optimizer, parse_args, scene_targets, train, train_step, training_batch
+
+SMALL = dict(variant="dino-tiny", batch_size=2, image_size=64, max_objects=3, eval_count=2, threads=None)
+
+
+def _loss(model, criterion, images, masks, targets) -> float:
+    torch.manual_seed(123)  # the same denoising noise every time
+    with torch.no_grad():
+        return criterion.total(criterion(model(images, masks, targets), targets)).item()
+
+
+def test_training_steps_reduce_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    cfg = get_config("dino-tiny")
+    model = build_model(cfg).train()
+    criterion = build_criterion(cfg.num_classes)
+    optimizer = build_optimizer(model, TrainConfig(out="unused", lr=1e-3, lr_backbone=1e-3))
+    images, masks, targets = training_batch(0, 0, 2, SceneSpec(size=64, max_objects=3))
+    before = _loss(model, criterion, images, masks, targets)
+    for _ in range(3):
+        torch.manual_seed(123)
+        values = train_step(model, criterion, optimizer, images, masks, targets, clip_max_norm=0.1)
+        assert {"loss", "loss_ce", "loss_bbox_interm", "loss_giou_dn", "loss_ce_dn_0"} <= set(values)
+    after = _loss(model, criterion, images, masks, targets)
+    assert after < before
+
+
+def test_optimizer_gives_the_backbone_its_own_learning_rate():
+    model = build_model(get_config("dino-tiny"))
+    optimizer = build_optimizer(model, TrainConfig(out="unused", lr=1e-4, lr_backbone=1e-5))
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    assert lrs == [1e-4, 1e-5]
+    assert optimizer.param_groups[0]["weight_decay"] == 1e-4
+    counted = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+    assert counted == sum(p.numel() for p in model.parameters())
+
+
+def test_scene_targets_are_normalized_cxcywh():
+    scene = generate_scene(0, 0, SceneSpec(size=100))
+    target = scene_targets(scene.boxes, scene.labels, 100)
+    x0, y0, x1, y1 = scene.boxes[0] / 100
+    assert torch.allclose(target["boxes"][0], torch.tensor([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0]))
+    assert target["labels"].dtype == torch.int64
+
+
+def test_train_checkpoints_resume_and_exports(tmp_path):
+    export = tmp_path / "shipped.pth"
+    cfg = TrainConfig(out=str(tmp_path / "run"), steps=2, eval_every=2, checkpoint_every=1,
+                      export=str(export), **SMALL)
+    state = train(cfg)
+    assert state.step == 2 and len(state.history) == 1
+    assert set(state.history[0]["eval"]) >= {"AP", "AP50"}
+    shipped = torch.load(export, weights_only=True)
+    assert shipped["variant"] == "dino-tiny" and shipped["dtype"] == "float16"
+    assert all(v.dtype != torch.float32 for v in shipped["model"].values())
+    model = build_model(get_config("dino-tiny"))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in shipped["model"].items()})
+
+    resumed = train(TrainConfig(**{**cfg.__dict__, "steps": 3}), resume=str(tmp_path / "run" / "checkpoint.pth"))
+    assert resumed.step == 3
+    lines = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines if "eval" in line] == [2, 3]
+
+
+def test_command_line_maps_onto_the_config():
+    cfg, resume = parse_args(["--out", "x", "--steps", "5", "--lr-backbone", "2e-4", "--resume", "r.pth"])
+    assert cfg.steps == 5 and cfg.lr_backbone == 2e-4 and cfg.out == "x" and resume == "r.pth"
+    assert cfg.lr == 1e-4 and cfg.weight_decay == 1e-4 and cfg.clip_max_norm == 0.1
+
+
+def test_coco_ap_of_the_ground_truth_itself_is_one():
+    from dino_demo.evaluate import coco_box_ap, coco_results
+    from dino_demo.outputs import Detections
+    from dino_demo.synthetic import coco_annotations
+
+    scenes = [generate_scene(7, i, SceneSpec(size=96)) for i in range(3)]
+    gt = coco_annotations(scenes, ["a.png", "b.png", "c.png"])
+    detections = [Detections(torch.ones(len(s.labels)), torch.as_tensor(s.labels), torch.as_tensor(s.boxes),
+                             torch.arange(len(s.labels))) for s in scenes]
+    results = coco_results(detections, [1, 2, 3])
+    assert results[0]["category_id"] == int(scenes[0].labels[0]) + 1
+    metrics = coco_box_ap(gt, results)
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["AP50"] == pytest.approx(1.0)
+    wrong_class = [{**r, "category_id": r["category_id"] % 8 + 1} for r in results]
+    assert coco_box_ap(gt, wrong_class)["AP50"] < 0.5
