@@ -3,8 +3,9 @@
     python benchmarks/e2e.py --variant dino-4scale-r50 --size 800 1066 --repeats 3 [--json OUT]
 
 The baseline is this project's model on the pure-PyTorch op path with default PyTorch settings,
-which does the same operations as the official code on the CPU. The candidate is the normal
-inference path (`dino_demo.inference.run`) with the chosen op backend. Each runs in its own
+which does the same operations as the official code on the CPU. The candidate is what the app
+runs: the model after `dino_demo.speed.optimize_for_inference`, through `dino_demo.inference.run`,
+with the chosen op backend. Each runs in its own
 process (so that peak RSS is each one's own); runs alternate between them after a warm-up, and
 the medians are reported. Without --checkpoint the weights are the parity kit's recipe.
 
@@ -26,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("preprocess", "backbone", "encoder", "decoder", "postprocess", "total")
 
 
-def _worker(conn, variant: str, checkpoint: str | None, size: tuple[int, int], backend: str, threads: int | None):
+def _worker(conn, variant: str, checkpoint: str | None, size: tuple[int, int], backend: str, fast: bool,
+            threads: int | None):
     sys.path.insert(0, str(ROOT))
     import numpy as np
     import torch
@@ -36,6 +38,7 @@ def _worker(conn, variant: str, checkpoint: str | None, size: tuple[int, int], b
     from dino_demo.config import get_config
     from dino_demo.detector import build_model
     from dino_demo.fixture_weights import recipe_state_dict
+    from dino_demo.speed import optimize_for_inference
 
     if threads:
         torch.set_num_threads(threads)
@@ -46,6 +49,8 @@ def _worker(conn, variant: str, checkpoint: str | None, size: tuple[int, int], b
         cfg = get_config(variant)
         model = build_model(cfg).eval()
         model.load_state_dict(recipe_state_dict(model.state_dict()))
+    if fast:
+        model = optimize_for_inference(model)
     # Feed the model exactly `size`: the image is that size and the resize rule keeps it.
     height, width = size
     cfg = cfg.replace(min_size=min(size), max_size=max(size))
@@ -69,13 +74,14 @@ def _test_image(width: int, height: int):
     return Image.open(photo).convert("RGB").resize((width, height), Image.BILINEAR)
 
 
-def _start(name, args, backend):
+def _start(name, args, backend, fast):
     parent, child = mp.Pipe()
     proc = mp.get_context("spawn").Process(
-        target=_worker, args=(child, args.variant, args.checkpoint, tuple(args.size), backend, args.threads), daemon=True)
+        target=_worker, args=(child, args.variant, args.checkpoint, tuple(args.size), backend, fast, args.threads),
+        daemon=True)
     proc.start()
-    tag, info = parent.recv()
-    print(f"{name}: op backend {info[0]} ({info[1]})")
+    _, info = parent.recv()
+    print(f"{name}: op backend {info[0]} ({info[1]}), fast path {'on' if fast else 'off'}")
     return proc, parent
 
 
@@ -105,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backend", choices=["cpu-kernel", "reference"], default="cpu-kernel",
                         help="op for the candidate (the baseline always uses the reference)")
+    parser.add_argument("--no-fast-path", action="store_true",
+                        help="candidate without optimize_for_inference (the op backend alone)")
     parser.add_argument("--threads", type=int, help="torch threads in both processes (default: torch's)")
     parser.add_argument("--tolerance", type=float, default=2e-3, help="max score difference accepted")
     parser.add_argument("--json", help="write the results here")
@@ -112,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
 
-    runners = {"baseline": _start("baseline", args, "reference"), "candidate": _start("candidate", args, args.backend)}
+    runners = {"baseline": _start("baseline", args, "reference", fast=False),
+               "candidate": _start("candidate", args, args.backend, fast=not args.no_fast_path)}
     samples = {name: [] for name in runners}
     outputs = {}
     for round_ in range(args.repeats + 1):  # round 0 warms up

@@ -79,5 +79,8 @@ class MSDeformAttn(nn.Module):
                          + offsets / p * reference_points[:, :, None, :, None, 2:] * 0.5)
         else:
             raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
-        output = ops.ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights)
+        # Under autocast the projections may be bfloat16 while locations stay float32: sample in
+        # the locations' precision (a bfloat16 location would be off by a fraction of a pixel).
+        output = ops.ms_deform_attn(value.to(locations.dtype), spatial_shapes, level_start_index, locations,
+                                    weights.to(locations.dtype))
         return self.output_proj(output), locations, weights

@@ -141,6 +141,9 @@ def default_model(device: str | torch.device = "cpu") -> tuple[DINO, DINOConfig]
 
 def save_checkpoint(model: DINO, path: str | os.PathLike, half: bool = False, **extra) -> None:
     """Write `{'model', 'variant', 'config', **extra}` readable with weights_only=True."""
+    if getattr(model, "inference_only", False):
+        raise ValueError("this model was prepared with optimize_for_inference (inference-only, "
+                         "BatchNorm folded): save the original model instead")
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(model.cfg).items()}

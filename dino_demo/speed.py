@@ -30,6 +30,7 @@ def optimize_for_inference(model: DINO, ffn_chunk: int = FFN_CHUNK) -> DINO:
         layer.ffn_chunk = ffn_chunk
     for p in fast.parameters():
         p.requires_grad_(False)
+    fast.inference_only = True  # checkpoint.save_checkpoint refuses it
     return fast
 
 

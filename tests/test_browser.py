@@ -1,0 +1,156 @@
+"""A real browser (Chromium driven by Playwright) uses the app: upload, detect, click a box,
+switch head and level, and the sampling-point overlay changes. Screenshots go to test-artifacts/."""
+import io
+import re
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not Path(CHROMIUM).is_file():
+    pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+
+from gradio_client import Client, handle_file  # noqa: E402
+
+import app  # noqa: E402
+from dino_demo.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
+from dino_demo.inference import DetectionView, detection_at  # noqa: E402
+
+ROOT = Path(app.__file__).resolve().parent
+ARTIFACTS = ROOT / "test-artifacts"
+IMAGE = ROOT / "examples" / "shapes-90210-9.png"
+MODEL = "shipped" if DEFAULT_CHECKPOINT.is_file() else "untrained:dino-tiny"
+MAX_DETECTIONS = 20
+# Gradio's own use of pandas warns under pandas 3; not this project's concern.
+pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url():
+    demo = app.launch("127.0.0.1", _free_port(), prevent_thread_lock=True, quiet=True)
+    yield demo.local_url
+    demo.close()
+
+
+@pytest.fixture
+def page(url):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.wait_for_selector("#detect-button")
+        yield page
+        browser.close()
+
+
+def _element_pixels(page, selector: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(page.locator(selector).screenshot())).convert("RGB"), dtype=np.int16)
+
+
+def _wait_for_new_src(page, selector: str, old: str | None) -> str:
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        src = page.locator(selector).get_attribute("src") if page.locator(selector).count() else None
+        if src and src != old:
+            return src
+        time.sleep(0.1)
+    raise AssertionError(f"{selector} did not change")
+
+
+def _set_number(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def _click_in_image(page, selector: str, x: float, y: float, width: int) -> None:
+    """Click at pixel (x, y) of a `width` pixels wide image drawn (maybe enlarged) into an <img>
+    that Gradio shows centred and never upscaled."""
+    img = page.locator(selector)
+    img.scroll_into_view_if_needed()
+    page.wait_for_function(f"() => document.querySelector('{selector}')?.naturalWidth > 0")
+    natural = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    x, y = x * natural[0] / width, y * natural[0] / width
+    box = img.bounding_box()
+    scale = min(box["width"] / natural[0], box["height"] / natural[1], 1.0)
+    left = box["x"] + (box["width"] - natural[0] * scale) / 2
+    top = box["y"] + (box["height"] - natural[1] * scale) / 2
+    page.mouse.click(left + x * scale, top + y * scale)
+
+
+def test_upload_detect_click_and_inspect(page, url):
+    ARTIFACTS.mkdir(exist_ok=True)
+    # What the page will show, from the API (same model, same image: same result). The threshold
+    # is 0.3, or lower when the model scores nothing that high (the untrained one).
+    client = Client(url, verbose=False)
+    _, best = client.predict(handle_file(str(IMAGE)), MODEL, "", "auto", 1333, 0.0, 1, api_name="/detect")
+    threshold = min(0.3, float(np.floor(best["detections"][0]["score"] * 100) / 100))
+    _, expected = client.predict(
+        handle_file(str(IMAGE)), MODEL, "", "auto", 1333, threshold, MAX_DETECTIONS, api_name="/detect")
+    detections = expected["detections"]
+    assert detections
+
+    page.set_input_files("#image-in input[type=file]", str(IMAGE))
+    page.wait_for_selector("#image-in img")
+    _set_number(page, "threshold", threshold)
+    _set_number(page, "max-detections", MAX_DETECTIONS)
+    page.click("#detect-button")
+    first_src = _wait_for_new_src(page, "#det-image img", None)
+    page.wait_for_function("() => document.querySelector('#slot input').value !== ''")
+
+    # Click inside the last listed detection: the app selects the smallest box containing the click.
+    x0, y0, x1, y1 = detections[-1]["box_xyxy"]
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    view = DetectionView(
+        boxes=np.array([d["box_xyxy"] for d in detections]), scores=np.array([d["score"] for d in detections]),
+        labels=np.zeros(len(detections), int), categories=np.zeros(len(detections), int),
+        slots=np.array([d["query_slot"] for d in detections]), names=tuple(d["label"] for d in detections))
+    want = int(view.slots[detection_at(view, cx, cy)])
+    _click_in_image(page, "#det-image img", cx, cy, expected["image"]["width"])
+    page.wait_for_function(f"() => document.querySelector('#slot input').value === '{want}'")
+    _wait_for_new_src(page, "#det-image img", first_src)  # re-drawn with the selection highlighted
+    page.screenshot(path=str(ARTIFACTS / "browser-detections.png"), full_page=True)
+
+    page.get_by_role("tab", name="Sampling points").click()
+    page.wait_for_selector("#sampling-image img")
+    time.sleep(0.5)
+    src = page.locator("#sampling-image img").get_attribute("src")
+    all_heads = _element_pixels(page, "#sampling-image img")
+
+    page.locator("#head label").filter(has_text=re.compile(r"^\s*2\s*$")).click()
+    src = _wait_for_new_src(page, "#sampling-image img", src)
+    time.sleep(0.3)
+    head_2 = _element_pixels(page, "#sampling-image img")
+
+    page.locator("#level label").filter(has_text=re.compile(r"^\s*3\s*$")).click()
+    _wait_for_new_src(page, "#sampling-image img", src)
+    time.sleep(0.3)
+    head_2_level_3 = _element_pixels(page, "#sampling-image img")
+    page.screenshot(path=str(ARTIFACTS / "browser-sampling.png"), full_page=True)
+    Image.fromarray(head_2_level_3.astype(np.uint8)).save(ARTIFACTS / "browser-sampling-head2-level3.png")
+
+    def changed(a, b):
+        return a.shape != b.shape or (np.abs(a - b).max(-1) > 40).mean() > 0.0005
+
+    assert changed(all_heads, head_2), "switching to head 2 did not change the overlay"
+    assert changed(head_2, head_2_level_3), "switching to level 3 did not change the overlay"
+    # Fewer points are drawn for one head than for all eight.
+    assert (np.abs(head_2 - all_heads).max(-1) > 40).mean() > 0.001
+
+    page.get_by_role("tab", name="Runtime").click()
+    assert "backbone" in page.locator("#runtime").inner_text()

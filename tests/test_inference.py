@@ -1,0 +1,223 @@
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dino_demo import get_config
+from dino_demo.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
+from dino_demo.detector import build_model
+from dino_demo.inference import (
+    DetectionView, ModelCache, coco_results, detection_at, detection_records, detection_view, load,
+    model_input_size, proposal_view, refinement_view, run, sampling_view,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load("untrained:dino-tiny")
+
+
+@pytest.fixture(scope="module")
+def result(tiny):
+    model, cfg = tiny
+    image = np.random.default_rng(0).integers(0, 256, size=(64, 96, 3), dtype=np.uint8)
+    return run(model, cfg, image, model_id="test")
+
+
+def test_run_keeps_what_the_explorer_needs(tiny, result):
+    _, cfg = tiny
+    k, q, m, l, p = cfg.dec_layers, cfg.num_queries, cfg.num_heads, cfg.num_feature_levels, cfg.dec_points
+    assert result.size == (64, 96)
+    assert result.input_size == model_input_size(cfg, 64, 96) == result.padded_size
+    assert len(result.detections) == cfg.num_select
+    out = result.output
+    assert out.sampling_locations.shape == (k, 1, q, m, l, p, 2)
+    assert out.attention_weights.shape == (k, 1, q, m, l, p)
+    assert out.references.shape == (k + 1, 1, q, 4)
+    assert all(t.device.type == "cpu" for t in (out.logits, out.memory, result.detections.boxes))
+    assert set(result.timings) >= {"preprocess", "backbone", "encoder", "decoder", "postprocess", "total"}
+    assert result.attention_shape == (m, l, p) and result.num_layers == k
+    assert isinstance(result.backend[0], str) and result.backend[1]
+    assert result.category_ids == tuple(range(1, 9)) and result.model_id == "test"
+
+
+def test_model_input_size_follows_the_official_rule():
+    r50 = get_config("dino-4scale-r50")
+    assert model_input_size(r50, 480, 640) == (800, 1066)
+    assert model_input_size(r50, 1000, 4000) == (333, 1332)  # DETR rounding
+    assert model_input_size(r50, 480, 640, max_size=512) == (384, 512)
+    assert model_input_size(r50, 480, 640, max_size=5000) == (800, 1066)
+    tiny = get_config("dino-tiny")
+    assert max(model_input_size(tiny, 3000, 4000)) <= tiny.max_size
+    with pytest.raises(ValueError, match="aspect ratio"):
+        model_input_size(r50, 10, 3000)
+    with pytest.raises(ValueError, match="at least"):
+        model_input_size(r50, 100, 100, max_size=8)
+
+
+def test_detections_are_in_original_pixels(result):
+    det = result.detections
+    q = int(det.query_index[0])
+    cx, cy, w, h = result.output.pred_boxes[0, q].double().tolist()
+    height, width = result.size
+    expected = [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
+    np.testing.assert_allclose(det.boxes[0].double().numpy(), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_sampling_points_are_converted_to_original_pixels(result):
+    out = result.output
+    locations = torch.empty_like(out.sampling_locations)
+    locations[..., 0], locations[..., 1] = 0.5, 0.25
+    fake = dataclasses.replace(
+        result, output=dataclasses.replace(out, sampling_locations=locations),
+        image=np.zeros((100, 200, 3), np.uint8), input_size=(200, 400), padded_size=(300, 400))
+    view = sampling_view(fake, slot=3, layer=1)
+    m, l, p = result.attention_shape
+    assert view.points.shape == (m, l, p, 2) and view.weights.shape == (m, l, p)
+    # x: 0.5 * padded 400 px -> 200 input px -> 100 original px; y: 0.25 * 300 = 75 -> 37.5.
+    np.testing.assert_allclose(view.points[..., 0], 100.0)
+    np.testing.assert_allclose(view.points[..., 1], 37.5)
+
+
+def test_sampling_view_selects_heads_and_levels(result):
+    m, l, p = result.attention_shape
+    full = sampling_view(result, slot=5, layer=2)
+    one = sampling_view(result, slot=5, layer=2, head=1, level=2)
+    assert one.points.shape == (1, 1, p, 2) and one.heads == (1,) and one.levels == (2,)
+    np.testing.assert_array_equal(one.points[0, 0], full.points[1, 2])
+    np.testing.assert_array_equal(one.weights[0, 0], full.weights[1, 2])
+    assert full.mass.shape == (m, l)
+    np.testing.assert_allclose(full.mass.sum(1), 1.0, atol=1e-6)
+    weights = result.output.attention_weights[2, 0, 5].double()
+    np.testing.assert_allclose(full.weights, weights.numpy())
+    for bad in ({"slot": 10_000}, {"layer": 3}, {"head": 8}, {"level": -1}, {"slot": 1.5}):
+        args = {"slot": 0, "layer": 0, **bad}
+        with pytest.raises(ValueError):
+            sampling_view(result, args["slot"], args["layer"], args.get("head"), args.get("level"))
+
+
+def test_refinement_goes_from_the_proposal_to_the_final_box(result):
+    det = result.detections
+    slot = int(det.query_index[0])
+    stages = refinement_view(result, slot)
+    assert stages.shape == (result.num_layers + 1, 4)
+    np.testing.assert_allclose(stages[-1], det.boxes[0].double().numpy(), rtol=1e-5, atol=1e-3)
+    cx, cy, w, h = result.output.selection.boxes[0, slot].double().tolist()
+    height, width = result.size
+    np.testing.assert_allclose(stages[0], [(cx - w / 2) * width, (cy - h / 2) * height,
+                                           (cx + w / 2) * width, (cy + h / 2) * height], rtol=1e-5, atol=1e-3)
+
+
+def test_proposals_are_ranked_by_encoder_score(result):
+    view = proposal_view(result, 7)
+    assert view.boxes.shape == (7, 4) and len(view.slots) == 7
+    assert (np.diff(view.scores) <= 0).all()
+    all_scores = result.output.selection.logits[0].max(-1).values.sigmoid()
+    assert view.scores[0] == pytest.approx(float(all_scores.max()))
+    assert len(proposal_view(result, 5000).slots) == result.num_queries
+
+
+def test_detection_view_thresholds_and_caps(result):
+    scores = result.detections.scores
+    threshold = float(scores[4])
+    view = detection_view(result, threshold)
+    assert len(view) == int((scores >= threshold).sum())
+    assert len(detection_view(result, 0.0, 3)) == 3
+    records = detection_records(detection_view(result, 0.0, 2))
+    assert set(records[0]) == {"label", "category_id", "score", "box_xyxy", "query_slot"}
+    assert records[0]["query_slot"] == int(result.detections.query_index[0])
+
+
+def _view(boxes):
+    n = len(boxes)
+    return DetectionView(boxes=np.array(boxes, dtype=float), scores=np.linspace(0.9, 0.5, n), labels=np.arange(n),
+                         categories=np.arange(n) + 1, slots=np.arange(n) * 10, names=tuple("abcdefgh"[:n]))
+
+
+def test_detection_at_prefers_the_smallest_box_containing_the_click():
+    view = _view([[0, 0, 100, 100], [40, 40, 60, 60], [200, 200, 210, 210]])
+    assert detection_at(view, 50, 50) == 1
+    assert detection_at(view, 10, 10) == 0
+    assert detection_at(view, 190, 195) == 2  # outside all: nearest centre
+    assert detection_at(_view([]), 1, 1) is None
+
+
+def test_coco_results_use_xywh_and_category_ids():
+    results = coco_results(_view([[10, 20, 40, 60]]), image_id=7)
+    assert results == [{"image_id": 7, "category_id": 1, "score": 0.9, "bbox": [10.0, 20.0, 30.0, 40.0]}]
+
+
+def test_model_cache_loads_once_and_evicts():
+    cache = ModelCache(capacity=1)
+    first = cache.get("untrained:dino-tiny")
+    assert cache.get("untrained:dino-tiny")[0] is first[0]
+    assert not first[0].training
+    with pytest.raises(ValueError, match="unknown variant"):
+        cache.get("untrained:no-such-variant")
+
+
+def test_checkpoint_that_does_not_fit_the_variant_is_refused(tiny, tmp_path):
+    path = tmp_path / "tiny.pth"
+    with pytest.raises(ValueError, match="inference-only"):
+        save_checkpoint(tiny[0], path)  # the loaded model has its BatchNorms folded away
+    save_checkpoint(build_model(get_config("dino-tiny")), path)
+    with pytest.raises(ValueError, match="does not fit"):
+        load(str(path), "dino-4scale-r50")
+    model, cfg = load(str(path))
+    assert cfg.name == "dino-tiny"
+
+
+@pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason="shipped weights/dino-tiny.pth not present")
+def test_shipped_model_finds_the_objects_of_a_synthetic_scene():
+    from dino_demo.box_ops import box_iou
+    from dino_demo.synthetic import SceneSpec, generate_scene
+
+    model, cfg = load(str(DEFAULT_CHECKPOINT))
+    found = total = 0
+    for index in (0, 8, 9):
+        scene = generate_scene(90210, index, SceneSpec(size=256))
+        view = detection_view(run(model, cfg, scene.image), 0.3)
+        iou, _ = box_iou(torch.as_tensor(scene.boxes, dtype=torch.float64), torch.as_tensor(view.boxes))
+        for t, label in enumerate(scene.labels):
+            total += 1
+            found += bool(((iou[t] >= 0.5) & torch.as_tensor(view.labels == label)).any())
+    assert found >= 0.8 * total, f"found {found} of {total} objects"
+
+
+def test_detect_command_writes_annotated_images_and_json(tmp_path):
+    from PIL import Image
+
+    from dino_demo.detect import main
+
+    good = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 80, 3), dtype=np.uint8)).save(good)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    status = main([str(good), str(bad), "--checkpoint", "untrained:dino-tiny", "--threshold", "0", "--out", str(out)])
+    assert status == 1  # one input was skipped
+    records = json.loads((out / "detections.json").read_text())
+    assert [r["file_name"] for r in records] == ["scene.png"]
+    assert (records[0]["width"], records[0]["height"]) == (80, 48)
+    first = records[0]["detections"][0]
+    assert set(first) == {"label", "category_id", "score", "box_xyxy"} and len(first["box_xyxy"]) == 4
+    with Image.open(out / "scene.png") as drawn:
+        assert drawn.size == (80, 48)
+
+
+def test_synthetic_examples_are_the_scenes_their_names_say():
+    from pathlib import Path
+
+    from PIL import Image
+
+    from dino_demo.synthetic import SceneSpec, generate_scene
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    files = sorted(examples.glob("shapes-90210-*.png"))
+    assert files
+    for path in files:
+        index = int(path.stem.rsplit("-", 1)[1])
+        expected = generate_scene(90210, index, SceneSpec(size=256)).image
+        np.testing.assert_array_equal(np.asarray(Image.open(path).convert("RGB")), expected)
