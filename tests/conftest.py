@@ -1,4 +1,5 @@
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -16,3 +17,19 @@ torch.set_num_threads(int(os.environ.get("DINO_DEMO_TEST_THREADS", torch.get_num
 @pytest.fixture(scope="session")
 def official_dir() -> Path:
     return OFFICIAL
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url():
+    """The app served on a free 127.0.0.1 port for one test module."""
+    import app
+
+    demo = app.launch("127.0.0.1", _free_port(), prevent_thread_lock=True, quiet=True)
+    yield demo.local_url
+    demo.close()

@@ -1,6 +1,5 @@
 """The app's API, through gradio_client, against the app served on 127.0.0.1."""
 import json
-import socket
 import struct
 import zlib
 from pathlib import Path
@@ -34,19 +33,6 @@ def _png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b"")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def url():
-    demo = app.launch("127.0.0.1", _free_port(), prevent_thread_lock=True, quiet=True)
-    yield demo.local_url
-    demo.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ switch head and level, and the sampling-point overlay changes. Screenshots go to
 import io
 import re
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -31,19 +30,6 @@ MAX_DETECTIONS = 20
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def url():
-    demo = app.launch("127.0.0.1", _free_port(), prevent_thread_lock=True, quiet=True)
-    yield demo.local_url
-    demo.close()
 
 
 @pytest.fixture
