@@ -547,26 +547,25 @@ def build_demo() -> gr.Blocks:
                     .then(select_query, [result, slot, threshold, max_detections], det_image,
                           api_visibility="private", show_progress="hidden"))
 
-        detected = detect_button.click(
+        def then_views(event):
+            """After a detection: table, download, query controls, proposals, runtime."""
+            return event.success(
+                after_detect, [result, threshold, max_detections, top_n, proposal_color],
+                [table, download, query, slot, layer, head, level, top_n, proposal_image, runtime],
+                api_visibility="private", show_progress="hidden")
+
+        detected = then_views(detect_button.click(
             detect, detect_inputs, [det_image, det_json, result], api_name="detect",
             preprocess=False,  # the image file is decoded by dino_demo.images, with its own limits
-            concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY,
-        ).success(
-            after_detect, [result, threshold, max_detections, top_n, proposal_color],
-            [table, download, query, slot, layer, head, level, top_n, proposal_image, runtime],
-            api_visibility="private", show_progress="hidden")
+            concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY))
         show_query_views(detected)
 
         with examples_slot:
             examples = gr.Examples([[str(p)] for p in _example_files()], inputs=[image_in], label="Examples (photos and synthetic scenes)",
                                    examples_per_page=12, cache_examples=False)
-        example_run = examples.load_input_event.then(
+        example_run = then_views(examples.load_input_event.then(
             detect, detect_inputs, [det_image, det_json, result], api_visibility="private", preprocess=False,
-            concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY,
-        ).success(
-            after_detect, [result, threshold, max_detections, top_n, proposal_color],
-            [table, download, query, slot, layer, head, level, top_n, proposal_image, runtime],
-            api_visibility="private", show_progress="hidden")
+            concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY))
         show_query_views(example_run)
 
         gr.on([threshold.release, max_detections.release], redraw_detections,

@@ -243,7 +243,8 @@ class DeformableTransformer(nn.Module):
         proposals = token_proposals(features)  # [B, S, 4] unsigmoid, +inf where invalid
         invalid = torch.isinf(proposals).any(-1, keepdim=True)
         output_memory = self.enc_output_norm(self.enc_output(memory.masked_fill(invalid, 0.0)))
-        max_logit = self.enc_out_class_embed(output_memory).max(-1)[0]
+        logits = self.enc_out_class_embed(output_memory)
+        max_logit = logits.max(-1)[0]
         if topk_indices is None:
             k = min(self.num_queries, memory.shape[1])
             topk_indices = torch.topk(max_logit, k, dim=1)[1]
@@ -259,7 +260,7 @@ class DeformableTransformer(nn.Module):
         return Selection(
             topk_indices=topk_indices, proposals=selected_proposals.sigmoid(),
             anchors_unsigmoid=anchors.detach(), boxes=anchors.sigmoid(),
-            logits=self.enc_out_class_embed(selected_memory), max_logit=max_logit)
+            logits=gather(logits), max_logit=max_logit)
 
     def content_queries(self, batch: int, count: int) -> torch.Tensor:
         """[B, count, D] learned content queries (DINO's mixed query selection)."""
