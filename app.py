@@ -71,6 +71,10 @@ _EXAMPLE_LOCK = threading.Lock()
 # Drawing canvas (see `_canvas`) and uploaded file name of each live result, dropped with it.
 _CANVASES: weakref.WeakKeyDictionary[InferenceResult, tuple[np.ndarray, float]] = weakref.WeakKeyDictionary()
 _FILE_NAMES: weakref.WeakKeyDictionary[InferenceResult, str] = weakref.WeakKeyDictionary()
+# Local checkpoint files the path box may open: DINO_CHECKPOINT_DIRS is "any" or a list of folders
+# separated by os.pathsep. Unset, it is "any" on your own machine and weights/ alone on a Hugging Face
+# Space (SPACE_ID set), so that visitors of a public page cannot make the server open its other files.
+CHECKPOINT_DIRS_VARIABLE = "DINO_CHECKPOINT_DIRS"
 # The app's own files (JSON downloads) live here and nowhere else; removed at exit.
 _OUTPUT_DIR = tempfile.TemporaryDirectory(prefix="dino-explorer-")
 
@@ -90,6 +94,29 @@ def model_choices() -> list[tuple[str, str]]:
     return choices
 
 
+def checkpoint_dirs() -> list[Path] | None:
+    """Folders whose files the checkpoint box may open, or None for any file (see CHECKPOINT_DIRS_VARIABLE)."""
+    setting = os.environ.get(CHECKPOINT_DIRS_VARIABLE)
+    if setting is None:
+        setting = str(WEIGHTS_DIR) if os.environ.get("SPACE_ID") else "any"
+    if setting.strip().lower() == "any":
+        return None
+    return [Path(part).expanduser().resolve() for part in setting.split(os.pathsep) if part.strip()]
+
+
+def _local_checkpoint(source: str) -> str:
+    """The file a typed path names, refused outside the allowed folders before anything is read."""
+    path = Path(source).expanduser().resolve()
+    allowed = checkpoint_dirs()
+    if allowed is not None and not any(path.is_relative_to(folder) for folder in allowed):
+        where = ", ".join(str(folder) for folder in allowed) or "nowhere (only URLs)"
+        raise gr.Error(f"This app opens checkpoint files only from: {where}. "
+                       f"Use a URL, or set {CHECKPOINT_DIRS_VARIABLE} where you run it.")
+    if not path.is_file():
+        raise gr.Error(f"No checkpoint file at {source!r}.")
+    return str(path)
+
+
 def _model_source(choice: str, checkpoint: str, variant: str) -> tuple[str, str | None, str]:
     """(source for ModelCache, variant or None, human-readable model id)."""
     variant = None if variant in (None, "", AUTO_VARIANT) else variant
@@ -103,9 +130,9 @@ def _model_source(choice: str, checkpoint: str, variant: str) -> tuple[str, str 
         source = (checkpoint or "").strip()
         if not source:
             raise gr.Error("Enter a checkpoint path or an http(s) URL, or choose another model.")
-        if not re.match(r"^https?://", source) and not Path(source).expanduser().is_file():
-            raise gr.Error(f"No checkpoint file at {source!r}.")
-        return (source if source.startswith("http") else str(Path(source).expanduser())), variant, source
+        if re.match(r"^https?://", source):
+            return source, variant, source
+        return _local_checkpoint(source), variant, source
     values = {value for _, value in model_choices()}
     if choice in values:
         return str(ROOT / choice), variant, choice

@@ -128,6 +128,19 @@ def train_step(model: torch.nn.Module, criterion: SetCriterion, optimizer: torch
 # ----------------------------------------------------------------------------------------------
 # Checkpoints.
 
+def restart_schedule(optimizer: torch.optim.Optimizer, scheduler, lr_drop: int, step: int) -> None:
+    """Set the learning rates a run with this `lr_drop` has at `step`.
+
+    StepLR only ever multiplies the current rate, so a resumed run that moves the drop past the
+    current step (or back before it) would otherwise keep the rate the checkpoint was saved with.
+    """
+    scheduler.step_size = lr_drop
+    factor = scheduler.gamma ** (step // lr_drop)
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * factor
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
 def save_training_checkpoint(path: Path, model, optimizer, scheduler, state: TrainState, cfg: TrainConfig) -> None:
     """Full training state (official layout: model / optimizer / lr_scheduler / epoch->step)."""
     payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -177,8 +190,8 @@ def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["lr_scheduler"])
-        scheduler.step_size = cfg.lr_drop  # a resumed run may move the drop
         state.step, state.best_ap = checkpoint["step"], checkpoint["best_ap"]
+        restart_schedule(optimizer, scheduler, cfg.lr_drop, state.step)
         # Different randomness after a resume is fine; the data stream is a function of the step.
         torch.manual_seed(cfg.seed + state.step)
     spec = SceneSpec(size=cfg.image_size, max_objects=cfg.max_objects)

@@ -191,6 +191,30 @@ def test_checkpoint_that_does_not_fit_the_variant(client, tmp_path):
     assert result["detections"]
 
 
+def test_checkpoint_box_opens_only_the_allowed_folders(client, tmp_path, monkeypatch):
+    allowed, elsewhere = tmp_path / "allowed", tmp_path / "elsewhere"
+    allowed.mkdir()
+    elsewhere.mkdir()
+    for folder in (allowed, elsewhere):
+        save_checkpoint(build_model(get_config("dino-tiny")), folder / "tiny.pth")
+    monkeypatch.setenv(app.CHECKPOINT_DIRS_VARIABLE, str(allowed))
+    for outside in (elsewhere / "tiny.pth", allowed / ".." / "elsewhere" / "tiny.pth", "/etc/passwd"):
+        with pytest.raises(AppError, match="only from"):
+            _detect(client, EXAMPLES / "chelsea.png", model="custom", checkpoint=str(outside))
+    _, result = _detect(client, EXAMPLES / "chelsea.png", model="custom", checkpoint=str(allowed / "tiny.pth"))
+    assert result["image"]["width"] > 0
+
+
+def test_checkpoint_folders_default_to_weights_on_a_space(monkeypatch):
+    monkeypatch.delenv(app.CHECKPOINT_DIRS_VARIABLE, raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert app.checkpoint_dirs() is None
+    monkeypatch.setenv("SPACE_ID", "someone/dino-explorer")
+    assert app.checkpoint_dirs() == [app.WEIGHTS_DIR.resolve()]
+    monkeypatch.setenv(app.CHECKPOINT_DIRS_VARIABLE, "any")
+    assert app.checkpoint_dirs() is None
+
+
 def test_json_download_is_coco_results_with_image_size_and_model_id():
     model, cfg = load("untrained:dino-tiny")
     image = np.asarray(Image.open(EXAMPLES / "chelsea.png").convert("RGB"))

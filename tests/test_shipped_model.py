@@ -11,11 +11,11 @@ from dino_demo.inference import run
 from dino_demo.synthetic import CLASS_NAMES, SceneSpec, generate_scene
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "dino-tiny.pth"
-# Scenes of a seed used neither for training (0) nor for the held-out AP in weights/README.md (1000).
+# Scenes of a seed used neither for training (0), model selection (1000) nor the held-out AP (2000).
 TEST_SEED = 4242
 NUM_SCENES = 16
 # The focal-loss scores of this small model are low; 0.2 keeps recall high with about one
-# unmatched detection (mostly a second class on a found object) per two objects.
+# unmatched detection (mostly a second class on a found object) per four objects.
 SCORE_THRESHOLD = 0.2
 
 pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(), reason="weights/dino-tiny.pth is not in this checkout")

@@ -8,7 +8,8 @@ from dino_demo import get_config
 from dino_demo.criterion import build_criterion
 from dino_demo.detector import build_model
 from dino_demo.synthetic import SceneSpec, generate_scene
-from dino_demo.train import TrainConfig, build_optimizer, parse_args, scene_targets, train, train_step, training_batch
+from dino_demo.train import (TrainConfig, build_optimizer, parse_args, restart_schedule, scene_targets, train,
+                             train_step, training_batch)
 
 SMALL = dict(variant="dino-tiny", batch_size=2, image_size=64, max_objects=3, eval_count=2, threads=None)
 
@@ -70,6 +71,30 @@ def test_train_checkpoints_resume_and_exports(tmp_path):
     assert resumed.step == 3
     lines = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines if "eval" in line] == [2, 3]
+
+
+def _rates(optimizer):
+    return [group["lr"] for group in optimizer.param_groups]
+
+
+def test_a_resumed_schedule_depends_only_on_the_step_and_the_drop():
+    model = torch.nn.ModuleDict({"backbone": torch.nn.Linear(2, 2), "head": torch.nn.Linear(2, 2)})
+    optimizer = build_optimizer(model, TrainConfig(out="unused", lr=1e-4, lr_backbone=2e-4))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.1)
+    for _ in range(15):
+        optimizer.step()
+        scheduler.step()
+    assert _rates(optimizer) == pytest.approx([1e-5, 2e-5])  # past the first drop
+
+    restart_schedule(optimizer, scheduler, lr_drop=30, step=15)  # the drop moved later: full rate again
+    assert _rates(optimizer) == pytest.approx([1e-4, 2e-4]) and scheduler.get_last_lr() == pytest.approx([1e-4, 2e-4])
+    for _ in range(15):
+        optimizer.step()
+        scheduler.step()
+    assert _rates(optimizer) == pytest.approx([1e-5, 2e-5])  # dropped at step 30
+
+    restart_schedule(optimizer, scheduler, lr_drop=12, step=30)  # two drops behind already
+    assert _rates(optimizer) == pytest.approx([1e-6, 2e-6])
 
 
 def test_command_line_maps_onto_the_config():
