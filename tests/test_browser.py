@@ -58,6 +58,21 @@ def _wait_for_new_src(page, selector: str, old: str | None) -> str:
     raise AssertionError(f"{selector} did not change")
 
 
+def _wait_for_settled_src(page, selector: str, old: str | None, quiet: float = 1.5) -> str:
+    """A new src that then stays the same for `quiet` seconds, loaded: the detection image is
+    drawn twice after Detect (plain, then with the first query highlighted)."""
+    src, since = _wait_for_new_src(page, selector, old), time.time()
+    deadline = since + 30
+    while time.time() < deadline:
+        time.sleep(0.1)
+        now = page.locator(selector).get_attribute("src")
+        if now != src:
+            src, since = now, time.time()
+        elif time.time() - since >= quiet and page.locator(selector).evaluate("e => e.complete && e.naturalWidth > 0"):
+            return src
+    raise AssertionError(f"{selector} kept changing")
+
+
 def _set_number(page, elem_id: str, value) -> None:
     box = page.locator(f"#{elem_id} input[type=number]")
     box.fill(str(value))
@@ -69,7 +84,12 @@ def _click_in_image(page, selector: str, x: float, y: float, width: int) -> None
     that Gradio shows centred and never upscaled."""
     img = page.locator(selector)
     img.scroll_into_view_if_needed()
-    page.wait_for_function(f"() => document.querySelector('{selector}')?.naturalWidth > 0")
+    # Loaded and laid out: right after a new src the element can still measure 0 x 0.
+    page.wait_for_function(f"""() => {{
+        const e = document.querySelector('{selector}');
+        return e && e.complete && e.naturalWidth > 0 && e.getBoundingClientRect().width > 0
+            && e.getBoundingClientRect().height > 0;
+    }}""")
     natural = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
     x, y = x * natural[0] / width, y * natural[0] / width
     box = img.bounding_box()
@@ -96,8 +116,8 @@ def test_upload_detect_click_and_inspect(page, url):
     _set_number(page, "threshold", threshold)
     _set_number(page, "max-detections", MAX_DETECTIONS)
     page.click("#detect-button")
-    first_src = _wait_for_new_src(page, "#det-image img", None)
     page.wait_for_function("() => document.querySelector('#slot input').value !== ''")
+    first_src = _wait_for_settled_src(page, "#det-image img", None)
 
     # Click inside the last listed detection: the app selects the smallest box containing the click.
     x0, y0, x1, y1 = detections[-1]["box_xyxy"]
