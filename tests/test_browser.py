@@ -84,12 +84,7 @@ def _click_in_image(page, selector: str, x: float, y: float, width: int) -> None
     that Gradio shows centred and never upscaled."""
     img = page.locator(selector)
     img.scroll_into_view_if_needed()
-    # Loaded and laid out: right after a new src the element can still measure 0 x 0.
-    page.wait_for_function(f"""() => {{
-        const e = document.querySelector('{selector}');
-        return e && e.complete && e.naturalWidth > 0 && e.getBoundingClientRect().width > 0
-            && e.getBoundingClientRect().height > 0;
-    }}""")
+    page.wait_for_function(f"() => document.querySelector('{selector}')?.naturalWidth > 0")
     natural = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
     x, y = x * natural[0] / width, y * natural[0] / width
     box = img.bounding_box()
