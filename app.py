@@ -31,13 +31,13 @@ import torch
 from PIL import Image
 
 from dino_demo import VARIANTS
-from dino_demo.checkpoint import DEFAULT_CHECKPOINT as SHIPPED_CHECKPOINT
-from dino_demo.images import ImageError, load_image
-from dino_demo.inference import (
+from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT as SHIPPED_CHECKPOINT
+from dino_demo.io.images import ImageError, load_image
+from dino_demo.explore.inference import (
     UNTRAINED_PREFIX, InferenceResult, ModelCache, coco_results, detection_at,
     detection_records, detection_view, model_input_size, proposal_view, refinement_view, run, sampling_view,
 )
-from dino_demo.visualize import render_detections, render_proposals, render_refinement, render_sampling
+from dino_demo.explore.visualize import render_detections, render_proposals, render_refinement, render_sampling
 
 log = logging.getLogger("dino_explorer")
 

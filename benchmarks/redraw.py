@@ -31,11 +31,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import app
     from dino_demo import inference
-    from dino_demo.checkpoint import load_model
-    from dino_demo.config import get_config
-    from dino_demo.detector import build_model
-    from dino_demo.fixture_weights import recipe_state_dict
-    from dino_demo.speed import optimize_for_inference
+    from dino_demo.io.checkpoint import load_model
+    from dino_demo.model.config import get_config
+    from dino_demo.model.detector import build_model
+    from dino_demo.parity.recipe import recipe_state_dict
+    from dino_demo.explore.speed import optimize_for_inference
 
     if args.checkpoint:
         model, cfg = load_model(args.checkpoint, variant=args.variant)

@@ -14,10 +14,10 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 import app  # noqa: E402
-from dino_demo.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint  # noqa: E402
-from dino_demo.config import get_config  # noqa: E402
-from dino_demo.detector import build_model  # noqa: E402
-from dino_demo.inference import load  # noqa: E402
+from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint  # noqa: E402
+from dino_demo.model.config import get_config  # noqa: E402
+from dino_demo.model.detector import build_model  # noqa: E402
+from dino_demo.explore.inference import load  # noqa: E402
 
 EXAMPLES = Path(app.__file__).resolve().parent / "examples"
 SHIPPED = DEFAULT_CHECKPOINT.is_file()
@@ -71,8 +71,8 @@ def test_detect_on_a_photo(client):
 
 @needs_weights
 def test_detect_finds_the_objects_of_a_synthetic_scene(client):
-    from dino_demo.box_ops import box_iou
-    from dino_demo.synthetic import CLASS_NAMES, SceneSpec, generate_scene
+    from dino_demo.model.box_ops import box_iou
+    from dino_demo.train.synthetic import CLASS_NAMES, SceneSpec, generate_scene
 
     scene = generate_scene(90210, 9, SceneSpec(size=256))
     _, result = _detect(client, EXAMPLES / "shapes-90210-9.png", threshold=0.3)

@@ -9,9 +9,9 @@ import threading
 import pytest
 import torch
 
-from dino_demo.checkpoint import CheckpointError, fetch, load_model, save_checkpoint
-from dino_demo.config import get_config
-from dino_demo.detector import build_model
+from dino_demo.io.checkpoint import CheckpointError, fetch, load_model, save_checkpoint
+from dino_demo.model.config import get_config
+from dino_demo.model.detector import build_model
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from dino_demo.box_ops import box_cxcywh_to_xyxy
-from dino_demo.config import get_config
-from dino_demo.denoising import denoising_attn_mask, make_denoising_queries, num_denoising_groups
-from dino_demo.detector import build_model
+from dino_demo.model.box_ops import box_cxcywh_to_xyxy
+from dino_demo.model.config import get_config
+from dino_demo.model.denoising import denoising_attn_mask, make_denoising_queries, num_denoising_groups
+from dino_demo.model.detector import build_model
 
 
 def targets_of(counts, generator):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dino_demo.images import ImageError, load_image
+from dino_demo.io.images import ImageError, load_image
 
 
 def _png_bytes(image: Image.Image, **params) -> bytes:

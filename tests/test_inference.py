@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from dino_demo import get_config
-from dino_demo.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
-from dino_demo.detector import build_model
-from dino_demo.inference import (
+from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
+from dino_demo.model.detector import build_model
+from dino_demo.explore.inference import (
     DetectionView, ModelCache, coco_results, detection_at, detection_records, detection_view, load,
     model_input_size, proposal_view, refinement_view, run, sampling_view,
 )
@@ -171,8 +171,8 @@ def test_checkpoint_that_does_not_fit_the_variant_is_refused(tiny, tmp_path):
 
 @pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason="shipped weights/dino-tiny.pth not present")
 def test_shipped_model_finds_the_objects_of_a_synthetic_scene():
-    from dino_demo.box_ops import box_iou
-    from dino_demo.synthetic import SceneSpec, generate_scene
+    from dino_demo.model.box_ops import box_iou
+    from dino_demo.train.synthetic import SceneSpec, generate_scene
 
     model, cfg = load(str(DEFAULT_CHECKPOINT))
     found = total = 0
@@ -189,7 +189,7 @@ def test_shipped_model_finds_the_objects_of_a_synthetic_scene():
 def test_detect_command_writes_annotated_images_and_json(tmp_path):
     from PIL import Image
 
-    from dino_demo.detect import main
+    from dino_demo.cli.detect import main
 
     good = tmp_path / "scene.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 80, 3), dtype=np.uint8)).save(good)
@@ -212,7 +212,7 @@ def test_synthetic_examples_are_the_scenes_their_names_say():
 
     from PIL import Image
 
-    from dino_demo.synthetic import SceneSpec, generate_scene
+    from dino_demo.train.synthetic import SceneSpec, generate_scene
 
     examples = Path(__file__).resolve().parent.parent / "examples"
     files = sorted(examples.glob("shapes-90210-*.png"))

@@ -1,5 +1,5 @@
 from dino_demo import get_config
-from dino_demo.labels import (
+from dino_demo.io.labels import (
     COCO_CATEGORIES, COCO_NAMES, NOT_AVAILABLE, category_ids, class_names, label_name,
 )
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from dino_demo.matcher import HungarianMatcher, MatchCosts
+from dino_demo.train.matcher import HungarianMatcher, MatchCosts
 
 
 def _confident(labels: list[int], num_queries: int, num_classes: int = 4) -> torch.Tensor:

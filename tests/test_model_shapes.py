@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from dino_demo.config import get_config
-from dino_demo.detector import build_model
-from dino_demo.postprocess import postprocess
-from dino_demo.preprocess import batch_images, resize_shape
+from dino_demo.model.config import get_config
+from dino_demo.model.detector import build_model
+from dino_demo.model.postprocess import postprocess
+from dino_demo.io.preprocess import batch_images, resize_shape
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from dino_demo import dump
-from dino_demo.checkpoint import load_model
-from dino_demo.detector import build_model
-from dino_demo.config import get_config
-from dino_demo.fixture_weights import recipe_state_dict
-from dino_demo.images import load_image
-from dino_demo.preprocess import batch_images, to_tensor_normalized
+from dino_demo.parity import dump
+from dino_demo.io.checkpoint import load_model
+from dino_demo.model.detector import build_model
+from dino_demo.model.config import get_config
+from dino_demo.parity.recipe import recipe_state_dict
+from dino_demo.io.images import load_image
+from dino_demo.io.preprocess import batch_images, to_tensor_normalized
 
 from conftest import OFFICIAL
 
@@ -22,6 +22,9 @@ ENCODER_ATOL = 5e-5     # measured 7.0e-6
 DECODER_ATOL = 2e-4     # logits/features, measured 7.9e-6
 BOX_ATOL = 2e-5         # sigmoid boxes and sampling geometry, measured 1.6e-6
 SCORE_ATOL = 1e-4
+# The proposals are sigmoid(log(p / (1 - p))) of exact grid values: equal up to the last bit of
+# float32, which vectorized log/exp round differently on different CPUs (measured 6e-8 on Intel Xeon).
+PROPOSAL_ATOL = 1.2e-7
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +108,7 @@ def test_dump_has_the_reference_arrays(forced_dump, reference):
 
 
 @pytest.mark.parametrize("key,atol", [
-    ("enc_topk_logits", ENCODER_ATOL), ("enc_topk_boxes", BOX_ATOL), ("init_box_proposal", 0),
+    ("enc_topk_logits", ENCODER_ATOL), ("enc_topk_boxes", BOX_ATOL), ("init_box_proposal", PROPOSAL_ATOL),
     ("references", BOX_ATOL), ("hs_last", DECODER_ATOL), ("pred_logits", DECODER_ATOL),
     ("pred_boxes", BOX_ATOL), ("aux_pred_logits", DECODER_ATOL), ("aux_pred_boxes", BOX_ATOL),
     ("dec_sampling_locations", BOX_ATOL), ("dec_attention_weights", BOX_ATOL),
@@ -137,7 +140,7 @@ def test_official_shaped_file_loads_strictly(tmp_path, model):
 
 
 def test_inference_fast_path_stays_within_tolerances(model, batch, reference):
-    from dino_demo.speed import optimize_for_inference
+    from dino_demo.explore.speed import optimize_for_inference
 
     fast = optimize_for_inference(model)
     forced = torch.from_numpy(reference["topk_indices"])

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dino_demo.box_ops import box_iou
-from dino_demo.checkpoint import load_model
-from dino_demo.inference import run
-from dino_demo.synthetic import CLASS_NAMES, SceneSpec, generate_scene
+from dino_demo.model.box_ops import box_iou
+from dino_demo.io.checkpoint import load_model
+from dino_demo.explore.inference import run
+from dino_demo.train.synthetic import CLASS_NAMES, SceneSpec, generate_scene
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "dino-tiny.pth"
 # Scenes of a seed used neither for training (0), model selection (1000) nor the held-out AP (2000).

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from dino_demo.config import VARIANTS, DINOConfig, get_config
-from dino_demo.detector import build_model
-from dino_demo.fixture_weights import recipe_state_dict, state_dict_sha256
+from dino_demo.model.config import VARIANTS, DINOConfig, get_config
+from dino_demo.model.detector import build_model
+from dino_demo.parity.recipe import recipe_state_dict, state_dict_sha256
 
 from conftest import OFFICIAL
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dino_demo import get_config
-from dino_demo.synthetic import (CLASS_NAMES, MIN_VISIBLE_FRACTION, SceneSpec, category_id, generate_scene,
+from dino_demo.train.synthetic import (CLASS_NAMES, MIN_VISIBLE_FRACTION, SceneSpec, category_id, generate_scene,
                                  label_of, main, visible_masks)
 
 
@@ -48,7 +48,7 @@ def test_visible_masks_paint_later_objects_on_top():
 
 def _scene_of(monkeypatch, masks):
     """A 64 px scene whose shapes are exactly `masks`, painted in order."""
-    import dino_demo.synthetic as synthetic
+    import dino_demo.train.synthetic as synthetic
 
     queue = list(masks)
     monkeypatch.setattr(synthetic, "_shape_mask", lambda label, size, rng: queue.pop(0).copy())

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from dino_demo import get_config
-from dino_demo.criterion import build_criterion
-from dino_demo.detector import build_model
-from dino_demo.synthetic import SceneSpec, generate_scene
-from dino_demo.train import (TrainConfig, build_optimizer, parse_args, restart_schedule, scene_targets, train,
+from dino_demo.train.criterion import build_criterion
+from dino_demo.model.detector import build_model
+from dino_demo.train.synthetic import SceneSpec, generate_scene
+from dino_demo.train.loop import (TrainConfig, build_optimizer, parse_args, restart_schedule, scene_targets, train,
                              train_step, training_batch)
 
 SMALL = dict(variant="dino-tiny", batch_size=2, image_size=64, max_objects=3, eval_count=2, threads=None)
@@ -104,9 +104,9 @@ def test_command_line_maps_onto_the_config():
 
 
 def test_coco_ap_of_the_ground_truth_itself_is_one():
-    from dino_demo.evaluate import coco_box_ap, coco_results
-    from dino_demo.outputs import Detections
-    from dino_demo.synthetic import coco_annotations
+    from dino_demo.train.evaluate import coco_box_ap, coco_results
+    from dino_demo.model.outputs import Detections
+    from dino_demo.train.synthetic import coco_annotations
 
     scenes = [generate_scene(7, i, SceneSpec(size=96)) for i in range(3)]
     gt = coco_annotations(scenes, ["a.png", "b.png", "c.png"])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dino_demo import visualize as vis
+from dino_demo.explore import visualize as vis
 
 RED, GREEN, WHITE = (255, 0, 0), (0, 255, 0), (255, 255, 255)
 

@@ -36,9 +36,11 @@ from pathlib import Path
 
 import torch
 
+from ..paths import CSRC_DIR, cache_dir
+
 logger = logging.getLogger(__name__)
 
-CSRC = Path(__file__).resolve().parents[2] / "csrc"
+CSRC = CSRC_DIR  # a module attribute, so that tests can point it at other sources
 SOURCES = {
     "cpu": ("ms_deform_attn.cpp", "ms_deform_attn_cpu.cpp"),
     "cuda": ("ms_deform_attn_cuda.cu",),
@@ -74,10 +76,6 @@ class LoadResult:
 
 _results: dict[tuple[str, bool], LoadResult] = {}
 _lock = threading.RLock()
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("DINO_DEMO_CACHE") or Path.home() / ".cache" / "dino_demo")
 
 
 def load(kind: str, *, require_gpu: bool = True) -> LoadResult:
@@ -118,7 +116,7 @@ def _load(kind: str, require_gpu: bool) -> LoadResult:
 
     arch_list = _cuda_arch_list() if kind == "cuda" else None
     name = f"dino_demo_ops_{kind}"
-    build_dir = cache_root() / f"ops-{kind}-{_build_hash(kind, arch_list)}"
+    build_dir = cache_dir(f"ops-{kind}-{_build_hash(kind, arch_list)}")
     build_dir.mkdir(parents=True, exist_ok=True)
     if not (build_dir / f"{name}.so").exists():
         logger.warning(

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from .config import VARIANTS, DINOConfig, get_config
-from .detector import DINO, build_model
+from .. import paths
+from ..model.config import VARIANTS, DINOConfig, get_config
+from ..model.detector import DINO, build_model
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_CHECKPOINT = WEIGHTS_DIR / "dino-tiny.pth"
+DEFAULT_CHECKPOINT = paths.WEIGHTS_DIR / "dino-tiny.pth"
 MAX_DOWNLOAD_BYTES = 2 * 1024**3
 
 
@@ -160,7 +160,7 @@ def _is_url(source: str) -> bool:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("DINO_DEMO_CACHE", Path.home() / ".cache" / "dino_demo")) / "checkpoints"
+    return paths.cache_dir("checkpoints")
 
 
 def fetch(url: str, cache_dir: str | os.PathLike | None = None, sha256: str | None = None, timeout: float = 60) -> Path:

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .box_ops import box_xyxy_to_cxcywh
-from .config import DINOConfig, get_config
+from ..model.box_ops import box_xyxy_to_cxcywh
+from ..model.config import DINOConfig, get_config
 from .criterion import SetCriterion, build_criterion
-from .detector import build_model
+from ..model.detector import build_model
 from .evaluate import EvalSet, evaluate
-from .preprocess import batch_images, to_tensor_normalized
+from ..io.preprocess import batch_images, to_tensor_normalized
 from .synthetic import SceneSpec, generate_scene
 
 
@@ -259,6 +259,3 @@ def main(argv: list[str] | None = None) -> None:
     state = train(cfg, resume)
     print(json.dumps({"step": state.step, "best_ap": state.best_ap}))
 
-
-if __name__ == "__main__":
-    main()

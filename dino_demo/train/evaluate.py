@@ -4,7 +4,7 @@ inference path: resize + normalize (preprocess) -> model -> top-k post-processin
 Detections report model class indices; COCO results use `category_id = label + 1`
 (see `dino_demo.synthetic`).
 
-Command line: `python -m dino_demo.evaluate --checkpoint weights/dino-tiny.pth --seed 1000 --count 200`.
+Command line: `python -m dino_demo evaluate --checkpoint weights/dino-tiny.pth --seed 1000 --count 200`.
 """
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .config import DINOConfig
-from .outputs import Detections
-from .postprocess import postprocess
-from .preprocess import batch_images, resize_image, to_tensor_normalized
+from ..model.config import DINOConfig
+from ..model.outputs import Detections
+from ..model.postprocess import postprocess
+from ..io.preprocess import batch_images, resize_image, to_tensor_normalized
 from .synthetic import SceneSpec, category_id, coco_annotations, generate_scene
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -94,7 +94,7 @@ def evaluate(model: torch.nn.Module, cfg: DINOConfig, eval_set: EvalSet = EvalSe
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .checkpoint import load_model
+    from ..io.checkpoint import load_model
 
     parser = argparse.ArgumentParser(description="COCO AP of a checkpoint on held-out synthetic scenes.")
     parser.add_argument("--checkpoint", required=True)
@@ -109,6 +109,3 @@ def main(argv: list[str] | None = None) -> None:
     metrics = evaluate(model, cfg, EvalSet(seed=args.seed, count=args.count, size=args.size or cfg.min_size))
     print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
 
-
-if __name__ == "__main__":
-    main()

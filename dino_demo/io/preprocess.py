@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -65,8 +64,3 @@ def batch_images(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
         batch[i, :, : image.shape[1], : image.shape[2]] = image
         masks[i, : image.shape[1], : image.shape[2]] = False
     return batch, masks
-
-
-def downsample_mask(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of [B, H, W] bool masks, as the official backbone does."""
-    return F.interpolate(masks[None].float(), size=size).to(torch.bool)[0]

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from ..model.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from .matcher import HungarianMatcher, Match
-from .outputs import DenoisingOutput, DINOOutput
+from ..model.outputs import DenoisingOutput, DINOOutput
 
 
 @dataclass(frozen=True)

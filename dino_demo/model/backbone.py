@@ -14,7 +14,11 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .preprocess import downsample_mask
+
+def downsample_mask(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of [B, H, W] bool masks, as the official backbone does."""
+    return F.interpolate(masks[None].float(), size=size).to(torch.bool)[0]
+
 
 FeatureMaps = list[tuple[torch.Tensor, torch.Tensor]]  # [(features [B, C, h, w], mask [B, h, w])]
 

@@ -8,12 +8,11 @@ import torch
 from torch import nn
 
 from .attention import MSDeformAttn
-from .backbone import build_backbone
+from .backbone import build_backbone, downsample_mask
 from .config import DINOConfig
 from .denoising import DenoisingQueries, make_denoising_queries
 from .outputs import DenoisingOutput, DINOOutput, EncoderSelection
 from .position_encoding import PositionEmbeddingSine
-from .preprocess import downsample_mask
 from .transformer import MLP, DeformableTransformer
 
 

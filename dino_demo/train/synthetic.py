@@ -17,7 +17,7 @@ Rules the annotations follow:
 - Class index (model label) = COCO `category_id` - 1; `category_id` runs 1..8 in the order of
   `CLASS_NAMES`, which is the order of the model's `class_names`.
 
-Command line: `python -m dino_demo.synthetic --seed S --count N --size 320 --out DIR` writes
+Command line: `python -m dino_demo synthetic --seed S --count N --size 320 --out DIR` writes
 `DIR/000000.png ...` and `DIR/annotations.json` (COCO format).
 """
 from __future__ import annotations
@@ -287,6 +287,3 @@ def main(argv: list[str] | None = None) -> None:
     coco = write_dataset(args.out, args.seed, args.count, SceneSpec(size=args.size, max_objects=args.max_objects))
     print(f"wrote {len(coco['images'])} images, {len(coco['annotations'])} objects to {args.out}")
 
-
-if __name__ == "__main__":
-    main()

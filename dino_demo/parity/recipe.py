@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     """Write the recipe weights as a file laid out like an official checkpoint."""
     import argparse
 
-    from .config import get_config
-    from .detector import build_model
+    from ..model.config import get_config
+    from ..model.detector import build_model
 
     parser = argparse.ArgumentParser(prog="python -m dino_demo fixture-weights", description=main.__doc__)
     parser.add_argument("--variant", default="dino-4scale-r50")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from .box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from ..model.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 
 Match = tuple[torch.Tensor, torch.Tensor]
 

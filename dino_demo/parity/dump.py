@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_model
-from .images import load_image
-from .outputs import DINOOutput
-from .postprocess import postprocess
-from .preprocess import batch_images, to_tensor_normalized
+from ..io.checkpoint import load_model
+from ..io.images import load_image
+from ..model.outputs import DINOOutput
+from ..model.postprocess import postprocess
+from ..io.preprocess import batch_images, to_tensor_normalized
 
 log = logging.getLogger(__name__)
 MEMORY_SAMPLE_STEP = 25

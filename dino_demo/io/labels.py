@@ -7,7 +7,7 @@ that order (class index + 1), as their data sets do.
 """
 from __future__ import annotations
 
-from .config import DINOConfig
+from ..model.config import DINOConfig
 
 NOT_AVAILABLE = "N/A"
 

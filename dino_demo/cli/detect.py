@@ -16,11 +16,11 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from .checkpoint import DEFAULT_CHECKPOINT
-from .config import VARIANTS
-from .images import ImageError, load_image
-from .inference import MIN_INPUT_SIDE, detection_records, detection_view, load, model_input_size, run
-from .visualize import render_detections
+from ..io.checkpoint import DEFAULT_CHECKPOINT
+from ..model.config import VARIANTS
+from ..io.images import ImageError, load_image
+from ..explore.inference import MIN_INPUT_SIDE, detection_records, detection_view, load, model_input_size, run
+from ..explore.visualize import render_detections
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,3 @@ def _unique_name(path: Path, used: set[str]) -> str:
 
 
 __all__ = ["main", "parse_args"]
-
-if __name__ == "__main__":
-    raise SystemExit(main())

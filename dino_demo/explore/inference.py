@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import ops
-from .checkpoint import load_model
-from .config import DINOConfig, get_config
-from .detector import build_model
-from .labels import category_ids, class_names, label_name
-from .outputs import Detections, DINOOutput
-from .postprocess import postprocess
-from .preprocess import batch_images, resize_shape, to_tensor_normalized
+from .. import ops
+from ..io.checkpoint import load_model
+from ..model.config import DINOConfig, get_config
+from ..model.detector import build_model
+from ..io.labels import category_ids, class_names, label_name
+from ..model.outputs import Detections, DINOOutput
+from ..model.postprocess import postprocess
+from ..io.preprocess import batch_images, resize_shape, to_tensor_normalized
 from .speed import optimize_for_inference
 
 # The detector needs at least this many pixels on each side of its input.

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ops
+from .. import ops
 
 
 class MSDeformAttn(nn.Module):

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .detector import DINO
+from ..model.detector import DINO
 
 FFN_CHUNK = 4096
 

@@ -1,0 +1,43 @@
+"""The command line: `python -m dino_demo COMMAND ...`, or `dino-demo COMMAND ...` once installed.
+
+Each command is a module with `main(argv) -> int`, imported only when it runs (so `--help` and
+light commands stay fast). Errors a user can cause (`ValueError`: a bad image, checkpoint or
+option) print one line and exit with status 1.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+COMMANDS = {
+    "detect": ("dino_demo.cli.detect", "detect objects in images, write annotated copies and detections.json"),
+    "evaluate": ("dino_demo.train.evaluate", "COCO AP of a checkpoint on held-out synthetic scenes"),
+    "train": ("dino_demo.train.loop", "train DINO with the official recipe"),
+    "synthetic": ("dino_demo.train.synthetic", "write a synthetic shapes data set in COCO format"),
+    "dump": ("dino_demo.parity.dump", "write a batch's outputs and internals to .npz (parity reference layout)"),
+    "fixture-weights": ("dino_demo.parity.recipe", "write a checkpoint holding the parity kit's recipe weights"),
+    "build-ops": ("dino_demo.ops.build", "compile the deformable-attention kernels ahead of time"),
+}
+
+
+def usage() -> str:
+    lines = "\n".join(f"  {name:16s} {help_}" for name, (_, help_) in COMMANDS.items())
+    return (f"usage: python -m dino_demo COMMAND [options]   (or: dino-demo COMMAND [options])\n\n"
+            f"commands:\n{lines}\n\n`COMMAND --help` describes each.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print(usage(), file=sys.stderr)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except ValueError as error:  # CheckpointError, ImageError, bad options: the user's to fix
+        print(f"error: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,1 @@
+"""The parity kit's tools: the deterministic weight recipe and the reference-layout dump."""

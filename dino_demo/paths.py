@@ -1,0 +1,21 @@
+"""Where things are: the project's own folders, and the one cache directory.
+
+The cache (`$DINO_DEMO_CACHE`, default `~/.cache/dino_demo`) holds the compiled kernels
+(`ops-<kind>-<hash>/`) and downloaded checkpoints (`checkpoints/`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_DIR = PROJECT_ROOT / "weights"
+EXAMPLES_DIR = PROJECT_ROOT / "examples"
+CSRC_DIR = PROJECT_ROOT / "csrc"
+CACHE_VARIABLE = "DINO_DEMO_CACHE"
+
+
+def cache_dir(*parts: str) -> Path:
+    """`$DINO_DEMO_CACHE` (or `~/.cache/dino_demo`) joined with `parts`; not created."""
+    root = os.environ.get(CACHE_VARIABLE) or Path.home() / ".cache" / "dino_demo"
+    return Path(root).joinpath(*parts)
