@@ -33,10 +33,13 @@ from PIL import Image
 from dino_demo import VARIANTS
 from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT as SHIPPED_CHECKPOINT
 from dino_demo.io.images import ImageError, load_image
-from dino_demo.explore.inference import (
-    UNTRAINED_PREFIX, InferenceResult, ModelCache, coco_results, detection_at,
-    detection_records, detection_view, model_input_size, proposal_view, refinement_view, run, sampling_view,
+from dino_demo.explore.inference import InferenceResult, run
+from dino_demo.explore.models import UNTRAINED_PREFIX, ModelCache
+from dino_demo.explore.views import (
+    detection_at, detection_view, proposal_view, refinement_view, sampling_view,
 )
+from dino_demo.io.preprocess import model_input_size
+from dino_demo.io.results import coco_image_id, coco_results, detection_records, detections_document, image_record
 from dino_demo.explore.visualize import render_detections, render_proposals, render_refinement, render_sampling
 
 log = logging.getLogger("dino_explorer")
@@ -294,31 +297,28 @@ def _captions(view) -> list[str]:
 def _draw_detections(result: InferenceResult, view, selected_slot: int | None) -> np.ndarray:
     selected = None
     if selected_slot is not None:
-        hits = np.flatnonzero(view.slots == selected_slot)
+        hits = np.flatnonzero(view.query_slots == selected_slot)
         selected = int(hits[0]) if hits.size else None
     canvas, k = _canvas(result)
     return render_detections(canvas, view.boxes * k, _captions(view), view.labels, selected=selected)
 
 
 def _detections_json(result: InferenceResult, view) -> dict:
-    h, w = result.size
-    return {
-        "model_id": result.model_id,
-        "image": {"file_name": _FILE_NAMES.get(result, ""), "width": w, "height": h},
-        "input_size": {"width": result.input_size[1], "height": result.input_size[0]},
-        "detections": detection_records(view),
-    }
+    file_name = _FILE_NAMES.get(result, "")
+    entry = image_record(result, view, image_id=coco_image_id(file_name, 0), file_name=file_name)
+    return detections_document([entry], model_id=result.model_id, variant="", threshold=0, max_detections=None,
+                               max_input_side=None)
 
 
 # -- re-drawing from the stored result -----------------------------------------------------------
 
 def _query_choices(result: InferenceResult, view) -> list[tuple[str, int]]:
     choices = [(f"{name} {score:.2f} (slot {slot})", int(slot))
-               for name, score, slot in zip(view.names, view.scores, view.slots)]
+               for name, score, slot in zip(view.names, view.scores, view.query_slots)]
     if not choices:  # nothing above the threshold: offer the best below it
         below = detection_view(result, 0.0, 10)
         choices = [(f"{name} {score:.2f} (slot {slot}, below threshold)", int(slot))
-                   for name, score, slot in zip(below.names, below.scores, below.slots)]
+                   for name, score, slot in zip(below.names, below.scores, below.query_slots)]
     return choices
 
 
@@ -367,21 +367,13 @@ def redraw_detections(result, threshold, max_detections, slot, request: gr.Reque
 
 def _table(view) -> list[list]:
     return [[i + 1, name, round(float(s), 3), int(q), *[round(float(v), 1) for v in b]]
-            for i, (name, s, q, b) in enumerate(zip(view.names, view.scores, view.slots, view.boxes))]
+            for i, (name, s, q, b) in enumerate(zip(view.names, view.scores, view.query_slots, view.boxes))]
 
 
 def _download(result: InferenceResult, view, request: gr.Request | None) -> str:
     """COCO results (image_id, category_id, bbox xywh, score) with image size and model id, written
     under the app's own temporary folder, one file per session."""
-    h, w = result.size
-    file_name = _FILE_NAMES.get(result, "")
-    # COCO file names are the image id ("000000039769.jpg"); other images get id 0.
-    image_id = int(Path(file_name).stem) if Path(file_name).stem.isdigit() else 0
-    payload = {
-        "model_id": result.model_id,
-        "image": {"id": image_id, "file_name": file_name, "width": w, "height": h},
-        "results": coco_results(view, image_id=image_id),
-    }
+    payload = _detections_json(result, view)
     session = re.sub(r"[^A-Za-z0-9_-]", "", getattr(request, "session_hash", None) or "") or "anonymous"
     folder = Path(_OUTPUT_DIR.name) / session
     folder.mkdir(exist_ok=True)
@@ -400,7 +392,7 @@ def draw_proposals(result, top_n, color_by, threshold, max_detections) -> np.nda
     max_detections = _number(max_detections, "Max detections", 1, 300, integer=True)
     proposals = proposal_view(result, top_n)
     final_slots = detection_view(result, threshold, max_detections).slots
-    final = np.isin(proposals.slots, final_slots)
+    final = np.isin(proposals.query_slots, final_slots)
     canvas, k = _canvas(result)
     return render_proposals(canvas, proposals.boxes * k, proposals.scores, proposals.levels, final,
                             color_by=color_by)
@@ -418,7 +410,7 @@ def pick_query(result, threshold, max_detections, evt: gr.SelectData):
     if hit is None:
         gr.Info("No detections above the threshold to select.")
         return gr.Dropdown(), gr.Number()
-    slot = int(view.slots[hit])
+    slot = int(view.query_slots[hit])
     return gr.Dropdown(value=slot), gr.Number(value=slot)
 
 

@@ -17,7 +17,7 @@ import app  # noqa: E402
 from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint  # noqa: E402
 from dino_demo.model.config import get_config  # noqa: E402
 from dino_demo.model.detector import build_model  # noqa: E402
-from dino_demo.explore.inference import load  # noqa: E402
+from dino_demo.explore.models import load  # noqa: E402
 
 EXAMPLES = Path(app.__file__).resolve().parent / "examples"
 SHIPPED = DEFAULT_CHECKPOINT.is_file()

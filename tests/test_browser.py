@@ -19,7 +19,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 import app  # noqa: E402
 from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
-from dino_demo.explore.inference import DetectionView, detection_at  # noqa: E402
+from dino_demo.explore.views import DetectionView, detection_at  # noqa: E402
 
 ROOT = Path(app.__file__).resolve().parent
 ARTIFACTS = ROOT / "test-artifacts"

@@ -8,10 +8,13 @@ import torch
 from dino_demo import get_config
 from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
 from dino_demo.model.detector import build_model
-from dino_demo.explore.inference import (
-    DetectionView, ModelCache, coco_results, detection_at, detection_records, detection_view, load,
-    model_input_size, proposal_view, refinement_view, run, sampling_view,
+from dino_demo.explore.inference import run, run_batch
+from dino_demo.explore.models import ModelCache, load
+from dino_demo.explore.views import (
+    DetectionView, detection_at, detection_view, proposal_view, refinement_view, sampling_view,
 )
+from dino_demo.io.preprocess import model_input_size
+from dino_demo.io.results import coco_results, detection_records, detections_document, image_record
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +62,7 @@ def test_model_input_size_follows_the_official_rule():
 
 def test_detections_are_in_original_pixels(result):
     det = result.detections
-    q = int(det.query_index[0])
+    q = int(det.query_slot[0])
     cx, cy, w, h = result.output.pred_boxes[0, q].double().tolist()
     height, width = result.size
     expected = [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
@@ -73,7 +76,7 @@ def test_sampling_points_are_converted_to_original_pixels(result):
     fake = dataclasses.replace(
         result, output=dataclasses.replace(out, sampling_locations=locations),
         image=np.zeros((100, 200, 3), np.uint8), input_size=(200, 400), padded_size=(300, 400))
-    view = sampling_view(fake, slot=3, layer=1)
+    view = sampling_view(fake, query_slot=3, layer=1)
     m, l, p = result.attention_shape
     assert view.points.shape == (m, l, p, 2) and view.weights.shape == (m, l, p)
     # x: 0.5 * padded 400 px -> 200 input px -> 100 original px; y: 0.25 * 300 = 75 -> 37.5.
@@ -83,8 +86,8 @@ def test_sampling_points_are_converted_to_original_pixels(result):
 
 def test_sampling_view_selects_heads_and_levels(result):
     m, l, p = result.attention_shape
-    full = sampling_view(result, slot=5, layer=2)
-    one = sampling_view(result, slot=5, layer=2, head=1, level=2)
+    full = sampling_view(result, query_slot=5, layer=2)
+    one = sampling_view(result, query_slot=5, layer=2, head=1, level=2)
     assert one.points.shape == (1, 1, p, 2) and one.heads == (1,) and one.levels == (2,)
     np.testing.assert_array_equal(one.points[0, 0], full.points[1, 2])
     np.testing.assert_array_equal(one.weights[0, 0], full.weights[1, 2])
@@ -100,7 +103,7 @@ def test_sampling_view_selects_heads_and_levels(result):
 
 def test_refinement_goes_from_the_proposal_to_the_final_box(result):
     det = result.detections
-    slot = int(det.query_index[0])
+    slot = int(det.query_slot[0])
     stages = refinement_view(result, slot)
     assert stages.shape == (result.num_layers + 1, 4)
     np.testing.assert_allclose(stages[-1], det.boxes[0].double().numpy(), rtol=1e-5, atol=1e-3)
@@ -112,11 +115,11 @@ def test_refinement_goes_from_the_proposal_to_the_final_box(result):
 
 def test_proposals_are_ranked_by_encoder_score(result):
     view = proposal_view(result, 7)
-    assert view.boxes.shape == (7, 4) and len(view.slots) == 7
+    assert view.boxes.shape == (7, 4) and len(view.query_slots) == 7
     assert (np.diff(view.scores) <= 0).all()
     all_scores = result.output.selection.logits[0].max(-1).values.sigmoid()
     assert view.scores[0] == pytest.approx(float(all_scores.max()))
-    assert len(proposal_view(result, 5000).slots) == result.num_queries
+    assert len(proposal_view(result, 5000).query_slots) == result.num_queries
 
 
 def test_detection_view_thresholds_and_caps(result):
@@ -126,14 +129,14 @@ def test_detection_view_thresholds_and_caps(result):
     assert len(view) == int((scores >= threshold).sum())
     assert len(detection_view(result, 0.0, 3)) == 3
     records = detection_records(detection_view(result, 0.0, 2))
-    assert set(records[0]) == {"label", "category_id", "score", "box_xyxy", "query_slot"}
-    assert records[0]["query_slot"] == int(result.detections.query_index[0])
+    assert set(records[0]) == {"label", "category_id", "score", "box_xyxy", "bbox", "query_slot"}
+    assert records[0]["query_slot"] == int(result.detections.query_slot[0])
 
 
 def _view(boxes):
     n = len(boxes)
     return DetectionView(boxes=np.array(boxes, dtype=float), scores=np.linspace(0.9, 0.5, n), labels=np.arange(n),
-                         categories=np.arange(n) + 1, slots=np.arange(n) * 10, names=tuple("abcdefgh"[:n]))
+                         categories=np.arange(n) + 1, query_slots=np.arange(n) * 10, names=tuple("abcdefgh"[:n]))
 
 
 def test_detection_at_prefers_the_smallest_box_containing_the_click():
@@ -144,9 +147,16 @@ def test_detection_at_prefers_the_smallest_box_containing_the_click():
     assert detection_at(_view([]), 1, 1) is None
 
 
-def test_coco_results_use_xywh_and_category_ids():
-    results = coco_results(_view([[10, 20, 40, 60]]), image_id=7)
-    assert results == [{"image_id": 7, "category_id": 1, "score": 0.9, "bbox": [10.0, 20.0, 30.0, 40.0]}]
+def test_coco_results_use_xywh_and_category_ids(result):
+    entry = image_record(result, _view([[10, 20, 40, 60]]), image_id=7, file_name="a.png")
+    document = detections_document([entry], model_id="m", variant="dino-tiny", threshold=0.5, max_detections=None,
+                                   max_input_side=None)
+    assert coco_results(document) == [{"image_id": 7, "category_id": 1, "bbox": [10.0, 20.0, 30.0, 40.0],
+                                       "score": 0.9}]
+    assert entry["detections"][0]["box_xyxy"] == [10.0, 20.0, 40.0, 60.0]
+    with pytest.raises(ValueError, match="unique"):
+        detections_document([entry, entry], model_id="m", variant="v", threshold=0, max_detections=None,
+                            max_input_side=None)
 
 
 def test_model_cache_loads_once_and_evicts():
@@ -191,20 +201,54 @@ def test_detect_command_writes_annotated_images_and_json(tmp_path):
 
     from dino_demo.cli.detect import main
 
+    rng = np.random.default_rng(1)
     good = tmp_path / "scene.png"
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 80, 3), dtype=np.uint8)).save(good)
+    Image.fromarray(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)).save(good)
+    (tmp_path / "other").mkdir()
+    same_name = tmp_path / "other" / "scene.png"  # same file name, another folder
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(same_name)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
     out = tmp_path / "out"
-    status = main([str(good), str(bad), "--checkpoint", "untrained:dino-tiny", "--threshold", "0", "--out", str(out)])
+    status = main([str(good), str(bad), str(same_name), "--checkpoint", "untrained:dino-tiny", "--threshold", "0",
+                   "--max-detections", "5", "--out", str(out)])
     assert status == 1  # one input was skipped
-    records = json.loads((out / "detections.json").read_text())
-    assert [r["file_name"] for r in records] == ["scene.png"]
-    assert (records[0]["width"], records[0]["height"]) == (80, 48)
-    first = records[0]["detections"][0]
-    assert set(first) == {"label", "category_id", "score", "box_xyxy"} and len(first["box_xyxy"]) == 4
-    with Image.open(out / "scene.png") as drawn:
-        assert drawn.size == (80, 48)
+    document = json.loads((out / "detections.json").read_text())
+    assert document["schema"] == "dino-explorer/detections/1"
+    assert document["model"] == {"id": "untrained:dino-tiny", "variant": "dino-tiny"}
+    assert document["settings"] == {"threshold": 0.0, "max_detections": 5, "max_input_side": None}
+    images = document["images"]
+    assert [(i["file_name"], i["source"], i["annotated"]) for i in images] == [
+        ("scene.png", str(good), "scene.png"), ("scene.png", str(same_name), "scene-1.png")]
+    assert len({i["image_id"] for i in images}) == 2
+    assert (images[0]["width"], images[0]["height"]) == (80, 48)
+    first = images[0]["detections"][0]
+    assert set(first) == {"label", "category_id", "score", "box_xyxy", "bbox", "query_slot"}
+    assert len(images[0]["detections"]) == 5
+    coco = json.loads((out / "coco_results.json").read_text())
+    assert len(coco) == 10 and set(coco[0]) == {"image_id", "category_id", "bbox", "score"}
+    for name, size in (("scene.png", (80, 48)), ("scene-1.png", (40, 40))):
+        with Image.open(out / name) as drawn:
+            assert drawn.size == size
+
+
+def test_a_batch_gives_each_image_what_it_gives_alone(tiny):
+    model, cfg = tiny
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, size=shape, dtype=np.uint8) for shape in ((64, 96, 3), (80, 48, 3))]
+    together = run_batch(model, cfg, images)
+    assert [r.size for r in together] == [(64, 96), (80, 48)]
+    assert together[0].padded_size == together[1].padded_size == (max(r.input_size[0] for r in together),
+                                                                   max(r.input_size[1] for r in together))
+    for image, batched in zip(images, together):
+        alone = run(model, cfg, image)
+        assert batched.output.memory.shape[0] == 1 and batched.output.sampling_locations.shape[1] == 1
+        # Padding to the batch size changes the numbers a little (as officially), not the shapes.
+        assert batched.output.logits.shape == alone.output.logits.shape
+    lean = run_batch(model, cfg, images, internals=False)
+    assert lean[0].output is None and len(lean[0].detections) == cfg.num_select
+    with pytest.raises(ValueError, match="without internals"):
+        lean[0].num_layers
 
 
 def test_synthetic_examples_are_the_scenes_their_names_say():

@@ -104,17 +104,34 @@ def test_command_line_maps_onto_the_config():
 
 
 def test_coco_ap_of_the_ground_truth_itself_is_one():
-    from dino_demo.train.evaluate import coco_box_ap, coco_results
-    from dino_demo.model.outputs import Detections
+    from dino_demo.train.evaluate import coco_box_ap
     from dino_demo.train.synthetic import coco_annotations
 
     scenes = [generate_scene(7, i, SceneSpec(size=96)) for i in range(3)]
     gt = coco_annotations(scenes, ["a.png", "b.png", "c.png"])
-    detections = [Detections(torch.ones(len(s.labels)), torch.as_tensor(s.labels), torch.as_tensor(s.boxes),
-                             torch.arange(len(s.labels))) for s in scenes]
-    results = coco_results(detections, [1, 2, 3])
-    assert results[0]["category_id"] == int(scenes[0].labels[0]) + 1
+    results = [{"image_id": image_id, "category_id": int(label) + 1, "score": 1.0,
+                "bbox": [x0, y0, x1 - x0, y1 - y0]}
+               for image_id, s in enumerate(scenes, start=1) for label, (x0, y0, x1, y1) in zip(s.labels, s.boxes.tolist())]
     metrics = coco_box_ap(gt, results)
     assert metrics["AP"] == pytest.approx(1.0) and metrics["AP50"] == pytest.approx(1.0)
     wrong_class = [{**r, "category_id": r["category_id"] % 8 + 1} for r in results]
     assert coco_box_ap(gt, wrong_class)["AP50"] < 0.5
+
+
+def test_evaluation_goes_through_the_one_inference_path(monkeypatch):
+    """evaluate() runs run_batch without internals and scores the results format's COCO list."""
+    from dino_demo.explore import inference
+    from dino_demo.train import evaluate as evaluation
+
+    calls = []
+    original = inference.run_batch
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "run_batch", spy)
+    model = build_model(get_config("dino-tiny"))
+    metrics = evaluation.evaluate(model, get_config("dino-tiny"), evaluation.EvalSet(seed=5, count=3, size=64))
+    assert set(metrics) == set(evaluation.METRIC_NAMES)
+    assert calls and all(call["internals"] is False for call in calls)

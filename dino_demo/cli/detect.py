@@ -1,10 +1,11 @@
-"""Command line: `python -m dino_demo detect IMAGE... [--checkpoint CK] [--variant V]
-[--threshold T] [--max-size S] [--device D] --out DIR`.
+"""`python -m dino_demo detect IMAGE... --out DIR`: detect objects, write annotated copies and
+detections.json.
 
-Writes DIR/<image name>.png with the detections drawn, and DIR/detections.json: a list with one
-{"file_name", "width", "height", "detections": [{"label", "category_id", "score", "box_xyxy"}]}
-per image, boxes in the image's own (upright) pixels. Images that cannot be read are reported and
-skipped; the exit status is 1 if any were.
+Writes DIR/<image name>.png with the detections drawn (`<name>-1.png`, ... when two inputs share a
+name) and DIR/detections.json in the format of `dino_demo.io.results` (model, settings, and per
+image its path as given, size and detections), plus DIR/coco_results.json, the same detections as
+the bare list `pycocotools` loads. Images that cannot be read are reported and skipped; the exit
+status is then 1.
 """
 from __future__ import annotations
 
@@ -16,11 +17,15 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from ..io.checkpoint import DEFAULT_CHECKPOINT
-from ..model.config import VARIANTS
-from ..io.images import ImageError, load_image
-from ..explore.inference import MIN_INPUT_SIDE, detection_records, detection_view, load, model_input_size, run
+from ..explore.inference import run
+from ..explore.models import load
+from ..explore.views import detection_view
 from ..explore.visualize import render_detections
+from ..io.checkpoint import DEFAULT_CHECKPOINT
+from ..io.images import ImageError, load_image
+from ..io.preprocess import model_input_size
+from ..io.results import coco_results, detections_document, image_record
+from ..model.config import MIN_INPUT_SIDE, VARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "weights/dino-tiny.pth)")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="force a variant instead of detecting it")
     parser.add_argument("--threshold", type=float, default=0.3, help="minimum score (default 0.3)")
+    parser.add_argument("--max-detections", type=int, default=None,
+                        help="keep at most this many detections per image (default: all above the threshold)")
     parser.add_argument("--max-size", type=int, default=None,
                         help="cap on the longer side of the model input (default: the variant's own resize)")
     parser.add_argument("--device", default="cpu")
@@ -40,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0.0 <= args.threshold <= 1.0:
         parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.max_detections is not None and args.max_detections < 1:
+        parser.error(f"--max-detections must be at least 1, got {args.max_detections}")
     if args.max_size is not None and args.max_size < MIN_INPUT_SIDE:
         parser.error(f"--max-size must be at least {MIN_INPUT_SIDE}, got {args.max_size}")
     return args
@@ -48,11 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     model, cfg = load(args.checkpoint, args.variant, args.device)
-    model_id = Path(args.checkpoint).name if "://" not in args.checkpoint else args.checkpoint
+    model_id = args.checkpoint if "://" in args.checkpoint else Path(args.checkpoint).name
     args.out.mkdir(parents=True, exist_ok=True)
 
-    records, failed, used_names = [], 0, set()
-    for path in tqdm(args.images, desc="detect", unit="image"):
+    entries, failed, used_names = [], 0, set()
+    for image_id, path in enumerate(tqdm(args.images, desc="detect", unit="image"), start=1):
         try:
             loaded = load_image(path)
             model_input_size(cfg, *loaded.array.shape[:2], args.max_size)
@@ -63,19 +72,18 @@ def main(argv: list[str] | None = None) -> int:
         for note in loaded.notes:
             log.info("%s: %s", path, note)
         result = run(model, cfg, loaded.array, max_size=args.max_size, model_id=model_id)
-        view = detection_view(result, args.threshold)
-        height, width = result.size
-        records.append({
-            "file_name": path.name, "width": width, "height": height,
-            "detections": [{k: d[k] for k in ("label", "category_id", "score", "box_xyxy")}
-                           for d in detection_records(view)],
-        })
+        view = detection_view(result, args.threshold, args.max_detections)
+        annotated = _unique_name(path, used_names)
+        entries.append({**image_record(result, view, image_id=image_id, file_name=path.name, source=str(path)),
+                        "annotated": annotated})
         captions = [f"{name} {score:.2f}" for name, score in zip(view.names, view.scores)]
-        drawn = render_detections(result.image, view.boxes, captions, view.labels)
-        Image.fromarray(drawn).save(args.out / _unique_name(path, used_names))
+        Image.fromarray(render_detections(result.image, view.boxes, captions, view.labels)).save(args.out / annotated)
 
-    (args.out / "detections.json").write_text(json.dumps(records, indent=1))
-    log.info("wrote %d annotated images and detections.json to %s", len(records), args.out)
+    document = detections_document(entries, model_id=model_id, variant=cfg.name, threshold=args.threshold,
+                                   max_detections=args.max_detections, max_input_side=args.max_size)
+    (args.out / "detections.json").write_text(json.dumps(document, indent=1))
+    (args.out / "coco_results.json").write_text(json.dumps(coco_results(document)))
+    log.info("wrote %d annotated images, detections.json and coco_results.json to %s", len(entries), args.out)
     return 1 if failed else 0
 
 
@@ -86,6 +94,3 @@ def _unique_name(path: Path, used: set[str]) -> str:
         name, n = f"{path.stem}-{n}.png", n + 1
     used.add(name)
     return name
-
-
-__all__ = ["main", "parse_args"]

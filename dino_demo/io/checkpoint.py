@@ -73,11 +73,9 @@ def infer_config(state_dict: dict[str, torch.Tensor], checkpoint: dict | None = 
     recognized from its keys (backbone, number of feature levels, number of classes)."""
     checkpoint = checkpoint or {}
     if isinstance(checkpoint.get("config"), dict):
-        fields = {f.name for f in dataclasses.fields(DINOConfig)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in checkpoint["config"].items() if k in fields}
         try:
-            return DINOConfig(**values)
-        except (TypeError, ValueError) as e:
+            return DINOConfig.from_dict(checkpoint["config"])
+        except ValueError as e:
             raise CheckpointError(f"the checkpoint's stored config is invalid: {e}") from None
     if isinstance(checkpoint.get("variant"), str) and checkpoint["variant"] in VARIANTS:
         return get_config(checkpoint["variant"])
@@ -139,19 +137,30 @@ def default_model(device: str | torch.device = "cpu") -> tuple[DINO, DINOConfig]
     return load_model(DEFAULT_CHECKPOINT, device=device)
 
 
-def save_checkpoint(model: DINO, path: str | os.PathLike, half: bool = False, **extra) -> None:
-    """Write `{'model', 'variant', 'config', **extra}` readable with weights_only=True."""
+def save_checkpoint(model: DINO, path: str | os.PathLike, *, half: bool = False, **extra) -> None:
+    """The one checkpoint writer: `{'model', 'variant', 'config', 'dtype', **extra}`, readable with
+    `weights_only=True` (so `extra` may hold tensors, numbers, strings, lists and dicts: optimizer
+    and scheduler states, metrics, training arguments).
+
+    `half` stores floating-point weights as float16 (they load back as float32). The file appears
+    atomically: it is written next to `path` and renamed into place, so a reader never sees half a
+    checkpoint.
+    """
     if getattr(model, "inference_only", False):
         raise ValueError("this model was prepared with optimize_for_inference (inference-only, "
                          "BatchNorm folded): save the original model instead")
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
-    config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(model.cfg).items()}
+    payload = {"model": state, "variant": model.cfg.name, "config": model.cfg.as_dict(),
+               "dtype": "float16" if half else "float32", **extra}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"model": state, "variant": model.cfg.name, "config": config, **extra}, tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # -- downloading --------------------------------------------------------------------------------

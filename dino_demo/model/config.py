@@ -11,6 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 
 BACKBONES = ("resnet50", "swin-l-384", "resnet-tiny")
+# The detector needs at least this many input pixels on each side (the stride-32 backbone stage
+# and the extra stride-64 level must not vanish).
+MIN_INPUT_SIDE = 32
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,21 @@ class DINOConfig:
 
     def replace(self, **changes) -> "DINOConfig":
         return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        """Plain data (tuples as lists), as stored in checkpoints."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DINOConfig":
+        """The config `as_dict` stored; unknown keys are ignored, invalid values raise ValueError."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a stored config must be a dict, got {type(values).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields})
+        except TypeError as error:
+            raise ValueError(str(error)) from None
 
 
 _R50_4SCALE = DINOConfig(name="dino-4scale-r50")

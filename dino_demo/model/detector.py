@@ -9,7 +9,7 @@ from torch import nn
 
 from .attention import MSDeformAttn
 from .backbone import build_backbone, downsample_mask
-from .config import DINOConfig
+from .config import MIN_INPUT_SIDE, DINOConfig
 from .denoising import DenoisingQueries, make_denoising_queries
 from .outputs import DenoisingOutput, DINOOutput, EncoderSelection
 from .position_encoding import PositionEmbeddingSine
@@ -186,8 +186,8 @@ def _check_inputs(images: torch.Tensor, masks: torch.Tensor) -> None:
     if masks.shape != (images.shape[0], *images.shape[2:]) or masks.dtype != torch.bool:
         raise ValueError(f"masks must be bool [B, H, W] matching images {tuple(images.shape)}, "
                          f"got {masks.dtype} {tuple(masks.shape)}")
-    if images.shape[-2] < 32 or images.shape[-1] < 32:
-        raise ValueError(f"images must be at least 32x32 pixels, got {tuple(images.shape[-2:])}")
+    if images.shape[-2] < MIN_INPUT_SIDE or images.shape[-1] < MIN_INPUT_SIDE:
+        raise ValueError(f"images must be at least {MIN_INPUT_SIDE}x{MIN_INPUT_SIDE} pixels, got {tuple(images.shape[-2:])}")
 
 
 class _StageClock:

@@ -15,8 +15,8 @@ import torch
 class EncoderSelection:
     """The two-stage query selection: which encoder tokens became decoder queries.
 
-    topk_indices: [B, Q] int64 token index into the flattened multi-scale memory, in slot order
-        (slot q of the decoder starts from token topk_indices[:, q]).
+    topk_indices: [B, Q] int64 token index into the flattened multi-scale memory, indexed by
+        query slot (decoder query slot q starts from token topk_indices[:, q]).
     levels: [B, Q] int64 feature level of each selected token.
     cells: [B, Q, 2] int64 (row, col) of each selected token in its level's grid.
     proposals: [B, Q, 4] the token's fixed proposal box (cell centre, 0.05 * 2**level wide),
@@ -101,23 +101,42 @@ class DINOOutput:
         """[B, Q, 4] final normalized cxcywh boxes."""
         return self.boxes[-1]
 
+    def select_image(self, index: int) -> "DINOOutput":
+        """Image `index` of the batch as a batch of one, copied so that it does not keep the whole
+        batch's storage alive. The denoising outputs (training only) are dropped."""
+        b = slice(index, index + 1)
+
+        def per_layer(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[:, b].clone()
+
+        selection = self.selection
+        return DINOOutput(
+            logits=per_layer(self.logits), boxes=per_layer(self.boxes), references=per_layer(self.references),
+            decoder_features=self.decoder_features[b].clone(), memory=self.memory[b].clone(),
+            spatial_shapes=self.spatial_shapes, level_start_index=self.level_start_index,
+            valid_ratios=self.valid_ratios[b].clone(), padding_mask=self.padding_mask[b].clone(),
+            selection=EncoderSelection(**{name: getattr(selection, name)[b].clone()
+                                          for name in EncoderSelection.__dataclass_fields__}),
+            sampling_locations=per_layer(self.sampling_locations),
+            attention_weights=per_layer(self.attention_weights), timings=dict(self.timings))
+
 
 @dataclass
 class Detections:
     """Post-processed detections of one image, best first.
 
     scores: [N] sigmoid probability; labels: [N] int64 class id; boxes: [N, 4] xyxy in pixels of
-    the size passed to post-processing; query_index: [N] int64 decoder slot each came from.
+    the size passed to post-processing; query_slot: [N] int64 decoder query slot each came from.
     """
 
     scores: torch.Tensor
     labels: torch.Tensor
     boxes: torch.Tensor
-    query_index: torch.Tensor
+    query_slot: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
     def above(self, threshold: float) -> "Detections":
         keep = self.scores >= threshold
-        return Detections(self.scores[keep], self.labels[keep], self.boxes[keep], self.query_index[keep])
+        return Detections(self.scores[keep], self.labels[keep], self.boxes[keep], self.query_slot[keep])

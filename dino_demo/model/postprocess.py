@@ -21,10 +21,10 @@ def postprocess(logits: torch.Tensor, boxes: torch.Tensor, target_sizes: torch.T
         raise ValueError(f"target_sizes must be [{batch}, 2], got {tuple(target_sizes.shape)}")
     k = min(num_select, queries * classes)
     scores, flat_index = torch.topk(logits.sigmoid().view(batch, -1), k, dim=1)
-    query_index = flat_index // classes
+    query_slot = flat_index // classes
     labels = flat_index % classes
-    xyxy = torch.gather(box_cxcywh_to_xyxy(boxes), 1, query_index.unsqueeze(-1).expand(-1, -1, 4))
+    xyxy = torch.gather(box_cxcywh_to_xyxy(boxes), 1, query_slot.unsqueeze(-1).expand(-1, -1, 4))
     height, width = target_sizes.unbind(1)
     scale = torch.stack([width, height, width, height], dim=1).to(xyxy.dtype)
     xyxy = xyxy * scale[:, None, :]
-    return [Detections(scores[i], labels[i], xyxy[i], query_index[i]) for i in range(batch)]
+    return [Detections(scores[i], labels[i], xyxy[i], query_slot[i]) for i in range(batch)]

@@ -1,10 +1,8 @@
-"""COCO box AP of a DINO model on a synthetic shape set (pycocotools), through the normal
-inference path: resize + normalize (preprocess) -> model -> top-k post-processing.
+"""COCO box AP of a DINO model (pycocotools), through the one inference path
+(`explore.inference.run_batch`) and the one results format (`io.results`).
 
-Detections report model class indices; COCO results use `category_id = label + 1`
-(see `dino_demo.synthetic`).
-
-Command line: `python -m dino_demo evaluate --checkpoint weights/dino-tiny.pth --seed 1000 --count 200`.
+Command line: `python -m dino_demo evaluate --checkpoint weights/dino-tiny.pth --seed 1000 --count 200`
+scores a checkpoint on held-out synthetic scenes.
 """
 from __future__ import annotations
 
@@ -16,15 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ..explore.inference import run_batch
+from ..explore.views import detection_view
+from ..io.results import coco_results, detections_document, image_record
 from ..model.config import DINOConfig
-from ..model.outputs import Detections
-from ..model.postprocess import postprocess
-from ..io.preprocess import batch_images, resize_image, to_tensor_normalized
-from .synthetic import SceneSpec, category_id, coco_annotations, generate_scene
+from .synthetic import SceneSpec, coco_annotations, generate_scene
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -42,27 +39,17 @@ class EvalSet:
         return SceneSpec(size=self.size, max_objects=self.max_objects)
 
 
-@torch.no_grad()
-def detect(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray]) -> list[Detections]:
-    """Detections (boxes in each input image's pixels) for a list of HxWx3 uint8 images."""
-    device = next(model.parameters()).device
-    tensors = [to_tensor_normalized(resize_image(Image.fromarray(image), cfg.min_size, cfg.max_size))
-               for image in images]
-    batch, masks = batch_images(tensors)
-    output = model(batch.to(device), masks.to(device))
-    sizes = torch.tensor([image.shape[:2] for image in images], dtype=torch.float32, device=device)
-    return postprocess(output.pred_logits, output.pred_boxes, sizes, cfg.num_select)
-
-
-def coco_results(detections: list[Detections], image_ids: list[int]) -> list[dict]:
-    """COCO result records (xywh boxes, category_id = label + 1) for per-image detections."""
-    results = []
-    for image_id, found in zip(image_ids, detections):
-        for score, label, box in zip(found.scores.tolist(), found.labels.tolist(), found.boxes.tolist()):
-            x0, y0, x1, y1 = box
-            results.append({"image_id": image_id, "category_id": category_id(label),
-                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
-    return results
+def predict(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray], image_ids: list[int],
+            batch_size: int = 8) -> list[dict]:
+    """COCO results (all `num_select` detections per image, no threshold) for `images`."""
+    entries = []
+    for start in range(0, len(images), batch_size):
+        results = run_batch(model, cfg, images[start:start + batch_size], internals=False)
+        entries += [image_record(result, detection_view(result, 0.0), image_id=image_id)
+                    for result, image_id in zip(results, image_ids[start:start + batch_size])]
+    document = detections_document(entries, model_id="", variant=cfg.name, threshold=0.0, max_detections=None,
+                                   max_input_side=None)
+    return coco_results(document)
 
 
 def coco_box_ap(ground_truth: dict, results: list[dict]) -> dict[str, float]:
@@ -85,18 +72,16 @@ def evaluate(model: torch.nn.Module, cfg: DINOConfig, eval_set: EvalSet = EvalSe
     """COCO box metrics of `model` on `eval_set`; the model is left in eval mode."""
     model.eval()
     scenes = [generate_scene(eval_set.seed, i, eval_set.spec()) for i in range(eval_set.count)]
-    detections = []
-    for start in range(0, len(scenes), batch_size):
-        detections += detect(model, cfg, [s.image for s in scenes[start:start + batch_size]])
     image_ids = list(range(1, len(scenes) + 1))
+    results = predict(model, cfg, [s.image for s in scenes], image_ids, batch_size)
     ground_truth = coco_annotations(scenes, [f"{i:06d}.png" for i in range(len(scenes))])
-    return coco_box_ap(ground_truth, coco_results(detections, image_ids))
+    return coco_box_ap(ground_truth, results)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     from ..io.checkpoint import load_model
 
-    parser = argparse.ArgumentParser(description="COCO AP of a checkpoint on held-out synthetic scenes.")
+    parser = argparse.ArgumentParser(prog="python -m dino_demo evaluate", description="COCO AP of a checkpoint on held-out synthetic scenes.")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--seed", type=int, default=EvalSet.seed)
     parser.add_argument("--count", type=int, default=200)
@@ -108,4 +93,4 @@ def main(argv: list[str] | None = None) -> None:
     model, cfg = load_model(args.checkpoint)
     metrics = evaluate(model, cfg, EvalSet(seed=args.seed, count=args.count, size=args.size or cfg.min_size))
     print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
-
+    return 0

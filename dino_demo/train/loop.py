@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..model.box_ops import box_xyxy_to_cxcywh
 from ..model.config import DINOConfig, get_config
+from ..io.checkpoint import save_checkpoint
 from .criterion import SetCriterion, build_criterion
 from ..model.detector import build_model
 from .evaluate import EvalSet, evaluate
@@ -142,31 +143,14 @@ def restart_schedule(optimizer: torch.optim.Optimizer, scheduler, lr_drop: int, 
 
 
 def save_training_checkpoint(path: Path, model, optimizer, scheduler, state: TrainState, cfg: TrainConfig) -> None:
-    """Full training state (official layout: model / optimizer / lr_scheduler / epoch->step)."""
-    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-               "lr_scheduler": scheduler.state_dict(), "step": state.step, "best_ap": state.best_ap,
-               "variant": model.cfg.name, "args": asdict(cfg)}
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    """Everything --resume needs (official key names: model / optimizer / lr_scheduler)."""
+    save_checkpoint(model, path, optimizer=optimizer.state_dict(), lr_scheduler=scheduler.state_dict(),
+                    step=state.step, best_ap=state.best_ap, train_args=asdict(cfg))
 
 
 def export_weights(path: Path, model, metrics: dict, cfg: TrainConfig, state: TrainState) -> None:
-    """The shipped checkpoint: {'model': float16 state_dict, 'variant', 'config', 'metrics', ...}.
-
-    Only tensors, strings, numbers, lists and dicts: it loads with torch.load(weights_only=True).
-    """
-    state_dict = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    payload = {"model": state_dict, "variant": model.cfg.name, "config": _config_dict(model.cfg),
-               "dtype": "float16", "step": state.step, "metrics": metrics, "train_args": asdict(cfg)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
-def _config_dict(cfg: DINOConfig) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+    """The shipped form: float16 weights with the config, metrics and training arguments."""
+    save_checkpoint(model, path, half=True, step=state.step, metrics=metrics, train_args=asdict(cfg))
 
 
 # ----------------------------------------------------------------------------------------------

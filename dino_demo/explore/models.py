@@ -1,0 +1,73 @@
+"""Models ready for inference, loaded once: from a checkpoint path or URL, or an untrained variant.
+
+`load` returns (model, config) with the inference fast paths of `explore.speed` applied;
+`ModelCache` keeps the most recently used ones, thread-safe, for the app.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from ..io.checkpoint import load_model
+from ..model.config import DINOConfig, get_config
+from ..model.detector import build_model
+from .speed import optimize_for_inference
+
+UNTRAINED_PREFIX = "untrained:"
+
+
+class ModelCache:
+    """Loaded models by (source, variant), least recently used dropped beyond `capacity`.
+
+    A source is a checkpoint path, an http(s) URL, or "untrained:<variant>" (random weights,
+    seeded, for exploring a variant's structure). Thread-safe: concurrent requests for the same
+    source load it once, and loading one source does not hold up requests for loaded ones.
+    """
+
+    def __init__(self, capacity: int = 2, device: str | torch.device = "cpu"):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity, self.device = capacity, torch.device(device)
+        self._models: OrderedDict[tuple[str, str | None], tuple[torch.nn.Module, DINOConfig]] = OrderedDict()
+        self._loading: dict[tuple[str, str | None], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, source: str | Path, variant: str | None = None) -> tuple[torch.nn.Module, DINOConfig]:
+        key = (str(source), variant or None)
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                if key in self._models:  # loaded by another request meanwhile
+                    return self._models[key]
+            try:
+                entry = load(str(source), variant, self.device)
+            except BaseException:
+                with self._lock:
+                    self._loading.pop(key, None)
+                raise
+            with self._lock:
+                self._models[key] = entry
+                self._loading.pop(key, None)
+                while len(self._models) > self.capacity:
+                    self._models.popitem(last=False)
+            return entry
+
+
+def load(source: str, variant: str | None = None, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, DINOConfig]:
+    """(model ready for inference, its config) for a source as `ModelCache` describes: in eval
+    mode, with the inference fast paths of `speed.optimize_for_inference`."""
+    if source.startswith(UNTRAINED_PREFIX):
+        cfg = get_config(source[len(UNTRAINED_PREFIX):])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model(cfg)
+    else:
+        model, cfg = load_model(source, variant=variant, device=device)
+    return optimize_for_inference(model.to(device)), cfg
