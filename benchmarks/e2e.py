@@ -29,16 +29,16 @@ STAGES = ("preprocess", "backbone", "encoder", "decoder", "postprocess", "total"
 
 def _worker(conn, variant: str, checkpoint: str | None, size: tuple[int, int], backend: str, fast: bool,
             threads: int | None):
-    sys.path.insert(0, str(ROOT))
     import numpy as np
     import torch
 
-    from dino_demo import inference, ops
+    from dino_demo import ops
+    from dino_demo.explore import inference
+    from dino_demo.explore.speed import optimize_for_inference
     from dino_demo.io.checkpoint import load_model
     from dino_demo.model.config import get_config
     from dino_demo.model.detector import build_model
     from dino_demo.parity.recipe import recipe_state_dict
-    from dino_demo.explore.speed import optimize_for_inference
 
     if threads:
         torch.set_num_threads(threads)

@@ -2,9 +2,10 @@
 
     python benchmarks/redraw.py [--variant dino-4scale-r50] [--size 800 1066] [--repeats 5]
 
-Runs the model once, then times the app's own callbacks that the threshold, query, layer,
-head, level and proposal controls trigger, and prints the median and worst time of each.
-Without --checkpoint the official variants use the parity kit's recipe weights.
+Runs the model once, stores the result as a Detect does, then times the page's own callbacks
+(`dino_demo.ui.callbacks.Explorer`) that the threshold, query, layer, head, level and proposal
+controls trigger, and prints the median and worst time of each. Without --checkpoint the official
+variants use the parity kit's recipe weights.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,13 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     from PIL import Image
 
-    import app
-    from dino_demo import inference
+    from dino_demo.explore import inference
+    from dino_demo.explore.speed import optimize_for_inference
     from dino_demo.io.checkpoint import load_model
     from dino_demo.model.config import get_config
     from dino_demo.model.detector import build_model
     from dino_demo.parity.recipe import recipe_state_dict
-    from dino_demo.explore.speed import optimize_for_inference
+    from dino_demo.ui.callbacks import Explorer
+    from dino_demo.ui.settings import AppSettings
+    from dino_demo.ui.store import StoredResult
 
     if args.checkpoint:
         model, cfg = load_model(args.checkpoint, variant=args.variant)
@@ -53,16 +55,22 @@ def main(argv: list[str] | None = None) -> int:
     result = inference.run(model, cfg, image)
     print(f"model run: {time.perf_counter() - start:.2f} s at {width}x{height} ({args.variant})")
 
+    explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))
+    session = explorer.session(None, None)
+    session.result_key = explorer.store.put(StoredResult.of(result, "input_a.png"), session.id)
     m, l, _ = result.attention_shape
-    slot = int(result.detections.query_index[0])
+    k = result.num_layers
+    slots = [int(s) for s in result.detections.query_slot[: args.repeats + 1]]
+    slot = slots[0]
     cases = {
-        "threshold / max detections": lambda i: app.redraw_detections(result, 0.1 + 0.02 * i, 100, slot, None),
-        "query (inspect, all heads/levels)": lambda i: app.inspect(int(result.detections.query_index[i]), result.num_layers, "all", "all", "level", result),
-        "layer": lambda i: app.inspect(slot, 1 + i % result.num_layers, "all", "all", "level", result),
-        "head": lambda i: app.inspect(slot, result.num_layers, str(1 + i % m), "all", "level", result),
-        "level": lambda i: app.inspect(slot, result.num_layers, "all", str(1 + i % l), "level", result),
-        "proposals (top 900)": lambda i: app.draw_proposals(result, 900, "score", 0.3, 100),
-        "refinement": lambda i: app.refine(int(result.detections.query_index[i]), result),
+        "threshold / max detections": lambda i: explorer.change_detection_options(
+            session, 0.1 + 0.02 * i, 100, slot, 100, "score"),
+        "query (all views of a query)": lambda i: explorer.select_query(
+            session, slots[i % len(slots)], 0.3, 100, k, "all", "all", "level"),
+        "layer": lambda i: explorer.inspect(session, slot, 1 + i % k, "all", "all", "level"),
+        "head": lambda i: explorer.inspect(session, slot, k, str(1 + i % m), "all", "level"),
+        "level": lambda i: explorer.inspect(session, slot, k, "all", str(1 + i % l), "level"),
+        "proposals (top 900)": lambda i: explorer.change_proposals(session, 900, "score", 0.3, 100),
     }
     print(f"{'control':36s} {'median s':>9s} {'max s':>7s}")
     worst = 0.0

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh machine, then runs it.
 #   bash scripts/test.sh [pytest args]
+# e.g. the fast subset while working:  bash scripts/test.sh -m "not slow and not browser"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt -c constraints.txt
+# The project itself, editable, with its test extras (requirements.txt and requirements-test.txt):
+# the `dino-demo` command and `python -m dino_demo` then work from any directory.
+python -m pip install --quiet --disable-pip-version-check -e ".[test]" -c constraints.txt
 
 # Browser tests drive Debian's Chromium (never a downloaded browser).
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then

@@ -1,13 +1,11 @@
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 FIXTURES = ROOT / "tests" / "fixtures"
 OFFICIAL = FIXTURES / "official_dino"
 
@@ -26,10 +24,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def url():
+def served():
     """The app served on a free 127.0.0.1 port for one test module."""
-    import app
+    from dino_demo.ui import build_demo, launch
 
-    demo = app.launch("127.0.0.1", _free_port(), prevent_thread_lock=True, quiet=True)
-    yield demo.local_url
+    demo = launch(build_demo(), "127.0.0.1", _free_port(), prevent_thread_lock=True, quiet=True)
+    yield demo
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def url(served):
+    return served.local_url

@@ -13,13 +13,13 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-import app  # noqa: E402
 from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint  # noqa: E402
-from dino_demo.model.config import get_config  # noqa: E402
+from dino_demo.model.config import VARIANTS, get_config  # noqa: E402
 from dino_demo.model.detector import build_model  # noqa: E402
-from dino_demo.explore.models import load  # noqa: E402
+from dino_demo.paths import EXAMPLES_DIR as EXAMPLES  # noqa: E402
+from dino_demo.paths import WEIGHTS_DIR  # noqa: E402
+from dino_demo.ui import settings  # noqa: E402
 
-EXAMPLES = Path(app.__file__).resolve().parent / "examples"
 SHIPPED = DEFAULT_CHECKPOINT.is_file()
 MODEL = "shipped" if SHIPPED else "untrained:dino-tiny"
 # Gradio's own use of pandas warns under pandas 3; not this project's concern.
@@ -50,23 +50,34 @@ def _inspect(client, slot, layer, head="all", level="all", color_by="level"):
     return client.predict(slot, layer, head, level, color_by, api_name="/inspect")
 
 
+def _image(document):
+    assert document["schema"] == "dino-explorer/detections/1"
+    (image,) = document["images"]
+    return image
+
+
 def test_detect_on_a_photo(client):
-    image_path, result = _detect(client, EXAMPLES / "chelsea.png")
+    image_path, document = _detect(client, EXAMPLES / "chelsea.png")
     with Image.open(image_path) as drawn:
         assert drawn.size == (902, 600)  # small images are drawn enlarged x2
-    assert result["image"] == {"file_name": "chelsea.png", "width": 451, "height": 300}
-    assert result["model_id"]
-    detections = result["detections"]
+    image = _image(document)
+    assert (image["file_name"], image["width"], image["height"]) == ("chelsea.png", 451, 300)
+    assert document["model"]["id"] and document["model"]["variant"] in VARIANTS
+    # The cap given (1333) above the model's own maximum changes nothing: the file records the one used.
+    assert document["settings"] == {"threshold": 0.0, "max_detections": 20,
+                                    "max_input_side": VARIANTS["dino-tiny"].max_size}
+    detections = image["detections"]
     assert 0 < len(detections) <= 20
     for d in detections:
-        assert set(d) == {"label", "category_id", "score", "box_xyxy", "query_slot"}
+        assert set(d) == {"label", "category_id", "score", "box_xyxy", "bbox", "query_slot"}
         assert isinstance(d["query_slot"], int) and 0 <= d["query_slot"] < 900
     scores = [d["score"] for d in detections]
     assert scores == sorted(scores, reverse=True)
     threshold = scores[2] - 1e-4  # the JSON rounds scores to 5 decimals
     _, above = _detect(client, EXAMPLES / "chelsea.png", threshold=threshold)
-    assert [d["score"] for d in above["detections"]] == scores[:len(above["detections"])]
-    assert all(d["score"] >= threshold for d in above["detections"]) and len(above["detections"]) >= 3
+    above = _image(above)["detections"]
+    assert [d["score"] for d in above] == scores[:len(above)]
+    assert all(d["score"] >= threshold for d in above) and len(above) >= 3
 
 
 @needs_weights
@@ -76,18 +87,19 @@ def test_detect_finds_the_objects_of_a_synthetic_scene(client):
 
     scene = generate_scene(90210, 9, SceneSpec(size=256))
     _, result = _detect(client, EXAMPLES / "shapes-90210-9.png", threshold=0.3)
-    boxes = torch.tensor([d["box_xyxy"] for d in result["detections"]], dtype=torch.float64).reshape(-1, 4)
-    names = [d["label"] for d in result["detections"]]
+    detections = _image(result)["detections"]
+    boxes = torch.tensor([d["box_xyxy"] for d in detections], dtype=torch.float64).reshape(-1, 4)
+    names = [d["label"] for d in detections]
     iou, _ = box_iou(torch.as_tensor(scene.boxes, dtype=torch.float64), boxes)
     found = sum(any(iou[t, j] >= 0.5 and names[j] == CLASS_NAMES[label] for j in range(len(names)))
                 for t, label in enumerate(scene.labels))
-    assert found >= 0.75 * len(scene.labels), (found, len(scene.labels), result["detections"])
+    assert found >= 0.75 * len(scene.labels), (found, len(scene.labels), detections)
 
 
 def test_inspect_returns_every_sampling_point_of_the_chosen_query(client):
     _, result = _detect(client, EXAMPLES / "shapes-90210-8.png")
-    slot = result["detections"][0]["query_slot"]
-    cfg = app.VARIANTS["dino-tiny"]
+    slot = _image(result)["detections"][0]["query_slot"]
+    cfg = VARIANTS["dino-tiny"]
     m, l, p = cfg.num_heads, cfg.num_feature_levels, cfg.dec_points
     for layer in range(1, cfg.dec_layers + 1):
         overlay, points, mass = _inspect(client, slot, layer)
@@ -106,7 +118,7 @@ def test_inspect_with_the_official_size_config(client):
     """An untrained dino-4scale-r50 (the released models' structure) at a small input size."""
     _, result = _detect(client, EXAMPLES / "coffee.png", model="untrained:dino-4scale-r50", threshold=0.0,
                         max_detections=5, max_input=128)
-    slot = result["detections"][0]["query_slot"]
+    slot = _image(result)["detections"][0]["query_slot"]
     for layer in range(1, 7):
         _, points, _ = _inspect(client, slot, layer)
         assert points["shape"] == [8, 4, 4]
@@ -114,7 +126,7 @@ def test_inspect_with_the_official_size_config(client):
 
 
 def test_inspect_needs_a_result_in_the_session(client):
-    with pytest.raises(AppError, match="run Detect"):
+    with pytest.raises(AppError, match="press Detect"):
         _inspect(client, 0, 1)
 
 
@@ -125,6 +137,7 @@ def test_inspect_needs_a_result_in_the_session(client):
     ({"max_input": 10}, "Max input side"),
     ({"model": "no-such-model"}, "model choice|choices"),
     ({"model": "custom", "checkpoint": "/nonexistent/ck.pth"}, "No checkpoint"),
+    ({"variant": "dino-9scale"}, "Unknown variant"),
 ])
 def test_bad_detect_options_are_errors(client, options, message):
     with pytest.raises(AppError, match=message):
@@ -133,7 +146,7 @@ def test_bad_detect_options_are_errors(client, options, message):
 
 def test_bad_inspect_values_are_errors(client):
     _, result = _detect(client, EXAMPLES / "chelsea.png")
-    slot = result["detections"][0]["query_slot"]
+    slot = _image(result)["detections"][0]["query_slot"]
     for args in [(slot, 99), (10_000, 1), (slot, 1, "9"), (slot, 1, "all", "0"), (slot, 1, "all", "all", "size")]:
         with pytest.raises(AppError):
             _inspect(client, *args)
@@ -165,17 +178,17 @@ def test_tiny_and_odd_images(client, tmp_path):
     gray16 = tmp_path / "gray16.png"
     Image.fromarray(np.full((40, 60), 40000, np.uint16)).save(gray16)
     _, result = _detect(client, gray16)
-    assert result["image"]["width"] == 60 and result["image"]["height"] == 40
+    assert (_image(result)["width"], _image(result)["height"]) == (60, 40)
     rotated = tmp_path / "rotated.jpg"
     exif = Image.Exif()
     exif[0x0112] = 6  # shown turned 90 degrees clockwise
     Image.new("RGB", (60, 40), (0, 128, 255)).save(rotated, exif=exif.tobytes())
     _, result = _detect(client, rotated)
-    assert result["image"]["width"] == 40 and result["image"]["height"] == 60
+    assert (_image(result)["width"], _image(result)["height"]) == (40, 60)
     cmyk = tmp_path / "cmyk.jpg"
     Image.new("CMYK", (50, 30), (0, 255, 255, 0)).save(cmyk)
     _, result = _detect(client, cmyk)
-    assert result["image"]["width"] == 50
+    assert _image(result)["width"] == 50
 
 
 def test_checkpoint_that_does_not_fit_the_variant(client, tmp_path):
@@ -188,7 +201,7 @@ def test_checkpoint_that_does_not_fit_the_variant(client, tmp_path):
     with pytest.raises(AppError, match="Cannot use this checkpoint"):
         _detect(client, EXAMPLES / "chelsea.png", model="custom", checkpoint=str(not_a_checkpoint))
     _, result = _detect(client, EXAMPLES / "chelsea.png")  # the app keeps serving
-    assert result["detections"]
+    assert _image(result)["detections"]
 
 
 def test_checkpoint_box_opens_only_the_allowed_folders(client, tmp_path, monkeypatch):
@@ -197,35 +210,107 @@ def test_checkpoint_box_opens_only_the_allowed_folders(client, tmp_path, monkeyp
     elsewhere.mkdir()
     for folder in (allowed, elsewhere):
         save_checkpoint(build_model(get_config("dino-tiny")), folder / "tiny.pth")
-    monkeypatch.setenv(app.CHECKPOINT_DIRS_VARIABLE, str(allowed))
+    monkeypatch.setenv(settings.CHECKPOINT_DIRS_VARIABLE, str(allowed))
     for outside in (elsewhere / "tiny.pth", allowed / ".." / "elsewhere" / "tiny.pth", "/etc/passwd"):
         with pytest.raises(AppError, match="only from"):
             _detect(client, EXAMPLES / "chelsea.png", model="custom", checkpoint=str(outside))
     _, result = _detect(client, EXAMPLES / "chelsea.png", model="custom", checkpoint=str(allowed / "tiny.pth"))
-    assert result["image"]["width"] > 0
+    assert _image(result)["width"] > 0
 
 
 def test_checkpoint_folders_default_to_weights_on_a_space(monkeypatch):
-    monkeypatch.delenv(app.CHECKPOINT_DIRS_VARIABLE, raising=False)
+    monkeypatch.delenv(settings.CHECKPOINT_DIRS_VARIABLE, raising=False)
     monkeypatch.delenv("SPACE_ID", raising=False)
-    assert app.checkpoint_dirs() is None
+    assert settings.checkpoint_dirs() is None
     monkeypatch.setenv("SPACE_ID", "someone/dino-explorer")
-    assert app.checkpoint_dirs() == [app.WEIGHTS_DIR.resolve()]
-    monkeypatch.setenv(app.CHECKPOINT_DIRS_VARIABLE, "any")
-    assert app.checkpoint_dirs() is None
+    assert settings.checkpoint_dirs() == (WEIGHTS_DIR.resolve(),)
+    monkeypatch.setenv(settings.CHECKPOINT_DIRS_VARIABLE, "any")
+    assert settings.checkpoint_dirs() is None
 
 
-def test_json_download_is_coco_results_with_image_size_and_model_id():
-    model, cfg = load("untrained:dino-tiny")
-    image = np.asarray(Image.open(EXAMPLES / "chelsea.png").convert("RGB"))
-    result = app.run(model, cfg, image, model_id="untrained:dino-tiny")
-    app._FILE_NAMES[result] = "000000039769.jpg"
-    view = app.detection_view(result, 0.0, 5)
-    payload = json.loads(Path(app._download(result, view, None)).read_text())
-    assert payload["model_id"] == "untrained:dino-tiny"
-    assert payload["image"] == {"id": 39769, "file_name": "000000039769.jpg", "width": 451, "height": 300}
-    assert len(payload["results"]) == 5
-    for entry, box in zip(payload["results"], view.boxes):
-        assert set(entry) == {"image_id", "category_id", "bbox", "score"} and entry["image_id"] == 39769
-        x, y, w, h = entry["bbox"]
-        np.testing.assert_allclose([x, y, x + w, y + h], box, atol=0.02)
+# -- the page's own events, without a browser ------------------------------------------------------
+
+class _Request:
+    def __init__(self, session_hash):
+        self.session_hash = session_hash
+
+
+def _no_progress(*args, **kwargs):
+    return None
+
+
+def _page_detect(explorer, session=None, image=EXAMPLES / "chelsea.png", threshold=0.0, session_hash="abc"):
+    """The Detect button's callback, as the page calls it."""
+    return explorer.detect(session, str(image), MODEL, "", "auto", 1333, threshold, 20, 100, "score", 6, "all",
+                           "all", "level", request=_Request(session_hash), progress=_no_progress)
+
+
+def test_one_detect_click_is_one_event_that_returns_every_view(served):
+    config = served.config
+    detect_button = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "detect-button")
+    on_click = [d for d in config["dependencies"] if (detect_button, "click") in map(tuple, d["targets"])]
+    assert len(on_click) == 1
+    chained = [d for d in config["dependencies"] if d.get("trigger_after") == on_click[0]["id"]]
+    assert chained == []  # no .then(): one round trip draws everything
+    names = [d["api_name"] for d in config["dependencies"] if d.get("api_visibility") == "public"]
+    assert sorted(names) == ["detect", "inspect"] and len(set(names)) == len(names)
+
+    views = _page_detect(served.explorer)
+    assert {"det_image", "det_json", "table", "download_json", "download_coco", "query", "slot", "notice",
+            "proposal_image", "sampling_image", "points_json", "mass", "refine_image", "refine_table", "runtime",
+            "layer", "head", "level", "top_n", "session"} <= set(views)
+    cfg = VARIANTS["dino-tiny"] if SHIPPED else VARIANTS["dino-tiny"]
+    assert views["layer"].maximum == cfg.dec_layers  # controls sized from the model
+    assert views["head"].choices[-1][0] == str(cfg.num_heads) and views["top_n"].maximum == cfg.num_queries
+
+
+def test_downloads_are_detections_json_and_a_list_pycocotools_loads(served):
+    from pycocotools.coco import COCO
+
+    views = _page_detect(served.explorer, session_hash="downloads")
+    document = json.loads(Path(views["download_json"]).read_text())
+    assert document == views["det_json"] and document["schema"] == "dino-explorer/detections/1"
+    results = json.loads(Path(views["download_coco"]).read_text())
+    image = document["images"][0]
+    assert len(results) == len(image["detections"]) > 0
+    ground_truth = COCO()
+    ground_truth.dataset = {"images": [{"id": image["image_id"], "width": image["width"], "height": image["height"]}],
+                            "annotations": [], "categories": [{"id": c, "name": str(c)} for c in range(1, 92)]}
+    ground_truth.createIndex()
+    loaded = ground_truth.loadRes(results)  # the bare list, as it is
+    assert len(loaded.getAnnIds()) == len(results)
+
+
+def test_a_closed_session_leaves_nothing_behind(served, tmp_path):
+    explorer = served.explorer
+    upload = tmp_path / "upload.png"  # not an example: its result belongs to this session alone
+    Image.open(EXAMPLES / "chelsea.png").crop((0, 0, 300, 200)).save(upload)
+    views = _page_detect(explorer, session_hash="leaving", image=upload)
+    session = views["session"]
+    folder = Path(views["download_json"]).parent
+    assert folder.is_dir() and explorer.store.peek(session.result_key) is not None
+    explorer.unload(_Request("leaving"))  # the tab closed
+    assert not folder.exists() and explorer.store.peek(session.result_key) is None
+    views = _page_detect(explorer, session=session, session_hash="leaving", image=upload)
+    explorer.close_session(views["session"])  # Gradio deleted the state
+    assert not folder.exists() and explorer.store.peek(session.result_key) is None
+
+
+def test_results_beyond_the_budget_expire_with_a_clear_message():
+    from dino_demo.ui.callbacks import Explorer
+    from dino_demo.ui.settings import AppSettings
+
+    explorer = Explorer(AppSettings(device="cpu", model_concurrency=1), result_budget_bytes=1)
+    first = _page_detect(explorer, session_hash="first")["session"]
+    second = _page_detect(explorer, session_hash="second", image=EXAMPLES / "coffee.png")["session"]
+    assert len(explorer.store) == 1  # the budget keeps only the newest
+    with pytest.raises(ValueError, match="press Detect"):
+        explorer.inspect(first, 0, 1, "all", "all", "level")
+    assert explorer.inspect(second, 0, 1, "all", "all", "level")["points_json"]["query_slot"] == 0
+
+
+def test_app_module_has_a_demo_for_reload_mode():
+    import importlib
+
+    module = importlib.import_module("app")
+    assert module.demo.explorer is not None

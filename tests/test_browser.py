@@ -1,9 +1,9 @@
 """A real browser (Chromium driven by Playwright) uses the app: upload, detect, click a box,
-switch head and level, and the sampling-point overlay changes. Screenshots go to test-artifacts/."""
+switch head and level, and the sampling-point overlay changes. Screenshots go to test-artifacts/.
+Every wait is for a condition on the page (a new image loaded, a value shown), never a fixed sleep."""
 import io
 import re
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +17,16 @@ if not Path(CHROMIUM).is_file():
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-import app  # noqa: E402
-from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
 from dino_demo.explore.views import DetectionView, detection_at  # noqa: E402
+from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
+from dino_demo.paths import PROJECT_ROOT as ROOT  # noqa: E402
 
-ROOT = Path(app.__file__).resolve().parent
 ARTIFACTS = ROOT / "test-artifacts"
 IMAGE = ROOT / "examples" / "shapes-90210-9.png"
 MODEL = "shipped" if DEFAULT_CHECKPOINT.is_file() else "untrained:dino-tiny"
 MAX_DETECTIONS = 20
 # Gradio's own use of pandas warns under pandas 3; not this project's concern.
-pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
+pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -49,28 +48,12 @@ def _element_pixels(page, selector: str) -> np.ndarray:
 
 
 def _wait_for_new_src(page, selector: str, old: str | None) -> str:
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        src = page.locator(selector).get_attribute("src") if page.locator(selector).count() else None
-        if src and src != old:
-            return src
-        time.sleep(0.1)
-    raise AssertionError(f"{selector} did not change")
-
-
-def _wait_for_settled_src(page, selector: str, old: str | None, quiet: float = 1.5) -> str:
-    """A new src that then stays the same for `quiet` seconds, loaded: the detection image is
-    drawn twice after Detect (plain, then with the first query highlighted)."""
-    src, since = _wait_for_new_src(page, selector, old), time.time()
-    deadline = since + 30
-    while time.time() < deadline:
-        time.sleep(0.1)
-        now = page.locator(selector).get_attribute("src")
-        if now != src:
-            src, since = now, time.time()
-        elif time.time() - since >= quiet and page.locator(selector).evaluate("e => e.complete && e.naturalWidth > 0"):
-            return src
-    raise AssertionError(f"{selector} kept changing")
+    """Wait until the <img> at `selector` shows a source other than `old`, fully loaded."""
+    page.wait_for_function(
+        """([selector, old]) => { const e = document.querySelector(selector);
+            return e && e.getAttribute('src') && e.getAttribute('src') !== old && e.complete && e.naturalWidth > 0; }""",
+        arg=[selector, old], timeout=30_000)
+    return page.locator(selector).get_attribute("src")
 
 
 def _set_number(page, elem_id: str, value) -> None:
@@ -100,9 +83,10 @@ def test_upload_detect_click_and_inspect(page, url):
     # is 0.3, or lower when the model scores nothing that high (the untrained one).
     client = Client(url, verbose=False)
     _, best = client.predict(handle_file(str(IMAGE)), MODEL, "", "auto", 1333, 0.0, 1, api_name="/detect")
-    threshold = min(0.3, float(np.floor(best["detections"][0]["score"] * 100) / 100))
+    threshold = min(0.3, float(np.floor(best["images"][0]["detections"][0]["score"] * 100) / 100))
     _, expected = client.predict(
         handle_file(str(IMAGE)), MODEL, "", "auto", 1333, threshold, MAX_DETECTIONS, api_name="/detect")
+    expected = expected["images"][0]
     detections = expected["detections"]
     assert detections
 
@@ -112,7 +96,7 @@ def test_upload_detect_click_and_inspect(page, url):
     _set_number(page, "max-detections", MAX_DETECTIONS)
     page.click("#detect-button")
     page.wait_for_function("() => document.querySelector('#slot input').value !== ''")
-    first_src = _wait_for_settled_src(page, "#det-image img", None)
+    first_src = _wait_for_new_src(page, "#det-image img", None)  # drawn once, first query highlighted
 
     # Click inside the last listed detection: the app selects the smallest box containing the click.
     x0, y0, x1, y1 = detections[-1]["box_xyxy"]
@@ -120,27 +104,23 @@ def test_upload_detect_click_and_inspect(page, url):
     view = DetectionView(
         boxes=np.array([d["box_xyxy"] for d in detections]), scores=np.array([d["score"] for d in detections]),
         labels=np.zeros(len(detections), int), categories=np.zeros(len(detections), int),
-        slots=np.array([d["query_slot"] for d in detections]), names=tuple(d["label"] for d in detections))
-    want = int(view.slots[detection_at(view, cx, cy)])
-    _click_in_image(page, "#det-image img", cx, cy, expected["image"]["width"])
+        query_slots=np.array([d["query_slot"] for d in detections]), names=tuple(d["label"] for d in detections))
+    want = int(view.query_slots[detection_at(view, cx, cy)])
+    _click_in_image(page, "#det-image img", cx, cy, expected["width"])
     page.wait_for_function(f"() => document.querySelector('#slot input').value === '{want}'")
     _wait_for_new_src(page, "#det-image img", first_src)  # re-drawn with the selection highlighted
     page.screenshot(path=str(ARTIFACTS / "browser-detections.png"), full_page=True)
 
     page.get_by_role("tab", name="Sampling points").click()
-    page.wait_for_selector("#sampling-image img")
-    time.sleep(0.5)
-    src = page.locator("#sampling-image img").get_attribute("src")
+    src = _wait_for_new_src(page, "#sampling-image img", None)
     all_heads = _element_pixels(page, "#sampling-image img")
 
     page.locator("#head label").filter(has_text=re.compile(r"^\s*2\s*$")).click()
     src = _wait_for_new_src(page, "#sampling-image img", src)
-    time.sleep(0.3)
     head_2 = _element_pixels(page, "#sampling-image img")
 
     page.locator("#level label").filter(has_text=re.compile(r"^\s*3\s*$")).click()
     _wait_for_new_src(page, "#sampling-image img", src)
-    time.sleep(0.3)
     head_2_level_3 = _element_pixels(page, "#sampling-image img")
     page.screenshot(path=str(ARTIFACTS / "browser-sampling.png"), full_page=True)
     Image.fromarray(head_2_level_3.astype(np.uint8)).save(ARTIFACTS / "browser-sampling-head2-level3.png")

@@ -91,6 +91,7 @@ def test_malicious_pickle_does_not_execute(tmp_path):
     assert not Exploit.marker.exists()
 
 
+@pytest.mark.slow
 def test_wrong_num_classes_lists_mismatching_keys(tmp_path):
     """A 2-class checkpoint forced into the 91-class official variant."""
     two = build_model(get_config("dino-4scale-r50").replace(num_classes=2))

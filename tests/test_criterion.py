@@ -1,8 +1,8 @@
 """DINO's set criterion on hand-made outputs."""
 import torch
 
-from dino_demo.train.criterion import SetCriterion, build_criterion, sigmoid_focal_loss
 from dino_demo.model.outputs import DenoisingOutput, DINOOutput, EncoderSelection
+from dino_demo.train.criterion import SetCriterion, build_criterion, sigmoid_focal_loss
 
 C = 3
 

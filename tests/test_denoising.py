@@ -4,7 +4,11 @@ import torch
 
 from dino_demo.model.box_ops import box_cxcywh_to_xyxy
 from dino_demo.model.config import get_config
-from dino_demo.model.denoising import denoising_attn_mask, make_denoising_queries, num_denoising_groups
+from dino_demo.model.denoising import (
+    denoising_attn_mask,
+    make_denoising_queries,
+    num_denoising_groups,
+)
 from dino_demo.model.detector import build_model
 
 
@@ -96,6 +100,7 @@ def test_attention_mask_blocks():
         assert mask[rows, :pad][:, others].all()  # and no other group
 
 
+@pytest.mark.slow
 def test_training_forward_returns_denoising_outputs():
     torch.manual_seed(0)
     cfg = get_config("dino-tiny")

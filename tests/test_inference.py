@@ -6,15 +6,18 @@ import pytest
 import torch
 
 from dino_demo import get_config
-from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
-from dino_demo.model.detector import build_model
 from dino_demo.explore.inference import run, run_batch
 from dino_demo.explore.models import ModelCache, load
-from dino_demo.explore.views import (
-    DetectionView, detection_at, detection_view, proposal_view, refinement_view, sampling_view,
-)
+from dino_demo.explore.views import DetectionView, detection_at, detection_view, proposal_view, refinement_view, sampling_view
+from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
 from dino_demo.io.preprocess import model_input_size
-from dino_demo.io.results import coco_results, detection_records, detections_document, image_record
+from dino_demo.io.results import (
+    coco_results,
+    detection_records,
+    detections_document,
+    image_record,
+)
+from dino_demo.model.detector import build_model
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,11 @@
 from dino_demo import get_config
 from dino_demo.io.labels import (
-    COCO_CATEGORIES, COCO_NAMES, NOT_AVAILABLE, category_ids, class_names, label_name,
+    COCO_CATEGORIES,
+    COCO_NAMES,
+    NOT_AVAILABLE,
+    category_ids,
+    class_names,
+    label_name,
 )
 
 COCO_GAPS = {0, 12, 26, 29, 30, 45, 66, 68, 69, 71, 83}

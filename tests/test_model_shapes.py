@@ -2,10 +2,10 @@
 import pytest
 import torch
 
+from dino_demo.io.preprocess import batch_images, resize_shape
 from dino_demo.model.config import get_config
 from dino_demo.model.detector import build_model
 from dino_demo.model.postprocess import postprocess
-from dino_demo.io.preprocess import batch_images, resize_shape
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,7 @@ def test_official_resize_rule():
         resize_shape(0, 10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant,strides", [
     ("dino-5scale-r50", [4, 8, 16, 32, 64]),
     ("dino-4scale-swinl", [8, 16, 32, 64]),

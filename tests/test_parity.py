@@ -7,16 +7,17 @@ the top-900 selection is compared as a set and the decoder is compared teacher-f
 import numpy as np
 import pytest
 import torch
+from conftest import OFFICIAL
 
-from dino_demo.parity import dump
 from dino_demo.io.checkpoint import load_model
-from dino_demo.model.detector import build_model
-from dino_demo.model.config import get_config
-from dino_demo.parity.recipe import recipe_state_dict
 from dino_demo.io.images import load_image
 from dino_demo.io.preprocess import batch_images, to_tensor_normalized
+from dino_demo.model.config import get_config
+from dino_demo.model.detector import build_model
+from dino_demo.parity import dump
+from dino_demo.parity.recipe import recipe_state_dict
 
-from conftest import OFFICIAL
+pytestmark = pytest.mark.slow  # official-size R50 / Swin-L models
 
 ENCODER_ATOL = 5e-5     # measured 7.0e-6
 DECODER_ATOL = 2e-4     # logits/features, measured 7.9e-6

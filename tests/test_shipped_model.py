@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dino_demo.model.box_ops import box_iou
-from dino_demo.io.checkpoint import load_model
 from dino_demo.explore.inference import run
+from dino_demo.io.checkpoint import load_model
+from dino_demo.model.box_ops import box_iou
 from dino_demo.train.synthetic import CLASS_NAMES, SceneSpec, generate_scene
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "dino-tiny.pth"
@@ -41,6 +41,7 @@ def test_loads_as_float32_dino_tiny(shipped):
     assert not model.training
 
 
+@pytest.mark.slow
 def test_finds_the_objects_of_unseen_scenes(shipped):
     model, cfg = shipped
     found = total = false_positives = 0
@@ -60,3 +61,22 @@ def test_finds_the_objects_of_unseen_scenes(shipped):
     assert total >= 2 * NUM_SCENES
     assert recall >= 0.9, f"recall {recall:.3f} ({found}/{total}) at IoU 0.5, score >= {SCORE_THRESHOLD}"
     assert false_positives <= total, f"{false_positives} unmatched detections for {total} objects"
+
+
+def test_inference_fast_path_keeps_the_shipped_models_outputs(shipped):
+    """The app's fast path (trainable BatchNorm folded into the tiny ResNet, blocked FFNs, packed
+    linears) on the shipped model itself, not only on the official R50 layout."""
+    from dino_demo.explore.speed import optimize_for_inference
+
+    model, cfg = shipped
+    fast = optimize_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    for index in range(3):
+        image = generate_scene(TEST_SEED, index, SceneSpec(size=256)).image
+        plain, quick = run(model, cfg, image), run(fast, cfg, image)
+        torch.testing.assert_close(quick.output.memory, plain.output.memory, atol=5e-5, rtol=0)
+        assert torch.equal(quick.output.selection.topk_indices, plain.output.selection.topk_indices)
+        torch.testing.assert_close(quick.output.pred_logits, plain.output.pred_logits, atol=2e-4, rtol=0)
+        torch.testing.assert_close(quick.output.pred_boxes, plain.output.pred_boxes, atol=2e-5, rtol=0)
+        top = plain.detections.scores > 0.2
+        assert torch.equal(quick.detections.query_slot[top], plain.detections.query_slot[top])

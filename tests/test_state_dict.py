@@ -2,12 +2,11 @@
 import json
 
 import pytest
+from conftest import OFFICIAL
 
 from dino_demo.model.config import VARIANTS, DINOConfig, get_config
 from dino_demo.model.detector import build_model
 from dino_demo.parity.recipe import recipe_state_dict, state_dict_sha256
-
-from conftest import OFFICIAL
 
 
 def read_manifest(name: str) -> dict[str, tuple[list[int], str, str]]:
@@ -24,6 +23,8 @@ def ours(variant: str) -> dict[str, tuple[list[int], str, str]]:
     return {k: (list(v.shape), str(v.dtype).removeprefix("torch."), "param" if k in params else "buffer")
             for k, v in model.state_dict().items()}
 
+
+pytestmark = pytest.mark.slow  # official-size R50 / Swin-L models
 
 @pytest.mark.parametrize("variant,manifest", [
     ("dino-4scale-r50", "manifest_DINO_4scale.tsv"),

@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 
 from dino_demo import get_config
-from dino_demo.train.synthetic import (CLASS_NAMES, MIN_VISIBLE_FRACTION, SceneSpec, category_id, generate_scene,
-                                 label_of, main, visible_masks)
+from dino_demo.train.synthetic import (
+    CLASS_NAMES,
+    MIN_VISIBLE_FRACTION,
+    SceneSpec,
+    category_id,
+    generate_scene,
+    label_of,
+    main,
+    visible_masks,
+)
 
 
 def test_same_seed_same_scene_and_different_seeds_differ():

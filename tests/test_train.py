@@ -5,11 +5,19 @@ import pytest
 import torch
 
 from dino_demo import get_config
-from dino_demo.train.criterion import build_criterion
 from dino_demo.model.detector import build_model
+from dino_demo.train.criterion import build_criterion
+from dino_demo.train.loop import (
+    TrainConfig,
+    build_optimizer,
+    parse_args,
+    restart_schedule,
+    scene_targets,
+    train,
+    train_step,
+    training_batch,
+)
 from dino_demo.train.synthetic import SceneSpec, generate_scene
-from dino_demo.train.loop import (TrainConfig, build_optimizer, parse_args, restart_schedule, scene_targets, train,
-                             train_step, training_batch)
 
 SMALL = dict(variant="dino-tiny", batch_size=2, image_size=64, max_objects=3, eval_count=2, threads=None)
 
@@ -54,6 +62,7 @@ def test_scene_targets_are_normalized_cxcywh():
     assert target["labels"].dtype == torch.int64
 
 
+@pytest.mark.slow
 def test_train_checkpoints_resume_and_exports(tmp_path):
     export = tmp_path / "shipped.pth"
     cfg = TrainConfig(out=str(tmp_path / "run"), steps=2, eval_every=2, checkpoint_every=1,
@@ -109,9 +118,9 @@ def test_coco_ap_of_the_ground_truth_itself_is_one():
 
     scenes = [generate_scene(7, i, SceneSpec(size=96)) for i in range(3)]
     gt = coco_annotations(scenes, ["a.png", "b.png", "c.png"])
-    results = [{"image_id": image_id, "category_id": int(label) + 1, "score": 1.0,
-                "bbox": [x0, y0, x1 - x0, y1 - y0]}
-               for image_id, s in enumerate(scenes, start=1) for label, (x0, y0, x1, y1) in zip(s.labels, s.boxes.tolist())]
+    results = [{"image_id": image_id, "category_id": int(label) + 1, "score": 1.0, "bbox": [x0, y0, x1 - x0, y1 - y0]}
+               for image_id, scene in enumerate(scenes, start=1)
+               for label, (x0, y0, x1, y1) in zip(scene.labels, scene.boxes.tolist())]
     metrics = coco_box_ap(gt, results)
     assert metrics["AP"] == pytest.approx(1.0) and metrics["AP50"] == pytest.approx(1.0)
     wrong_class = [{**r, "category_id": r["category_id"] % 8 + 1} for r in results]

@@ -39,7 +39,8 @@ class InferenceResult:
         (of the whole batch the image ran in).
     backend: (op implementation, why it was chosen); device: where the model ran.
     class_names, category_ids: name and COCO category id of each class id.
-    model_id: what the caller called the model (shown in the UI and written to results files).
+    variant: the model's config name; model_id: what the caller called the model (shown in the UI
+        and written to results files).
     """
 
     image: np.ndarray
@@ -52,6 +53,7 @@ class InferenceResult:
     device: str
     class_names: tuple[str, ...]
     category_ids: tuple[int, ...]
+    variant: str = ""
     model_id: str = ""
 
     @property
@@ -124,7 +126,7 @@ def run_batch(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray],
             image=image, input_size=batch.input_sizes[i], padded_size=batch.padded_size,
             detections=_to_cpu(detections[i]), output=_image_output(output, i) if internals else None,
             timings=dict(timings), backend=backend, device=str(device), class_names=names,
-            category_ids=categories, model_id=model_id)
+            category_ids=categories, variant=cfg.name, model_id=model_id)
         for i, image in enumerate(images)
     ]
 

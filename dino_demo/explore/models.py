@@ -60,7 +60,8 @@ class ModelCache:
             return entry
 
 
-def load(source: str, variant: str | None = None, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, DINOConfig]:
+def load(source: str, variant: str | None = None,
+         device: str | torch.device = "cpu") -> tuple[torch.nn.Module, DINOConfig]:
     """(model ready for inference, its config) for a source as `ModelCache` describes: in eval
     mode, with the inference fast paths of `speed.optimize_for_inference`."""
     if source.startswith(UNTRAINED_PREFIX):

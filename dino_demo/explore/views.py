@@ -10,7 +10,6 @@ import torch
 from .inference import InferenceResult
 
 
-
 def _cxcywh_to_xyxy_pixels(boxes: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     cx, cy, w, h = boxes.double().unbind(-1)
     height, width = size
@@ -86,7 +85,8 @@ class SamplingView:
 
 def sampling_view(result: InferenceResult, query_slot: int, layer: int, head: int | None = None,
                   level: int | None = None) -> SamplingView:
-    """Sampling points of query slot `query_slot` in decoder `layer` (0-based), for one head / level or all.
+    """Sampling points of query slot `query_slot` in decoder `layer` (0-based), for one head / level
+    or all.
 
     Locations are (x, y) in [0, 1] of the padded feature maps: times the padded input size gives
     model-input pixels, which scale to the original image by original / input size.

@@ -5,6 +5,7 @@ Boxes are xyxy pixel coordinates; points are (x, y) pixel coordinates; colours a
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -168,6 +169,25 @@ def draw_legend(image: np.ndarray, entries: Sequence[tuple[Color, str]]) -> np.n
         draw.rectangle((x0 + 4, y + 2, x0 + 4 + swatch, y + 2 + swatch), fill=_rgba(color, 1.0))
         draw.text((x0 + swatch + 10 - box[0], y + 2 - box[1]), text, fill=(0, 0, 0, 255), font=font)
     return np.asarray(canvas)
+
+
+# Views are drawn with the image's longer side between these (see `display_canvas`).
+DISPLAY_MIN_SIDE = 640
+DISPLAY_MAX_SIDE = 1600
+
+
+def display_canvas(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """The image to draw views on and its scale (drawn pixels per image pixel): small images are
+    enlarged by a whole factor (pixels repeated, at most 4x) so that overlays stay legible, since
+    browsers are not asked to enlarge them; large ones are reduced to DISPLAY_MAX_SIDE so that
+    re-drawing stays fast. Coordinates given to the render functions must be multiplied by scale."""
+    h, w = image.shape[:2]
+    if max(h, w) > DISPLAY_MAX_SIDE:
+        size = (max(1, round(w * DISPLAY_MAX_SIDE / max(h, w))), max(1, round(h * DISPLAY_MAX_SIDE / max(h, w))))
+        canvas = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+        return canvas, size[0] / w
+    k = min(max(1, math.ceil(DISPLAY_MIN_SIDE / max(h, w))), 4)
+    return (image.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else image), float(k)
 
 
 def dim(image: np.ndarray, amount: float = 0.35) -> np.ndarray:

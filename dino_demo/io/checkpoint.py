@@ -7,7 +7,6 @@ exactly one extra class (`argparse.Namespace`) so nothing in a file can run code
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import os
 import pickle

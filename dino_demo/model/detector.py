@@ -187,7 +187,8 @@ def _check_inputs(images: torch.Tensor, masks: torch.Tensor) -> None:
         raise ValueError(f"masks must be bool [B, H, W] matching images {tuple(images.shape)}, "
                          f"got {masks.dtype} {tuple(masks.shape)}")
     if images.shape[-2] < MIN_INPUT_SIDE or images.shape[-1] < MIN_INPUT_SIDE:
-        raise ValueError(f"images must be at least {MIN_INPUT_SIDE}x{MIN_INPUT_SIDE} pixels, got {tuple(images.shape[-2:])}")
+        raise ValueError(f"images must be at least {MIN_INPUT_SIDE}x{MIN_INPUT_SIDE} pixels, "
+                         f"got {tuple(images.shape[-2:])}")
 
 
 class _StageClock:

@@ -11,9 +11,9 @@ import torch
 
 from ..io.checkpoint import load_model
 from ..io.images import load_image
+from ..io.preprocess import batch_images, to_tensor_normalized
 from ..model.outputs import DINOOutput
 from ..model.postprocess import postprocess
-from ..io.preprocess import batch_images, to_tensor_normalized
 
 log = logging.getLogger(__name__)
 MEMORY_SAMPLE_STEP = 25

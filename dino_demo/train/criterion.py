@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..model.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
-from .matcher import HungarianMatcher, Match
 from ..model.outputs import DenoisingOutput, DINOOutput
+from .matcher import HungarianMatcher, Match
 
 
 @dataclass(frozen=True)

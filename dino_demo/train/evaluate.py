@@ -81,7 +81,8 @@ def evaluate(model: torch.nn.Module, cfg: DINOConfig, eval_set: EvalSet = EvalSe
 def main(argv: list[str] | None = None) -> int:
     from ..io.checkpoint import load_model
 
-    parser = argparse.ArgumentParser(prog="python -m dino_demo evaluate", description="COCO AP of a checkpoint on held-out synthetic scenes.")
+    parser = argparse.ArgumentParser(prog="python -m dino_demo evaluate",
+                                     description="COCO AP of a checkpoint on held-out synthetic scenes.")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--seed", type=int, default=EvalSet.seed)
     parser.add_argument("--count", type=int, default=200)

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..model.box_ops import box_xyxy_to_cxcywh
-from ..model.config import DINOConfig, get_config
 from ..io.checkpoint import save_checkpoint
-from .criterion import SetCriterion, build_criterion
-from ..model.detector import build_model
-from .evaluate import EvalSet, evaluate
 from ..io.preprocess import batch_images, to_tensor_normalized
+from ..model.box_ops import box_xyxy_to_cxcywh
+from ..model.config import get_config
+from ..model.detector import build_model
+from .criterion import SetCriterion, build_criterion
+from .evaluate import EvalSet, evaluate
 from .synthetic import SceneSpec, generate_scene
 
 

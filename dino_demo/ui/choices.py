@@ -1,0 +1,89 @@
+"""Which models the page offers, and what a choice means.
+
+A choice is one of: "shipped" (weights/dino-tiny.pth), "weights/<file>.pth" (any other checkpoint
+in weights/), "untrained:<variant>" (random weights, to look at a variant's structure), or
+"custom" (a checkpoint path or http(s) URL typed into the box below the list).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..explore.models import UNTRAINED_PREFIX
+from ..io.checkpoint import DEFAULT_CHECKPOINT
+from ..model.config import VARIANTS, DINOConfig
+from ..paths import WEIGHTS_DIR
+from .settings import CHECKPOINT_DIRS_VARIABLE, checkpoint_dirs
+
+SHIPPED = "shipped"
+CUSTOM = "custom"
+AUTO_VARIANT = "auto"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What to load: `source` for `explore.models.load`, a forced `variant` or None, the `model_id`
+    shown to people, and the config when it is known before loading (else None)."""
+
+    source: str
+    variant: str | None
+    model_id: str
+    config: DINOConfig | None
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """(label, value) of every model the page offers."""
+    choices = []
+    if DEFAULT_CHECKPOINT.is_file():
+        choices.append(("dino-tiny, shipped (synthetic shapes)", SHIPPED))
+    for path in sorted(WEIGHTS_DIR.glob("*.pth")):
+        if path.resolve() != DEFAULT_CHECKPOINT.resolve():
+            choices.append((f"weights/{path.name}", f"weights/{path.name}"))
+    choices += [(f"{name}, untrained (structure only)", UNTRAINED_PREFIX + name) for name in VARIANTS]
+    choices.append(("checkpoint path or URL (below)", CUSTOM))
+    return choices
+
+
+def default_choice() -> str:
+    return SHIPPED if DEFAULT_CHECKPOINT.is_file() else UNTRAINED_PREFIX + "dino-tiny"
+
+
+def resolve(choice: str, checkpoint: str | None, variant: str | None) -> ModelChoice:
+    """The model a page choice names. Raises ValueError for unknown choices, an empty box,
+    unknown variants and files outside the allowed folders."""
+    variant = None if variant in (None, "", AUTO_VARIANT) else str(variant)
+    if variant is not None and variant not in VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+    forced = VARIANTS[variant] if variant else None
+    choice = str(choice or "")
+    if choice == SHIPPED:
+        return ModelChoice(str(DEFAULT_CHECKPOINT), variant, "dino-tiny (shipped)", forced or VARIANTS["dino-tiny"])
+    if choice.startswith(UNTRAINED_PREFIX):
+        name = choice[len(UNTRAINED_PREFIX):]
+        if name not in VARIANTS:
+            raise ValueError(f"Unknown model choice {choice!r}.")
+        return ModelChoice(choice, None, choice, VARIANTS[name])
+    if choice == CUSTOM:
+        source = (checkpoint or "").strip()
+        if not source:
+            raise ValueError("Enter a checkpoint path or an http(s) URL, or choose another model.")
+        if re.match(r"^https?://", source):
+            return ModelChoice(source, variant, source, forced)
+        return ModelChoice(local_checkpoint(source), variant, Path(source).name, forced)
+    if choice in {value for _, value in model_choices()}:
+        return ModelChoice(str(WEIGHTS_DIR.parent / choice), variant, choice, forced)
+    raise ValueError(f"Unknown model choice {choice!r}; the choices are {', '.join(v for _, v in model_choices())}.")
+
+
+def local_checkpoint(source: str) -> str:
+    """The file a typed path names, refused outside the allowed folders before anything is read."""
+    path = Path(source).expanduser().resolve()
+    allowed = checkpoint_dirs()
+    if allowed is not None and not any(path.is_relative_to(folder) for folder in allowed):
+        where = ", ".join(str(folder) for folder in allowed) or "nowhere (only URLs)"
+        raise ValueError(f"This app opens checkpoint files only from: {where}. "
+                         f"Use a URL, or set {CHECKPOINT_DIRS_VARIABLE} where you run it.")
+    if not path.is_file():
+        raise ValueError(f"No checkpoint file at {source!r}.")
+    return str(path)

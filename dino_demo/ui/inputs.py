@@ -1,0 +1,98 @@
+"""Checks on the values the page's controls send: every callback parses its inputs here, so that
+values sent by API clients or a tampered page get the same clear errors as the controls' own
+limits. Everything raises ValueError with a message for the person who sent it."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..model.config import MIN_INPUT_SIDE
+
+ALL = "all"
+MAX_DETECTIONS = 300
+MAX_PROPOSALS = 900
+# Largest cap on the model input's longer side the page accepts (uploads are at most this large).
+MAX_INPUT_SIDE = 4096
+PROPOSAL_COLORS = ("score", "level")
+POINT_COLORS = ("level", "head")
+
+
+def number(value, name: str, lo: float, hi: float, *, integer: bool = False) -> float | int:
+    """`value` as a number in [lo, hi] (a whole number when `integer`)."""
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}.") from None
+    if not math.isfinite(result) or not lo <= result <= hi:
+        raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}.")
+    if integer:
+        if result != int(result):
+            raise ValueError(f"{name} must be a whole number, got {value!r}.")
+        return int(result)
+    return result
+
+
+def one_of(value, name: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}.")
+    return value
+
+
+def index_or_all(value, name: str, count: int) -> int | None:
+    """'all' -> None; '1'..str(count) -> the 0-based index."""
+    if value is None or str(value).strip().lower() == ALL:
+        return None
+    return number(value, name, 1, count, integer=True) - 1
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    """Which detections are shown: score >= threshold, at most max_detections, best first."""
+
+    threshold: float
+    max_detections: int
+
+    @classmethod
+    def parse(cls, threshold, max_detections) -> "DetectionOptions":
+        return cls(number(threshold, "Score threshold", 0.0, 1.0),
+                   number(max_detections, "Max detections", 1, MAX_DETECTIONS, integer=True))
+
+
+def max_input_side(value) -> int:
+    """The cap on the model input's longer side (the model's own resize rule applies below it, so a
+    cap above the model's own maximum changes nothing)."""
+    return number(value, "Max input side", MIN_INPUT_SIDE, MAX_INPUT_SIDE, integer=True)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Decoder `layer` (0-based), `head` / `level` (0-based, None for all), `color_by`."""
+
+    layer: int
+    head: int | None
+    level: int | None
+    color_by: str
+
+    @classmethod
+    def parse(cls, layer, head, level, color_by, *, layers: int, heads: int, levels: int) -> "SamplingOptions":
+        return cls(number(layer, "Decoder layer", 1, layers, integer=True) - 1,
+                   index_or_all(head, "Head", heads), index_or_all(level, "Level", levels),
+                   one_of(color_by, "Colour points by", POINT_COLORS))
+
+
+@dataclass(frozen=True)
+class ProposalOptions:
+    """The `top_n` proposals by encoder score (all of them when a model has fewer), coloured by
+    `color_by`."""
+
+    top_n: int
+    color_by: str
+
+    @classmethod
+    def parse(cls, top_n, color_by) -> "ProposalOptions":
+        return cls(number(top_n, "Proposals shown", 1, MAX_PROPOSALS, integer=True),
+                   one_of(color_by, "Colour proposals by", PROPOSAL_COLORS))
+
+
+def query_slot(value, queries: int) -> int:
+    return number(value, "Query slot", 0, queries - 1, integer=True)

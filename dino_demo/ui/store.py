@@ -1,0 +1,116 @@
+"""The results the page re-draws from, kept in one app-wide store with a memory budget.
+
+Each Detect stores one `StoredResult` (the inference result, its drawing canvas, the uploaded
+file's name). Sessions hold only the key. When the stored results together exceed the budget, the
+least recently used are dropped, whichever session they belong to; a session whose result was
+dropped is told to press Detect again (`ResultExpired`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..explore.inference import InferenceResult
+from ..explore.visualize import display_canvas
+
+
+class ResultExpired(ValueError):
+    """The session's result is no longer stored (dropped to stay within the memory budget)."""
+
+
+@dataclass(eq=False)
+class StoredResult:
+    """result: the inference result; canvas: the image the views are drawn on and `scale`, its
+    pixels per image pixel (see `explore.visualize.display_canvas`); file_name: the upload's name;
+    max_input: the cap on the model input's longer side the result was computed with."""
+
+    result: InferenceResult
+    canvas: np.ndarray
+    scale: float
+    file_name: str = ""
+    max_input: int | None = None
+
+    @classmethod
+    def of(cls, result: InferenceResult, file_name: str = "", max_input: int | None = None) -> "StoredResult":
+        canvas, scale = display_canvas(result.image)
+        return cls(result, canvas, scale, file_name, max_input)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arrays and tensors of this entry."""
+        return _nbytes(self.result) + self.canvas.nbytes
+
+
+class ResultStore:
+    """Thread-safe LRU of StoredResults by key, dropping the least recently used beyond
+    `budget_bytes` (the newest entry is always kept, even if it alone is larger)."""
+
+    def __init__(self, budget_bytes: int):
+        if budget_bytes < 1:
+            raise ValueError(f"budget_bytes must be positive, got {budget_bytes}")
+        self.budget_bytes = budget_bytes
+        self._entries: OrderedDict[str, tuple[StoredResult, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, stored: StoredResult, key: str | None = None) -> str:
+        """Store `stored` under `key` (a new random key by default) and return the key."""
+        key = key or uuid.uuid4().hex
+        size = stored.nbytes
+        with self._lock:
+            self._entries.pop(key, None)
+            self._entries[key] = (stored, size)
+            total = sum(n for _, n in self._entries.values())
+            while total > self.budget_bytes and len(self._entries) > 1:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                total -= dropped
+        return key
+
+    def get(self, key: str | None) -> StoredResult:
+        """The entry under `key`; ResultExpired when there is none (any more)."""
+        with self._lock:
+            entry = self._entries.get(key) if key else None
+            if entry is None:
+                raise ResultExpired("No detection result in this session (it may have expired to free memory): "
+                                    "press Detect (or call /detect) again.")
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def peek(self, key: str | None) -> StoredResult | None:
+        """The entry under `key` or None, without refreshing it."""
+        with self._lock:
+            entry = self._entries.get(key) if key else None
+            return entry[0] if entry else None
+
+    def discard(self, key: str | None) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(n for _, n in self._entries.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+def _nbytes(obj) -> int:
+    """Bytes of every tensor and array reachable through dataclass fields, tuples and dicts."""
+    if isinstance(obj, torch.Tensor):
+        return obj.element_size() * obj.nelement()
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if dataclasses.is_dataclass(obj):
+        return sum(_nbytes(getattr(obj, f.name)) for f in dataclasses.fields(obj))
+    if isinstance(obj, (tuple, list)):
+        return sum(_nbytes(item) for item in obj)
+    if isinstance(obj, dict):
+        return sum(_nbytes(item) for item in obj.values())
+    return 0
