@@ -136,7 +136,8 @@ def test_inspect_needs_a_result_in_the_session(client):
     ({"max_detections": 0}, "Max detections"),
     ({"max_input": 10}, "Max input side"),
     ({"model": "no-such-model"}, "model choice|choices"),
-    ({"model": "custom", "checkpoint": "/nonexistent/ck.pth"}, "No checkpoint"),
+    ({"model": "custom", "checkpoint": "/nonexistent/ck.pth"}, "only from"),
+    ({"model": "custom", "checkpoint": str(WEIGHTS_DIR / "no-such-file.pth")}, "No checkpoint file at 'no-such-file.pth'"),
     ({"variant": "dino-9scale"}, "Unknown variant"),
 ])
 def test_bad_detect_options_are_errors(client, options, message):
@@ -191,7 +192,8 @@ def test_tiny_and_odd_images(client, tmp_path):
     assert _image(result)["width"] == 50
 
 
-def test_checkpoint_that_does_not_fit_the_variant(client, tmp_path):
+def test_checkpoint_that_does_not_fit_the_variant(client, tmp_path, monkeypatch):
+    monkeypatch.setenv(settings.CHECKPOINT_DIRS_VARIABLE, str(tmp_path))
     path = tmp_path / "tiny.pth"
     save_checkpoint(build_model(get_config("dino-tiny")), path)
     with pytest.raises(AppError, match="does not fit"):
@@ -210,20 +212,58 @@ def test_checkpoint_box_opens_only_the_allowed_folders(client, tmp_path, monkeyp
     elsewhere.mkdir()
     for folder in (allowed, elsewhere):
         save_checkpoint(build_model(get_config("dino-tiny")), folder / "tiny.pth")
+    (allowed / "link.pth").symlink_to(elsewhere / "tiny.pth")
+    (allowed / "passwd.pth").symlink_to("/etc/passwd")
     monkeypatch.setenv(settings.CHECKPOINT_DIRS_VARIABLE, str(allowed))
-    for outside in (elsewhere / "tiny.pth", allowed / ".." / "elsewhere" / "tiny.pth", "/etc/passwd"):
-        with pytest.raises(AppError, match="only from"):
+    messages = set()
+    for outside in (elsewhere / "tiny.pth", elsewhere / "missing.pth", allowed / ".." / "elsewhere" / "tiny.pth",
+                    "/etc/passwd", allowed / "link.pth", allowed / "passwd.pth"):
+        with pytest.raises(AppError, match="only from") as refused:
             _detect(client, EXAMPLES / "chelsea.png", model="custom", checkpoint=str(outside))
+        messages.add(str(refused.value))
+        assert str(tmp_path) not in str(refused.value)  # no server paths shown
+    assert len(messages) == 1  # the same answer whether or not the file exists
     _, result = _detect(client, EXAMPLES / "chelsea.png", model="custom", checkpoint=str(allowed / "tiny.pth"))
     assert _image(result)["width"] > 0
 
 
-def test_checkpoint_folders_default_to_weights_on_a_space(monkeypatch):
-    monkeypatch.delenv(settings.CHECKPOINT_DIRS_VARIABLE, raising=False)
-    monkeypatch.delenv("SPACE_ID", raising=False)
-    assert settings.checkpoint_dirs() is None
+def test_the_model_list_offers_no_link_out_of_the_allowed_folders(tmp_path, monkeypatch):
+    from dino_demo.ui import choices
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    save_checkpoint(build_model(get_config("dino-tiny")), weights / "mine.pth")
+    (weights / "escape.pth").symlink_to("/etc/passwd")
+    monkeypatch.setattr(choices, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(choices, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setenv(settings.CHECKPOINT_DIRS_VARIABLE, str(weights))
+    values = [value for _, value in choices.model_choices()]
+    assert "weights/mine.pth" in values and "weights/escape.pth" not in values
+    with pytest.raises(ValueError, match="Unknown model choice"):
+        choices.resolve("weights/escape.pth", "", None)
+    assert choices.resolve("weights/mine.pth", "", None).source == str((weights / "mine.pth").resolve())
+
+
+def test_untrained_large_variants_are_off_on_a_space(monkeypatch):
+    from dino_demo.ui import choices
+
+    monkeypatch.delenv(settings.UNTRAINED_VARIANTS_VARIABLE, raising=False)
     monkeypatch.setenv("SPACE_ID", "someone/dino-explorer")
-    assert settings.checkpoint_dirs() == (WEIGHTS_DIR.resolve(),)
+    values = [value for _, value in choices.model_choices()]
+    assert "untrained:dino-4scale-r50" in values and "untrained:dino-5scale-swinl" not in values
+    with pytest.raises(ValueError, match="untrained models of"):
+        choices.resolve("untrained:dino-5scale-swinl", "", None)
+    monkeypatch.setenv(settings.UNTRAINED_VARIANTS_VARIABLE, "all")
+    assert choices.resolve("untrained:dino-5scale-swinl", "", None).config.name == "dino-5scale-swinl"
+    monkeypatch.setenv(settings.UNTRAINED_VARIANTS_VARIABLE, "none")
+    assert not [v for _, v in choices.model_choices() if v.startswith("untrained:")]
+
+
+def test_checkpoint_folders_default_to_weights_and_the_download_cache(monkeypatch):
+    from dino_demo.paths import cache_dir
+
+    monkeypatch.delenv(settings.CHECKPOINT_DIRS_VARIABLE, raising=False)
+    assert settings.checkpoint_dirs() == (WEIGHTS_DIR.resolve(), cache_dir("checkpoints").resolve())
     monkeypatch.setenv(settings.CHECKPOINT_DIRS_VARIABLE, "any")
     assert settings.checkpoint_dirs() is None
 

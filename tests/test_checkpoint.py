@@ -91,6 +91,72 @@ def test_malicious_pickle_does_not_execute(tmp_path):
     assert not Exploit.marker.exists()
 
 
+# A child process loads the file, so that its peak memory is the load's own.
+_PEAK_RSS = """
+import resource, sys
+from dino_demo.io.checkpoint import CheckpointError, load_model
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    load_model(sys.argv[1])
+    outcome = "loaded"
+except CheckpointError as error:
+    outcome = "refused: " + str(error).splitlines()[0]
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024, outcome)
+"""
+
+
+def _peak_load_mib(path) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    growth, outcome = done.stdout.strip().split(" ", 1)
+    return int(growth), outcome
+
+
+@pytest.mark.parametrize("changes", [{"ffn_dim": 200_000}, {"hidden_dim": 4096, "num_heads": 32},
+                                     {"num_queries": 10**7}, {"class_names": ["x" * 10_000] * 8}])
+def test_a_stored_config_out_of_bounds_is_refused(tmp_path, tiny, changes):
+    path = tmp_path / "hostile.pth"
+    save_checkpoint(tiny, path)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["config"].update(changes)
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match="stored config is invalid"):
+        load_model(path)
+
+
+def test_a_tiny_file_asking_for_a_huge_model_allocates_nothing(tmp_path, tiny):
+    """Within the bounds but not matching its own tensors (ffn_dim 8192 with 512-wide weights): the
+    meta-device comparison refuses it before a module is built."""
+    path = tmp_path / "hostile.pth"
+    save_checkpoint(tiny, path)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["config"].update(hidden_dim=1024, num_heads=32, ffn_dim=8192, enc_layers=12, dec_layers=12,
+                                num_queries=3000)
+    torch.save(checkpoint, path)
+    growth, outcome = _peak_load_mib(path)
+    assert outcome.startswith("refused") and "does not fit" in outcome
+    assert growth < 64, f"peak memory grew by {growth} MiB for a refused {path.stat().st_size // 1024} KiB file"
+
+
+def test_a_compressed_archive_is_refused_before_it_expands(tmp_path):
+    import zipfile
+
+    plain = tmp_path / "plain.pth"
+    torch.save({"model": {"weight": torch.zeros(64 * 1024 * 1024 // 4)}}, plain)  # 64 MiB of zeros
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as target:
+        for entry in source.infolist():
+            target.writestr(entry.filename, source.read(entry.filename))
+    assert bomb.stat().st_size < 1024 * 1024
+    with pytest.raises(CheckpointError, match="compressed"):
+        load_model(bomb)
+    growth, outcome = _peak_load_mib(bomb)
+    assert outcome.startswith("refused") and growth < 32
+
+
 @pytest.mark.slow
 def test_wrong_num_classes_lists_mismatching_keys(tmp_path):
     """A 2-class checkpoint forced into the 91-class official variant."""

@@ -157,3 +157,8 @@ def test_arrays_of_other_dtypes():
         load_image(np.zeros((10, 10, 2), np.uint8))
     with pytest.raises(ImageError, match="NaN"):
         load_image(np.full((10, 10), np.nan, np.float32))
+
+
+def test_a_refused_thin_image_is_described_as_uploaded():
+    with pytest.raises(ImageError, match="10000x10 pixels: its aspect ratio is too extreme"):
+        load_image(np.zeros((10, 10000, 3), np.uint8), max_side=4096)

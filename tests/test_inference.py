@@ -8,7 +8,14 @@ import torch
 from dino_demo import get_config
 from dino_demo.explore.inference import run, run_batch
 from dino_demo.explore.models import ModelCache, load
-from dino_demo.explore.views import DetectionView, detection_at, detection_view, proposal_view, refinement_view, sampling_view
+from dino_demo.explore.views import (
+    DetectionView,
+    detection_at,
+    detection_view,
+    proposal_view,
+    refinement_view,
+    sampling_view,
+)
 from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
 from dino_demo.io.preprocess import model_input_size
 from dino_demo.io.results import (
@@ -78,7 +85,7 @@ def test_sampling_points_are_converted_to_original_pixels(result):
     locations[..., 0], locations[..., 1] = 0.5, 0.25
     fake = dataclasses.replace(
         result, output=dataclasses.replace(out, sampling_locations=locations),
-        image=np.zeros((100, 200, 3), np.uint8), input_size=(200, 400), padded_size=(300, 400))
+        image=None, image_size=(100, 200), input_size=(200, 400), padded_size=(300, 400))
     view = sampling_view(fake, query_slot=3, layer=1)
     m, l, p = result.attention_shape
     assert view.points.shape == (m, l, p, 2) and view.weights.shape == (m, l, p)

@@ -1,7 +1,8 @@
 """`python -m dino_demo detect IMAGE... --out DIR`: detect objects, write annotated copies and
 detections.json.
 
-Writes DIR/<image name>.png with the detections drawn (`<name>-1.png`, ... when two inputs share a
+Images larger than 4096 px are downscaled to that (boxes are then in the downscaled pixels, as a
+log line says). Writes DIR/<image name>.png with the detections drawn (`<name>-1.png`, ... when two inputs share a
 name) and DIR/detections.json in the format of `dino_demo.io.results` (model, settings, and per
 image its path as given, size and detections), plus DIR/coco_results.json, the same detections as
 the bare list `pycocotools` loads. Images that cannot be read are reported and skipped; the exit
@@ -22,7 +23,7 @@ from ..explore.models import load
 from ..explore.views import detection_view
 from ..explore.visualize import render_detections
 from ..io.checkpoint import DEFAULT_CHECKPOINT
-from ..io.images import ImageError, load_image
+from ..io.images import MAX_SIDE, ImageError, load_image
 from ..io.preprocess import model_input_size
 from ..io.results import coco_results, detections_document, image_record
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     entries, failed, used_names = [], 0, set()
     for image_id, path in enumerate(tqdm(args.images, desc="detect", unit="image"), start=1):
         try:
-            loaded = load_image(path)
+            loaded = load_image(path, max_side=MAX_SIDE)
             model_input_size(cfg, *loaded.array.shape[:2], args.max_size)
         except (ImageError, ValueError) as err:
             log.error("%s: skipped: %s", path, err)

@@ -28,7 +28,9 @@ from ..model.postprocess import postprocess
 class InferenceResult:
     """One image's pass through DINO.
 
-    image: [H, W, 3] uint8 RGB the boxes refer to ("original pixels").
+    image: [H, W, 3] uint8 RGB the boxes refer to ("original pixels"); None in a stored result,
+        which keeps a display copy instead (see `ui.store`).
+    image_size: (H, W) of that image.
     input_size: (h, w) the image was resized to for the model; padded_size: (h, w) of the padded
         batch the model ran on (equal to input_size for a batch of one).
     detections: the post-processed top `num_select` (query, class) pairs in original pixels,
@@ -43,7 +45,8 @@ class InferenceResult:
         and written to results files).
     """
 
-    image: np.ndarray
+    image: np.ndarray | None
+    image_size: tuple[int, int]
     input_size: tuple[int, int]
     padded_size: tuple[int, int]
     detections: Detections
@@ -59,7 +62,7 @@ class InferenceResult:
     @property
     def size(self) -> tuple[int, int]:
         """(H, W) of the original image."""
-        return int(self.image.shape[0]), int(self.image.shape[1])
+        return self.image_size
 
     @property
     def internals(self) -> DINOOutput:
@@ -123,7 +126,8 @@ def run_batch(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray],
     names, categories = class_names(cfg), category_ids(cfg)
     return [
         InferenceResult(
-            image=image, input_size=batch.input_sizes[i], padded_size=batch.padded_size,
+            image=image, image_size=(int(image.shape[0]), int(image.shape[1])), input_size=batch.input_sizes[i],
+            padded_size=batch.padded_size,
             detections=_to_cpu(detections[i]), output=_image_output(output, i) if internals else None,
             timings=dict(timings), backend=backend, device=str(device), class_names=names,
             category_ids=categories, variant=cfg.name, model_id=model_id)

@@ -32,10 +32,16 @@ class CheckpointError(ValueError):
 
 # -- reading ----------------------------------------------------------------------------------
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Unpickle a checkpoint file with tensors and plain data only (plus argparse.Namespace)."""
+    """Unpickle a checkpoint file with tensors and plain data only (plus argparse.Namespace).
+
+    A file is untrusted: nothing in it can run code (`weights_only=True`), and a zip archive (the
+    format `torch.save` writes) must store its entries uncompressed, as `torch.save` does, so that
+    what is read is never larger than the file (no "zip bomb" expanding a small upload).
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path.name}")
+    _check_archive(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -50,6 +56,22 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path.name}: expected a dict of tensors, found {type(obj).__name__}")
     return obj
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse zip archives with compressed entries or more content than the file holds."""
+    if not zipfile.is_zipfile(path):
+        return  # the legacy format stores tensors raw: what is read is bounded by the file size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise CheckpointError(f"{path.name}: not a readable PyTorch checkpoint (a damaged archive)") from None
+    if any(entry.compress_type != zipfile.ZIP_STORED for entry in entries):
+        raise CheckpointError(f"{path.name}: refused: its archive has compressed entries, which torch.save never "
+                              "writes (a small file could expand to any size)")
+    if sum(entry.file_size for entry in entries) > path.stat().st_size:
+        raise CheckpointError(f"{path.name}: refused: its archive declares more content than the file holds")
 
 
 def extract_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
@@ -91,25 +113,32 @@ def infer_config(state_dict: dict[str, torch.Tensor], checkpoint: dict | None = 
 
 
 def mismatch_report(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], limit: int = 8) -> str:
-    """Missing, unexpected and wrongly shaped keys, or '' if the state_dict fits the model."""
+    """Missing, unexpected, wrongly shaped and wrongly typed (floating point or not) keys, or ''
+    if the state_dict fits the model."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
               for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+    dtypes = [f"{k}: checkpoint {state_dict[k].dtype} vs model {v.dtype}" for k, v in expected.items()
+              if k in state_dict and state_dict[k].is_floating_point() != v.is_floating_point()]
     lines = []
-    for title, items in (("wrong shape", shapes), ("missing", missing), ("unexpected", unexpected)):
+    for title, items in (("wrong shape", shapes), ("wrong dtype", dtypes), ("missing", missing),
+                         ("unexpected", unexpected)):
         if items:
             lines.append(f"{len(items)} {title}: " + "; ".join(items[:limit]) + (" ..." if len(items) > limit else ""))
     return "\n".join(lines)
 
 
-def load_state_dict_strict(model: DINO, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    report = mismatch_report(model, state_dict)
+def check_fits(cfg: DINOConfig, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise CheckpointError unless `state_dict` has exactly the keys, shapes and kinds of dtype of
+    the model `cfg` builds. The model is built on the meta device: nothing is allocated, so a
+    config that asks for a huge model costs nothing when the file's tensors do not match it."""
+    with torch.device("meta"):
+        skeleton = build_model(cfg)
+    report = mismatch_report(skeleton, state_dict)
     if report:
-        raise CheckpointError(f"{source} does not fit variant {model.cfg.name!r} "
-                              f"(num_classes={model.cfg.num_classes}):\n{report}")
-    model.load_state_dict(state_dict, strict=True)
+        raise CheckpointError(f"{source} does not fit variant {cfg.name!r} (num_classes={cfg.num_classes}):\n{report}")
 
 
 # -- the public entry points --------------------------------------------------------------------
@@ -122,10 +151,22 @@ def load_model(source: str | os.PathLike, variant: str | None = None, device: st
     """
     path = fetch(str(source), cache_dir, sha256) if _is_url(str(source)) else Path(source)
     checkpoint = read_checkpoint(path)
-    state_dict = extract_state_dict(checkpoint)
-    cfg = get_config(variant) if variant else infer_config(state_dict, checkpoint)
+    try:
+        state_dict = extract_state_dict(checkpoint)
+        cfg = get_config(variant) if variant else infer_config(state_dict, checkpoint)
+        check_fits(cfg, state_dict, path.name)  # before any allocation
+    except ValueError as error:
+        failure = CheckpointError(str(error))
+    else:
+        failure = None
+    del checkpoint
+    if failure is not None:
+        # Raised outside the handler, with the file's tensors released: nothing of a failed load
+        # stays referenced by the exception or its traceback.
+        state_dict = None
+        raise failure
     model = build_model(cfg)
-    load_state_dict_strict(model, state_dict, path.name)
+    model.load_state_dict(state_dict, strict=True)
     return model.to(device).eval(), cfg
 
 

@@ -20,6 +20,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_PIXELS = 40_000_000
 # Smaller sides than this cannot hold anything a detector could find.
 MIN_SIDE = 8
+# Larger images are downscaled to this longer side by the app and the command line (the model
+# input is at most 1333 px anyway; a 4096 x 4096 RGB array is already 50 MB).
+MAX_SIDE = 4096
 
 ImageSource = str | Path | bytes | BinaryIO | Image.Image | np.ndarray
 
@@ -84,6 +87,10 @@ def load_image(
     if max_side is not None and max(h, w) > max_side:
         scale = max_side / max(h, w)
         new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+        if min(new_w, new_h) < min_side:
+            raise ImageError(f"the image is {w}x{h} pixels: its aspect ratio is too extreme (downscaled to at most "
+                             f"{max_side} pixels, its shorter side would be {min(new_w, new_h)} pixels, under "
+                             f"the {min_side}-pixel minimum)")
         array = np.asarray(Image.fromarray(array).resize((new_w, new_h), Image.Resampling.LANCZOS))
         notes.append(f"downscaled from {w}x{h} to {new_w}x{new_h}; results are in the downscaled pixels")
     return LoadedImage(array=np.ascontiguousarray(array), file_size=file_size, notes=tuple(notes))

@@ -86,14 +86,49 @@ class DINOConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "DINOConfig":
-        """The config `as_dict` stored; unknown keys are ignored, invalid values raise ValueError."""
+        """The config `as_dict` stored, read as untrusted data: unknown keys are ignored, values of
+        the wrong type or outside `STORED_LIMITS` (generous bounds around every known variant)
+        raise ValueError before anything is built from them."""
         if not isinstance(values, dict):
             raise ValueError(f"a stored config must be a dict, got {type(values).__name__}")
-        fields = {f.name for f in dataclasses.fields(cls)}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}
+        for name, value in kwargs.items():
+            _check_stored_value(name, value, fields[name].default)
         try:
-            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields})
+            return cls(**kwargs)
         except TypeError as error:
             raise ValueError(str(error)) from None
+
+
+# Bounds on the sizes a stored config may ask for: every released and project variant lies well
+# inside; a checkpoint asking for more (ffn_dim=200000, say) is refused before a module is built.
+STORED_LIMITS: dict[str, int] = {
+    "num_feature_levels": 6, "num_classes": 2000, "hidden_dim": 1024, "num_heads": 32, "ffn_dim": 8192,
+    "enc_layers": 12, "dec_layers": 12, "enc_points": 16, "dec_points": 16, "num_queries": 3000,
+    "num_select": 3000, "dn_number": 1000, "min_size": 4096, "max_size": 4096,
+}
+MAX_CLASS_NAME_LENGTH = 100
+
+
+def _check_stored_value(name: str, value, default) -> None:
+    """Raise ValueError unless a stored config value has its field's type and lies in its bounds."""
+    if name in STORED_LIMITS:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= STORED_LIMITS[name]:
+            raise ValueError(f"{name} must be a whole number in 0..{STORED_LIMITS[name]}, got {value!r}")
+    elif name == "class_names":
+        if (not isinstance(value, tuple) or len(value) > STORED_LIMITS["num_classes"]
+                or not all(isinstance(n, str) and len(n) <= MAX_CLASS_NAME_LENGTH for n in value)):
+            raise ValueError(f"class_names must be a list of at most {STORED_LIMITS['num_classes']} names "
+                             f"of at most {MAX_CLASS_NAME_LENGTH} characters")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1e6 <= value <= 1e6:
+            raise ValueError(f"{name} must be a number, got {value!r}")
+    elif name == "name" or isinstance(default, str):
+        if not (isinstance(value, str) and len(value) <= MAX_CLASS_NAME_LENGTH):
+            raise ValueError(f"{name} must be a short string, got {value!r:.80}")
+    elif name == "backbone_levels" and not (isinstance(value, tuple) and all(isinstance(v, int) for v in value)):
+        raise ValueError(f"backbone_levels must be a list of whole numbers, got {value!r:.80}")
 
 
 _R50_4SCALE = DINOConfig(name="dino-4scale-r50")

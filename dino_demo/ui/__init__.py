@@ -7,6 +7,8 @@ the app-wide store of results in `store`.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
 import gradio as gr
 
@@ -21,12 +23,23 @@ def launch(demo: gr.Blocks | None = None, server_name: str | None = None, server
     (127.0.0.1:7860 by default)."""
     demo = demo or build_demo()
     kwargs.setdefault("max_file_size", MAX_UPLOAD)
-    demo.launch(
-        server_name=server_name or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        server_port=server_port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        **kwargs,
-    )
+    if not kwargs.get("prevent_thread_lock") and threading.current_thread() is threading.main_thread():
+        # A stopped container or Space sends SIGTERM: shut down as on Ctrl-C, so that the app's
+        # temporary files are removed on the way out.
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        demo.launch(
+            server_name=server_name or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+            server_port=server_port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+            **kwargs,
+        )
+    except KeyboardInterrupt:  # interrupted while starting, before Gradio's own handler took over
+        demo.close()
     return demo
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 __all__ = ["build_demo", "launch"]

@@ -24,18 +24,26 @@ import pandas as pd
 
 from ..explore.inference import InferenceResult, run
 from ..explore.models import ModelCache
-from ..explore.views import DetectionView, detection_at, detection_view, proposal_view, refinement_view, sampling_view
+from ..explore.views import (
+    DetectionView,
+    detection_at,
+    detection_view,
+    proposal_view,
+    refinement_view,
+    sampling_view,
+)
 from ..explore.visualize import (
     render_detections,
     render_proposals,
     render_refinement,
     render_sampling,
 )
-from ..io.images import load_image
+from ..io.images import MAX_SIDE, load_image
 from ..io.preprocess import model_input_size
 from ..io.results import coco_image_id, coco_results, detections_document, image_record
 from ..paths import EXAMPLES_DIR
 from . import choices, inputs
+from .memory import release_freed_memory
 from .session import Session
 from .settings import AppSettings
 from .store import ResultStore, StoredResult
@@ -43,9 +51,6 @@ from .store import ResultStore, StoredResult
 log = logging.getLogger("dino_explorer")
 
 Views = dict[str, object]
-# Uploads are downscaled to this longer side, with a warning (the model input is smaller anyway:
-# at most 1333 px by the official resize); results are in the pixels of the image used.
-MAX_IMAGE_SIDE = inputs.MAX_INPUT_SIDE
 # Stored results together (all sessions): the least recently used are dropped beyond this.
 RESULT_BUDGET_BYTES = 512 * 1024**2
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -74,6 +79,9 @@ class Explorer:
         self.settings = settings
         self.models = ModelCache(capacity=2, device=settings.device)
         self.store = ResultStore(result_budget_bytes)
+        # Model runs at a time. Taken only around the run itself: loading (downloading) a model, or
+        # reading an image, never holds up another visitor's run.
+        self._model_slot = threading.BoundedSemaphore(settings.model_concurrency)
         self._files = tempfile.TemporaryDirectory(prefix="dino-explorer-")
         self._example_digests: dict[int, str] | None = None
         self._example_lock = threading.Lock()
@@ -122,7 +130,7 @@ class Explorer:
         """Run the model for a Detect (or reuse the example cache) and store the result."""
         progress(0.05, desc="Reading the image")
         try:
-            loaded = load_image(request.path, max_side=MAX_IMAGE_SIDE)
+            loaded = load_image(request.path, max_side=MAX_SIDE)
         except ValueError as err:
             raise ValueError(f"Cannot use this image: {err}.") from None
         for note in loaded.notes:
@@ -139,7 +147,8 @@ class Explorer:
         if stored is None:
             progress(0.3, desc=f"Running DINO on {input_size[1]}x{input_size[0]} pixels")
             try:
-                result = run(model, cfg, loaded.array, max_size=request.max_input, model_id=model_id)
+                with self._model_slot:
+                    result = run(model, cfg, loaded.array, max_size=request.max_input, model_id=model_id)
             except RuntimeError as err:
                 log.exception("inference failed")
                 raise ValueError(f"Detection failed: {err}") from None
@@ -156,10 +165,13 @@ class Explorer:
         try:
             return self.models.get(model.source, model.variant)
         except ValueError as err:  # CheckpointError and config errors carry a message for the user
-            raise ValueError(f"Cannot use this checkpoint: {err}") from None
+            failure = ValueError(f"Cannot use this checkpoint: {err}")
         except (OSError, RuntimeError) as err:
-            log.exception("loading %s failed", model.source)
-            raise ValueError(f"Loading the model failed: {err}") from None
+            log.warning("loading %s failed: %s", model.model_id, err)
+            failure = ValueError("Loading the model failed (see the server log).")
+        # Outside the handler: the failed load's tensors are gone before the memory goes back.
+        release_freed_memory()
+        raise failure
 
     def detect(self, session, image, model_choice, checkpoint, variant, max_input, threshold, max_detections,
                top_n, proposal_color, layer, head, level, point_color, request: gr.Request = None,

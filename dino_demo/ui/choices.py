@@ -13,8 +13,8 @@ from pathlib import Path
 from ..explore.models import UNTRAINED_PREFIX
 from ..io.checkpoint import DEFAULT_CHECKPOINT
 from ..model.config import VARIANTS, DINOConfig
-from ..paths import WEIGHTS_DIR
-from .settings import CHECKPOINT_DIRS_VARIABLE, checkpoint_dirs
+from ..paths import PROJECT_ROOT, WEIGHTS_DIR, cache_dir
+from .settings import CHECKPOINT_DIRS_VARIABLE, checkpoint_dirs, untrained_variants
 
 SHIPPED = "shipped"
 CUSTOM = "custom"
@@ -33,14 +33,16 @@ class ModelChoice:
 
 
 def model_choices() -> list[tuple[str, str]]:
-    """(label, value) of every model the page offers."""
+    """(label, value) of every model the page offers: checkpoints in weights/ (those whose real
+    path lies in an allowed folder: a link to elsewhere is not offered), the untrained variants
+    this deployment allows, and the path-or-URL box."""
     choices = []
     if DEFAULT_CHECKPOINT.is_file():
         choices.append(("dino-tiny, shipped (synthetic shapes)", SHIPPED))
     for path in sorted(WEIGHTS_DIR.glob("*.pth")):
-        if path.resolve() != DEFAULT_CHECKPOINT.resolve():
+        if path.resolve() != DEFAULT_CHECKPOINT.resolve() and _allowed(path.resolve()):
             choices.append((f"weights/{path.name}", f"weights/{path.name}"))
-    choices += [(f"{name}, untrained (structure only)", UNTRAINED_PREFIX + name) for name in VARIANTS]
+    choices += [(f"{name}, untrained (structure only)", UNTRAINED_PREFIX + name) for name in untrained_variants()]
     choices.append(("checkpoint path or URL (below)", CUSTOM))
     return choices
 
@@ -61,8 +63,9 @@ def resolve(choice: str, checkpoint: str | None, variant: str | None) -> ModelCh
         return ModelChoice(str(DEFAULT_CHECKPOINT), variant, "dino-tiny (shipped)", forced or VARIANTS["dino-tiny"])
     if choice.startswith(UNTRAINED_PREFIX):
         name = choice[len(UNTRAINED_PREFIX):]
-        if name not in VARIANTS:
-            raise ValueError(f"Unknown model choice {choice!r}.")
+        if name not in untrained_variants():
+            raise ValueError(f"Unknown model choice {choice!r}: this app offers untrained models of "
+                             f"{', '.join(untrained_variants()) or 'no variant'}.")
         return ModelChoice(choice, None, choice, VARIANTS[name])
     if choice == CUSTOM:
         source = (checkpoint or "").strip()
@@ -72,18 +75,33 @@ def resolve(choice: str, checkpoint: str | None, variant: str | None) -> ModelCh
             return ModelChoice(source, variant, source, forced)
         return ModelChoice(local_checkpoint(source), variant, Path(source).name, forced)
     if choice in {value for _, value in model_choices()}:
-        return ModelChoice(str(WEIGHTS_DIR.parent / choice), variant, choice, forced)
+        return ModelChoice(local_checkpoint(str(PROJECT_ROOT / choice)), variant, choice, forced)
     raise ValueError(f"Unknown model choice {choice!r}; the choices are {', '.join(v for _, v in model_choices())}.")
 
 
 def local_checkpoint(source: str) -> str:
-    """The file a typed path names, refused outside the allowed folders before anything is read."""
+    """The file a typed path names, after resolving links; refused before anything is read when it
+    lies outside the allowed folders, with one message whether or not such a file exists (the
+    page must not tell a visitor which files the server has) and no absolute server path."""
     path = Path(source).expanduser().resolve()
-    allowed = checkpoint_dirs()
-    if allowed is not None and not any(path.is_relative_to(folder) for folder in allowed):
-        where = ", ".join(str(folder) for folder in allowed) or "nowhere (only URLs)"
+    if not _allowed(path):
+        where = ", ".join(_describe(folder) for folder in checkpoint_dirs()) or "nowhere (only URLs)"
         raise ValueError(f"This app opens checkpoint files only from: {where}. "
                          f"Use a URL, or set {CHECKPOINT_DIRS_VARIABLE} where you run it.")
     if not path.is_file():
-        raise ValueError(f"No checkpoint file at {source!r}.")
+        raise ValueError(f"No checkpoint file at {Path(source).name!r} in the allowed folders.")
     return str(path)
+
+
+def _allowed(path: Path) -> bool:
+    allowed = checkpoint_dirs()
+    return allowed is None or any(path.is_relative_to(folder) for folder in allowed)
+
+
+def _describe(folder: Path) -> str:
+    """A folder as visitors may see it: relative to the project, or the cache, or its name."""
+    if folder.is_relative_to(PROJECT_ROOT.resolve()):
+        return f"{folder.relative_to(PROJECT_ROOT.resolve())}/"
+    if folder == cache_dir("checkpoints").resolve():
+        return "the download cache"
+    return f"a folder named {folder.name!r}"

@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..io.images import MAX_SIDE
 from ..model.config import MIN_INPUT_SIDE
 
 ALL = "all"
 MAX_DETECTIONS = 300
 MAX_PROPOSALS = 900
 # Largest cap on the model input's longer side the page accepts (uploads are at most this large).
-MAX_INPUT_SIDE = 4096
+MAX_INPUT_SIDE = MAX_SIDE
 PROPOSAL_COLORS = ("score", "level")
 POINT_COLORS = ("level", "head")
 

@@ -144,7 +144,9 @@ def wire(ui: UI, explorer: Explorer, concurrency: int) -> None:
                        ui.notice]
     every_view = list(dict.fromkeys([ui.session, *detection_views, *query_views, ui.proposal_image, ui.runtime,
                                      ui.layer, ui.head, ui.level, ui.top_n]))
-    model_run = {"concurrency_id": "model", "concurrency_limit": concurrency}
+    # Detects run side by side (loading models and reading images); the model run itself takes one of
+    # `concurrency` slots inside the callback, so that a download never holds up others' runs.
+    model_run = {"concurrency_id": "detect", "concurrency_limit": max(4, concurrency)}
     private = {"api_visibility": "private", "show_progress": "hidden"}
 
     # API endpoints, triggered by no control: the page's own events below draw every view at once.

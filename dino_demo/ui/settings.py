@@ -5,7 +5,8 @@ the checkpoint folders on every use (so that they can change without a restart).
 |---|---|---|
 | `DINO_DEVICE` | where models run | `cuda` when available, else `cpu` |
 | `DINO_MODEL_CONCURRENCY` | model runs at a time (re-drawing runs alongside) | 1 |
-| `DINO_CHECKPOINT_DIRS` | folders the checkpoint box may open (`:`-separated), or `any` | `any`; on a Space `weights/` |
+| `DINO_CHECKPOINT_DIRS` | folders the checkpoint box may open (`:`-separated), or `any` | `weights/` and the download cache |
+| `DINO_UNTRAINED_VARIANTS` | variants offered with random weights (`,`-separated), `all` or `none` | `all`; on a Space all but Swin-L |
 | `SPACE_ID` | set by Hugging Face Spaces: the app is public | unset |
 """
 from __future__ import annotations
@@ -14,9 +15,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import WEIGHTS_DIR
+from ..model.config import VARIANTS
+from ..paths import WEIGHTS_DIR, cache_dir
 
 CHECKPOINT_DIRS_VARIABLE = "DINO_CHECKPOINT_DIRS"
+UNTRAINED_VARIANTS_VARIABLE = "DINO_UNTRAINED_VARIANTS"
+# Untrained Swin-L models hold 1.4 GB and take a minute per image on a CPU Space: not for visitors.
+LARGE_VARIANTS = ("dino-4scale-swinl", "dino-5scale-swinl")
 
 
 @dataclass(frozen=True)
@@ -40,15 +45,30 @@ def on_space() -> bool:
 
 
 def checkpoint_dirs() -> tuple[Path, ...] | None:
-    """Folders the checkpoint box may open (`DINO_CHECKPOINT_DIRS`), None for any file. Unset, it
-    is any file on your own machine and weights/ alone on a Space, so that visitors of a public
-    page cannot make the server open its other files."""
+    """Folders (symlinks resolved) whose files the app opens as checkpoints, None for any file:
+    `DINO_CHECKPOINT_DIRS`, by default weights/ and the download cache, so that the page cannot
+    make the server open its other files."""
     setting = os.environ.get(CHECKPOINT_DIRS_VARIABLE)
     if setting is None:
-        setting = str(WEIGHTS_DIR) if on_space() else "any"
+        return (WEIGHTS_DIR.resolve(), cache_dir("checkpoints").resolve())
     if setting.strip().lower() == "any":
         return None
     return tuple(Path(part).expanduser().resolve() for part in setting.split(os.pathsep) if part.strip())
+
+
+def untrained_variants() -> tuple[str, ...]:
+    """Variants the page offers with random weights (`DINO_UNTRAINED_VARIANTS`): all of them on
+    your own machine, all but the large Swin-L ones on a Space."""
+    setting = os.environ.get(UNTRAINED_VARIANTS_VARIABLE)
+    if setting is None:
+        return tuple(v for v in VARIANTS if not (on_space() and v in LARGE_VARIANTS))
+    if setting.strip().lower() == "all":
+        return tuple(VARIANTS)
+    chosen = tuple(part.strip() for part in setting.split(",") if part.strip() and part.strip().lower() != "none")
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"{UNTRAINED_VARIANTS_VARIABLE} names unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    return chosen
 
 
 def _positive_int(variable: str, default: int) -> int:
