@@ -2,9 +2,10 @@
 
 `ms_deform_attn` takes the official argument layouts and runs one of three implementations:
 
-- "cpu-kernel" / "cuda-kernel": the fused kernels in `csrc/`, registered with `torch.library` as
-  `torch.ops.dino_demo.ms_deform_attn` (with autograd), compiled on the first call for a device
-  type and cached on disk (see `extension`; `python -m dino_demo.ops.build` builds ahead of time);
+- "cpu-kernel" / "cuda-kernel": the fused kernels in `csrc/`, implementations of the
+  `torch.library` op `torch.ops.dino_demo.ms_deform_attn` (schema, fake kernel and autograd
+  defined in Python by `registration`), compiled on the first call for a device type and cached
+  on disk (see `extension`; `python -m dino_demo.ops.build` builds ahead of time);
 - "reference": the pure-PyTorch definition in `reference.py`, used when no kernel can be built for
   the device, or when forced with `DINO_DEMO_OP=reference` or `use_backend("reference")`.
 
@@ -17,7 +18,7 @@ import os
 
 import torch
 
-from . import extension
+from . import extension, registration  # noqa: F401 - registration defines the ops
 from .reference import ms_deform_attn_reference
 from .validation import check_inputs, check_levels
 

@@ -2,9 +2,12 @@
 
 There is one shared library per device type, built by `torch.utils.cpp_extension.load`:
 
-- "cpu":  `ms_deform_attn.cpp` (the op schema, `TORCH_LIBRARY(dino_demo, ...)`) and
-  `ms_deform_attn_cpu.cpp` (CPU kernels);
-- "cuda": `ms_deform_attn_cuda.cu` (CUDA kernels for the schema above, so "cpu" loads first).
+- "cpu":  `ms_deform_attn_cpu.cpp` (CPU kernels);
+- "cuda": `ms_deform_attn_cuda.cu` (CUDA kernels).
+
+Both include `ms_deform_attn.h` (the shared input check) and register implementations
+(`TORCH_LIBRARY_IMPL`) of the ops whose schema `registration` defines in Python, so either loads
+on its own.
 
 Each library is built in its own cache directory `<cache>/ops-<kind>-<hash>`, where `<cache>` is
 `$DINO_DEMO_CACHE` or `~/.cache/dino_demo`, and the hash covers every file in `csrc/`, the
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import logging
 import os
 import platform
@@ -42,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 CSRC = CSRC_DIR  # a module attribute, so that tests can point it at other sources
 SOURCES = {
-    "cpu": ("ms_deform_attn.cpp", "ms_deform_attn_cpu.cpp"),
+    "cpu": ("ms_deform_attn_cpu.cpp",),
     "cuda": ("ms_deform_attn_cuda.cu",),
 }
 DEFAULT_CUDA_ARCH_LIST = "9.0"
@@ -95,9 +97,6 @@ def load(kind: str, *, require_gpu: bool = True) -> LoadResult:
 
 def _load(kind: str, require_gpu: bool) -> LoadResult:
     if kind == "cuda":
-        schema = load("cpu")
-        if not schema.ok:
-            return LoadResult(False, f"op schema library unavailable: {schema.reason}")
         if torch.version.cuda is None:
             return LoadResult(False, "not compiled: this torch build has no CUDA support")
         if require_gpu and not torch.cuda.is_available():
@@ -137,10 +136,8 @@ def _load(kind: str, require_gpu: bool) -> LoadResult:
             )
     except Exception as error:  # noqa: BLE001 - a failed build or load must never break the caller
         reason = f"build failed: {_first_error_line(str(error))}"
-        logger.warning("dino_demo %s kernels unavailable, using the reference: %s (build log in %s)", kind, reason, build_dir)
+        logger.warning("dino_demo %s kernels unavailable: %s (build log in %s)", kind, reason, build_dir)
         return LoadResult(False, reason)
-    if kind == "cpu":
-        importlib.import_module("dino_demo.ops.registration")
     archs = f" for sm {arch_list}" if arch_list else ""
     return LoadResult(True, f"compiled{archs} in {build_dir}")
 

@@ -1,13 +1,26 @@
-"""Fake (meta) kernels and autograd of the compiled `torch.ops.dino_demo` ops.
+"""The `torch.ops.dino_demo` ops: schema, fake kernels and autograd.
 
-The schema is defined in C++ (`csrc/ms_deform_attn.cpp`, which names this module), so this module
-is imported by `extension.load` right after the library is loaded, never before.
+The schema is defined here, in Python, so the ops exist on machines that cannot compile anything;
+importing `dino_demo.ops` defines them (and builds nothing). The libraries built from `csrc/`
+register the device kernels (`TORCH_LIBRARY_IMPL` for CPU and CUDA) when `extension.load` loads
+them.
 """
 from __future__ import annotations
 
 import torch
 
-from .validation import check_inputs
+from .validation import check_grad_output, check_inputs
+
+_definitions = torch.library.Library("dino_demo", "DEF")
+_definitions.define(
+    "ms_deform_attn(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
+    "Tensor sampling_locations, Tensor attention_weights) -> Tensor"
+)
+_definitions.define(
+    "ms_deform_attn_backward(Tensor grad_output, Tensor value, Tensor spatial_shapes, "
+    "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights) "
+    "-> (Tensor grad_value, Tensor grad_sampling_locations, Tensor grad_attention_weights)"
+)
 
 
 @torch.library.register_fake("dino_demo::ms_deform_attn")
@@ -22,6 +35,7 @@ def _ms_deform_attn_backward_fake(
     grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights
 ):
     check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    check_grad_output(grad_output, value, sampling_locations)
     return (
         value.new_empty(value.shape),
         sampling_locations.new_empty(sampling_locations.shape),
