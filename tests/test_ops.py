@@ -195,6 +195,25 @@ def test_import_does_not_build(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize(
+    ("capabilities", "built_for", "expected"),
+    [
+        ([(12, 0)], ["sm_90", "sm_100", "sm_120"], "12.0+PTX"),
+        ([(8, 6), (12, 0)], ["sm_86", "sm_120"], "8.6;12.0+PTX"),
+        ([(13, 0)], ["sm_90a", "sm_120"], "12.0+PTX"),  # newer than this torch: its newest, with PTX
+    ],
+)
+def test_cuda_arch_list_follows_visible_gpus(monkeypatch, capabilities, built_for, expected):
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(capabilities))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: capabilities[index])
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: built_for)
+    assert extension._cuda_arch_list() == expected
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    assert extension._cuda_arch_list() == "9.0"
+
+
 # CUDA kernel: the same comparisons on the GPU, skipped without one. The expected values are the
 # reference's on CPU in float64.
 

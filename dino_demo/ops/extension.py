@@ -16,8 +16,10 @@ A directory that already holds the library is loaded without compiling. `cpp_ext
 under a lock file in that directory (an OS advisory lock, released if the holder dies), so
 processes starting together compile once and the others wait and then load the result.
 
-CUDA architectures: `TORCH_CUDA_ARCH_LIST` when set, else those of the visible GPUs, else
-`DEFAULT_CUDA_ARCH_LIST` (only reachable when compiling without a GPU, as `build --cuda` does).
+CUDA architectures: `TORCH_CUDA_ARCH_LIST` when set, else those of the visible GPUs (capped, as
+torch does, at the newest this torch build has kernels for, with PTX for the newest so that a
+newer card can still run it), else `DEFAULT_CUDA_ARCH_LIST` (only reachable when compiling
+without a GPU, as `build --cuda` does).
 
 Nothing here raises: a library that cannot be built or loaded gives a `LoadResult` whose
 reason `dino_demo.ops.backend()` reports, and the op falls back to the reference.
@@ -165,13 +167,23 @@ def _cuda_home() -> str | None:
 
 
 def _cuda_arch_list() -> str:
+    """The TORCH_CUDA_ARCH_LIST to build with, e.g. "8.6;12.0+PTX" for an RTX 3090 and an RTX 5090."""
     configured = os.environ.get("TORCH_CUDA_ARCH_LIST")
     if configured:
         return configured
-    if torch.cuda.is_available():
-        capabilities = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
-        return ";".join(f"{major}.{minor}" for major, minor in sorted(capabilities))
-    return DEFAULT_CUDA_ARCH_LIST
+    if not torch.cuda.is_available():
+        return DEFAULT_CUDA_ARCH_LIST
+    built_for = [arch for arch in torch.cuda.get_arch_list() if arch.startswith("sm_")]
+    newest = max((int(arch[3:].rstrip("af")) for arch in built_for), default=None)
+    capabilities = set()
+    for index in range(torch.cuda.device_count()):
+        major, minor = torch.cuda.get_device_capability(index)
+        if newest is not None and major * 10 + minor > newest:
+            major, minor = divmod(newest, 10)
+        capabilities.add((major, minor))
+    archs = [f"{major}.{minor}" for major, minor in sorted(capabilities)]
+    archs[-1] += "+PTX"
+    return ";".join(archs)
 
 
 def _build_hash(kind: str, arch_list: str | None) -> str:
