@@ -1,8 +1,8 @@
 """dino_demo.ops: the compiled kernels against the pure-PyTorch reference, backend choice, input checks.
 
 The kernel tests fail (rather than skip) when the CPU kernel cannot be built, so a broken build
-shows up in CI; with DINO_DEMO_OP other than "auto" they are skipped. The CUDA tests are
-skipped without a GPU.
+shows up in CI; with DINO_DEMO_OP other than "auto" they are skipped. The CUDA tests (marker
+`cuda`) are skipped without a GPU. The Triton kernels are tested in test_ops_triton.py.
 """
 from __future__ import annotations
 
@@ -167,6 +167,17 @@ def test_use_backend_and_environment(monkeypatch):
         ops.use_backend("cuda")
     monkeypatch.delenv("DINO_DEMO_OP")
     assert ops.backend("meta") == ("reference", "no compiled kernel for device type 'meta'")
+    with ops.use_backend("triton"):
+        implementation, reason = ops.backend("meta")
+    assert implementation == "reference"
+    assert reason == 'Triton chosen by use_backend("triton") but unavailable: no Triton kernels for device type \'meta\''
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the reasons given without a GPU")
+def test_cuda_backend_without_gpu():
+    implementation, reason = ops.backend("cuda")
+    assert implementation == "reference"
+    assert reason.startswith("CUDA kernel not compiled: ") and "Triton: " in reason
 
 
 def test_failed_build_falls_back_with_reason(tmp_path, monkeypatch):
@@ -183,13 +194,13 @@ def test_failed_build_falls_back_with_reason(tmp_path, monkeypatch):
 
 
 def test_import_does_not_build(tmp_path):
-    """Importing the package defines the ops but leaves the cache untouched: building waits for the
-    first op call."""
+    """Importing the package defines the ops but leaves the cache untouched and triton unimported:
+    building waits for the first op call."""
     environment = {**os.environ, "DINO_DEMO_CACHE": str(tmp_path / "cache")}
     code = (
         "import sys, torch, dino_demo, dino_demo.ops; "
         "assert torch.ops.dino_demo.ms_deform_attn.default._schema.name == 'dino_demo::ms_deform_attn'; "
-        "sys.exit(0)"
+        "sys.exit('triton' in sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=environment, cwd=Path(__file__).parents[1])
     assert not (tmp_path / "cache").exists()
@@ -214,23 +225,21 @@ def test_cuda_arch_list_follows_visible_gpus(monkeypatch, capabilities, built_fo
     assert extension._cuda_arch_list() == "9.0"
 
 
-# CUDA kernel: the same comparisons on the GPU, skipped without one. The expected values are the
-# reference's on CPU in float64.
-
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU visible")
+# CUDA kernel: the same comparisons on the GPU, skipped without one (marker `cuda`). The expected
+# values are the reference's on CPU in float64.
 
 
 def to_cuda(inputs):
     return [t.cuda() for t in inputs]
 
 
-@requires_cuda
+@pytest.mark.cuda
 def test_cuda_kernel_is_used():
     implementation, reason = ops.backend("cuda")
     assert implementation == "cuda-kernel", reason
 
 
-@requires_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_cuda_kernel_matches_reference(case, dtype):
@@ -240,7 +249,7 @@ def test_cuda_kernel_matches_reference(case, dtype):
     assert_all_close([t.cpu() for t in actual], reference_in_float64(inputs), dtype)
 
 
-@requires_cuda
+@pytest.mark.cuda
 def test_cuda_non_contiguous_and_masked_inputs():
     value, shapes, starts, locations, weights = make_problem([[6, 7], [3, 4]], batch=3, heads=2, channels=40)
     padding_mask = torch.rand(value.shape[:2], generator=torch.Generator().manual_seed(3)) < 0.3
@@ -257,7 +266,7 @@ def test_cuda_non_contiguous_and_masked_inputs():
     assert_all_close([t.cpu() for t in actual], expected, torch.float64)
 
 
-@requires_cuda
+@pytest.mark.cuda
 def test_cuda_gradcheck_and_opcheck():
     value, shapes, starts, locations, weights = make_problem(
         [[3, 4], [2, 3]], heads=2, channels=3, queries=2, points=2, special_locations=False
@@ -276,7 +285,7 @@ def test_cuda_gradcheck_and_opcheck():
     torch.library.opcheck(torch.ops.dino_demo.ms_deform_attn, inputs)
 
 
-@requires_cuda
+@pytest.mark.cuda
 def test_cuda_bad_inputs_raise_value_error():
     """The CUDA entry points make the CPU kernel's checks, the level table and grad_output included."""
     assert ops.backend("cuda")[0] == "cuda-kernel"

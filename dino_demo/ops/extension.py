@@ -22,7 +22,7 @@ newer card can still run it), else `DEFAULT_CUDA_ARCH_LIST` (only reachable when
 without a GPU, as `build --cuda` does).
 
 Nothing here raises: a library that cannot be built or loaded gives a `LoadResult` whose
-reason `dino_demo.ops.backend()` reports, and the op falls back to the reference.
+reason `dino_demo.ops.backend()` reports, and the op falls back to Triton or the reference.
 """
 from __future__ import annotations
 
@@ -95,6 +95,12 @@ def load(kind: str, *, require_gpu: bool = True) -> LoadResult:
         if key not in _results:
             _results[key] = _load(kind, require_gpu)
         return _results[key]
+
+
+def loaded(kind: str) -> bool:
+    """Whether the library of `kind` is loaded in this process (its kernels registered)."""
+    with _lock:
+        return any(result.ok for (loaded_kind, _), result in _results.items() if loaded_kind == kind)
 
 
 def _load(kind: str, require_gpu: bool) -> LoadResult:

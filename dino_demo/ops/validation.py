@@ -11,12 +11,14 @@ Who checks what:
   `check_levels` before the reference (which would otherwise fail with a less useful error);
 - the fake kernels (`registration`) run `check_inputs` (and `check_grad_output`), so that tracing
   and `torch.compile` reject bad shapes as eagerly as the kernels do;
+- the Triton kernels (`triton_kernels`) run all three, as their index arithmetic trusts the level
+  table;
 - the C++ kernels make the same checks, with the same messages, in one function of
   `csrc/ms_deform_attn.h` (`check_ms_deform_attn`) called by every C++ entry point.
 
 The C++ check is not redundant: `torch.ops.dino_demo.*` can be called directly, with no Python in
 between, and a kernel must never read outside its inputs. The Python checks give the same errors
-where no C++ runs (fake tensors, the reference) and before a first call starts a build.
+where no C++ runs (fake tensors, Triton, the reference) and before a first call starts a build.
 """
 from __future__ import annotations
 
