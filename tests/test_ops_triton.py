@@ -9,6 +9,7 @@ without a GPU, when triton was imported before TRITON_INTERPRET=1 was set).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -234,6 +235,18 @@ def test_environment_variables_choose_triton_on_cpu(tmp_path):
     }
     subprocess.run([sys.executable, "-c", code], check=True, env=environment, cwd=root)
     assert not (tmp_path / "cache").exists()
+
+
+def test_benchmark_worker_runs_triton():
+    """benchmarks/op_bench.py's measuring code on the Triton path, forward and backward, at a tiny input
+    (no timing is checked)."""
+    spec = importlib.util.spec_from_file_location("op_bench", Path(__file__).parents[1] / "benchmarks" / "op_bench.py")
+    op_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(op_bench)
+    assert op_bench.level_shapes(800, 1333, 5) == [[200, 334], [100, 167], [50, 84], [25, 42], [13, 21]]
+    with ops.use_backend("triton"):
+        result = op_bench.run_worker("encoder-4scale", (16, 24), DEVICE, "triton", repeats=1, backward=True)
+    assert result["implementation"] == "triton" and result["ms"] > 0
 
 
 # On a GPU: shapes too large for the interpreter, and Triton against the compiled CUDA kernel.
