@@ -1,10 +1,20 @@
-"""Benchmark of `dino_demo.ops.ms_deform_attn`: compiled kernels against the pure-PyTorch reference.
+"""Benchmark of `dino_demo.ops.ms_deform_attn`: compiled kernels and Triton against the pure-PyTorch reference.
 
     python benchmarks/op_bench.py [--repeats 5] [--backward] [--cases encoder-4scale ...] [--devices cpu cuda]
+                                  [--backends reference auto triton] [--size H W]
 
-Shapes are DINO's at an 800x1066 input, 8 heads of 32 channels, 4 points: 4-scale levels at
-strides 8-64, 5-scale adding the stride-4 level. "encoder" queries every value position,
-"decoder" 900 queries.
+Shapes are DINO's (R50 backbone) at an H x W input, 8 heads of 32 channels, 4 points: 4-scale
+levels at strides 8-64, 5-scale adding the stride-4 level. "encoder" queries every value
+position, "decoder" 900 queries. The input is 800x1066 on the CPU (the figures in RESULTS.md)
+and 800x1333 on a GPU (COCO evaluation's largest size) unless --size says otherwise.
+
+Backends are `dino_demo.ops.use_backend` choices: "reference", "auto" (the compiled kernel of
+the device; Triton on a GPU without one) and "triton". Defaults: reference and auto on the CPU,
+all three on a GPU (CUDA kernel vs Triton vs reference). A choice that cannot be served, or that
+resolves to an implementation already measured, is skipped with the reason. Without a GPU the
+cuda cases are skipped; the Triton code path still runs on the CPU in Triton's interpreter:
+
+    TRITON_INTERPRET=1 python benchmarks/op_bench.py --size 64 96 --cases encoder-4scale --backends reference triton --repeats 1
 
 Every (case, device, backend) runs in a fresh subprocess so that its peak memory is its own.
 CPU peak: growth of the process's peak RSS over the RSS before one call (the peak is reset through
@@ -33,26 +43,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dino_demo import ops
 
-LEVELS_4SCALE = [[100, 134], [50, 67], [25, 34], [13, 17]]
-LEVELS_5SCALE = [[200, 267]] + LEVELS_4SCALE
 DECODER_QUERIES = 900
 HEADS, CHANNELS, POINTS = 8, 32, 4
-CASES = {
-    "encoder-4scale": (LEVELS_4SCALE, None),
-    "decoder-4scale": (LEVELS_4SCALE, DECODER_QUERIES),
-    "encoder-5scale": (LEVELS_5SCALE, None),
-    "decoder-5scale": (LEVELS_5SCALE, DECODER_QUERIES),
+CASES = {  # name: (scales, decoder queries or None for the encoder)
+    "encoder-4scale": (4, None),
+    "decoder-4scale": (4, DECODER_QUERIES),
+    "encoder-5scale": (5, None),
+    "decoder-5scale": (5, DECODER_QUERIES),
 }
+DEFAULT_SIZES = {"cpu": (800, 1066), "cuda": (800, 1333)}
+DEFAULT_BACKENDS = {"cpu": ("reference", "auto"), "cuda": ("reference", "auto", "triton")}
 
 
-def make_inputs(case: str, device: str, requires_grad: bool):
-    """Inputs in the official layouts with DINO-like sampling locations.
+def level_shapes(height: int, width: int, scales: int) -> list[list[int]]:
+    """(H, W) of the levels DINO attends to at an input of height x width.
+
+    Every stride-2 layer of ResNet-50 (and the extra stride-64 convolution) maps n to ceil(n / 2);
+    the levels are strides 8-64 for 4 scales, 4-64 for 5. 800x1066 gives
+    [[100, 134], [50, 67], [25, 34], [13, 17]], with [200, 267] in front for 5 scales.
+    """
+    shapes = []
+    for halvings in range(1, 7):
+        height, width = -(-height // 2), -(-width // 2)
+        if halvings > 6 - scales:
+            shapes.append([height, width])
+    return shapes
+
+
+def make_inputs(case: str, size: tuple[int, int], device: str, requires_grad: bool):
+    """Inputs in the official layouts with DINO-like sampling locations, for an input of `size`.
 
     Encoder: each query is a value position and samples around its own normalized center, about
     two pixels away, on every level. Decoder: each query samples inside a random box. Locality
     matters: it decides how often a sample hits the cache, for the kernels and the reference alike.
     """
-    levels, decoder_queries = CASES[case]
+    scales, decoder_queries = CASES[case]
+    levels = level_shapes(*size, scales)
     shapes = torch.tensor(levels, dtype=torch.int64)
     areas = shapes[:, 0] * shapes[:, 1]
     starts = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
@@ -105,11 +131,11 @@ def _peak_rss_bytes(reset: bool) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_worker(case: str, device: str, backend: str, repeats: int, backward: bool) -> dict:
+def run_worker(case: str, size: tuple[int, int], device: str, backend: str, repeats: int, backward: bool) -> dict:
     """Peak memory of one call (repeats == 0) or median time of `repeats` calls, in this process."""
     ops.use_backend(backend)
     implementation, reason = ops.backend(device)
-    inputs = make_inputs(case, device, requires_grad=backward)
+    inputs = make_inputs(case, size, device, requires_grad=backward)
 
     def call():
         output = ops.ms_deform_attn(*inputs)
@@ -144,11 +170,11 @@ def run_worker(case: str, device: str, backend: str, repeats: int, backward: boo
     return result
 
 
-def run_case(case: str, device: str, backend: str, repeats: int, backward: bool) -> dict:
+def run_case(case: str, size: tuple[int, int], device: str, backend: str, repeats: int, backward: bool) -> dict:
     """Median time and peak memory of one case, each measured in a fresh subprocess."""
     result = {}
     for measured_repeats in (repeats, 0):
-        command = [sys.executable, __file__, "--worker", case, device, backend, str(measured_repeats)]
+        command = [sys.executable, __file__, "--worker", case, device, backend, str(measured_repeats), *map(str, size)]
         if backward:
             command.append("--backward")
         environment = dict(os.environ)
@@ -164,47 +190,72 @@ def run_case(case: str, device: str, backend: str, repeats: int, backward: bool)
     return result
 
 
+def implementations(device: str, backends: list[str]) -> dict[str, str]:
+    """{backend choice: implementation} to measure on `device`, printing what each choice gives.
+
+    The reference comes first. Skips a choice that falls back to the reference or repeats an
+    implementation already listed.
+    """
+    chosen = {}
+    for backend in sorted(backends, key=lambda name: name != "reference"):  # the reference first: the baseline
+        with ops.use_backend(backend):
+            implementation, reason = ops.backend(device)
+        taken = implementation in chosen.values() or (implementation == "reference" and backend != "reference")
+        print(f"# {device} {backend}: {implementation} ({reason}){', skipped' if taken else ''}")
+        if not taken:
+            chosen[backend] = implementation
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backward", action="store_true", help="time forward + backward instead of forward")
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
     parser.add_argument("--devices", nargs="+", choices=["cpu", "cuda"], default=None)
-    parser.add_argument("--worker", nargs=4, metavar=("CASE", "DEVICE", "BACKEND", "REPEATS"), help=argparse.SUPPRESS)
+    parser.add_argument("--backends", nargs="+", choices=ops.BACKEND_CHOICES, default=None,
+                        help="use_backend choices to compare (default: reference auto, and triton on a GPU)")
+    parser.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), default=None,
+                        help="input size (default: 800 1066 on the CPU, 800 1333 on a GPU)")
+    parser.add_argument("--worker", nargs=6, metavar=("CASE", "DEVICE", "BACKEND", "REPEATS", "H", "W"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        case, device, backend, repeats = args.worker
-        print(json.dumps(run_worker(case, device, backend, int(repeats), args.backward)))
+        case, device, backend, repeats, height, width = args.worker
+        result = run_worker(case, (int(height), int(width)), device, backend, int(repeats), args.backward)
+        print(json.dumps(result))
         return
 
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     if torch.cuda.is_available():
         print(f"# GPU: {torch.cuda.get_device_name()}")
-    for device in devices:
-        print(f"# {device} kernel: {ops.backend(device)}")
     mode = "forward + backward" if args.backward else "forward"
-    print(f"# {mode}, float32, median of {args.repeats}")
+    print(f"# {mode}, float32, median of {args.repeats}; speed and memory relative to the reference")
     header = (
-        f"{'case':<16} {'device':<6} {'reference ms':>13} {'kernel ms':>10} {'speedup':>8} "
-        f"{'reference MB':>13} {'kernel MB':>10} {'memory':>8}"
+        f"{'case':<16} {'device':<6} {'input':<9} {'implementation':<15} {'ms':>9} {'speedup':>8} {'MB':>9} {'memory':>7}"
     )
-    print(header)
-    print("-" * len(header))
     for device in devices:
+        if device == "cuda" and not torch.cuda.is_available():
+            print("# cuda: skipped (no GPU visible)")
+            continue
+        size = tuple(args.size) if args.size else DEFAULT_SIZES[device]
+        chosen = implementations(device, args.backends or list(DEFAULT_BACKENDS[device]))
+        print(header)
+        print("-" * len(header))
         for case in args.cases:
-            reference = run_case(case, device, "reference", args.repeats, args.backward)
-            kernel = run_case(case, device, "auto", args.repeats, args.backward)
-            if kernel["implementation"] == "reference":
-                print(f"{case:<16} {device:<6} kernel unavailable: {kernel['reason']}")
-                continue
-            memory_ratio = kernel["peak_mb"] / reference["peak_mb"] if reference["peak_mb"] > 0 else float("nan")
-            print(
-                f"{case:<16} {device:<6} {reference['ms']:>13.1f} {kernel['ms']:>10.1f} "
-                f"{reference['ms'] / kernel['ms']:>7.1f}x {reference['peak_mb']:>13.1f} {kernel['peak_mb']:>10.1f} "
-                f"{memory_ratio:>8.3f}",
-                flush=True,
-            )
+            baseline = None
+            for backend, implementation in chosen.items():
+                result = run_case(case, size, device, backend, args.repeats, args.backward)
+                baseline = baseline or (result if implementation == "reference" else None)
+                speedup = f"{baseline['ms'] / result['ms']:>7.1f}x" if baseline else f"{'':>8}"
+                relative = baseline and baseline["peak_mb"] > 0
+                memory = f"{result['peak_mb'] / baseline['peak_mb']:>7.3f}" if relative else ""
+                print(
+                    f"{case:<16} {device:<6} {'x'.join(map(str, size)):<9} {implementation:<15} {result['ms']:>9.1f} "
+                    f"{speedup} {result['peak_mb']:>9.1f} {memory:>7}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-// Multi-scale deformable attention: declarations shared by the CPU and CUDA kernels.
+// Multi-scale deformable attention: the input check and sampling arithmetic shared by the CPU and
+// CUDA kernels. The op schema is defined in Python (dino_demo/ops/registration.py); the kernel
+// files only register implementations for it (TORCH_LIBRARY_IMPL).
 //
 // Layouts (the official ones):
 //   value               [N, S, M, D]   S = sum of H*W over levels, each level flattened row-major
@@ -13,13 +15,15 @@
 // its center, so a location x in [0, 1] maps to the pixel coordinate x * W - 0.5.
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 #include <c10/macros/Macros.h>
 #include <c10/util/Exception.h>
 
 #include <cmath>
 #include <cstdint>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 namespace dino_demo {
 
@@ -33,13 +37,31 @@ struct MsDeformAttnSizes {
   int64_t points;
 };
 
-// Raises ValueError (c10::ValueError) on any mismatch of rank, size, dtype or device.
-inline MsDeformAttnSizes check_ms_deform_attn_inputs(
+// (H, W) and start offset of every level, read on the host.
+struct LevelTable {
+  std::vector<int64_t> heights;
+  std::vector<int64_t> widths;
+  std::vector<int64_t> starts;
+};
+
+struct MsDeformAttnProblem {
+  MsDeformAttnSizes sizes;
+  LevelTable levels;
+};
+
+// The input check of every C++ entry point (CPU and CUDA, forward and backward). Raises
+// ValueError (c10::ValueError) on any mismatch of rank, size, dtype or device, and unless the
+// levels are non-empty, start where the previous one ends and fill S exactly, so that no kernel
+// reads outside value. `grad_output` is the backward's incoming gradient, nullptr in the forward.
+// The level table is read on the host: a device-to-host copy for CUDA tensors.
+// dino_demo/ops/validation.py makes the same checks, with the same messages, for the Python paths.
+inline MsDeformAttnProblem check_ms_deform_attn(
     const at::Tensor& value,
     const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
+    const at::Tensor& attention_weights,
+    const at::Tensor* grad_output = nullptr) {
   TORCH_CHECK_VALUE(value.dim() == 4, "ms_deform_attn: value must be [N, S, M, D], got shape ", value.sizes());
   TORCH_CHECK_VALUE(
       spatial_shapes.dim() == 2 && spatial_shapes.size(1) == 2,
@@ -84,7 +106,42 @@ inline MsDeformAttnSizes check_ms_deform_attn_inputs(
       spatial_shapes.device() == device && level_start_index.device() == device &&
           sampling_locations.device() == device && attention_weights.device() == device,
       "ms_deform_attn: all inputs must be on one device, value is on ", device);
-  return sizes;
+
+  if (grad_output != nullptr) {
+    TORCH_CHECK_VALUE(
+        grad_output->dim() == 3 && grad_output->size(0) == sizes.batch && grad_output->size(1) == sizes.queries &&
+            grad_output->size(2) == sizes.heads * sizes.channels,
+        "ms_deform_attn_backward: grad_output must be [N, Lq, M * D] = [", sizes.batch, ", ", sizes.queries, ", ",
+        sizes.heads * sizes.channels, "], got shape ", grad_output->sizes());
+    TORCH_CHECK_VALUE(
+        grad_output->scalar_type() == value.scalar_type() && grad_output->device() == device,
+        "ms_deform_attn_backward: grad_output must have the dtype and device of value, got ",
+        grad_output->scalar_type(), " on ", grad_output->device(), " and ", value.scalar_type(), " on ", device);
+  }
+
+  const auto shapes = spatial_shapes.cpu().contiguous();
+  const auto starts = level_start_index.cpu().contiguous();
+  const int64_t* shape_data = shapes.const_data_ptr<int64_t>();
+  const int64_t* start_data = starts.const_data_ptr<int64_t>();
+  LevelTable table;
+  int64_t expected_start = 0;
+  for (int64_t l = 0; l < levels; ++l) {
+    const int64_t height = shape_data[2 * l];
+    const int64_t width = shape_data[2 * l + 1];
+    TORCH_CHECK_VALUE(
+        height >= 1 && width >= 1, "ms_deform_attn: level ", l, " has empty spatial shape (", height, ", ", width, ")");
+    TORCH_CHECK_VALUE(
+        start_data[l] == expected_start, "ms_deform_attn: level_start_index[", l, "] is ", start_data[l],
+        " but the spatial shapes before it hold ", expected_start, " values");
+    table.heights.push_back(height);
+    table.widths.push_back(width);
+    table.starts.push_back(start_data[l]);
+    expected_start += height * width;
+  }
+  TORCH_CHECK_VALUE(
+      expected_start == sizes.num_values, "ms_deform_attn: spatial_shapes hold ", expected_start,
+      " values in all but value has S = ", sizes.num_values);
+  return {sizes, std::move(table)};
 }
 
 // The four pixels around one sampling location and their bilinear weights. Corners are ordered

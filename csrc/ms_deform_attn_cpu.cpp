@@ -22,41 +22,6 @@
 namespace dino_demo {
 namespace {
 
-// (H, W) and start offset of every level, read from the int64 CPU tensors and checked to describe
-// `num_values` rows exactly, as the reference's split of value by H * W requires.
-struct LevelTable {
-  std::vector<int64_t> heights;
-  std::vector<int64_t> widths;
-  std::vector<int64_t> starts;
-};
-
-LevelTable read_levels(const at::Tensor& spatial_shapes, const at::Tensor& level_start_index, int64_t num_values) {
-  const auto shapes = spatial_shapes.contiguous();
-  const auto starts = level_start_index.contiguous();
-  const int64_t* shape_data = shapes.data_ptr<int64_t>();
-  const int64_t* start_data = starts.data_ptr<int64_t>();
-  const int64_t levels = shapes.size(0);
-  LevelTable table;
-  int64_t expected_start = 0;
-  for (int64_t l = 0; l < levels; ++l) {
-    const int64_t height = shape_data[2 * l];
-    const int64_t width = shape_data[2 * l + 1];
-    TORCH_CHECK_VALUE(
-        height >= 1 && width >= 1, "ms_deform_attn: level ", l, " has empty spatial shape (", height, ", ", width, ")");
-    TORCH_CHECK_VALUE(
-        start_data[l] == expected_start, "ms_deform_attn: level_start_index[", l, "] is ", start_data[l],
-        " but the spatial shapes before it hold ", expected_start, " values");
-    table.heights.push_back(height);
-    table.widths.push_back(width);
-    table.starts.push_back(start_data[l]);
-    expected_start += height * width;
-  }
-  TORCH_CHECK_VALUE(
-      expected_start == num_values, "ms_deform_attn: spatial_shapes hold ", expected_start,
-      " values in all but value has S = ", num_values);
-  return table;
-}
-
 // acc[c] += sum_k weight[k] * corner[k][c]
 template <typename scalar_t, typename acc_t>
 inline void accumulate_corners(
@@ -231,9 +196,10 @@ at::Tensor ms_deform_attn_cpu(
     const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
-  const auto sizes =
-      check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  const auto levels = read_levels(spatial_shapes, level_start_index, sizes.num_values);
+  const auto problem =
+      check_ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  const auto& sizes = problem.sizes;
+  const auto& levels = problem.levels;
   const auto value_c = value.contiguous();
   const auto locations_c = sampling_locations.contiguous();
   const auto weights_c = attention_weights.contiguous();
@@ -253,17 +219,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
     const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
-  const auto sizes =
-      check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  TORCH_CHECK_VALUE(
-      grad_output.dim() == 3 && grad_output.size(0) == sizes.batch && grad_output.size(1) == sizes.queries &&
-          grad_output.size(2) == sizes.heads * sizes.channels,
-      "ms_deform_attn_backward: grad_output must be [N, Lq, M * D] = [", sizes.batch, ", ", sizes.queries, ", ",
-      sizes.heads * sizes.channels, "], got shape ", grad_output.sizes());
-  TORCH_CHECK_VALUE(
-      grad_output.scalar_type() == value.scalar_type() && grad_output.device() == value.device(),
-      "ms_deform_attn_backward: grad_output must have the dtype and device of value");
-  const auto levels = read_levels(spatial_shapes, level_start_index, sizes.num_values);
+  const auto problem = check_ms_deform_attn(
+      value, spatial_shapes, level_start_index, sampling_locations, attention_weights, &grad_output);
+  const auto& sizes = problem.sizes;
+  const auto& levels = problem.levels;
   const auto grad_c = grad_output.contiguous();
   const auto value_c = value.contiguous();
   const auto locations_c = sampling_locations.contiguous();

@@ -160,7 +160,7 @@ at::Tensor ms_deform_attn_cuda(
     const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
   const auto sizes =
-      check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+      check_ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights).sizes;
   const c10::cuda::CUDAGuard guard(value.device());
   const auto value_c = value.contiguous();
   const auto shapes_c = spatial_shapes.contiguous();
@@ -189,16 +189,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
     const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
-  const auto sizes =
-      check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  TORCH_CHECK_VALUE(
-      grad_output.dim() == 3 && grad_output.size(0) == sizes.batch && grad_output.size(1) == sizes.queries &&
-          grad_output.size(2) == sizes.heads * sizes.channels,
-      "ms_deform_attn_backward: grad_output must be [N, Lq, M * D] = [", sizes.batch, ", ", sizes.queries, ", ",
-      sizes.heads * sizes.channels, "], got shape ", grad_output.sizes());
-  TORCH_CHECK_VALUE(
-      grad_output.scalar_type() == value.scalar_type() && grad_output.device() == value.device(),
-      "ms_deform_attn_backward: grad_output must have the dtype and device of value");
+  const auto sizes = check_ms_deform_attn(
+      value, spatial_shapes, level_start_index, sampling_locations, attention_weights, &grad_output).sizes;
   const c10::cuda::CUDAGuard guard(value.device());
   const auto grad_c = grad_output.contiguous();
   const auto value_c = value.contiguous();

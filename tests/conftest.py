@@ -11,6 +11,23 @@ OFFICIAL = FIXTURES / "official_dino"
 
 torch.set_num_threads(int(os.environ.get("DINO_DEMO_TEST_THREADS", torch.get_num_threads())))
 
+# Without a GPU, tests/test_ops_triton.py checks the Triton kernels on CPU tensors in Triton's
+# interpreter. Triton reads TRITON_INTERPRET when it is imported, and test modules import it
+# indirectly at collection (torchvision imports torch._dynamo, which imports triton), so it is set
+# here, before any test module is imported. Nothing else in the suite runs Triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` are skipped when no GPU is visible."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no GPU visible")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
 
 @pytest.fixture(scope="session")
 def official_dir() -> Path:

@@ -1,7 +1,8 @@
-"""dino_demo.ops on CPU: the compiled kernel against the pure-PyTorch reference.
+"""dino_demo.ops: the compiled kernels against the pure-PyTorch reference, backend choice, input checks.
 
 The kernel tests fail (rather than skip) when the CPU kernel cannot be built, so a broken build
-shows up in CI; with DINO_DEMO_OP=reference they are skipped.
+shows up in CI; with DINO_DEMO_OP other than "auto" they are skipped. The CUDA tests (marker
+`cuda`) are skipped without a GPU. The Triton kernels are tested in test_ops_triton.py.
 """
 from __future__ import annotations
 
@@ -15,98 +16,25 @@ import torch
 
 from dino_demo import ops
 from dino_demo.ops import extension, ms_deform_attn, ms_deform_attn_reference
-
-TOLERANCES = {
-    torch.float64: {"rtol": 1e-9, "atol": 1e-11},
-    torch.float32: {"rtol": 1e-4, "atol": 2e-5},
-    torch.bfloat16: {"rtol": 2e-2, "atol": 2e-2},
-    torch.float16: {"rtol": 5e-3, "atol": 5e-3},
-}
+from op_problems import (
+    CASES,
+    assert_all_close,
+    bad_calls,
+    bad_grad_outputs,
+    make_problem,
+    reference_in_float64,
+    run_with_grads,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def cpu_kernel():
-    if os.environ.get("DINO_DEMO_OP") == "reference":
-        pytest.skip("kernels disabled by DINO_DEMO_OP=reference")
+    choice = os.environ.get("DINO_DEMO_OP") or "auto"
+    if choice != "auto":
+        pytest.skip(f"compiled kernels not chosen (DINO_DEMO_OP={choice})")
     implementation, reason = ops.backend("cpu")
     assert implementation == "cpu-kernel", reason
 
-
-def make_problem(
-    level_shapes,
-    *,
-    batch=1,
-    heads=2,
-    channels=5,
-    queries=7,
-    points=3,
-    dtype=torch.float64,
-    device="cpu",
-    seed=0,
-    special_locations=True,
-):
-    """Random inputs in the official layouts. With `special_locations`, some sampling points sit
-    exactly on the map's edges (0 and 1), on pixel edges (k / W), or far outside."""
-    generator = torch.Generator().manual_seed(seed)
-    shapes = torch.tensor(level_shapes, dtype=torch.int64)
-    areas = shapes[:, 0] * shapes[:, 1]
-    starts = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
-    levels = len(level_shapes)
-    value = torch.randn(batch, int(areas.sum()), heads, channels, generator=generator, dtype=torch.float64)
-    locations = torch.rand(batch, queries, heads, levels, points, 2, generator=generator, dtype=torch.float64)
-    locations = locations * 1.4 - 0.2
-    if special_locations:
-        flat = locations.view(-1, levels, points, 2)
-        sizes = shapes.flip(1).to(torch.float64)  # (W, H) matches (x, y)
-        for row in range(0, flat.shape[0], 3):
-            for level in range(levels):
-                kind = (row // 3 + level) % 6
-                if kind == 0:
-                    flat[row, level, 0] = 0.0
-                elif kind == 1:
-                    flat[row, level, 0] = 1.0
-                elif kind == 2:  # pixel edges
-                    flat[row, level, 0] = torch.tensor([1.0, 2.0]).clamp(max=sizes[level] - 1) / sizes[level]
-                elif kind == 3:
-                    flat[row, level, 0] = torch.tensor([0.0, 1.0])
-                elif kind == 4:  # far outside
-                    flat[row, level, 0] = torch.tensor([-3.0, 5.0])
-    weights = torch.rand(batch, queries, heads, levels, points, generator=generator, dtype=torch.float64)
-    to = {"dtype": dtype, "device": device}
-    return value.to(**to), shapes.to(device), starts.to(device), locations.to(**to), weights.to(**to)
-
-
-def run_with_grads(op, inputs, grad_dtype=None):
-    """Output and gradients of value, sampling_locations and attention_weights, for a random
-    incoming gradient rounded to `grad_dtype` (default: the output's dtype)."""
-    leaves = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
-    output = op(*leaves)
-    generator = torch.Generator().manual_seed(1)
-    grad_output = torch.randn(output.shape, generator=generator, dtype=torch.float64)
-    grad_output = grad_output.to(grad_dtype or output.dtype).to(output.dtype)
-    output.backward(grad_output)
-    return [output.detach()] + [leaves[i].grad for i in (0, 3, 4)]
-
-
-def reference_in_float64(inputs):
-    """Reference outputs and gradients for low-precision inputs, computed in float64."""
-    as_float64 = [t.double() if t.is_floating_point() else t for t in inputs]
-    return run_with_grads(ms_deform_attn_reference, as_float64, grad_dtype=inputs[0].dtype)
-
-
-def assert_all_close(actual, expected, dtype):
-    names = ("output", "grad value", "grad sampling_locations", "grad attention_weights")
-    for name, a, e in zip(names, actual, expected):
-        torch.testing.assert_close(a, e.to(a.dtype), **TOLERANCES[dtype], msg=lambda m, name=name: f"{name}: {m}")
-
-
-CASES = {
-    "one level": dict(level_shapes=[[5, 7]], batch=1, heads=1, channels=1, points=1),
-    "two levels batch 3": dict(level_shapes=[[9, 11], [5, 3]], batch=3, heads=3, channels=7, points=2),
-    "three levels": dict(level_shapes=[[13, 7], [7, 1], [1, 5]], batch=1, heads=2, channels=3, points=4),
-    "four levels": dict(level_shapes=[[11, 15], [5, 7], [3, 3], [1, 1]], batch=3, heads=2, channels=33, points=4),
-    "five levels": dict(level_shapes=[[17, 19], [9, 9], [5, 5], [3, 3], [1, 3]], batch=1, heads=4, channels=8, points=2),
-}
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -192,25 +120,35 @@ def test_opcheck(requires_grad):
 
 
 def test_bad_inputs_raise_value_error():
-    value, shapes, starts, locations, weights = make_problem([[4, 5], [2, 3]], dtype=torch.float32)
-    bad_calls = {
-        "value must be": (value[0], shapes, starts, locations, weights),
-        "spatial_shapes must be": (value, shapes[:, :1], starts, locations, weights),
-        "level_start_index must be": (value, shapes, starts[:1], locations, weights),
-        "does not match": (value, shapes, starts, locations[:, :, :1], weights[:, :, :1]),
-        "attention_weights must be": (value, shapes, starts, locations, weights[..., :1]),
-        "share one dtype": (value, shapes, starts, locations.double(), weights),
-        "must be int64": (value, shapes.int(), starts, locations, weights),
-        "floating point": (value.int(), shapes, starts, locations.int(), weights.int()),
-        "values in all": (value[:, :-1], shapes, starts, locations, weights),
-        "level_start_index\\[0\\]": (value, shapes, starts + 1, locations, weights),
-    }
-    for message, args in bad_calls.items():
+    inputs = make_problem([[4, 5], [2, 3]], dtype=torch.float32)
+    for message, args in bad_calls(*inputs).items():
         for op in (ms_deform_attn, torch.ops.dino_demo.ms_deform_attn):
             with pytest.raises(ValueError, match=message):
                 op(*args)
         with ops.use_backend("reference"), pytest.raises(ValueError, match=message):
             ms_deform_attn(*args)
+    output = ms_deform_attn(*inputs)
+    for message, args in bad_calls(*inputs).items():
+        with pytest.raises(ValueError, match=message):
+            torch.ops.dino_demo.ms_deform_attn_backward(output, *args)
+    for message, grad_output in bad_grad_outputs(output).items():
+        with pytest.raises(ValueError, match=message):
+            torch.ops.dino_demo.ms_deform_attn_backward(grad_output, *inputs)
+
+
+def test_fake_kernels_check_inputs():
+    """Tracing with fake tensors rejects what the kernels reject (the checks that need no values)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    inputs = make_problem([[4, 5], [2, 3]], dtype=torch.float32)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        fake = [mode.from_tensor(t) for t in inputs]
+        assert torch.ops.dino_demo.ms_deform_attn(*fake).shape == (1, 7, 10)
+        with pytest.raises(ValueError, match="share one dtype"):
+            torch.ops.dino_demo.ms_deform_attn(fake[0], fake[1], fake[2], fake[3].double(), fake[4])
+        grad_output = torch.empty(1, 7, 9)
+        with pytest.raises(ValueError, match="grad_output must be"):
+            torch.ops.dino_demo.ms_deform_attn_backward(mode.from_tensor(grad_output), *fake)
 
 
 def test_use_backend_and_environment(monkeypatch):
@@ -229,6 +167,17 @@ def test_use_backend_and_environment(monkeypatch):
         ops.use_backend("cuda")
     monkeypatch.delenv("DINO_DEMO_OP")
     assert ops.backend("meta") == ("reference", "no compiled kernel for device type 'meta'")
+    with ops.use_backend("triton"):
+        implementation, reason = ops.backend("meta")
+    assert implementation == "reference"
+    assert reason == 'Triton chosen by use_backend("triton") but unavailable: no Triton kernels for device type \'meta\''
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the reasons given without a GPU")
+def test_cuda_backend_without_gpu():
+    implementation, reason = ops.backend("cuda")
+    assert implementation == "reference"
+    assert reason.startswith("CUDA kernel not compiled: ") and "Triton: " in reason
 
 
 def test_failed_build_falls_back_with_reason(tmp_path, monkeypatch):
@@ -245,30 +194,52 @@ def test_failed_build_falls_back_with_reason(tmp_path, monkeypatch):
 
 
 def test_import_does_not_build(tmp_path):
-    """Importing the package leaves the cache untouched: building waits for the first op call."""
+    """Importing the package defines the ops but leaves the cache untouched and triton unimported:
+    building waits for the first op call."""
     environment = {**os.environ, "DINO_DEMO_CACHE": str(tmp_path / "cache")}
-    code = "import dino_demo, dino_demo.ops; import sys; sys.exit('dino_demo.ops.registration' in sys.modules)"
+    code = (
+        "import sys, torch, dino_demo, dino_demo.ops; "
+        "assert torch.ops.dino_demo.ms_deform_attn.default._schema.name == 'dino_demo::ms_deform_attn'; "
+        "sys.exit('triton' in sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, env=environment, cwd=Path(__file__).parents[1])
     assert not (tmp_path / "cache").exists()
 
 
-# CUDA kernel: the same comparisons on the GPU, skipped without one. The expected values are the
-# reference's on CPU in float64.
+@pytest.mark.parametrize(
+    ("capabilities", "built_for", "expected"),
+    [
+        ([(12, 0)], ["sm_90", "sm_100", "sm_120"], "12.0+PTX"),
+        ([(8, 6), (12, 0)], ["sm_86", "sm_120"], "8.6;12.0+PTX"),
+        ([(13, 0)], ["sm_90a", "sm_120"], "12.0+PTX"),  # newer than this torch: its newest, with PTX
+    ],
+)
+def test_cuda_arch_list_follows_visible_gpus(monkeypatch, capabilities, built_for, expected):
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(capabilities))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: capabilities[index])
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: built_for)
+    assert extension._cuda_arch_list() == expected
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    assert extension._cuda_arch_list() == "9.0"
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU visible")
+
+# CUDA kernel: the same comparisons on the GPU, skipped without one (marker `cuda`). The expected
+# values are the reference's on CPU in float64.
 
 
 def to_cuda(inputs):
     return [t.cuda() for t in inputs]
 
 
-@requires_cuda
+@pytest.mark.cuda
 def test_cuda_kernel_is_used():
     implementation, reason = ops.backend("cuda")
     assert implementation == "cuda-kernel", reason
 
 
-@requires_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_cuda_kernel_matches_reference(case, dtype):
@@ -278,7 +249,7 @@ def test_cuda_kernel_matches_reference(case, dtype):
     assert_all_close([t.cpu() for t in actual], reference_in_float64(inputs), dtype)
 
 
-@requires_cuda
+@pytest.mark.cuda
 def test_cuda_non_contiguous_and_masked_inputs():
     value, shapes, starts, locations, weights = make_problem([[6, 7], [3, 4]], batch=3, heads=2, channels=40)
     padding_mask = torch.rand(value.shape[:2], generator=torch.Generator().manual_seed(3)) < 0.3
@@ -295,7 +266,7 @@ def test_cuda_non_contiguous_and_masked_inputs():
     assert_all_close([t.cpu() for t in actual], expected, torch.float64)
 
 
-@requires_cuda
+@pytest.mark.cuda
 def test_cuda_gradcheck_and_opcheck():
     value, shapes, starts, locations, weights = make_problem(
         [[3, 4], [2, 3]], heads=2, channels=3, queries=2, points=2, special_locations=False
@@ -312,3 +283,19 @@ def test_cuda_gradcheck_and_opcheck():
         torch.ops.dino_demo.ms_deform_attn, inputs, eps=1e-6, atol=1e-5, nondet_tol=1e-12
     )
     torch.library.opcheck(torch.ops.dino_demo.ms_deform_attn, inputs)
+
+
+@pytest.mark.cuda
+def test_cuda_bad_inputs_raise_value_error():
+    """The CUDA entry points make the CPU kernel's checks, the level table and grad_output included."""
+    assert ops.backend("cuda")[0] == "cuda-kernel"
+    inputs = to_cuda(make_problem([[4, 5], [2, 3]], dtype=torch.float32))
+    output = torch.ops.dino_demo.ms_deform_attn(*inputs)
+    for message, args in bad_calls(*inputs).items():
+        with pytest.raises(ValueError, match=message):
+            torch.ops.dino_demo.ms_deform_attn(*args)
+        with pytest.raises(ValueError, match=message):
+            torch.ops.dino_demo.ms_deform_attn_backward(output, *args)
+    for message, grad_output in bad_grad_outputs(output).items():
+        with pytest.raises(ValueError, match=message):
+            torch.ops.dino_demo.ms_deform_attn_backward(grad_output, *inputs)

@@ -1,14 +1,22 @@
 """Multi-scale deformable attention, the op DINO's encoder and decoder are built on.
 
-`ms_deform_attn` takes the official argument layouts and runs one of three implementations:
+`ms_deform_attn` takes the official argument layouts and runs one of four implementations:
 
-- "cpu-kernel" / "cuda-kernel": the fused kernels in `csrc/`, registered with `torch.library` as
-  `torch.ops.dino_demo.ms_deform_attn` (with autograd), compiled on the first call for a device
-  type and cached on disk (see `extension`; `python -m dino_demo.ops.build` builds ahead of time);
-- "reference": the pure-PyTorch definition in `reference.py`, used when no kernel can be built for
-  the device, or when forced with `DINO_DEMO_OP=reference` or `use_backend("reference")`.
+- "cpu-kernel" / "cuda-kernel": the fused kernels in `csrc/`, compiled on the first call for a
+  device type and cached on disk (see `extension`; `python -m dino_demo.ops.build` builds ahead
+  of time);
+- "triton": the Triton kernels in `triton_kernels.py`, for GPUs where the CUDA kernel cannot be
+  compiled (no nvcc, no C++ compiler), or on CPU tensors in Triton's interpreter (see
+  `triton_backend`);
+- "reference": the pure-PyTorch definition in `reference.py`, used when nothing else can serve
+  the device, or when forced.
 
-`backend(device)` says which one serves a device, and why.
+The kernels are implementations of one `torch.library` op, `torch.ops.dino_demo.ms_deform_attn`,
+whose schema, fake kernel and autograd are defined in Python (`registration`).
+
+`backend(device)` says which one serves a device, and why. The choice follows `DINO_DEMO_OP`
+or `use_backend(...)`: "auto" (compiled kernel, else Triton on CUDA, else the reference),
+"triton" (Triton, else the reference) or "reference".
 """
 from __future__ import annotations
 
@@ -17,11 +25,11 @@ import os
 
 import torch
 
-from . import extension
+from . import extension, registration, triton_backend
 from .reference import ms_deform_attn_reference
 from .validation import check_inputs, check_levels
 
-BACKEND_CHOICES = ("auto", "reference")
+BACKEND_CHOICES = ("auto", "triton", "reference")
 _chosen: str | None = None  # set by use_backend(); None follows $DINO_DEMO_OP
 
 
@@ -59,28 +67,46 @@ def ms_deform_attn(
 
 
 def backend(device: torch.device | str = "cpu") -> tuple[str, str]:
-    """(implementation, reason) serving tensors on `device`.
+    """(implementation, reason) serving tensors on `device`, and make it the one the op dispatches to.
 
-    The implementation is "cuda-kernel", "cpu-kernel" or "reference"; the reason says where the
-    kernel was loaded from, or why it is not used ("disabled by DINO_DEMO_OP=reference",
-    "not compiled: no C++ compiler (...)", "build failed: <first error line>", ...).
+    The implementation is "cuda-kernel", "cpu-kernel", "triton" or "reference". The reason says
+    where the kernel was loaded from and, when an implementation was passed over, why ("not
+    compiled: nvcc not found (set CUDA_HOME)", "build failed: <first error line>",
+    "disabled by DINO_DEMO_OP=reference", ...).
     The first call for a device type builds and loads the kernels, which can take minutes when the
-    cache is cold.
+    cache is cold. Direct `torch.ops.dino_demo` calls run what the last call for that device type
+    chose (see `registration.serve`).
     """
     device = torch.device(device)
     choice, source = _choice()
     if choice == "reference":
         return "reference", f"disabled by {source}"
-    if device.type not in extension.SOURCES:
-        return "reference", f"no compiled kernel for device type {device.type!r}"
-    result = extension.load(device.type)
-    if result.ok:
-        return f"{device.type}-kernel", result.reason
-    return "reference", result.reason
+    if choice == "triton":
+        triton = triton_backend.load(device.type)
+        if triton.ok:
+            registration.serve(device.type, "triton")
+            return "triton", f"chosen by {source}; {triton.reason}"
+        return "reference", f"Triton chosen by {source} but unavailable: {triton.reason}"
+
+    if device.type in extension.SOURCES:
+        compiled = extension.load(device.type)
+        if compiled.ok:
+            registration.serve(device.type, "compiled")
+            return f"{device.type}-kernel", compiled.reason
+        passed_over = compiled.reason
+    else:
+        passed_over = f"no compiled kernel for device type {device.type!r}"
+    if device.type != "cuda":
+        return "reference", passed_over
+    triton = triton_backend.load(device.type)
+    if triton.ok:
+        registration.serve(device.type, "triton")
+        return "triton", f"{triton.reason}; CUDA kernel {passed_over}"
+    return "reference", f"CUDA kernel {passed_over}; Triton: {triton.reason}"
 
 
 def use_backend(name: str) -> contextlib.AbstractContextManager:
-    """Choose "reference" or "auto" (kernels where available) for every later call.
+    """Choose "auto", "triton" or "reference" (see the module docstring) for every later call.
 
     Overrides `DINO_DEMO_OP`. Used as a context manager, the previous choice comes back when the
     block ends::

@@ -5,8 +5,8 @@
 Builds the CPU library, and the CUDA library when a GPU is visible (and nvcc is found).
 `--cuda` compiles the CUDA sources even without a GPU (architectures from TORCH_CUDA_ARCH_LIST,
 default 9.0), so CPU-only CI catches a broken .cu file.
-`--check` also compares every kernel that can run here with the reference on a small random
-problem, forward and backward, in float64.
+`--check` also compares every compiled kernel that can run here with the reference on a small
+random problem, forward and backward, in float64 (`selfcheck`).
 Exits 1 when a build that was asked for fails or a check does not match, else 0.
 """
 from __future__ import annotations
@@ -18,30 +18,7 @@ import sys
 import torch
 
 from . import extension
-from .reference import ms_deform_attn_reference
-
-
-def check_against_reference(device: str) -> str | None:
-    """Compare the registered op with the reference on `device`; None if they match, else what differs."""
-    generator = torch.Generator().manual_seed(0)
-    shapes = torch.tensor([[7, 9], [4, 5], [2, 3]])
-    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
-    options = {"dtype": torch.float64}
-    value = torch.rand(2, int((shapes[:, 0] * shapes[:, 1]).sum()), 3, 5, generator=generator, **options)
-    locations = torch.rand(2, 11, 3, 3, 4, 2, generator=generator, **options) * 1.2 - 0.1
-    weights = torch.rand(2, 11, 3, 3, 4, generator=generator, **options)
-    inputs = [t.to(device) for t in (value, shapes, starts, locations, weights)]
-    outputs = []
-    for op in (torch.ops.dino_demo.ms_deform_attn, ms_deform_attn_reference):
-        leaves = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs]
-        output = op(*leaves)
-        output.backward(torch.linspace(-1, 1, output.numel(), dtype=output.dtype, device=device).view_as(output))
-        outputs.append([output.detach()] + [leaves[i].grad for i in (0, 3, 4)])
-    names = ("output", "grad value", "grad sampling_locations", "grad attention_weights")
-    for name, kernel, reference in zip(names, *outputs):
-        if not torch.allclose(kernel, reference, rtol=1e-7, atol=1e-9):
-            return f"{name} differs from the reference by {(kernel - reference).abs().max().item():.3g}"
-    return None
+from .selfcheck import compare_with_reference
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         for kind, result in wanted.items():
             if not result.ok or (kind == "cuda" and not torch.cuda.is_available()):
                 continue
-            problem = check_against_reference(kind)
+            problem = compare_with_reference(
+                torch.ops.dino_demo.ms_deform_attn, torch.ops.dino_demo.ms_deform_attn_backward, kind
+            )
             print(f"{kind}: check {'passed' if problem is None else 'FAILED, ' + problem}")
             failed |= problem is not None
     return 1 if failed else 0

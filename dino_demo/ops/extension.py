@@ -2,9 +2,12 @@
 
 There is one shared library per device type, built by `torch.utils.cpp_extension.load`:
 
-- "cpu":  `ms_deform_attn.cpp` (the op schema, `TORCH_LIBRARY(dino_demo, ...)`) and
-  `ms_deform_attn_cpu.cpp` (CPU kernels);
-- "cuda": `ms_deform_attn_cuda.cu` (CUDA kernels for the schema above, so "cpu" loads first).
+- "cpu":  `ms_deform_attn_cpu.cpp` (CPU kernels);
+- "cuda": `ms_deform_attn_cuda.cu` (CUDA kernels).
+
+Both include `ms_deform_attn.h` (the shared input check) and register implementations
+(`TORCH_LIBRARY_IMPL`) of the ops whose schema `registration` defines in Python, so either loads
+on its own.
 
 Each library is built in its own cache directory `<cache>/ops-<kind>-<hash>`, where `<cache>` is
 `$DINO_DEMO_CACHE` or `~/.cache/dino_demo`, and the hash covers every file in `csrc/`, the
@@ -13,17 +16,18 @@ A directory that already holds the library is loaded without compiling. `cpp_ext
 under a lock file in that directory (an OS advisory lock, released if the holder dies), so
 processes starting together compile once and the others wait and then load the result.
 
-CUDA architectures: `TORCH_CUDA_ARCH_LIST` when set, else those of the visible GPUs, else
-`DEFAULT_CUDA_ARCH_LIST` (only reachable when compiling without a GPU, as `build --cuda` does).
+CUDA architectures: `TORCH_CUDA_ARCH_LIST` when set, else those of the visible GPUs (capped, as
+torch does, at the newest this torch build has kernels for, with PTX for the newest so that a
+newer card can still run it), else `DEFAULT_CUDA_ARCH_LIST` (only reachable when compiling
+without a GPU, as `build --cuda` does).
 
 Nothing here raises: a library that cannot be built or loaded gives a `LoadResult` whose
-reason `dino_demo.ops.backend()` reports, and the op falls back to the reference.
+reason `dino_demo.ops.backend()` reports, and the op falls back to Triton or the reference.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import logging
 import os
 import platform
@@ -42,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 CSRC = CSRC_DIR  # a module attribute, so that tests can point it at other sources
 SOURCES = {
-    "cpu": ("ms_deform_attn.cpp", "ms_deform_attn_cpu.cpp"),
+    "cpu": ("ms_deform_attn_cpu.cpp",),
     "cuda": ("ms_deform_attn_cuda.cu",),
 }
 DEFAULT_CUDA_ARCH_LIST = "9.0"
@@ -93,11 +97,14 @@ def load(kind: str, *, require_gpu: bool = True) -> LoadResult:
         return _results[key]
 
 
+def loaded(kind: str) -> bool:
+    """Whether the library of `kind` is loaded in this process (its kernels registered)."""
+    with _lock:
+        return any(result.ok for (loaded_kind, _), result in _results.items() if loaded_kind == kind)
+
+
 def _load(kind: str, require_gpu: bool) -> LoadResult:
     if kind == "cuda":
-        schema = load("cpu")
-        if not schema.ok:
-            return LoadResult(False, f"op schema library unavailable: {schema.reason}")
         if torch.version.cuda is None:
             return LoadResult(False, "not compiled: this torch build has no CUDA support")
         if require_gpu and not torch.cuda.is_available():
@@ -137,10 +144,8 @@ def _load(kind: str, require_gpu: bool) -> LoadResult:
             )
     except Exception as error:  # noqa: BLE001 - a failed build or load must never break the caller
         reason = f"build failed: {_first_error_line(str(error))}"
-        logger.warning("dino_demo %s kernels unavailable, using the reference: %s (build log in %s)", kind, reason, build_dir)
+        logger.warning("dino_demo %s kernels unavailable: %s (build log in %s)", kind, reason, build_dir)
         return LoadResult(False, reason)
-    if kind == "cpu":
-        importlib.import_module("dino_demo.ops.registration")
     archs = f" for sm {arch_list}" if arch_list else ""
     return LoadResult(True, f"compiled{archs} in {build_dir}")
 
@@ -168,13 +173,23 @@ def _cuda_home() -> str | None:
 
 
 def _cuda_arch_list() -> str:
+    """The TORCH_CUDA_ARCH_LIST to build with, e.g. "8.6;12.0+PTX" for an RTX 3090 and an RTX 5090."""
     configured = os.environ.get("TORCH_CUDA_ARCH_LIST")
     if configured:
         return configured
-    if torch.cuda.is_available():
-        capabilities = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
-        return ";".join(f"{major}.{minor}" for major, minor in sorted(capabilities))
-    return DEFAULT_CUDA_ARCH_LIST
+    if not torch.cuda.is_available():
+        return DEFAULT_CUDA_ARCH_LIST
+    built_for = [arch for arch in torch.cuda.get_arch_list() if arch.startswith("sm_")]
+    newest = max((int(arch[3:].rstrip("af")) for arch in built_for), default=None)
+    capabilities = set()
+    for index in range(torch.cuda.device_count()):
+        major, minor = torch.cuda.get_device_capability(index)
+        if newest is not None and major * 10 + minor > newest:
+            major, minor = divmod(newest, 10)
+        capabilities.add((major, minor))
+    archs = [f"{major}.{minor}" for major, minor in sorted(capabilities)]
+    archs[-1] += "+PTX"
+    return ";".join(archs)
 
 
 def _build_hash(kind: str, arch_list: str | None) -> str:

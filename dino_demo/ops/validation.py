@@ -1,8 +1,24 @@
-"""Input checks of `ms_deform_attn`, raising `ValueError` with the offending shapes.
+"""Input checks of `ms_deform_attn` on the Python side, raising `ValueError` with the offending shapes.
 
-`check_inputs` looks only at shapes, dtypes and devices, so it also runs on fake tensors;
-`check_levels` reads `spatial_shapes` and `level_start_index` (a device sync on GPU).
-The C++ kernels repeat the same checks for direct `torch.ops.dino_demo` calls.
+- `check_inputs` looks only at shapes, dtypes and devices, so it also runs on fake tensors;
+- `check_levels` reads `spatial_shapes` and `level_start_index` (a device sync on GPU) and checks
+  that the levels are non-empty, start where the previous one ends and fill S exactly;
+- `check_grad_output` checks the backward's incoming gradient.
+
+Who checks what:
+
+- `dino_demo.ops.ms_deform_attn` runs `check_inputs` before choosing an implementation, and
+  `check_levels` before the reference (which would otherwise fail with a less useful error);
+- the fake kernels (`registration`) run `check_inputs` (and `check_grad_output`), so that tracing
+  and `torch.compile` reject bad shapes as eagerly as the kernels do;
+- the Triton kernels (`triton_kernels`) run all three, as their index arithmetic trusts the level
+  table;
+- the C++ kernels make the same checks, with the same messages, in one function of
+  `csrc/ms_deform_attn.h` (`check_ms_deform_attn`) called by every C++ entry point.
+
+The C++ check is not redundant: `torch.ops.dino_demo.*` can be called directly, with no Python in
+between, and a kernel must never read outside its inputs. The Python checks give the same errors
+where no C++ runs (fake tensors, Triton, the reference) and before a first call starts a build.
 """
 from __future__ import annotations
 
@@ -83,4 +99,20 @@ def check_levels(spatial_shapes: torch.Tensor, level_start_index: torch.Tensor, 
     if expected_start != num_values:
         raise ValueError(
             f"ms_deform_attn: spatial_shapes hold {expected_start} values in all but value has S = {num_values}"
+        )
+
+
+def check_grad_output(grad_output: torch.Tensor, value: torch.Tensor, sampling_locations: torch.Tensor) -> None:
+    """Raise ValueError unless grad_output is [N, Lq, M * D] with value's dtype and device."""
+    batch, _, heads, channels = value.shape
+    expected = (batch, sampling_locations.shape[1], heads * channels)
+    if tuple(grad_output.shape) != expected:
+        raise ValueError(
+            f"ms_deform_attn_backward: grad_output must be [N, Lq, M * D] = {list(expected)}, "
+            f"got shape {tuple(grad_output.shape)}"
+        )
+    if grad_output.dtype != value.dtype or grad_output.device != value.device:
+        raise ValueError(
+            "ms_deform_attn_backward: grad_output must have the dtype and device of value, got "
+            f"{grad_output.dtype} on {grad_output.device} and {value.dtype} on {value.device}"
         )
