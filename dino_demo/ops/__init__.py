@@ -105,6 +105,17 @@ def backend(device: torch.device | str = "cpu") -> tuple[str, str]:
     return "reference", f"CUDA kernel {passed_over}; Triton: {triton.reason}"
 
 
+def prepare_in_background(device: torch.device | str) -> None:
+    """Start building the compiled kernel for `device` in a background thread, if it will be
+    wanted; until it is ready, `backend(device)` answers at once with what serves meanwhile
+    (Triton or the reference) and says that the kernel is still compiling. For servers, so that
+    no request waits minutes for a first-start compile."""
+    device = torch.device(device)
+    choice, _ = _choice()
+    if choice == "auto" and device.type in extension.SOURCES:
+        extension.build_in_background(device.type)
+
+
 def use_backend(name: str) -> contextlib.AbstractContextManager:
     """Choose "auto", "triton" or "reference" (see the module docstring) for every later call.
 
@@ -140,4 +151,5 @@ def _choice() -> tuple[str, str]:
     return name, f"DINO_DEMO_OP={name}"
 
 
-__all__ = ["BACKEND_CHOICES", "backend", "ms_deform_attn", "ms_deform_attn_reference", "use_backend"]
+__all__ = ["BACKEND_CHOICES", "backend", "ms_deform_attn", "ms_deform_attn_reference", "prepare_in_background",
+           "use_backend"]

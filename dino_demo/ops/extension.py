@@ -12,9 +12,16 @@ on its own.
 Each library is built in its own cache directory `<cache>/ops-<kind>-<hash>`, where `<cache>` is
 `$DINO_DEMO_CACHE` or `~/.cache/dino_demo`, and the hash covers every file in `csrc/`, the
 compiler flags, the torch, CUDA and Python versions and, for "cuda", the target architectures.
-A directory that already holds the library is loaded without compiling. `cpp_extension` builds
-under a lock file in that directory (an OS advisory lock, released if the holder dies), so
-processes starting together compile once and the others wait and then load the result.
+A directory that already holds the library is loaded without compiling, once the library proves
+sound: its SHA-256 must equal the one recorded next to it (`<name>.so.sha256`) when it was built
+and loaded successfully; a library without that record (an interrupted build, or one from before
+records were kept) is first loaded in a child process. A library that fails either check (empty,
+truncated, overwritten: loading it could crash the process) is removed and linked again from the
+object files, or rebuilt from scratch if that fails. An OS advisory lock in the directory (released
+if the holder dies) makes processes starting together build once; the others wait, then load.
+
+`build_in_background(kind)` starts the build in a thread; until it is done, `load(kind)` answers
+at once that the kernel is still compiling (the op then serves with Triton or the reference).
 
 CUDA architectures: `TORCH_CUDA_ARCH_LIST` when set, else those of the visible GPUs (capped, as
 torch does, at the newest this torch build has kernels for, with PTX for the newest so that a
@@ -33,14 +40,21 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..paths import CSRC_DIR, cache_dir
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock between processes (cpp_extension still locks its own build)
+    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -79,22 +93,57 @@ class LoadResult:
 
 
 _results: dict[tuple[str, bool], LoadResult] = {}
-_lock = threading.RLock()
+_building: dict[str, float] = {}  # kind -> when its background build started (time.monotonic)
+_lock = threading.Lock()  # guards _results and _building
+_key_locks: dict[tuple[str, bool], threading.Lock] = {}
 
 
 def load(kind: str, *, require_gpu: bool = True) -> LoadResult:
     """Build if needed and load the "cpu" or "cuda" library, once per process.
 
     `require_gpu=False` compiles and loads the CUDA library even when no GPU is visible (to check
-    that it builds); its kernels are then registered but cannot run.
+    that it builds); its kernels are then registered but cannot run. While a background build of
+    `kind` runs (`build_in_background`), answers at once that the kernel is still compiling.
     """
     if kind not in SOURCES:
         raise ValueError(f"unknown library kind {kind!r}, expected one of {sorted(SOURCES)}")
     key = (kind, require_gpu or kind == "cpu")
     with _lock:
-        if key not in _results:
-            _results[key] = _load(kind, require_gpu)
-        return _results[key]
+        if key in _results:
+            return _results[key]
+        if kind in _building and threading.current_thread().name != _builder_name(kind):
+            seconds = time.monotonic() - _building[kind]
+            return LoadResult(False, f"still compiling ({seconds:.0f} s so far; first start on this machine)")
+        key_lock = _key_locks.setdefault(key, threading.Lock())
+    with key_lock:
+        with _lock:
+            if key in _results:
+                return _results[key]
+        result = _load(kind, require_gpu)
+        with _lock:
+            _results[key] = result
+        return result
+
+
+def build_in_background(kind: str) -> None:
+    """Build and load the `kind` library in a daemon thread; `load(kind)` does not wait for it."""
+    with _lock:
+        if kind in _building or any(k == kind for k, _ in _results):
+            return
+        _building[kind] = time.monotonic()
+
+    def build() -> None:
+        try:
+            load(kind)
+        finally:
+            with _lock:
+                _building.pop(kind, None)
+
+    threading.Thread(target=build, name=_builder_name(kind), daemon=True).start()
+
+
+def _builder_name(kind: str) -> str:
+    return f"dino-demo-build-{kind}"
 
 
 def loaded(kind: str) -> bool:
@@ -109,26 +158,66 @@ def _load(kind: str, require_gpu: bool) -> LoadResult:
             return LoadResult(False, "not compiled: this torch build has no CUDA support")
         if require_gpu and not torch.cuda.is_available():
             return LoadResult(False, "not compiled: no GPU visible")
-        if _cuda_home() is None:
-            return LoadResult(False, "not compiled: nvcc not found (set CUDA_HOME)")
     missing = [name for name in SOURCES[kind] if not (CSRC / name).is_file()]
     if missing:
-        return LoadResult(False, f"not compiled: sources {missing} not found in {CSRC}")
-    compiler = os.environ.get("CXX", "c++")
-    if shutil.which(compiler) is None:
-        return LoadResult(False, f"not compiled: no C++ compiler ({compiler!r} not found)")
-    cpp_extension = _cpp_extension()
-    if not cpp_extension.is_ninja_available():
-        return LoadResult(False, "not compiled: ninja not found (pip install ninja)")
-
+        return LoadResult(False, f"not compiled: sources {missing} not found in {CSRC.name}/")
     arch_list = _cuda_arch_list() if kind == "cuda" else None
     name = f"dino_demo_ops_{kind}"
     build_dir = cache_dir(f"ops-{kind}-{_build_hash(kind, arch_list)}")
     build_dir.mkdir(parents=True, exist_ok=True)
-    if not (build_dir / f"{name}.so").exists():
-        logger.warning(
-            "compiling the dino_demo %s kernels into %s (first use, takes a few minutes)", kind, build_dir
-        )
+    library = build_dir / f"{name}.so"
+    archs = f" for sm {arch_list}" if arch_list else ""
+    loaded_from = LoadResult(True, f"compiled{archs}, cache {build_dir.name}")
+    with _directory_lock(build_dir):
+        damaged = False
+        if library.exists():  # a sound cached library loads without any toolchain
+            problem = _check_library(library)
+            if problem is None:
+                try:
+                    torch.ops.load_library(str(library))
+                except Exception as error:  # noqa: BLE001 - loading must never break the caller
+                    return LoadResult(False, f"load failed: {_first_error_line(str(error))}")
+                return loaded_from
+            logger.warning("the cached dino_demo %s kernel library %s: building it again", kind, problem)
+            _remove(library)
+            damaged = True
+        missing_tool = _missing_toolchain(kind)
+        if missing_tool is not None:
+            return LoadResult(False, f"not compiled: {missing_tool}")
+        if not damaged:
+            logger.warning("compiling the dino_demo %s kernels into %s (first use, takes a few minutes)",
+                           kind, build_dir)
+        error = _build(name, kind, build_dir, arch_list)
+        if error is not None and damaged:
+            # Object files from a damaged build can fail the link too: start from nothing, once.
+            logger.warning("dino_demo %s kernels: %s; rebuilding from scratch", kind, error)
+            for path in build_dir.iterdir():
+                if path.name != "dino_demo.lock":
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+            error = _build(name, kind, build_dir, arch_list)
+        if error is not None:
+            reason = f"build failed: {error}"
+            logger.warning("dino_demo %s kernels unavailable: %s (build log in %s)", kind, reason, build_dir)
+            return LoadResult(False, reason)
+        _record_checksum(library)
+    return loaded_from
+
+
+def _missing_toolchain(kind: str) -> str | None:
+    """What is missing to compile the `kind` library, or None."""
+    if kind == "cuda" and _cuda_home() is None:
+        return "nvcc not found (set CUDA_HOME)"
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler ({compiler!r} not found)"
+    if not _cpp_extension().is_ninja_available():
+        return "ninja not found (pip install ninja)"
+    return None
+
+
+def _build(name: str, kind: str, build_dir: Path, arch_list: str | None) -> str | None:
+    """Compile (what ninja finds out of date) and load the library; the first error line, or None."""
+    cpp_extension = _cpp_extension()
     try:
         with _env("TORCH_CUDA_ARCH_LIST", arch_list):
             cpp_extension.load(
@@ -143,11 +232,61 @@ def _load(kind: str, require_gpu: bool) -> LoadResult:
                 verbose=False,
             )
     except Exception as error:  # noqa: BLE001 - a failed build or load must never break the caller
-        reason = f"build failed: {_first_error_line(str(error))}"
-        logger.warning("dino_demo %s kernels unavailable: %s (build log in %s)", kind, reason, build_dir)
-        return LoadResult(False, reason)
-    archs = f" for sm {arch_list}" if arch_list else ""
-    return LoadResult(True, f"compiled{archs} in {build_dir}")
+        return _first_error_line(str(error))
+    return None
+
+
+def _check_library(library: Path) -> str | None:
+    """Why a cached library must not be loaded into this process, or None when it is sound: its
+    checksum equals the recorded one, or (no record) it loads in a child process."""
+    record = _checksum_record(library)
+    if record.is_file():
+        expected = record.read_text().strip()
+        return None if _sha256(library) == expected else "does not match the checksum recorded when it was built"
+    probe = subprocess.run([sys.executable, "-c", "import sys, torch; torch.ops.load_library(sys.argv[1])",
+                            str(library)], capture_output=True, text=True, timeout=300)
+    if probe.returncode != 0:
+        return f"failed to load in a child process (exit status {probe.returncode})"
+    _record_checksum(library)
+    return None
+
+
+def _checksum_record(library: Path) -> Path:
+    return library.with_name(library.name + ".sha256")
+
+
+def _record_checksum(library: Path) -> None:
+    record = _checksum_record(library)
+    tmp = record.with_name(record.name + f".{os.getpid()}.tmp")
+    tmp.write_text(_sha256(library) + "\n")
+    os.replace(tmp, record)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _remove(library: Path) -> None:
+    library.unlink(missing_ok=True)
+    _checksum_record(library).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _directory_lock(build_dir: Path):
+    """An exclusive OS advisory lock on the build directory, released when its holder dies."""
+    if fcntl is None:
+        yield
+        return
+    with open(build_dir / "dino_demo.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _cpp_extension():

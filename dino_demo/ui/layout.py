@@ -13,6 +13,7 @@ import logging
 
 import gradio as gr
 
+from .. import ops
 from ..model.config import VARIANTS
 from . import choices, inputs
 from .callbacks import Explorer, example_files
@@ -185,6 +186,7 @@ def wire(ui: UI, explorer: Explorer, concurrency: int) -> None:
 def build_demo(settings: AppSettings | None = None, **explorer_options) -> gr.Blocks:
     """The whole app, queued: one model run at a time (DINO_MODEL_CONCURRENCY), re-drawing alongside."""
     settings = settings or AppSettings.from_env()
+    ops.prepare_in_background(settings.device)  # the reference op serves until the kernel is built
     explorer = Explorer(settings, **explorer_options)
     with gr.Blocks(title=TITLE, fill_width=True, delete_cache=(1800, 3600), analytics_enabled=False) as demo:
         ui = build_layout(choices.default_choice(), explorer.close_session)
