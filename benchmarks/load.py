@@ -1,11 +1,12 @@
 """Reliability under load: many gradio_client sessions against the app, and the server's memory.
 
     python benchmarks/load.py --sessions 32 --rounds 3 [--model shipped] [--max-input 1333] [--json OUT]
-    python benchmarks/load.py --sessions 1 --rounds 50 --inspects 0 --upload-side 4096   # big uploads
+    python benchmarks/load.py --sessions 50 --parallel 1 --rounds 1 --inspects 0 --upload-side 4096
 
-Starts `python app.py` on a free 127.0.0.1 port (or uses --app-dir for another checkout of the app),
-then runs `--sessions` concurrent clients, each doing `--rounds` times: one /detect of the image
-and `--inspects` /inspect calls on the query it returned. Reports successes and errors, the p50 and
+Starts `python app.py` on a free 127.0.0.1 port (`--app-dir` serves another checkout's app.py),
+then runs `--sessions` clients (visitors), `--parallel` at a time (default: all at once), each doing
+`--rounds` times: one /detect of the image and `--inspects` /inspect calls on the query it returned.
+The second line above is 50 visitors one after the other, each uploading a 4096 x 4096 PNG. Reports successes and errors, the p50 and
 p95 latency of each call, and the server's resident memory (sampled every 0.5 s: at start, peak,
 end). Only 127.0.0.1 is ever contacted; the number of sessions and the total time are bounded.
 """
@@ -126,6 +127,7 @@ def _percentiles(values: list[float]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=32)
+    parser.add_argument("--parallel", type=int, default=None, help="sessions at a time (default: all)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--inspects", type=int, default=3)
     parser.add_argument("--model", default="shipped", help='a model value of /detect, e.g. "untrained:dino-4scale-r50"')
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.0)
             started = time.perf_counter()
             deadline = time.time() + args.time_limit
-            with ThreadPoolExecutor(args.sessions) as pool:
+            with ThreadPoolExecutor(args.parallel or args.sessions) as pool:
                 outcomes = list(pool.map(lambda _: session(f"http://127.0.0.1:{port}", image, args, deadline),
                                          range(args.sessions)))
             elapsed = time.perf_counter() - started
@@ -176,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     inspects = [t for outcome in outcomes for t in outcome["timings"]["inspect"]]
     rss = [value for _, value in sampler.samples]
     report = {
-        "sessions": args.sessions, "rounds": args.rounds, "inspects_per_round": args.inspects,
+        "sessions": args.sessions, "parallel": args.parallel or args.sessions, "rounds": args.rounds,
+        "inspects_per_round": args.inspects,
         "model": args.model, "max_input": args.max_input,
         "image": f"generated {args.upload_side}x{args.upload_side} PNG" if args.upload_side else Path(image).name,
         "elapsed_s": round(elapsed, 1), "errors": len(errors), "error_kinds": sorted(set(errors))[:10],

@@ -275,3 +275,14 @@ def test_synthetic_examples_are_the_scenes_their_names_say():
         index = int(path.stem.rsplit("-", 1)[1])
         expected = generate_scene(90210, index, SceneSpec(size=256)).image
         np.testing.assert_array_equal(np.asarray(Image.open(path).convert("RGB")), expected)
+
+
+def test_half_precision_runs_give_float32_outputs_close_to_float32(tiny):
+    model, cfg = tiny
+    image = np.random.default_rng(5).integers(0, 256, size=(64, 96, 3), dtype=np.uint8)
+    full = run(model, cfg, image)
+    half = run(model, cfg, image, precision="bfloat16")  # CPU autocast; on GPUs also float16
+    assert half.output.pred_logits.dtype == torch.float32 and half.output.memory.dtype == torch.float32
+    assert (half.output.memory - full.output.memory).abs().max() < 0.2
+    with pytest.raises(ValueError, match="precision must be one of"):
+        run(model, cfg, image, precision="float8")

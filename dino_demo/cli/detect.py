@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from ..explore.inference import run
+from ..explore.inference import PRECISIONS, run
 from ..explore.models import load
 from ..explore.views import detection_view
 from ..explore.visualize import render_detections
@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-size", type=int, default=None,
                         help="cap on the longer side of the model input (default: the variant's own resize)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="float32",
+                        help="float16 / bfloat16 run under autocast (for GPUs); default float32")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
     if not 0.0 <= args.threshold <= 1.0:
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for note in loaded.notes:
             log.info("%s: %s", path, note)
-        result = run(model, cfg, loaded.array, max_size=args.max_size, model_id=model_id)
+        result = run(model, cfg, loaded.array, max_size=args.max_size, precision=args.precision, model_id=model_id)
         view = detection_view(result, args.threshold, args.max_detections)
         annotated = _unique_name(path, used_names)
         entries.append({**image_record(result, view, image_id=image_id, file_name=path.name, source=str(path)),

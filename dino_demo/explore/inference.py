@@ -89,24 +89,33 @@ class InferenceResult:
         return label_name(self.class_names, class_id)
 
 
+PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
 def run(model: torch.nn.Module, cfg: DINOConfig, image: np.ndarray, *, max_size: int | None = None,
-        internals: bool = True, model_id: str = "") -> InferenceResult:
+        internals: bool = True, precision: str = "float32", model_id: str = "") -> InferenceResult:
     """Detect objects in one image ([H, W, 3] uint8 RGB); see `run_batch`."""
-    return run_batch(model, cfg, [image], max_size=max_size, internals=internals, model_id=model_id)[0]
+    return run_batch(model, cfg, [image], max_size=max_size, internals=internals, precision=precision,
+                     model_id=model_id)[0]
 
 
 def run_batch(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray], *, max_size: int | None = None,
-              internals: bool = True, model_id: str = "") -> list[InferenceResult]:
+              internals: bool = True, precision: str = "float32", model_id: str = "") -> list[InferenceResult]:
     """Detect objects in `images` (each [H, W, 3] uint8 RGB) with `model` built from `cfg`.
 
     max_size: optional cap on the longer side of the model input, below the config's own
         (official 800 / 1333 rule otherwise).
     internals: keep each image's DINOOutput with the decoder's sampling locations and attention
         weights (what the explorer draws); False keeps only the detections (evaluation).
+    precision: "float32", or "float16" / "bfloat16" to run under autocast (for GPUs: the weights
+        stay float32, matrix products run in half precision; the deformable attention runs its
+        float16 kernels under "float16"). Outputs are float32 either way.
     Images of different sizes are padded to a common size and masked, as officially.
     """
     if not images:
         raise ValueError("run_batch needs at least one image")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = next(model.parameters()).device
     backend = ops.backend(device)  # what serves the op in this run (a kernel may become ready later)
     timings: dict[str, float] = {}
@@ -114,9 +123,10 @@ def run_batch(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray],
     batch = prepare_batch(images, cfg, max_size)
     timings["preprocess"] = time.perf_counter() - start
 
-    with torch.inference_mode():
-        output = model(batch.images.to(device), batch.masks.to(device), capture_attention=internals,
-                       timings=timings)
+    autocast = torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=PRECISIONS[precision] is not None)
+    with torch.inference_mode(), autocast:
+        output = _float32(model(batch.images.to(device), batch.masks.to(device), capture_attention=internals,
+                                timings=timings))
         post_start = time.perf_counter()
         sizes = torch.tensor([image.shape[:2] for image in images], device=device)
         detections = postprocess(output.pred_logits, output.pred_boxes, sizes, cfg.num_select)
@@ -133,6 +143,16 @@ def run_batch(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray],
             category_ids=categories, variant=cfg.name, model_id=model_id)
         for i, image in enumerate(images)
     ]
+
+
+def _float32(obj):
+    """A (nested) output dataclass with its half-precision tensors widened to float32."""
+    if isinstance(obj, torch.Tensor):
+        return obj.float() if obj.dtype in (torch.float16, torch.bfloat16) else obj
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.replace(obj, **{f.name: _float32(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                                           if f.init})
+    return obj
 
 
 def _image_output(output: DINOOutput, index: int) -> DINOOutput:

@@ -44,7 +44,8 @@ def optimize_for_inference(model: DINO, ffn_chunk: int = FFN_CHUNK) -> DINO:
 
 
 class PackedLinear(nn.Module):
-    """An inference-only nn.Linear whose weight oneDNN has re-laid out once for fast products."""
+    """An inference-only nn.Linear whose weight oneDNN has re-laid out once for fast products.
+    The packed weight is float32: half-precision inputs (CPU autocast) are computed in float32."""
 
     def __init__(self, linear: nn.Linear, rows_hint: int = FFN_CHUNK):
         super().__init__()
@@ -55,7 +56,7 @@ class PackedLinear(nn.Module):
         self.register_buffer("bias", bias, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise(x.float(), self.packed, self.bias, "none", [], "")
 
 
 def _onednn_linear_available() -> bool:

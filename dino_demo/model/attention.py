@@ -79,8 +79,11 @@ class MSDeformAttn(nn.Module):
                          + offsets / p * reference_points[:, :, None, :, None, 2:] * 0.5)
         else:
             raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
-        # Under autocast the projections may be bfloat16 while locations stay float32: sample in
-        # the locations' precision (a bfloat16 location would be off by a fraction of a pixel).
-        output = ops.ms_deform_attn(value.to(locations.dtype), spatial_shapes, level_start_index, locations,
-                                    weights.to(locations.dtype))
+        # Under autocast the value projection is half precision while locations stay float32. In
+        # float16 (11-bit mantissa: a location within 1/2000 of the map) the op runs its native
+        # half-precision kernels, accumulating in float32; a bfloat16 location (8 bits) could be
+        # off by a pixel of a 128-wide map, so bfloat16 runs sample in float32.
+        dtype = torch.float16 if value.dtype == torch.float16 else locations.dtype
+        output = ops.ms_deform_attn(value.to(dtype), spatial_shapes, level_start_index, locations.to(dtype),
+                                    weights.to(dtype))
         return self.output_proj(output), locations, weights

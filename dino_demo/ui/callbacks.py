@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import tempfile
 import threading
@@ -42,7 +43,7 @@ from ..io.images import MAX_SIDE, load_image
 from ..io.preprocess import model_input_size
 from ..io.results import coco_image_id, coco_results, detections_document, image_record
 from ..paths import EXAMPLES_DIR
-from . import choices, inputs
+from . import choices, gpu, inputs
 from .memory import release_freed_memory
 from .session import Session
 from .settings import AppSettings
@@ -51,8 +52,6 @@ from .store import ResultStore, StoredResult
 log = logging.getLogger("dino_explorer")
 
 Views = dict[str, object]
-# Stored results together (all sessions): the least recently used are dropped beyond this.
-RESULT_BUDGET_BYTES = 512 * 1024**2
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -75,13 +74,14 @@ class Explorer:
     """The page's behaviour over app-wide services: the model cache, the result store and the
     folder of download files (removed with the app)."""
 
-    def __init__(self, settings: AppSettings, *, result_budget_bytes: int = RESULT_BUDGET_BYTES):
+    def __init__(self, settings: AppSettings, *, result_budget_bytes: int | None = None):
         self.settings = settings
         self.models = ModelCache(capacity=2, device=settings.device)
-        self.store = ResultStore(result_budget_bytes)
+        self.store = ResultStore(result_budget_bytes or settings.result_budget_mb * 1024**2)
         # Model runs at a time. Taken only around the run itself: loading (downloading) a model, or
         # reading an image, never holds up another visitor's run.
         self._model_slot = threading.BoundedSemaphore(settings.model_concurrency)
+        self._run = gpu.gpu_function(run)  # on ZeroGPU, the GPU is held only while the model runs
         self._files = tempfile.TemporaryDirectory(prefix="dino-explorer-")
         self._example_digests: dict[int, str] | None = None
         self._example_lock = threading.Lock()
@@ -148,7 +148,8 @@ class Explorer:
             progress(0.3, desc=f"Running DINO on {input_size[1]}x{input_size[0]} pixels")
             try:
                 with self._model_slot:
-                    result = run(model, cfg, loaded.array, max_size=request.max_input, model_id=model_id)
+                    result = self._run(model, cfg, loaded.array, max_size=request.max_input,
+                                       precision=self.settings.precision, model_id=model_id)
             except RuntimeError as err:
                 log.exception("inference failed")
                 raise ValueError(f"Detection failed: {err}") from None
@@ -160,6 +161,10 @@ class Explorer:
         session.result_key = self.store.put(stored, example or session.id)
         session.shared, session.reused = example is not None, reused
         return stored
+
+    def preload(self, model_choice: str) -> None:
+        """Load a model now (on ZeroGPU: at start-up, outside any GPU function, as it requires)."""
+        self._load_model(choices.resolve(model_choice, "", None))
 
     def _load_model(self, model: choices.ModelChoice):
         try:
@@ -295,8 +300,8 @@ class Explorer:
         document = _document(stored, view, options)
         folder = session.downloads()
         detections_file, coco_file = folder / "detections.json", folder / "coco_results.json"
-        detections_file.write_text(json.dumps(document, indent=1))
-        coco_file.write_text(json.dumps(coco_results(document)))
+        _write_atomically(detections_file, json.dumps(document, indent=1))
+        _write_atomically(coco_file, json.dumps(coco_results(document)))
         listed = _query_choices(result, view, slot)
         if slot is None or slot not in [value for _, value in listed]:
             slot = listed[0][1] if listed else None
@@ -380,6 +385,13 @@ def _uploaded_file(image) -> tuple[str | None, str]:
         path = image.get("path")
         return path, Path(image.get("orig_name") or path or "").name
     return str(image), Path(str(image)).name
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write under a temporary name, then rename: a download being copied never sees half a file."""
+    temporary = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def _sha256(path: Path) -> str:

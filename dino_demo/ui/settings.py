@@ -5,6 +5,8 @@ the checkpoint folders on every use (so that they can change without a restart).
 |---|---|---|
 | `DINO_DEVICE` | where models run | `cuda` when available, else `cpu` |
 | `DINO_MODEL_CONCURRENCY` | model runs at a time (re-drawing runs alongside) | 1 |
+| `DINO_PRECISION` | `float32`, or `float16` / `bfloat16` (autocast, for GPUs) | `float32` |
+| `DINO_RESULT_BUDGET_MB` | memory for stored results, all sessions together (least recently used dropped) | 512 |
 | `DINO_CHECKPOINT_DIRS` | folders the checkpoint box may open (`:`-separated), or `any` | `weights/` and the download cache |
 | `DINO_UNTRAINED_VARIANTS` | variants offered with random weights (`,`-separated), `all` or `none` | `all`; on a Space all but Swin-L |
 | `SPACE_ID` | set by Hugging Face Spaces: the app is public | unset |
@@ -26,17 +28,25 @@ LARGE_VARIANTS = ("dino-4scale-swinl", "dino-5scale-swinl")
 
 @dataclass(frozen=True)
 class AppSettings:
-    """device: torch device models run on; model_concurrency: model runs at a time."""
+    """device: torch device models run on; model_concurrency: model runs at a time;
+    result_budget_mb: memory for the stored results of all sessions together; precision: of the
+    model runs (see `explore.inference.run_batch`)."""
 
     device: str
     model_concurrency: int
+    result_budget_mb: int = 512
+    precision: str = "float32"
 
     @classmethod
     def from_env(cls) -> "AppSettings":
         import torch
 
         device = os.environ.get("DINO_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(device=device, model_concurrency=_positive_int("DINO_MODEL_CONCURRENCY", 1))
+        precision = os.environ.get("DINO_PRECISION") or "float32"
+        if precision not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"DINO_PRECISION must be float32, float16 or bfloat16, got {precision!r}")
+        return cls(device=device, model_concurrency=_positive_int("DINO_MODEL_CONCURRENCY", 1),
+                   result_budget_mb=_positive_int("DINO_RESULT_BUDGET_MB", 512), precision=precision)
 
 
 def on_space() -> bool:

@@ -1,0 +1,75 @@
+"""Fidelity of half-precision runs (autocast) against float32, on the same model and images.
+
+    python benchmarks/precision.py --precision float16 --device cuda [--variant dino-4scale-r50] [--count 20]
+    python benchmarks/precision.py --precision bfloat16 --device cpu --checkpoint weights/dino-tiny.pth
+
+For each image (synthetic shape scenes, seed 4242) the model runs through `explore.inference.run`
+in float32 and in the chosen precision; reported are the largest difference of the encoder output,
+how many of the encoder's top-k selected tokens agree (as sets), and how many float32 detections
+(score >= threshold) have a half-precision detection of the same class with IoU >= 0.9.
+Without --checkpoint the official variants use the parity kit's recipe weights (random-like:
+their top-k overlap is meaningful, their detections are not).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--precision", choices=("float16", "bfloat16"), required=True)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--variant", default="dino-tiny")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--size", type=int, default=256, help="side of the synthetic scenes")
+    parser.add_argument("--threshold", type=float, default=0.3)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from dino_demo.explore.inference import run
+    from dino_demo.explore.views import detection_view
+    from dino_demo.io.checkpoint import load_model
+    from dino_demo.model.box_ops import box_iou
+    from dino_demo.model.config import get_config
+    from dino_demo.model.detector import build_model
+    from dino_demo.parity.recipe import recipe_state_dict
+    from dino_demo.train.synthetic import SceneSpec, generate_scene
+
+    if args.checkpoint:
+        model, cfg = load_model(args.checkpoint, device=args.device)
+    else:
+        cfg = get_config(args.variant)
+        model = build_model(cfg).eval()
+        model.load_state_dict(recipe_state_dict(model.state_dict()))
+        model = model.to(args.device)
+    memory_diff, overlap, matched, total = 0.0, [], 0, 0
+    for index in range(args.count):
+        image = generate_scene(4242, index, SceneSpec(size=args.size)).image
+        full = run(model, cfg, image)
+        half = run(model, cfg, image, precision=args.precision)
+        memory_diff = max(memory_diff, float((full.output.memory - half.output.memory).abs().max()))
+        a, b = (set(r.output.selection.topk_indices[0].tolist()) for r in (full, half))
+        overlap.append(len(a & b) / len(a))
+        reference, candidate = detection_view(full, args.threshold), detection_view(half, args.threshold)
+        total += len(reference)
+        if len(reference) and len(candidate):
+            iou, _ = box_iou(torch.as_tensor(reference.boxes), torch.as_tensor(candidate.boxes))
+            same_class = torch.as_tensor(reference.labels[:, None] == candidate.labels[None, :])
+            matched += int(((iou >= 0.9) & same_class).any(1).sum())
+    report = {
+        "model": args.checkpoint or f"{args.variant} (recipe weights)", "device": args.device,
+        "precision": args.precision, "images": args.count,
+        "encoder_output_max_abs_diff": round(memory_diff, 5),
+        "topk_set_overlap_min": round(min(overlap), 4), "topk_set_overlap_mean": round(sum(overlap) / len(overlap), 4),
+        "detections_float32": total, "detections_matched": matched,
+    }
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
