@@ -356,19 +356,16 @@ def test_app_module_has_a_demo_for_reload_mode():
     assert module.demo.explorer is not None
 
 
-def test_drawn_images_are_written_once_and_whole(tmp_path, monkeypatch):
+def test_drawn_images_are_written_once_and_whole(tmp_path):
     """Two sessions drawing the same picture must not serve each other a half-written file."""
     import os
 
-    from dino_demo.ui.components import DrawnImage
+    from dino_demo.ui.files import save_drawn_image
 
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
-    image = DrawnImage(format="jpeg")
-    image.GRADIO_CACHE = str(tmp_path)
     picture = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
-    first = image.postprocess(picture).path
+    first = save_drawn_image(picture, tmp_path, "jpeg")
     stamp = os.stat(first).st_mtime_ns
-    second = image.postprocess(picture.copy()).path
+    second = save_drawn_image(picture.copy(), tmp_path, "jpeg")
     assert first == second and os.stat(second).st_mtime_ns == stamp  # not rewritten
     with Image.open(first) as drawn:
         assert drawn.size == (60, 40)

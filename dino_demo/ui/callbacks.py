@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import tempfile
 import threading
@@ -44,6 +43,7 @@ from ..io.preprocess import model_input_size
 from ..io.results import coco_image_id, coco_results, detections_document, image_record
 from ..paths import EXAMPLES_DIR
 from . import choices, gpu, inputs
+from .files import write_atomically
 from .memory import release_freed_memory
 from .session import Session
 from .settings import AppSettings
@@ -300,8 +300,8 @@ class Explorer:
         document = _document(stored, view, options)
         folder = session.downloads()
         detections_file, coco_file = folder / "detections.json", folder / "coco_results.json"
-        _write_atomically(detections_file, json.dumps(document, indent=1))
-        _write_atomically(coco_file, json.dumps(coco_results(document)))
+        write_atomically(detections_file, json.dumps(document, indent=1))
+        write_atomically(coco_file, json.dumps(coco_results(document)))
         listed = _query_choices(result, view, slot)
         if slot is None or slot not in [value for _, value in listed]:
             slot = listed[0][1] if listed else None
@@ -385,13 +385,6 @@ def _uploaded_file(image) -> tuple[str | None, str]:
         path = image.get("path")
         return path, Path(image.get("orig_name") or path or "").name
     return str(image), Path(str(image)).name
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write under a temporary name, then rename: a download being copied never sees half a file."""
-    temporary = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def _sha256(path: Path) -> str:

@@ -12,12 +12,13 @@ import functools
 import logging
 
 import gradio as gr
+import numpy as np
 
 from .. import ops
 from ..model.config import VARIANTS
 from . import choices, gpu, inputs
 from .callbacks import Explorer, example_files
-from .components import DrawnImage
+from .files import save_drawn_image
 from .settings import AppSettings
 
 log = logging.getLogger("dino_explorer")
@@ -76,7 +77,7 @@ def build_layout(default_model: str, end_session) -> UI:
                 ui["slot"] = gr.Number(value=0, label="Query slot", precision=0, minimum=0, scale=1, elem_id="slot")
             with gr.Tabs():
                 with gr.Tab("Detections", id="detections"):
-                    ui["det_image"] = DrawnImage(label="Detections (click a box to inspect its query)",
+                    ui["det_image"] = gr.Image(label="Detections (click a box to inspect its query)",
                                                interactive=False, format="jpeg", height=520, elem_id="det-image")
                     with gr.Row():
                         ui["download_json"] = gr.DownloadButton("detections.json", size="sm",
@@ -93,7 +94,7 @@ def build_layout(default_model: str, end_session) -> UI:
                                                 label="Top proposals (by encoder score)", elem_id="top-n")
                         ui["proposal_color"] = gr.Radio(list(inputs.PROPOSAL_COLORS), value="score",
                                                         label="Colour by")
-                    ui["proposal_image"] = DrawnImage(label="Encoder top-k proposals (thick: became a detection)",
+                    ui["proposal_image"] = gr.Image(label="Encoder top-k proposals (thick: became a detection)",
                                                     interactive=False, format="jpeg", height=520,
                                                     elem_id="proposal-image")
                 with gr.Tab("Sampling points", id="sampling"):
@@ -106,14 +107,14 @@ def build_layout(default_model: str, end_session) -> UI:
                                               label="Head", elem_id="head")
                         ui["level"] = gr.Radio([inputs.ALL] + [str(i) for i in range(1, 5)], value=inputs.ALL,
                                                label="Level", elem_id="level")
-                    ui["sampling_image"] = DrawnImage(label="Reference box (white) and sampling points (size ∝ weight)",
+                    ui["sampling_image"] = gr.Image(label="Reference box (white) and sampling points (size ∝ weight)",
                                                     interactive=False, format="jpeg", height=520,
                                                     elem_id="sampling-image")
                     ui["mass"] = gr.Dataframe(label="Attention mass per head and level", interactive=False)
                     with gr.Accordion("Sampling points JSON", open=False):
                         ui["points_json"] = gr.JSON(label="Sampling points")
                 with gr.Tab("Refinement", id="refinement"):
-                    ui["refine_image"] = DrawnImage(label="Box after each decoder layer", interactive=False,
+                    ui["refine_image"] = gr.Image(label="Box after each decoder layer", interactive=False,
                                                   format="jpeg", height=520, elem_id="refine-image")
                     ui["refine_table"] = gr.Dataframe(headers=["stage", "x0", "y0", "x1", "y1"], interactive=False)
                 with gr.Tab("Runtime", id="runtime"):
@@ -131,8 +132,15 @@ def _bind(ui: UI, method):
         except ValueError as err:
             log.info("%s: %s", method.__name__, err)
             raise gr.Error(str(err)) from None
-        return {ui[name]: value for name, value in views.items()}
+        return {ui[name]: _served(ui[name], value) for name, value in views.items()}
     return call
+
+
+def _served(component, value):
+    """A drawn picture as the path of a file written once, whole (see `files.save_drawn_image`)."""
+    if isinstance(component, gr.Image) and isinstance(value, np.ndarray):
+        return save_drawn_image(value, component.GRADIO_CACHE, component.format or "webp")
+    return value
 
 
 def wire(ui: UI, explorer: Explorer, concurrency: int) -> None:
