@@ -26,6 +26,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from dino_demo.ui.memory import rss_mib
+
 ROOT = Path(__file__).resolve().parent.parent
 MAX_SESSIONS = 64
 
@@ -34,17 +36,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _rss_mib(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 class Sampler(threading.Thread):
@@ -58,7 +49,7 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         start = time.perf_counter()
         while not self._stop_event.is_set():
-            self.samples.append((round(time.perf_counter() - start, 2), round(_rss_mib(self.pid), 1)))
+            self.samples.append((round(time.perf_counter() - start, 2), round(rss_mib(self.pid), 1)))
             self._stop_event.wait(self.every)
 
     def stop(self) -> None:
