@@ -2,8 +2,12 @@
 
 Only what differs between the released COCO models (and the project's own small models) is a
 field. Everything else about DINO is fixed by the code: two-stage query selection, mixed query
-selection with `tgt_embed` content queries, look-forward-twice refinement, shared decoder heads,
-contrastive denoising, sine position encoding.
+selection with `tgt_embed` content queries, look-forward-twice refinement, contrastive denoising,
+sine position encoding.
+
+`FLAVOURS` lists how other code bases compute the same architecture (see `io/layouts.py`): a model
+converted from detrex or MMDetection takes its source's flavour, so it computes what its source
+computed.
 """
 from __future__ import annotations
 
@@ -45,7 +49,15 @@ class DINOConfig:
     dn_number: int = 100
     dn_label_noise_ratio: float = 0.5
     dn_box_noise_scale: float = 1.0
+    # Sine position encoding of the feature maps: temperature, and an offset added to the cumulative
+    # cell counts before normalization (official 20 and 0; detrex 10000 and -0.5).
     pe_temperature: float = 20.0
+    pe_offset: float = 0.0
+    # One class head and one box head shared by every decoder layer (official DINO), or one per layer
+    # (detrex, MMDetection; official DINO's dec_pred_class_embed_share = dec_pred_bbox_embed_share = False).
+    shared_heads: bool = True
+    # eps of the inverse sigmoid under each layer's returned boxes (official 1e-3; MMDetection's head 1e-5).
+    box_eps: float = 1e-3
     # Input resizing used by inference: shorter side, longer-side cap (official: 800 / 1333).
     min_size: int = 800
     max_size: int = 1333
@@ -74,6 +86,12 @@ class DINOConfig:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
         if self.class_names and len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for num_classes={self.num_classes}")
+        if not self.pe_temperature > 0 or not -1.0 <= self.pe_offset <= 0.0:
+            raise ValueError(f"need pe_temperature > 0 and -1 <= pe_offset <= 0, got {self.pe_temperature}, {self.pe_offset}")
+        if not isinstance(self.shared_heads, bool):
+            raise ValueError(f"shared_heads must be True or False, got {self.shared_heads!r}")
+        if not 0 < self.box_eps < 0.5:
+            raise ValueError(f"box_eps must lie in (0, 0.5), got {self.box_eps}")
         if not 0 < self.min_size <= self.max_size:
             raise ValueError(f"need 0 < min_size <= max_size, got {self.min_size}, {self.max_size}")
 
@@ -147,6 +165,25 @@ VARIANTS: dict[str, DINOConfig] = {
         num_queries=100, num_select=100, dn_number=50, min_size=256, max_size=512,
         class_names=("circle", "square", "triangle", "star", "ring", "cross", "hexagon", "ellipse")),
 }
+
+
+# How other code bases compute DINO: the config fields in which each differs from the official code.
+FLAVOURS: dict[str, dict] = {
+    "official": {},
+    # detrex: position encoding as Deformable DETR's, a class and box head per decoder layer.
+    "detrex": {"pe_temperature": 10000.0, "pe_offset": -0.5, "shared_heads": False},
+    # MMDetection's DINO configs, and its "improved" one with detrex's position encoding.
+    "mmdet": {"shared_heads": False, "box_eps": 1e-5},
+    "mmdet-improved": {"pe_temperature": 10000.0, "pe_offset": -0.5, "shared_heads": False, "box_eps": 1e-5},
+}
+
+
+def with_flavour(cfg: DINOConfig, flavour: str) -> DINOConfig:
+    """`cfg` computing as the code base `flavour` (a key of FLAVOURS) does."""
+    try:
+        return cfg.replace(**FLAVOURS[flavour])
+    except KeyError:
+        raise ValueError(f"unknown flavour {flavour!r}; known: {', '.join(FLAVOURS)}") from None
 
 
 def get_config(name: str) -> DINOConfig:

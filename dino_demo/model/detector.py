@@ -1,4 +1,4 @@
-"""The DINO detector: backbone -> input projections -> deformable transformer -> shared heads."""
+"""The DINO detector: backbone -> input projections -> deformable transformer -> per-layer heads."""
 from __future__ import annotations
 
 import math
@@ -33,21 +33,29 @@ class DINO(nn.Module):
         self.cfg = cfg
         dim = cfg.hidden_dim
         backbone = build_backbone(cfg.backbone, cfg.backbone_levels)
-        self.backbone = Joiner(backbone, PositionEmbeddingSine(dim // 2, cfg.pe_temperature))
+        self.backbone = Joiner(backbone, PositionEmbeddingSine(dim // 2, cfg.pe_temperature, cfg.pe_offset))
         self.input_proj = _input_projections(backbone.num_channels, cfg.num_feature_levels, dim)
-        # One class head and one box head, shared by every decoder layer (and listed once per layer
-        # under both `class_embed.*` and `transformer.decoder.class_embed.*` in the checkpoints).
-        class_head, bbox_head = nn.Linear(dim, cfg.num_classes), MLP(dim, dim, 4, 3)
-        self.class_embed = nn.ModuleList([class_head] * cfg.dec_layers)
-        self.bbox_embed = nn.ModuleList([bbox_head] * cfg.dec_layers)
+        # The decoder layers' class and box heads, listed once per layer under both `class_embed.*`
+        # and `transformer.decoder.class_embed.*` in the checkpoints: one Linear and one MLP shared
+        # by every layer (official DINO), or one of each per layer (`shared_heads=False`: detrex,
+        # MMDetection, official DINO with dec_pred_class_embed_share / bbox_embed_share off).
+        if cfg.shared_heads:
+            class_heads, bbox_heads = [nn.Linear(dim, cfg.num_classes)], [MLP(dim, dim, 4, 3)]
+            per_layer = cfg.dec_layers
+        else:
+            class_heads = [nn.Linear(dim, cfg.num_classes) for _ in range(cfg.dec_layers)]
+            bbox_heads = [MLP(dim, dim, 4, 3) for _ in range(cfg.dec_layers)]
+            per_layer = 1
+        self.class_embed = nn.ModuleList(class_heads * per_layer)
+        self.bbox_embed = nn.ModuleList(bbox_heads * per_layer)
         self.transformer = DeformableTransformer(
             dim=dim, heads=cfg.num_heads, ffn_dim=cfg.ffn_dim, levels=cfg.num_feature_levels,
             enc_layers=cfg.enc_layers, dec_layers=cfg.dec_layers, enc_points=cfg.enc_points,
             dec_points=cfg.dec_points, num_queries=cfg.num_queries, num_classes=cfg.num_classes,
-            dropout=cfg.dropout, class_embed=self.class_embed, bbox_embed=self.bbox_embed)
+            dropout=cfg.dropout, class_embed=self.class_embed, bbox_embed=self.bbox_embed, box_eps=cfg.box_eps)
         # Denoising label embedding: one row per class plus one spare, as the official code.
         self.label_enc = nn.Embedding(cfg.num_classes + 1, dim)
-        _init_weights(self, class_head, bbox_head)
+        _init_weights(self, class_heads, bbox_heads)
 
     # -- stages -----------------------------------------------------------------------------
     def multi_scale_features(self, images: torch.Tensor, masks: torch.Tensor):
@@ -151,7 +159,7 @@ def _input_projections(in_channels: list[int], num_levels: int, dim: int) -> nn.
     return nn.ModuleList(projections)
 
 
-def _init_weights(model: DINO, class_head: nn.Linear, bbox_head: MLP) -> None:
+def _init_weights(model: DINO, class_heads: list[nn.Linear], bbox_heads: list[MLP]) -> None:
     """Initialization for training from scratch (checkpoints overwrite all of it)."""
     transformer = model.transformer
     for name, p in transformer.named_parameters():
@@ -165,9 +173,9 @@ def _init_weights(model: DINO, class_head: nn.Linear, bbox_head: MLP) -> None:
         nn.init.xavier_uniform_(proj[0].weight, gain=1)
         nn.init.zeros_(proj[0].bias)
     prior_bias = -math.log((1 - 0.01) / 0.01)
-    for head in (class_head, transformer.enc_out_class_embed):
+    for head in (*class_heads, transformer.enc_out_class_embed):
         nn.init.constant_(head.bias, prior_bias)
-    for mlp in (bbox_head, transformer.enc_out_bbox_embed):
+    for mlp in (*bbox_heads, transformer.enc_out_bbox_embed):
         nn.init.zeros_(mlp.layers[-1].weight)
         nn.init.zeros_(mlp.layers[-1].bias)
 

@@ -10,15 +10,17 @@ from torch import nn
 class PositionEmbeddingSine(nn.Module):
     """Normalized 2-D sine encoding of a padded feature map, as DINO's `PositionEmbeddingSineHW`.
 
-    Coordinates are cumulative counts of valid (unpadded) cells divided by the valid extent, times
-    2*pi; each axis gets `num_pos_feats` features with the given temperature. Output channels are
-    (y features, x features).
+    Coordinates are cumulative counts of valid (unpadded) cells plus `offset`, divided by the valid
+    extent, times 2*pi; each axis gets `num_pos_feats` features with the given temperature. Output
+    channels are (y features, x features). DINO uses temperature 20 and offset 0; detrex (as
+    Deformable DETR) 10000 and -0.5.
     """
 
-    def __init__(self, num_pos_feats: int = 128, temperature: float = 20.0):
+    def __init__(self, num_pos_feats: int = 128, temperature: float = 20.0, offset: float = 0.0):
         super().__init__()
         self.num_pos_feats = num_pos_feats
         self.temperature = temperature
+        self.offset = offset
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
         """mask [B, H, W] bool (True on padding) -> [B, 2 * num_pos_feats, H, W] float32."""
@@ -26,8 +28,8 @@ class PositionEmbeddingSine(nn.Module):
         y_embed = not_mask.cumsum(1, dtype=torch.float32)
         x_embed = not_mask.cumsum(2, dtype=torch.float32)
         eps, scale = 1e-6, 2 * math.pi
-        y_embed = y_embed / (y_embed[:, -1:, :] + eps) * scale
-        x_embed = x_embed / (x_embed[:, :, -1:] + eps) * scale
+        y_embed = (y_embed + self.offset) / (y_embed[:, -1:, :] + eps) * scale
+        x_embed = (x_embed + self.offset) / (x_embed[:, :, -1:] + eps) * scale
         dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=mask.device)
         dim_t = self.temperature ** (2 * (dim_t // 2) / self.num_pos_feats)
         pos_x = _interleave_sin_cos(x_embed[:, :, :, None] / dim_t)

@@ -153,17 +153,21 @@ class DecoderLayer(nn.Module):
 class Decoder(nn.Module):
     """Layers that refine anchor boxes: each layer predicts a box delta in inverse-sigmoid space.
 
-    `class_embed` / `bbox_embed` are the detector's prediction heads, one per layer (DINO shares a
-    single module across layers); they are passed in because the checkpoints list them here too.
+    `class_embed` / `bbox_embed` are the detector's prediction heads, one per layer (official DINO
+    shares a single module across layers); they are passed in because the checkpoints list them here
+    too. Each layer's reference update clamps its inverse sigmoid with eps 1e-3; the returned boxes
+    use `box_eps` (official 1e-3, MMDetection's head 1e-5).
     """
 
-    def __init__(self, num_layers: int, dim: int, class_embed: nn.ModuleList, bbox_embed: nn.ModuleList, **layer_kwargs):
+    def __init__(self, num_layers: int, dim: int, class_embed: nn.ModuleList, bbox_embed: nn.ModuleList,
+                 box_eps: float = 1e-3, **layer_kwargs):
         super().__init__()
         self.layers = nn.ModuleList(DecoderLayer(dim=dim, **layer_kwargs) for _ in range(num_layers))
         self.norm = nn.LayerNorm(dim)
         self.ref_point_head = MLP(2 * dim, dim, dim, 2)
         self.bbox_embed = bbox_embed
         self.class_embed = class_embed
+        self.box_eps = box_eps
 
     def forward(self, queries: torch.Tensor, anchors_unsigmoid: torch.Tensor, memory: torch.Tensor,
                 features: FlatFeatures, attn_mask: torch.Tensor | None, capture: bool) -> DecoderOutput:
@@ -185,7 +189,7 @@ class Decoder(nn.Module):
                 weights.append(layer_weights)
         hidden_t = torch.stack(hidden)
         boxes = torch.stack([
-            (head(h) + inverse_sigmoid(ref)).sigmoid()
+            (head(h) + inverse_sigmoid(ref, self.box_eps)).sigmoid()
             for head, h, ref in zip(self.bbox_embed, hidden, references[:-1])])
         logits = torch.stack([head(h) for head, h in zip(self.class_embed, hidden)])
         return DecoderOutput(
@@ -211,13 +215,13 @@ class Selection:
 class DeformableTransformer(nn.Module):
     def __init__(self, *, dim: int, heads: int, ffn_dim: int, levels: int, enc_layers: int, dec_layers: int,
                  enc_points: int, dec_points: int, num_queries: int, num_classes: int, dropout: float,
-                 class_embed: nn.ModuleList, bbox_embed: nn.ModuleList):
+                 class_embed: nn.ModuleList, bbox_embed: nn.ModuleList, box_eps: float = 1e-3):
         super().__init__()
         self.num_queries = num_queries
         common = dict(ffn_dim=ffn_dim, levels=levels, heads=heads, dropout=dropout)
         self.level_embed = nn.Parameter(torch.empty(levels, dim))
         self.encoder = Encoder(enc_layers, dim=dim, points=enc_points, **common)
-        self.decoder = Decoder(dec_layers, dim, class_embed, bbox_embed, points=dec_points, **common)
+        self.decoder = Decoder(dec_layers, dim, class_embed, bbox_embed, box_eps, points=dec_points, **common)
         self.tgt_embed = nn.Embedding(num_queries, dim)
         self.enc_output = nn.Linear(dim, dim)
         self.enc_output_norm = nn.LayerNorm(dim)
