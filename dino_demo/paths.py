@@ -1,7 +1,9 @@
 """Where things are: the project's own folders, and the one cache directory.
 
 The cache (`$DINO_DEMO_CACHE`, default `~/.cache/dino_demo`) holds the compiled kernels
-(`ops-<kind>-<hash>/`) and downloaded checkpoints (`checkpoints/`).
+(`ops-<kind>-<hash>/`), checkpoints downloaded from URLs (`checkpoints/`) and the model zoo's
+files (`zoo/`, also where a zoo file downloaded by hand goes; Hub files stay in huggingface_hub's
+own cache).
 """
 from __future__ import annotations
 
