@@ -9,7 +9,8 @@ import threading
 import pytest
 import torch
 
-from dino_demo.io.checkpoint import CheckpointError, fetch, load_model, save_checkpoint
+from dino_demo.io.checkpoint import CheckpointError, load_model, save_checkpoint
+from dino_demo.io.download import DownloadError
 from dino_demo.model.config import get_config
 from dino_demo.model.detector import build_model
 
@@ -194,25 +195,35 @@ def http_root(tmp_path):
     server.server_close()
 
 
-def test_load_from_url_with_sha256(tmp_path, tiny, http_root):
+def cached_files(cache):
+    return sorted(p.name for p in cache.iterdir() if not p.name.endswith((".lock", ".sha256")))
+
+
+@pytest.fixture()
+def online(monkeypatch):
+    for name in ("DINO_DEMO_OFFLINE", "HF_HUB_OFFLINE", "DINO_DEMO_PUBLIC", "SPACE_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_load_from_url_with_sha256(tmp_path, tiny, http_root, online):
     root, base = http_root
     save_checkpoint(tiny, root / "tiny.pth")
     digest = hashlib.sha256((root / "tiny.pth").read_bytes()).hexdigest()
     cache = tmp_path / "cache"
     model, cfg = load_model(f"{base}/tiny.pth", cache_dir=cache, sha256=digest)
     assert_same_weights(tiny, model)
-    assert len(list(cache.iterdir())) == 1
+    assert len(cached_files(cache)) == 1
     (root / "tiny.pth").unlink()  # a second load comes from the cache
     assert load_model(f"{base}/tiny.pth", cache_dir=cache)[1] == cfg
 
 
-def test_url_errors(tmp_path, tiny, http_root):
+def test_url_errors(tmp_path, tiny, http_root, online):
     root, base = http_root
     save_checkpoint(tiny, root / "tiny.pth")
     cache = tmp_path / "cache"
-    with pytest.raises(CheckpointError, match="sha256"):
-        fetch(f"{base}/tiny.pth", cache, sha256="0" * 64)
-    assert list(cache.iterdir()) == []
-    with pytest.raises(CheckpointError, match="could not download"):
-        fetch(f"{base}/missing.pth", cache)
-    assert list(cache.iterdir()) == []
+    with pytest.raises(DownloadError, match="sha256"):
+        load_model(f"{base}/tiny.pth", cache_dir=cache, sha256="0" * 64)
+    assert cached_files(cache) == []
+    with pytest.raises(DownloadError, match="could not download .*404"):
+        load_model(f"{base}/missing.pth", cache_dir=cache)
+    assert cached_files(cache) == []

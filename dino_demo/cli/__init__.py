@@ -12,6 +12,8 @@ import sys
 
 COMMANDS = {
     "detect": ("dino_demo.cli.detect", "detect objects in images, write annotated copies and detections.json"),
+    "zoo": ("dino_demo.cli.zoo", "list the model zoo (published COCO weights) and what is on this machine"),
+    "convert": ("dino_demo.cli.convert", "convert a detrex or MMDetection checkpoint to the official layout"),
     "evaluate": ("dino_demo.train.evaluate", "COCO AP of a checkpoint on held-out synthetic scenes"),
     "train": ("dino_demo.train.loop", "train DINO with the official recipe"),
     "synthetic": ("dino_demo.train.synthetic", "write a synthetic shapes data set in COCO format"),

@@ -22,6 +22,7 @@ from ..explore.inference import PRECISIONS, run
 from ..explore.models import load
 from ..explore.views import detection_view
 from ..explore.visualize import render_detections
+from ..io import zoo
 from ..io.checkpoint import DEFAULT_CHECKPOINT
 from ..io.images import MAX_SIDE, ImageError, load_image
 from ..io.preprocess import model_input_size
@@ -34,9 +35,12 @@ log = logging.getLogger(__name__)
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dino_demo detect", description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
-                        help="checkpoint path or http(s) URL, or untrained:VARIANT (default: the shipped "
-                             "weights/dino-tiny.pth)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
+                        help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), or "
+                             "untrained:VARIANT (default: the shipped weights/dino-tiny.pth)")
+    source.add_argument("--model", metavar="ZOO_ID",
+                        help="a model zoo entry (`python -m dino_demo zoo` lists them), downloaded once")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="force a variant instead of detecting it")
     parser.add_argument("--threshold", type=float, default=0.3, help="minimum score (default 0.3)")
     parser.add_argument("--max-detections", type=int, default=None,
@@ -59,8 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    model, cfg = load(args.checkpoint, args.variant, args.device)
-    model_id = args.checkpoint if "://" in args.checkpoint else Path(args.checkpoint).name
+    if args.model:
+        source, model_id = zoo.get(args.model).source_id, zoo.get(args.model).id
+    else:
+        source = args.checkpoint
+        model_id = args.checkpoint if "://" in args.checkpoint else Path(args.checkpoint).name
+    model, cfg = load(source, args.variant, args.device)
     args.out.mkdir(parents=True, exist_ok=True)
 
     entries, failed, used_names = [], 0, set()

@@ -1,4 +1,5 @@
-"""Models ready for inference, loaded once: from a checkpoint path or URL, or an untrained variant.
+"""Models ready for inference, loaded once: from a checkpoint path or URL, a model zoo entry, or an
+untrained variant.
 
 `load` returns (model, config) with the inference fast paths of `explore.speed` applied;
 `ModelCache` keeps the most recently used ones, thread-safe, for the app.
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..io.checkpoint import load_model
+from ..io.download import Progress
 from ..model.config import DINOConfig, get_config
 from ..model.detector import build_model
 from .speed import optimize_for_inference
@@ -22,9 +24,11 @@ UNTRAINED_PREFIX = "untrained:"
 class ModelCache:
     """Loaded models by (source, variant), least recently used dropped beyond `capacity`.
 
-    A source is a checkpoint path, an http(s) URL, or "untrained:<variant>" (random weights,
-    seeded, for exploring a variant's structure). Thread-safe: concurrent requests for the same
-    source load it once, and loading one source does not hold up requests for loaded ones.
+    A source is a checkpoint path, an http(s) URL, "zoo:<id>" (a model zoo entry, downloaded
+    once; see io/zoo.py), or "untrained:<variant>" (random weights, seeded, for exploring a
+    variant's structure). Thread-safe: concurrent requests for the same source load it once, and
+    loading one source does not hold up requests for loaded ones. `progress(done_bytes,
+    total_bytes)` hears about a download the request causes.
     """
 
     def __init__(self, capacity: int = 2, device: str | torch.device = "cpu"):
@@ -35,7 +39,8 @@ class ModelCache:
         self._loading: dict[tuple[str, str | None], threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def get(self, source: str | Path, variant: str | None = None) -> tuple[torch.nn.Module, DINOConfig]:
+    def get(self, source: str | Path, variant: str | None = None,
+            progress: Progress | None = None) -> tuple[torch.nn.Module, DINOConfig]:
         key = (str(source), variant or None)
         with self._lock:
             if key in self._models:
@@ -47,7 +52,7 @@ class ModelCache:
                 if key in self._models:  # loaded by another request meanwhile
                     return self._models[key]
             try:
-                entry = load(str(source), variant, self.device)
+                entry = load(str(source), variant, self.device, progress)
             except BaseException:
                 with self._lock:
                     self._loading.pop(key, None)
@@ -60,8 +65,8 @@ class ModelCache:
             return entry
 
 
-def load(source: str, variant: str | None = None,
-         device: str | torch.device = "cpu") -> tuple[torch.nn.Module, DINOConfig]:
+def load(source: str, variant: str | None = None, device: str | torch.device = "cpu",
+         progress: Progress | None = None) -> tuple[torch.nn.Module, DINOConfig]:
     """(model ready for inference, its config) for a source as `ModelCache` describes: in eval
     mode, with the inference fast paths of `speed.optimize_for_inference`."""
     if source.startswith(UNTRAINED_PREFIX):
@@ -70,5 +75,5 @@ def load(source: str, variant: str | None = None,
             torch.manual_seed(0)
             model = build_model(cfg)
     else:
-        model, cfg = load_model(source, variant=variant, device=device)
+        model, cfg = load_model(source, variant=variant, device=device, progress=progress)
     return optimize_for_inference(model.to(device)), cfg

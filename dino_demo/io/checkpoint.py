@@ -1,38 +1,66 @@
-"""Reading DINO checkpoints safely: official files, our own, from disk or an http(s) URL.
+"""Reading DINO checkpoints safely: official, detrex, MMDetection and our own files, from disk, an
+http(s) URL or the model zoo (`zoo:<id>`).
 
-Official files are `{'model': state_dict, 'args': argparse.Namespace, 'optimizer': ..., ...}`,
-sometimes with `module.` key prefixes. They are read with `torch.load(weights_only=True)`, allowing
-exactly one extra class (`argparse.Namespace`) so nothing in a file can run code.
+Files are read with `torch.load(weights_only=True)`, allowing one extra class (`argparse.Namespace`,
+in official files). Metadata objects of MMDetection, detectron2 or numpy (MMDetection's `meta`,
+message hub, numpy scalars) are read as inert placeholders (`Opaque`): nothing in a file runs.
+Foreign layouts are converted to the official one in `io/layouts.py`, the one renaming place.
+Every file is untrusted: sizes are bounded and checked against the file's tensors on the meta
+device before a model is built.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import pickle
-import tempfile
+import re
 import urllib.parse
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import torch
 
 from .. import paths
-from ..model.config import VARIANTS, DINOConfig, get_config
+from ..model.config import STORED_LIMITS, VARIANTS, DINOConfig, get_config
 from ..model.detector import DINO, build_model
+from . import download, layouts, zoo
+from .download import Progress
+from .layouts import Converted, LayoutError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = paths.WEIGHTS_DIR / "dino-tiny.pth"
-MAX_DOWNLOAD_BYTES = 2 * 1024**3
+MAX_DOWNLOAD_BYTES = download.MAX_DOWNLOAD_BYTES
+# Modules whose pickled objects foreign checkpoints carry as metadata; they load as Opaque.
+_METADATA_MODULES = ("mmengine.", "mmdet.", "mmcv.", "detectron2.", "fvcore.", "detrex.", "omegaconf.", "iopath.",
+                     "libreyolo.")
+_NUMPY_GLOBALS = {f"{prefix}.{name}" for prefix in ("numpy.core.multiarray", "numpy._core.multiarray")
+                  for name in ("_reconstruct", "scalar")} | {"numpy.ndarray", "numpy.dtype"}
 
 
 class CheckpointError(ValueError):
     """A file that is not a usable DINO checkpoint for the requested variant."""
 
 
+class Opaque:
+    """Stands in for a metadata object of another code base in a checkpoint: keeps nothing, runs nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __repr__(self) -> str:
+        return "<opaque metadata>"
+
+
 # -- reading ----------------------------------------------------------------------------------
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Unpickle a checkpoint file with tensors and plain data only (plus argparse.Namespace).
+    """Unpickle a checkpoint file with tensors and plain data only (plus argparse.Namespace, and
+    Opaque placeholders for other code bases' metadata objects).
 
     A file is untrusted: nothing in it can run code (`weights_only=True`), and a zip archive (the
     format `torch.save` writes) must store its entries uncompressed, as `torch.save` does, so that
@@ -43,16 +71,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint not found: {path.name}")
     _check_archive(path)
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _load(path, [argparse.Namespace])
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path.name}: refused to load: the file contains Python objects other than tensors and "
-            f"plain data ({first[:200]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as e:
-        raise CheckpointError(f"{path.name}: not a readable PyTorch checkpoint (truncated or another "
-                              f"kind of file): {type(e).__name__}") from None
+        stand_ins = _metadata_stand_ins(path)
+        if stand_ins is None:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(
+                f"{path.name}: refused to load: the file contains Python objects other than tensors and "
+                f"plain data ({first[:200]})") from None
+        log.info("%s: metadata objects read as placeholders: %s", path.name, ", ".join(sorted(stand_ins)))
+        obj = _load(path, [argparse.Namespace, *((Opaque, name) for name in stand_ins)])
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path.name}: expected a dict of tensors, found {type(obj).__name__}")
     return obj
@@ -74,42 +102,108 @@ def _check_archive(path: Path) -> None:
         raise CheckpointError(f"{path.name}: refused: its archive declares more content than the file holds")
 
 
+def _load(path: Path, allowed: list) -> object:
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError) as e:
+        raise CheckpointError(f"{path.name}: not a readable PyTorch checkpoint (truncated or another "
+                              f"kind of file): {type(e).__name__}") from None
+
+
+def _metadata_stand_ins(path: Path) -> list[str] | None:
+    """The globals a file needs beyond weights_only's, if all are known metadata types; else None."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a zip checkpoint, or unreadable: refuse
+        return None
+    ok = all(re.fullmatch(r"[A-Za-z_][\w.]*", n) and (n in _NUMPY_GLOBALS or n.startswith(_METADATA_MODULES))
+             for n in names)
+    return list(names) if names and ok else None
+
+
+def convert_checkpoint(checkpoint: dict, flavour: str | None = None) -> Converted:
+    """The checkpoint's weights under official names (converted from detrex or MMDetection when
+    needed, half precision widened to float32) and what follows from the file (see layouts)."""
+    try:
+        converted = layouts.to_official(checkpoint, flavour)
+    except LayoutError as e:
+        raise CheckpointError(str(e)) from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in converted.state_dict.items()}
+    return Converted(state, converted.layout, converted.flavour, converted.config_changes, converted.notes)
+
+
 def extract_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """The model weights of a checkpoint dict, with any `module.` prefixes removed (the one place
-    keys are renamed) and half-precision storage widened to float32."""
-    state = checkpoint
-    for key in ("model", "state_dict"):
-        if isinstance(checkpoint.get(key), dict):
-            state = checkpoint[key]
-            break
-    tensors = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise CheckpointError("no tensors found: this is not a model checkpoint")
-    renamed = {k.removeprefix("module."): v for k, v in tensors.items()}
-    return {k: v.float() if v.is_floating_point() else v for k, v in renamed.items()}
+    """The model weights of a checkpoint dict under the official names (see convert_checkpoint)."""
+    return convert_checkpoint(checkpoint).state_dict
 
 
-def infer_config(state_dict: dict[str, torch.Tensor], checkpoint: dict | None = None) -> DINOConfig:
-    """The variant a checkpoint was made for: its stored `config`/`variant` if it has one, else
-    recognized from its keys (backbone, number of feature levels, number of classes)."""
+def infer_config(state_dict: dict[str, torch.Tensor], checkpoint: dict | None = None,
+                 changes: dict | None = None) -> DINOConfig:
+    """The configuration a checkpoint was made for: its stored `config` (our own files), else the
+    released variant recognized from its keys (backbone, feature levels) with the sizes its tensors
+    have (layers, queries, classes, FFN width) and `changes` (flavour, heads, class names from a
+    conversion). Sizes are checked against tight bounds before anything is built."""
     checkpoint = checkpoint or {}
     if isinstance(checkpoint.get("config"), dict):
         try:
-            return DINOConfig.from_dict(checkpoint["config"])
+            cfg = DINOConfig.from_dict(checkpoint["config"])
         except ValueError as e:
             raise CheckpointError(f"the checkpoint's stored config is invalid: {e}") from None
+        return check_sizes(cfg)
     if isinstance(checkpoint.get("variant"), str) and checkpoint["variant"] in VARIANTS:
-        return get_config(checkpoint["variant"])
+        return _with_changes(get_config(checkpoint["variant"]), changes)
     if "transformer.level_embed" not in state_dict or "class_embed.0.weight" not in state_dict:
         raise CheckpointError("not a DINO checkpoint: it has no transformer.level_embed / class_embed weights")
-    levels = state_dict["transformer.level_embed"].shape[0]
+    levels, hidden = state_dict["transformer.level_embed"].shape
     swin = "backbone.0.patch_embed.proj.weight" in state_dict
     name = f"dino-{levels}scale-{'swinl' if swin else 'r50'}"
     if name not in VARIANTS:
         raise CheckpointError(f"unrecognized DINO layout ({levels} feature levels); pass --variant")
-    cfg = get_config(name)
-    num_classes = state_dict["class_embed.0.weight"].shape[0]
-    return cfg if num_classes == cfg.num_classes else cfg.replace(num_classes=num_classes, class_names=())
+    base = get_config(name)
+
+    def layers(prefix: str) -> int:
+        found = {int(m[1]) for k in state_dict if (m := re.match(rf"{prefix}\.(\d+)\.", k))}
+        return len(found)
+
+    sizes = {
+        "hidden_dim": int(hidden),
+        "enc_layers": layers(r"transformer\.encoder\.layers"),
+        "dec_layers": layers(r"transformer\.decoder\.layers"),
+        "num_classes": int(state_dict["class_embed.0.weight"].shape[0]),
+        "num_queries": int(state_dict["transformer.tgt_embed.weight"].shape[0]) if "transformer.tgt_embed.weight" in state_dict else base.num_queries,
+        "ffn_dim": int(state_dict["transformer.encoder.layers.0.linear1.weight"].shape[0])
+        if "transformer.encoder.layers.0.linear1.weight" in state_dict else base.ffn_dim,
+    }
+    differ = {k: v for k, v in sizes.items() if v != getattr(base, k)}
+    if differ:
+        if "num_classes" in differ:
+            differ["class_names"] = ()
+        differ["num_select"] = min(base.num_select, sizes["num_queries"] * sizes["num_classes"])
+        try:
+            base = check_sizes(base.replace(**differ))
+        except ValueError as e:
+            raise CheckpointError(f"the checkpoint's sizes make no DINO: {e}") from None
+    return _with_changes(base, changes)
+
+
+def _with_changes(cfg: DINOConfig, changes: dict | None) -> DINOConfig:
+    try:
+        return check_sizes(cfg.replace(**(changes or {})))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"the checkpoint's settings make no valid config: {e}") from None
+
+
+def check_sizes(cfg: DINOConfig) -> DINOConfig:
+    """`cfg` if its sizes lie within STORED_LIMITS (what any DINO checkpoint needs: a file cannot make
+    us build a model of unbounded size); CheckpointError otherwise."""
+    over = {k: getattr(cfg, k) for k, bound in STORED_LIMITS.items() if getattr(cfg, k) > bound}
+    if over:
+        raise CheckpointError(f"the checkpoint asks for sizes beyond any DINO: {over}")
+    return cfg
 
 
 def mismatch_report(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], limit: int = 8) -> str:
@@ -139,22 +233,62 @@ def check_fits(cfg: DINOConfig, state_dict: dict[str, torch.Tensor], source: str
     report = mismatch_report(skeleton, state_dict)
     if report:
         raise CheckpointError(f"{source} does not fit variant {cfg.name!r} (num_classes={cfg.num_classes}):\n{report}")
+    if cfg.shared_heads and not layouts.heads_are_shared(state_dict):
+        # Loading would keep only the last layer's head in the one shared module.
+        raise CheckpointError(f"{source} has a different class/box head per decoder layer; the variant "
+                              f"{cfg.name!r} shares one (use a config with shared_heads=False)")
 
 
 # -- the public entry points --------------------------------------------------------------------
-def load_model(source: str | os.PathLike, variant: str | None = None, device: str | torch.device = "cpu",
-               cache_dir: str | os.PathLike | None = None, sha256: str | None = None) -> tuple[DINO, DINOConfig]:
-    """Build the right DINO for a checkpoint (path or http(s) URL) and load it with strict=True.
+def resolve_source(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
+                   progress: Progress | None = None) -> Path:
+    """A local file for a checkpoint source: a path, an http(s) URL (downloaded into the cache
+    once) or `zoo:<id>` (see io/zoo.py)."""
+    text = str(source)
+    if text.startswith(zoo.ZOO_PREFIX):
+        return zoo.resolve(text, progress)
+    if re.match(r"(?i)https?://", text):
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        return download.fetch_url(text, cache / url_file_name(text), sha256=sha256, progress=progress,
+                                  cache_folders=zoo.cache_folders())
+    return Path(source)
 
-    `variant` forces a configuration; a checkpoint that does not fit it raises CheckpointError
-    listing the mismatching keys and shapes. The model is returned in eval mode.
+
+def load_model(source: str | os.PathLike, variant: str | None = None, device: str | torch.device = "cpu",
+               cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
+               progress: Progress | None = None, flavour: str | None = None) -> tuple[DINO, DINOConfig]:
+    """Build the right DINO for a checkpoint (path, http(s) URL or `zoo:<id>`) and load it with
+    strict=True.
+
+    Official, detrex and MMDetection layouts are recognised from the keys and converted; the model
+    computes as the weights' code base did (its flavour; `flavour` overrides it). `variant`
+    forces a configuration; a checkpoint that does not fit it raises CheckpointError listing the
+    mismatching keys and shapes. `progress(done_bytes, total_bytes)` reports a download. The
+    model is returned in eval mode.
     """
-    path = fetch(str(source), cache_dir, sha256) if _is_url(str(source)) else Path(source)
-    checkpoint = read_checkpoint(path)
+    entry = zoo.get(str(source)) if str(source).startswith(zoo.ZOO_PREFIX) else None
+    path = resolve_source(source, cache_dir, sha256, progress)
+    model, cfg, _ = model_from_checkpoint(read_checkpoint(path), path.name, variant,
+                                          flavour or (entry.flavour if entry else None), entry)
+    return model.to(device).eval(), cfg
+
+
+def model_from_checkpoint(checkpoint: dict, name: str = "checkpoint", variant: str | None = None,
+                          flavour: str | None = None, entry: zoo.ZooEntry | None = None) -> tuple[DINO, DINOConfig, Converted]:
+    """(model with the checkpoint's weights loaded strictly, its config, the conversion) for a
+    checkpoint dict read by `read_checkpoint`; `entry`: the zoo entry it should be. Nothing is
+    allocated before the weights are known to fit (`check_fits`), and a refused checkpoint's
+    tensors are released before the error is raised (this function holds the last reference when
+    the caller passes the dict directly)."""
     try:
-        state_dict = extract_state_dict(checkpoint)
-        cfg = get_config(variant) if variant else infer_config(state_dict, checkpoint)
-        check_fits(cfg, state_dict, path.name)  # before any allocation
+        converted = convert_checkpoint(checkpoint, flavour)
+        if variant:
+            cfg = _with_changes(get_config(variant), converted.config_changes)
+        else:
+            cfg = infer_config(converted.state_dict, checkpoint, converted.config_changes)
+        if entry is not None and cfg.name != entry.variant:
+            raise CheckpointError(f"{name} holds a {cfg.name}, not the {entry.variant} the zoo lists for {entry.id}")
+        check_fits(cfg, converted.state_dict, name)  # before any allocation
     except ValueError as error:
         failure = CheckpointError(str(error))
     else:
@@ -163,11 +297,13 @@ def load_model(source: str | os.PathLike, variant: str | None = None, device: st
     if failure is not None:
         # Raised outside the handler, with the file's tensors released: nothing of a failed load
         # stays referenced by the exception or its traceback.
-        state_dict = None
+        converted = None
         raise failure
     model = build_model(cfg)
-    model.load_state_dict(state_dict, strict=True)
-    return model.to(device).eval(), cfg
+    model.load_state_dict(converted.state_dict, strict=True)
+    for note in converted.notes:
+        log.info("%s: %s", name, note)
+    return model.eval(), cfg, converted
 
 
 def default_model(device: str | torch.device = "cpu") -> tuple[DINO, DINOConfig]:
@@ -204,58 +340,12 @@ def save_checkpoint(model: DINO, path: str | os.PathLike, *, half: bool = False,
 
 
 # -- downloading --------------------------------------------------------------------------------
-def _is_url(source: str) -> bool:
-    return urllib.parse.urlparse(source).scheme in ("http", "https")
-
-
 def default_cache_dir() -> Path:
     return paths.cache_dir("checkpoints")
 
 
-def fetch(url: str, cache_dir: str | os.PathLike | None = None, sha256: str | None = None, timeout: float = 60) -> Path:
-    """Download `url` into the cache (once) and return the local path; verify `sha256` if given."""
-    if not _is_url(url):
-        raise CheckpointError(f"not an http(s) URL: {url}")
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
+def url_file_name(url: str) -> str:
+    """The cache file name of a URL: a hash of the whole URL and the last path component."""
     name = Path(urllib.parse.urlparse(url).path).name or "checkpoint.pth"
-    target = cache / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
-    if not target.is_file():
-        _download(url, target, timeout)
-    if sha256 is not None:
-        actual = _file_sha256(target)
-        if actual != sha256.lower():
-            target.unlink()
-            raise CheckpointError(f"{url}: sha256 {actual} does not match the expected {sha256}")
-    return target
-
-
-def _download(url: str, target: Path, timeout: float) -> None:
-    """Stream `url` to a temporary file next to `target`, then move it into place."""
-    tmp_path = None
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, \
-                tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
-            tmp_path = Path(tmp.name)
-            copied = 0
-            while chunk := response.read(1 << 20):
-                copied += len(chunk)
-                if copied > MAX_DOWNLOAD_BYTES:
-                    raise CheckpointError(f"{url} is larger than {MAX_DOWNLOAD_BYTES >> 20} MiB")
-                tmp.write(chunk)
-        os.replace(tmp_path, target)
-    except (OSError, ValueError) as e:
-        if tmp_path is not None:
-            tmp_path.unlink(missing_ok=True)
-        if isinstance(e, CheckpointError):
-            raise
-        raise CheckpointError(f"could not download {url}: {e}") from None
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
+    name = re.sub(r"[^\w.-]", "_", name)[-100:]
+    return f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io import zoo
 from ..io.checkpoint import load_model
 from ..io.images import load_image
 from ..io.preprocess import batch_images, to_tensor_normalized
@@ -54,14 +55,17 @@ def dump_arrays(output: DINOOutput, image_sizes: torch.Tensor, num_select: int) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dino_demo dump", description=__doc__)
     parser.add_argument("--variant", help="model variant (default: recognized from the checkpoint)")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file or http(s) URL")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint file or http(s) URL (official, detrex or MMDetection layout)")
+    source.add_argument("--model", metavar="ZOO_ID", help="a model zoo entry")
     parser.add_argument("--images", nargs="+", required=True, help="images, fed at their own size")
     parser.add_argument("--out", required=True, help="output .npz")
     parser.add_argument("--topk-indices", help="npz whose `topk_indices` replace the encoder's selection")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
-    model, cfg = load_model(args.checkpoint, variant=args.variant, device=args.device)
+    checkpoint = zoo.get(args.model).source_id if args.model else args.checkpoint
+    model, cfg = load_model(checkpoint, variant=args.variant, device=args.device)
     pictures = [load_image(path).array for path in args.images]
     images, masks = batch_images([to_tensor_normalized(p) for p in pictures])
     sizes = torch.tensor([p.shape[:2] for p in pictures])

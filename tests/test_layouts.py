@@ -1,0 +1,340 @@
+"""Converting detrex and MMDetection checkpoints to the official layout.
+
+The foreign key sets and shapes are the manifests in fixtures/layouts/ (MMDetection's built from
+its own configs, detrex's rebuilt from its source; see scripts/layout_manifests.py); weights are
+the parity recipe over the foreign names, so every value can be traced through the conversion.
+"""
+import json
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dino_demo.io import layouts
+from dino_demo.io.checkpoint import (CheckpointError, convert_checkpoint, infer_config, load_model,
+                                     load_state_dict_strict, mismatch_report, read_checkpoint, save_checkpoint)
+from dino_demo.io.labels import COCO_NAMES
+from dino_demo.model.backbone import PatchMerging
+from dino_demo.model.config import FLAVOURS, get_config
+from dino_demo.model.detector import build_model
+from dino_demo.parity.recipe import recipe_tensor
+
+from conftest import FIXTURES, OFFICIAL
+
+LAYOUTS = FIXTURES / "layouts"
+SALT = "layout-test"
+FOREIGN = [  # manifest, layout, variant
+    ("detrex_dino_r50_4scale", "detrex", "dino-4scale-r50"),
+    ("detrex_dino_r50_5scale", "detrex", "dino-5scale-r50"),
+    ("detrex_dino_swin_large_384_4scale", "detrex", "dino-4scale-swinl"),
+    ("detrex_dino_swin_large_384_5scale", "detrex", "dino-5scale-swinl"),
+    ("mmdet_dino-4scale_r50", "mmdet", "dino-4scale-r50"),
+    ("mmdet_dino-5scale_swin-l", "mmdet", "dino-5scale-swinl"),
+]
+
+
+def manifest(path) -> dict[str, tuple[list[int], str]]:
+    rows = {}
+    for line in path.read_text().splitlines():
+        key, shape, dtype, _ = line.split("\t")
+        rows[key] = (json.loads(shape), dtype)
+    return rows
+
+
+def meta_weights(name: str) -> dict[str, torch.Tensor]:
+    """The manifest's keys as shape-only tensors (no memory)."""
+    return {key: torch.empty(shape, dtype=getattr(torch, dtype), device="meta")
+            for key, (shape, dtype) in manifest(LAYOUTS / f"{name}.tsv").items()}
+
+
+def recipe_weights(name: str) -> dict[str, torch.Tensor]:
+    """Recipe values for the manifest's float keys (zeros for integer buffers); detrex's duplicated
+    decoder heads get the values of the heads they alias."""
+    state = {}
+    for key, (shape, dtype) in manifest(LAYOUTS / f"{name}.tsv").items():
+        if dtype != "float32":
+            state[key] = torch.zeros(shape, dtype=getattr(torch, dtype))
+            continue
+        alias = key.startswith(("transformer.decoder.class_embed.", "transformer.decoder.bbox_embed."))
+        # Keyed by "<manifest>/<key>": the recipe would give all official per-layer heads one value.
+        state[key] = recipe_tensor(f"{name}/{key.removeprefix('transformer.decoder.') if alias else key}", tuple(shape), SALT)
+    return state
+
+
+@pytest.fixture(scope="module")
+def detrex_r50():
+    return recipe_weights("detrex_dino_r50_4scale")
+
+
+@pytest.fixture(scope="module")
+def mmdet_r50():
+    return recipe_weights("mmdet_dino-4scale_r50")
+
+
+def converted_fits(state: dict, checkpoint: dict | None = None):
+    converted = layouts.to_official(checkpoint or {"state_dict": state})
+    cfg = infer_config(converted.state_dict, None, converted.config_changes)
+    with torch.device("meta"):
+        model = build_model(cfg)
+    return converted, cfg, mismatch_report(model, converted.state_dict)
+
+
+@pytest.mark.parametrize("name,layout,variant", FOREIGN)
+def test_foreign_manifest_converts_to_exactly_the_official_keys_and_shapes(name, layout, variant):
+    state = {k: torch.zeros(v.shape, dtype=v.dtype) if "class_embed" in k or "bbox_embed" in k else v
+             for k, v in meta_weights(name).items()}  # detrex's aliased heads are compared by value
+    converted, cfg, report = converted_fits(state)
+    assert report == ""
+    assert converted.layout == layout and converted.flavour == layout and cfg.name == variant
+    assert cfg.num_classes == 91 and not cfg.shared_heads
+    expected = {**FLAVOURS[layout], "shared_heads": False}
+    assert {k: getattr(cfg, k) for k in expected} == expected
+
+
+@pytest.mark.parametrize("name,variant", [("manifest_DINO_4scale.tsv", "dino-4scale-r50"),
+                                          ("manifest_DINO_5scale.tsv", "dino-5scale-r50"),
+                                          ("manifest_DINO_4scale_swin.tsv", "dino-4scale-swinl")])
+def test_official_manifests_pass_through_unchanged(name, variant):
+    state = {k: torch.zeros(shape, dtype=getattr(torch, dtype)) for k, (shape, dtype) in manifest(OFFICIAL / name).items()}
+    converted, cfg, report = converted_fits(state, {"model": {f"module.{k}": v for k, v in state.items()}})
+    assert report == "" and cfg.name == variant and cfg.shared_heads and converted.layout == "official"
+    assert list(converted.state_dict) == list(state)
+
+
+def test_detrex_values_land_in_their_official_places(detrex_r50):
+    d, o = detrex_r50, layouts.to_official({"model": detrex_r50}).state_dict
+    pairs = {
+        "backbone.stem.conv1.weight": "backbone.0.body.conv1.weight",
+        "backbone.stem.conv1.norm.running_var": "backbone.0.body.bn1.running_var",
+        "backbone.res3.0.conv2.weight": "backbone.0.body.layer2.0.conv2.weight",
+        "backbone.res3.0.conv2.norm.weight": "backbone.0.body.layer2.0.bn2.weight",
+        "backbone.res5.0.shortcut.weight": "backbone.0.body.layer4.0.downsample.0.weight",
+        "backbone.res5.0.shortcut.norm.running_mean": "backbone.0.body.layer4.0.downsample.1.running_mean",
+        "neck.convs.2.conv.bias": "input_proj.2.0.bias",
+        "neck.extra_convs.0.conv.weight": "input_proj.3.0.weight",
+        "neck.extra_convs.0.norm.bias": "input_proj.3.1.bias",
+        "transformer.level_embeds": "transformer.level_embed",
+        "transformer.encoder.layers.5.attentions.0.sampling_offsets.weight": "transformer.encoder.layers.5.self_attn.sampling_offsets.weight",
+        "transformer.encoder.layers.1.ffns.0.layers.0.0.weight": "transformer.encoder.layers.1.linear1.weight",
+        "transformer.encoder.layers.1.ffns.0.layers.1.bias": "transformer.encoder.layers.1.linear2.bias",
+        "transformer.encoder.layers.2.norms.0.weight": "transformer.encoder.layers.2.norm1.weight",
+        "transformer.encoder.layers.2.norms.1.weight": "transformer.encoder.layers.2.norm2.weight",
+        "transformer.decoder.layers.3.attentions.0.attn.in_proj_weight": "transformer.decoder.layers.3.self_attn.in_proj_weight",
+        "transformer.decoder.layers.3.attentions.1.value_proj.weight": "transformer.decoder.layers.3.cross_attn.value_proj.weight",
+        # The decoder's norms: after self-attention, cross-attention, FFN = official norm2, norm1, norm3.
+        "transformer.decoder.layers.4.norms.0.bias": "transformer.decoder.layers.4.norm2.bias",
+        "transformer.decoder.layers.4.norms.1.bias": "transformer.decoder.layers.4.norm1.bias",
+        "transformer.decoder.layers.4.norms.2.bias": "transformer.decoder.layers.4.norm3.bias",
+        "transformer.decoder.ref_point_head.layers.1.weight": "transformer.decoder.ref_point_head.layers.1.weight",
+        "transformer.tgt_embed.weight": "transformer.tgt_embed.weight",
+        "transformer.enc_output_norm.weight": "transformer.enc_output_norm.weight",
+        "bbox_embed.2.layers.1.weight": "bbox_embed.2.layers.1.weight",
+        "bbox_embed.6.layers.2.bias": "transformer.enc_out_bbox_embed.layers.2.bias",
+    }
+    for theirs, ours in pairs.items():
+        assert torch.equal(o[ours], d[theirs]), (theirs, ours)
+    # Per-layer heads stay distinct; the decoder lists the same ones.
+    assert not torch.equal(o["class_embed.0.weight"], o["class_embed.1.weight"])
+    assert torch.equal(o["transformer.decoder.bbox_embed.5.layers.0.weight"], d["bbox_embed.5.layers.0.weight"])
+
+
+def test_mmdet_values_land_in_their_official_places(mmdet_r50):
+    m, o = mmdet_r50, layouts.to_official({"state_dict": mmdet_r50}).state_dict
+    pairs = {
+        "level_embed": "transformer.level_embed",
+        "backbone.layer3.2.bn1.running_var": "backbone.0.body.layer3.2.bn1.running_var",
+        "backbone.layer1.0.downsample.0.weight": "backbone.0.body.layer1.0.downsample.0.weight",
+        "neck.convs.1.conv.weight": "input_proj.1.0.weight",
+        "neck.convs.1.gn.weight": "input_proj.1.1.weight",
+        "neck.extra_convs.0.conv.weight": "input_proj.3.0.weight",
+        "encoder.layers.0.self_attn.attention_weights.bias": "transformer.encoder.layers.0.self_attn.attention_weights.bias",
+        "encoder.layers.3.ffn.layers.0.0.weight": "transformer.encoder.layers.3.linear1.weight",
+        "encoder.layers.3.norms.1.bias": "transformer.encoder.layers.3.norm2.bias",
+        "decoder.layers.1.self_attn.attn.out_proj.weight": "transformer.decoder.layers.1.self_attn.out_proj.weight",
+        "decoder.layers.1.cross_attn.sampling_offsets.bias": "transformer.decoder.layers.1.cross_attn.sampling_offsets.bias",
+        "decoder.layers.5.norms.0.weight": "transformer.decoder.layers.5.norm2.weight",
+        "decoder.layers.5.norms.1.weight": "transformer.decoder.layers.5.norm1.weight",
+        "decoder.layers.5.norms.2.weight": "transformer.decoder.layers.5.norm3.weight",
+        "decoder.norm.bias": "transformer.decoder.norm.bias",
+        "query_embedding.weight": "transformer.tgt_embed.weight",
+        "memory_trans_fc.weight": "transformer.enc_output.weight",
+        "memory_trans_norm.bias": "transformer.enc_output_norm.bias",
+        "bbox_head.reg_branches.3.2.weight": "bbox_embed.3.layers.1.weight",
+        "bbox_head.reg_branches.6.4.bias": "transformer.enc_out_bbox_embed.layers.2.bias",
+    }
+    for theirs, ours in pairs.items():
+        assert torch.equal(o[ours], m[theirs]), (theirs, ours)
+    assert torch.equal(o["input_proj.3.0.bias"], torch.zeros(256))  # mmdet's projections have no bias
+    assert not any(k.endswith("num_batches_tracked") for k in o)
+
+
+def test_80_classes_become_the_91_coco_category_ids(mmdet_r50):
+    o = layouts.to_official({"state_dict": mmdet_r50}).state_dict
+    ids = torch.tensor(layouts.COCO80_IDS)
+    absent = torch.tensor([i for i in range(91) if i not in layouts.COCO80_IDS])
+    assert len(absent) == 11 and [COCO_NAMES[i] for i in absent.tolist()] == ["N/A"] * 11
+    for ours, theirs in [("class_embed.5", "bbox_head.cls_branches.5"), ("transformer.enc_out_class_embed", "bbox_head.cls_branches.6")]:
+        assert torch.equal(o[f"{ours}.weight"][ids], mmdet_r50[f"{theirs}.weight"])
+        assert torch.equal(o[f"{ours}.bias"][ids], mmdet_r50[f"{theirs}.bias"])
+        assert (o[f"{ours}.weight"][absent] == 0).all() and (o[f"{ours}.bias"][absent] == layouts.ABSENT_CLASS_LOGIT).all()
+    # person is contiguous class 0 and category id 1; toothbrush 79 and 90.
+    assert torch.equal(o["class_embed.0.bias"][1], mmdet_r50["bbox_head.cls_branches.0.bias"][0])
+    assert torch.equal(o["class_embed.0.bias"][90], mmdet_r50["bbox_head.cls_branches.0.bias"][79])
+    label = o["label_enc.weight"]
+    assert label.shape == (92, 256) and torch.equal(label[ids], mmdet_r50["dn_query_generator.label_embedding.weight"])
+    assert (label[absent] == 0).all() and (label[91] == 0).all()
+    back = layouts.coco91_to_80(o)
+    assert torch.equal(back["class_embed.2.weight"], mmdet_r50["bbox_head.cls_branches.2.weight"])
+
+
+def test_absent_classes_are_never_selected_or_detected():
+    """A converted 80-class model scores the 11 unused ids 0: top-k never picks them."""
+    assert torch.sigmoid(torch.tensor(layouts.ABSENT_CLASS_LOGIT)) < 1e-40
+    assert torch.sigmoid(torch.tensor(layouts.ABSENT_CLASS_LOGIT, dtype=torch.bfloat16)) == 0
+
+
+def test_other_class_lists_keep_their_size_and_names(mmdet_r50):
+    names = ("cat", "dog", "eye")
+    state = {k: (v[:3] if k.startswith("bbox_head.cls_branches") or k.startswith("dn_query_generator") else v)
+             for k, v in mmdet_r50.items()}
+    converted = layouts.to_official({"state_dict": state, "meta": {"dataset_meta": {"classes": names}}})
+    assert converted.config_changes["class_names"] == names
+    assert converted.state_dict["class_embed.0.weight"].shape == (3, 256)
+    assert converted.state_dict["label_enc.weight"].shape == (4, 256)  # the official spare row, zero
+    cfg = infer_config(converted.state_dict, None, converted.config_changes)
+    assert cfg.num_classes == 3 and cfg.class_names == names
+
+
+def test_unknown_key_is_reported_by_name(detrex_r50, mmdet_r50):
+    with pytest.raises(layouts.LayoutError, match=r"1 detrex keys .*transformer\.encoder\.layers\.0\.bogus\.weight"):
+        layouts.to_official({"model": {**detrex_r50, "transformer.encoder.layers.0.bogus.weight": torch.zeros(1)}})
+    with pytest.raises(layouts.LayoutError, match=r"mmdet keys .*neck\.fpn\.0\.weight"):
+        layouts.to_official({"state_dict": {**mmdet_r50, "neck.fpn.0.weight": torch.zeros(1)}})
+
+
+def test_missing_key_is_reported_by_name(tmp_path, mmdet_r50):
+    state = {k: v for k, v in mmdet_r50.items() if k != "memory_trans_norm.weight"}
+    path = tmp_path / "mmdet_missing.pth"
+    torch.save({"meta": {}, "state_dict": state}, path)
+    with pytest.raises(CheckpointError, match=r"1 missing: transformer\.enc_output_norm\.weight"):
+        load_model(path)
+
+
+def test_detrex_decoder_heads_must_be_the_models(detrex_r50):
+    state = dict(detrex_r50)
+    state["transformer.decoder.class_embed.2.bias"] = state["class_embed.2.bias"] + 1
+    with pytest.raises(layouts.LayoutError, match="transformer.decoder.class_embed.2.bias"):
+        layouts.to_official({"model": state})
+
+
+def test_weights_are_found_inside_wrappers_and_behind_prefixes(detrex_r50):
+    wrapped = {"format": "some-library", "names": {0: "person"}, "epoch": 3,
+               "checkpoint": {"ema": {"model.x": torch.zeros(1)}, "weights": {f"model.{k}": v for k, v in detrex_r50.items()}}}
+    layout, state = layouts.find_weights(wrapped)
+    assert layout == "detrex" and "transformer.level_embeds" in state
+    with pytest.raises(layouts.LayoutError, match="outside the model's prefix 'model.'"):
+        layouts.find_weights({"model": {**{f"model.{k}": v for k, v in detrex_r50.items()}, "other.x": torch.zeros(1)}})
+
+
+def test_mmdet_stored_config_picks_the_flavour(mmdet_r50):
+    improved = "model = dict(type='DINO', positional_encoding=dict(num_feats=128, normalize=True, offset=-0.5, temperature=10000))"
+    standard = "positional_encoding=dict(\n        num_feats=128, normalize=True, offset=0.0, temperature=20)"
+    for text, flavour, pe in [(improved, "mmdet-improved", (10000.0, -0.5)), (standard, "mmdet", (20.0, 0.0)), (None, "mmdet", (20.0, 0.0))]:
+        converted = layouts.to_official({"meta": {"cfg": text} if text else {}, "state_dict": mmdet_r50})
+        cfg = infer_config(converted.state_dict, None, converted.config_changes)
+        assert converted.flavour == flavour and (cfg.pe_temperature, cfg.pe_offset) == pe and cfg.box_eps == 1e-5
+    forced = layouts.to_official({"meta": {"cfg": improved}, "state_dict": mmdet_r50}, flavour="mmdet")
+    assert forced.flavour == "mmdet" and forced.config_changes.get("pe_temperature", 20.0) == 20.0
+
+
+def test_patch_merging_weights_follow_the_unfold_order():
+    """MMDetection merges 2x2 patches with nn.Unfold; converted weights make the official merge equal."""
+    torch.manual_seed(0)
+    dim, h, w = 8, 6, 10
+    x = torch.randn(2, h * w, dim)
+    norm, reduction = nn.LayerNorm(4 * dim), nn.Linear(4 * dim, 2 * dim, bias=False)
+    nn.init.normal_(norm.weight), nn.init.normal_(norm.bias)
+    grid = x.view(2, h, w, dim).permute(0, 3, 1, 2)
+    merged = F.unfold(grid, kernel_size=2, stride=2).transpose(1, 2)  # what mmdet's PatchMerging does
+    theirs = reduction(norm(merged))
+    ours = PatchMerging(dim)
+    with torch.no_grad():
+        ours.norm.weight.copy_(layouts.unfold_to_official_order(norm.weight))
+        ours.norm.bias.copy_(layouts.unfold_to_official_order(norm.bias))
+        ours.reduction.weight.copy_(layouts.unfold_to_official_order(reduction.weight))
+        torch.testing.assert_close(ours(x, h, w), theirs, rtol=0, atol=1e-5)
+    weight = torch.randn(16, 32)
+    assert torch.equal(layouts.official_to_unfold_order(layouts.unfold_to_official_order(weight)), weight)
+
+
+def test_converted_file_round_trip(tmp_path, mmdet_r50):
+    """mmdet file -> convert -> official file (weights_only) -> load; converting it again changes nothing."""
+    from dino_demo.cli import main
+
+    source = tmp_path / "mmdet.pth"
+    meta = {"dataset_meta": {"classes": [COCO_NAMES[i] for i in layouts.COCO80_IDS]}, "cfg": "positional_encoding=dict(offset=-0.5, temperature=10000)"}
+    torch.save({"meta": meta, "state_dict": mmdet_r50}, source)
+    out = tmp_path / "official.pth"
+    assert main(["convert", str(source), "--out", str(out)]) == 0
+    stored = torch.load(out, weights_only=True)
+    assert stored["source"]["layout"] == "mmdet" and stored["source"]["flavour"] == "mmdet-improved"
+    assert stored["config"]["pe_temperature"] == 10000.0 and stored["config"]["shared_heads"] is False
+    assert stored["class_names"] == list(COCO_NAMES)
+    model, cfg = load_model(out)
+    direct, direct_cfg = load_model(source)
+    assert cfg == direct_cfg
+    for key, value in direct.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    again = convert_checkpoint(read_checkpoint(out))
+    assert again.layout == "official" and all(torch.equal(again.state_dict[k], v) for k, v in model.state_dict().items())
+    # and back: the 80 class rows are the file's own
+    assert torch.equal(layouts.coco91_to_80(again.state_dict)["class_embed.4.bias"], mmdet_r50["bbox_head.cls_branches.4.bias"])
+
+
+def test_unshared_heads_cannot_load_into_a_shared_model(mmdet_r50):
+    """Loading per-layer heads into one shared head would silently keep the last layer's."""
+    state = layouts.to_official({"state_dict": mmdet_r50}).state_dict
+    with torch.device("meta"):
+        shared = build_model(get_config("dino-4scale-r50"))
+    with pytest.raises(CheckpointError, match="different class/box head per decoder layer"):
+        load_state_dict_strict(shared, state)
+
+
+def test_stored_sizes_are_bounded(tmp_path):
+    tiny = build_model(get_config("dino-tiny"))
+    path = tmp_path / "huge.pth"
+    save_checkpoint(tiny, path)
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["hidden_dim"] = 1 << 20
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="beyond any DINO"):
+        load_model(path)
+
+
+def test_foreign_metadata_objects_are_read_as_inert_placeholders(tmp_path, mmdet_r50, monkeypatch):
+    """mmengine's message hub pickles its HistoryBuffer and numpy values: read, never run."""
+    import numpy as np
+
+    for name in ("mmengine", "mmengine.logging", "mmengine.logging.history_buffer"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+
+    class HistoryBuffer:
+        def __init__(self):
+            self.values = np.arange(3.0)
+
+        def __setstate__(self, state):
+            raise AssertionError("a checkpoint's object ran code")
+
+    HistoryBuffer.__module__, HistoryBuffer.__qualname__ = "mmengine.logging.history_buffer", "HistoryBuffer"
+    sys.modules["mmengine.logging.history_buffer"].HistoryBuffer = HistoryBuffer
+    path = tmp_path / "mmdet_with_hub.pth"
+    torch.save({"meta": {"seed": np.int64(3), "dataset_meta": {"classes": ("a",) * 80}},
+                "state_dict": {k: v for k, v in mmdet_r50.items() if k.startswith("level")},
+                "message_hub": {"log_scalars": {"loss": HistoryBuffer()}}}, path)
+    checkpoint = read_checkpoint(path)
+    assert repr(checkpoint["message_hub"]["log_scalars"]["loss"]) == "<opaque metadata>"
+    assert repr(checkpoint["meta"]["seed"]) == "<opaque metadata>"
+    assert checkpoint["meta"]["dataset_meta"]["classes"] == ("a",) * 80
