@@ -338,3 +338,37 @@ def test_foreign_metadata_objects_are_read_as_inert_placeholders(tmp_path, mmdet
     assert repr(checkpoint["message_hub"]["log_scalars"]["loss"]) == "<opaque metadata>"
     assert repr(checkpoint["meta"]["seed"]) == "<opaque metadata>"
     assert checkpoint["meta"]["dataset_meta"]["classes"] == ("a",) * 80
+
+
+def test_position_encoding_of_each_flavour_is_its_sources():
+    """The feature-map encoding as detrex and MMDetection write it (normalize=True, scale 2*pi,
+    eps 1e-6): (cumsum + offset) / (last + eps) * scale / temperature ** (2 * (i // 2) / 128),
+    sin on even and cos on odd features, y features before x. Padding on the right and bottom."""
+    import math
+
+    from dino_demo.model.position_encoding import PositionEmbeddingSine
+
+    mask = torch.zeros(2, 5, 7, dtype=torch.bool)
+    mask[1, 3:, :] = True
+    mask[1, :, 6:] = True
+    for flavour in ("official", "detrex", "mmdet-improved"):
+        cfg = get_config("dino-4scale-r50").replace(**FLAVOURS[flavour])
+        ours = PositionEmbeddingSine(128, cfg.pe_temperature, cfg.pe_offset)(mask)
+        not_mask = (~mask).float()
+        y, x = not_mask.cumsum(1), not_mask.cumsum(2)
+        y = (y + cfg.pe_offset) / (y[:, -1:, :] + 1e-6) * 2 * math.pi
+        x = (x + cfg.pe_offset) / (x[:, :, -1:] + 1e-6) * 2 * math.pi
+        dim_t = cfg.pe_temperature ** (2 * (torch.arange(128) // 2) / 128)
+        px, py = x[..., None] / dim_t, y[..., None] / dim_t
+        px = torch.stack((px[..., 0::2].sin(), px[..., 1::2].cos()), 4).flatten(3)
+        py = torch.stack((py[..., 0::2].sin(), py[..., 1::2].cos()), 4).flatten(3)
+        torch.testing.assert_close(ours, torch.cat((py, px), 3).permute(0, 3, 1, 2), rtol=0, atol=1e-6)
+
+
+def test_per_layer_heads_are_distinct_modules_listed_twice():
+    model = build_model(get_config("dino-tiny").replace(shared_heads=False))
+    assert len({id(m) for m in model.class_embed}) == model.cfg.dec_layers
+    assert model.transformer.decoder.class_embed is model.class_embed
+    keys = set(model.state_dict())
+    assert {"class_embed.2.weight", "transformer.decoder.bbox_embed.2.layers.0.weight"} <= keys
+    assert set(build_model(get_config("dino-tiny")).state_dict()) == keys  # the same key layout as shared heads
