@@ -5,6 +5,7 @@ its own configs, detrex's rebuilt from its source; see scripts/layout_manifests.
 the parity recipe over the foreign names, so every value can be traced through the conversion.
 """
 import json
+import re
 import sys
 import types
 
@@ -14,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dino_demo.io import layouts
-from dino_demo.io.checkpoint import (CheckpointError, convert_checkpoint, infer_config, load_model,
-                                     load_state_dict_strict, mismatch_report, read_checkpoint, save_checkpoint)
+from dino_demo.io.checkpoint import (CheckpointError, check_fits, convert_checkpoint, infer_config, load_model,
+                                     mismatch_report, read_checkpoint, save_checkpoint)
 from dino_demo.io.labels import COCO_NAMES
 from dino_demo.model.backbone import PatchMerging
 from dino_demo.model.config import FLAVOURS, get_config
@@ -44,10 +45,19 @@ def manifest(path) -> dict[str, tuple[list[int], str]]:
     return rows
 
 
+_HEADS = re.compile(r"(transformer\.decoder\.)?(class_embed|bbox_embed|bbox_head\.(cls|reg)_branches)\.")
+
+
 def meta_weights(name: str) -> dict[str, torch.Tensor]:
-    """The manifest's keys as shape-only tensors (no memory)."""
-    return {key: torch.empty(shape, dtype=getattr(torch, dtype), device="meta")
-            for key, (shape, dtype) in manifest(LAYOUTS / f"{name}.tsv").items()}
+    """The manifest's keys as shape-only tensors (no memory), except the small per-layer heads,
+    which get recipe values (detrex's aliases the values of the heads they alias)."""
+    state = {}
+    for key, (shape, dtype) in manifest(LAYOUTS / f"{name}.tsv").items():
+        if _HEADS.match(key):
+            state[key] = recipe_tensor(f"{name}/{key.removeprefix('transformer.decoder.')}", tuple(shape), SALT)
+        else:
+            state[key] = torch.empty(shape, dtype=getattr(torch, dtype), device="meta")
+    return state
 
 
 def recipe_weights(name: str) -> dict[str, torch.Tensor]:
@@ -84,9 +94,7 @@ def converted_fits(state: dict, checkpoint: dict | None = None):
 
 @pytest.mark.parametrize("name,layout,variant", FOREIGN)
 def test_foreign_manifest_converts_to_exactly_the_official_keys_and_shapes(name, layout, variant):
-    state = {k: torch.zeros(v.shape, dtype=v.dtype) if "class_embed" in k or "bbox_embed" in k else v
-             for k, v in meta_weights(name).items()}  # detrex's aliased heads are compared by value
-    converted, cfg, report = converted_fits(state)
+    converted, cfg, report = converted_fits(meta_weights(name))
     assert report == ""
     assert converted.layout == layout and converted.flavour == layout and cfg.name == variant
     assert cfg.num_classes == 91 and not cfg.shared_heads
@@ -104,6 +112,7 @@ def test_official_manifests_pass_through_unchanged(name, variant):
     assert list(converted.state_dict) == list(state)
 
 
+@pytest.mark.slow  # R50-size weights
 def test_detrex_values_land_in_their_official_places(detrex_r50):
     d, o = detrex_r50, layouts.to_official({"model": detrex_r50}).state_dict
     pairs = {
@@ -141,6 +150,7 @@ def test_detrex_values_land_in_their_official_places(detrex_r50):
     assert torch.equal(o["transformer.decoder.bbox_embed.5.layers.0.weight"], d["bbox_embed.5.layers.0.weight"])
 
 
+@pytest.mark.slow  # R50-size weights
 def test_mmdet_values_land_in_their_official_places(mmdet_r50):
     m, o = mmdet_r50, layouts.to_official({"state_dict": mmdet_r50}).state_dict
     pairs = {
@@ -171,6 +181,7 @@ def test_mmdet_values_land_in_their_official_places(mmdet_r50):
     assert not any(k.endswith("num_batches_tracked") for k in o)
 
 
+@pytest.mark.slow  # R50-size weights
 def test_80_classes_become_the_91_coco_category_ids(mmdet_r50):
     o = layouts.to_official({"state_dict": mmdet_r50}).state_dict
     ids = torch.tensor(layouts.COCO80_IDS)
@@ -196,6 +207,7 @@ def test_absent_classes_are_never_selected_or_detected():
     assert torch.sigmoid(torch.tensor(layouts.ABSENT_CLASS_LOGIT, dtype=torch.bfloat16)) == 0
 
 
+@pytest.mark.slow  # R50-size weights
 def test_other_class_lists_keep_their_size_and_names(mmdet_r50):
     names = ("cat", "dog", "eye")
     state = {k: (v[:3] if k.startswith("bbox_head.cls_branches") or k.startswith("dn_query_generator") else v)
@@ -208,29 +220,31 @@ def test_other_class_lists_keep_their_size_and_names(mmdet_r50):
     assert cfg.num_classes == 3 and cfg.class_names == names
 
 
-def test_unknown_key_is_reported_by_name(detrex_r50, mmdet_r50):
+def test_unknown_key_is_reported_by_name():
+    detrex, mmdet = meta_weights("detrex_dino_r50_4scale"), meta_weights("mmdet_dino-4scale_r50")
     with pytest.raises(layouts.LayoutError, match=r"1 detrex keys .*transformer\.encoder\.layers\.0\.bogus\.weight"):
-        layouts.to_official({"model": {**detrex_r50, "transformer.encoder.layers.0.bogus.weight": torch.zeros(1)}})
+        layouts.to_official({"model": {**detrex, "transformer.encoder.layers.0.bogus.weight": torch.zeros(1)}})
     with pytest.raises(layouts.LayoutError, match=r"mmdet keys .*neck\.fpn\.0\.weight"):
-        layouts.to_official({"state_dict": {**mmdet_r50, "neck.fpn.0.weight": torch.zeros(1)}})
+        layouts.to_official({"state_dict": {**mmdet, "neck.fpn.0.weight": torch.zeros(1)}})
 
 
-def test_missing_key_is_reported_by_name(tmp_path, mmdet_r50):
-    state = {k: v for k, v in mmdet_r50.items() if k != "memory_trans_norm.weight"}
-    path = tmp_path / "mmdet_missing.pth"
-    torch.save({"meta": {}, "state_dict": state}, path)
+def test_missing_key_is_reported_by_name():
+    state = {k: v for k, v in meta_weights("mmdet_dino-4scale_r50").items() if k != "memory_trans_norm.weight"}
+    converted = convert_checkpoint({"meta": {}, "state_dict": state})
+    cfg = infer_config(converted.state_dict, None, converted.config_changes)
     with pytest.raises(CheckpointError, match=r"1 missing: transformer\.enc_output_norm\.weight"):
-        load_model(path)
+        check_fits(cfg, converted.state_dict, "mmdet_missing.pth")
 
 
-def test_detrex_decoder_heads_must_be_the_models(detrex_r50):
-    state = dict(detrex_r50)
+def test_detrex_decoder_heads_must_be_the_models():
+    state = meta_weights("detrex_dino_r50_4scale")
     state["transformer.decoder.class_embed.2.bias"] = state["class_embed.2.bias"] + 1
     with pytest.raises(layouts.LayoutError, match="transformer.decoder.class_embed.2.bias"):
         layouts.to_official({"model": state})
 
 
-def test_weights_are_found_inside_wrappers_and_behind_prefixes(detrex_r50):
+def test_weights_are_found_inside_wrappers_and_behind_prefixes():
+    detrex_r50 = meta_weights("detrex_dino_r50_4scale")
     wrapped = {"format": "some-library", "names": {0: "person"}, "epoch": 3,
                "checkpoint": {"ema": {"model.x": torch.zeros(1)}, "weights": {f"model.{k}": v for k, v in detrex_r50.items()}}}
     layout, state = layouts.find_weights(wrapped)
@@ -239,7 +253,8 @@ def test_weights_are_found_inside_wrappers_and_behind_prefixes(detrex_r50):
         layouts.find_weights({"model": {**{f"model.{k}": v for k, v in detrex_r50.items()}, "other.x": torch.zeros(1)}})
 
 
-def test_mmdet_stored_config_picks_the_flavour(mmdet_r50):
+def test_mmdet_stored_config_picks_the_flavour():
+    mmdet_r50 = meta_weights("mmdet_dino-4scale_r50")
     improved = "model = dict(type='DINO', positional_encoding=dict(num_feats=128, normalize=True, offset=-0.5, temperature=10000))"
     standard = "positional_encoding=dict(\n        num_feats=128, normalize=True, offset=0.0, temperature=20)"
     for text, flavour, pe in [(improved, "mmdet-improved", (10000.0, -0.5)), (standard, "mmdet", (20.0, 0.0)), (None, "mmdet", (20.0, 0.0))]:
@@ -270,6 +285,7 @@ def test_patch_merging_weights_follow_the_unfold_order():
     assert torch.equal(layouts.official_to_unfold_order(layouts.unfold_to_official_order(weight)), weight)
 
 
+@pytest.mark.slow  # R50-size weights
 def test_converted_file_round_trip(tmp_path, mmdet_r50):
     """mmdet file -> convert -> official file (weights_only) -> load; converting it again changes nothing."""
     from dino_demo.cli import main
@@ -294,27 +310,23 @@ def test_converted_file_round_trip(tmp_path, mmdet_r50):
     assert torch.equal(layouts.coco91_to_80(again.state_dict)["class_embed.4.bias"], mmdet_r50["bbox_head.cls_branches.4.bias"])
 
 
-def test_unshared_heads_cannot_load_into_a_shared_model(mmdet_r50):
+def test_unshared_heads_cannot_load_into_a_shared_model():
     """Loading per-layer heads into one shared head would silently keep the last layer's."""
-    state = layouts.to_official({"state_dict": mmdet_r50}).state_dict
-    with torch.device("meta"):
-        shared = build_model(get_config("dino-4scale-r50"))
+    state = layouts.to_official({"state_dict": meta_weights("mmdet_dino-4scale_r50")}).state_dict
     with pytest.raises(CheckpointError, match="different class/box head per decoder layer"):
-        load_state_dict_strict(shared, state)
+        check_fits(get_config("dino-4scale-r50"), state)
 
 
-def test_stored_sizes_are_bounded(tmp_path):
-    tiny = build_model(get_config("dino-tiny"))
-    path = tmp_path / "huge.pth"
-    save_checkpoint(tiny, path)
-    payload = torch.load(path, weights_only=True)
-    payload["config"]["hidden_dim"] = 1 << 20
-    torch.save(payload, path)
-    with pytest.raises(CheckpointError, match="beyond any DINO"):
-        load_model(path)
+def test_sizes_read_from_the_tensors_are_bounded():
+    """Without a stored config the sizes come from the tensors; they too must lie within the limits."""
+    state = {k: torch.empty(shape, dtype=getattr(torch, dtype), device="meta")
+             for k, (shape, dtype) in manifest(OFFICIAL / "manifest_DINO_4scale.tsv").items()}
+    state["transformer.tgt_embed.weight"] = torch.empty(10**6, 256, device="meta")
+    with pytest.raises(CheckpointError, match="beyond any DINO.*num_queries"):
+        infer_config(state)
 
 
-def test_foreign_metadata_objects_are_read_as_inert_placeholders(tmp_path, mmdet_r50, monkeypatch):
+def test_foreign_metadata_objects_are_read_as_inert_placeholders(tmp_path, monkeypatch):
     """mmengine's message hub pickles its HistoryBuffer and numpy values: read, never run."""
     import numpy as np
 
@@ -332,7 +344,7 @@ def test_foreign_metadata_objects_are_read_as_inert_placeholders(tmp_path, mmdet
     sys.modules["mmengine.logging.history_buffer"].HistoryBuffer = HistoryBuffer
     path = tmp_path / "mmdet_with_hub.pth"
     torch.save({"meta": {"seed": np.int64(3), "dataset_meta": {"classes": ("a",) * 80}},
-                "state_dict": {k: v for k, v in mmdet_r50.items() if k.startswith("level")},
+                "state_dict": {"level_embed": torch.zeros(4, 256)},
                 "message_hub": {"log_scalars": {"loss": HistoryBuffer()}}}, path)
     checkpoint = read_checkpoint(path)
     assert repr(checkpoint["message_hub"]["log_scalars"]["loss"]) == "<opaque metadata>"

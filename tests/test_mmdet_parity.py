@@ -24,6 +24,8 @@ from dino_demo.parity.recipe import recipe_tensor
 
 from conftest import FIXTURES, ROOT
 
+pytestmark = pytest.mark.slow  # an official-size R50 model
+
 REFERENCE = FIXTURES / "mmdet_dino"
 ENCODER_ATOL = 5e-5
 LOGIT_ATOL = 1e-4

@@ -109,6 +109,7 @@ def test_zoo_entry_must_hold_its_variant(monkeypatch, tiny):
         load_model("zoo:test-wrong")
 
 
+@pytest.mark.slow  # two command-line runs
 def test_detect_and_dump_take_a_zoo_model(test_entry, tiny, tmp_path):
     from dino_demo.cli import main
 
