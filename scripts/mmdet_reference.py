@@ -4,7 +4,8 @@ this project against after converting MMDetection's checkpoint.
     python scripts/mmdet_reference.py                      # writes tests/fixtures/mmdet_dino/
     python scripts/mmdet_reference.py --size full --compare --no-write   # full-size figures
 
-Needs mmdet 3.3, mmengine and mmcv-lite 2.1 (`pip install mmdet==3.3.0 mmengine mmcv-lite==2.1.0`;
+Run from the repository root with the project installed (`pip install -e .`). Needs mmdet 3.3,
+mmengine and mmcv-lite 2.1 (`pip install mmdet==3.3.0 mmengine mmcv-lite==2.1.0`;
 the compiled `mmcv._ext` that mmcv-lite lacks is replaced by a stand-in, see layout_manifests.py:
 on CPU tensors MMDetection's DINO runs mmcv's pure-PyTorch deformable attention).
 
@@ -33,15 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+from layout_manifests import ROOT, mmdet_model  # this script's folder is on sys.path when it runs
 
-from layout_manifests import mmdet_model  # noqa: E402
-
-from dino_demo.io.images import load_image  # noqa: E402
-from dino_demo.io.preprocess import prepare_batch, to_tensor_normalized  # noqa: E402
-from dino_demo.model.config import get_config  # noqa: E402
-from dino_demo.parity.recipe import recipe_state_dict  # noqa: E402
+from dino_demo.io.images import load_image
+from dino_demo.io.preprocess import prepare_batch, to_tensor_normalized
+from dino_demo.model.config import get_config
+from dino_demo.parity.recipe import recipe_state_dict
 
 CONFIG = "dino-4scale_r50_8xb2-12e_coco.py"
 SALT = "dino-explorer-mmdet-v1"
