@@ -53,3 +53,49 @@ def served():
 @pytest.fixture(scope="module")
 def url(served):
     return served.local_url
+
+
+@pytest.fixture
+def local_zoo(monkeypatch, tmp_path):
+    """A zoo entry whose file (the shipped dino-tiny weights, or a random dino-tiny) is served by a
+    local http.server on 127.0.0.1, slowly enough (about 2 s) that a download shows its progress."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+    import time
+
+    from dino_demo.io import zoo
+    from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
+
+    served = tmp_path / "served"
+    served.mkdir()
+    if DEFAULT_CHECKPOINT.is_file():
+        shutil.copy(DEFAULT_CHECKPOINT, served / "tiny-zoo.pth")
+    else:
+        from dino_demo.model.config import get_config
+        from dino_demo.model.detector import build_model
+
+        save_checkpoint(build_model(get_config("dino-tiny")), served / "tiny-zoo.pth")
+
+    class Slow(http.server.SimpleHTTPRequestHandler):
+        def copyfile(self, source, destination):
+            while chunk := source.read(256 * 1024):
+                destination.write(chunk)
+                time.sleep(0.07)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Slow, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    entry = zoo.ZooEntry("local-tiny", "DINO-tiny from the local server", "dino-tiny", "official", "official",
+                         (f"http://127.0.0.1:{server.server_address[1]}/tiny-zoo.pth",), 7, 0.0, 1, "test", "tests")
+    monkeypatch.setattr(zoo, "ENTRIES", (*zoo.ENTRIES, entry))
+    monkeypatch.setattr(zoo, "_BY_ID", {**zoo._BY_ID, entry.id: entry})
+    monkeypatch.setattr(zoo, "folder", lambda: tmp_path / "zoo")
+    for variable in ("SPACE_ID", "DINO_DEMO_PUBLIC", "DINO_DEMO_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+    yield entry
+    server.shutdown()
+    server.server_close()

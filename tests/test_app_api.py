@@ -370,3 +370,27 @@ def test_drawn_images_are_written_once_and_whole(tmp_path):
     with Image.open(first) as drawn:
         assert drawn.size == (60, 40)
     assert not list(Path(first).parent.glob("*.tmp"))
+
+
+def test_a_zoo_model_is_downloaded_once_and_detects(client, local_zoo):
+    from dino_demo.ui import choices
+
+    labels = dict((value, label) for label, value in choices.model_choices())
+    assert labels[local_zoo.source_id].endswith("downloaded once")
+    assert any(value.startswith("zoo:dino-4scale-r50") for value in labels)
+    _, document = _detect(client, EXAMPLES / "shapes-90210-9.png", model=local_zoo.source_id, threshold=0.3)
+    assert document["model"] == {"id": local_zoo.name, "variant": "dino-tiny"}
+    assert _image(document)["detections"]
+    labels = dict((value, label) for label, value in choices.model_choices())
+    assert labels[local_zoo.source_id].endswith("on this machine")
+    assert choices.default_choice() == local_zoo.source_id  # a zoo model on the machine is the default
+
+
+def test_the_default_model_can_be_named(monkeypatch):
+    from dino_demo.ui import choices
+
+    monkeypatch.setenv(choices.DEFAULT_MODEL_VARIABLE, "zoo:mmdet-dino-4scale-r50")
+    assert choices.default_choice() == "zoo:mmdet-dino-4scale-r50"
+    monkeypatch.setenv(choices.DEFAULT_MODEL_VARIABLE, "zoo:no-such-model")
+    with pytest.raises(ValueError, match="unknown model zoo id"):
+        choices.default_choice()

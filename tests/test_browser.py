@@ -135,3 +135,21 @@ def test_upload_detect_click_and_inspect(page, url):
 
     page.get_by_role("tab", name="Runtime").click()
     assert "backbone" in page.locator("#runtime").inner_text()
+
+
+def test_a_zoo_model_downloads_with_progress_then_detects(local_zoo, page):
+    """The model list offers the zoo; choosing an entry and pressing Detect shows the download's
+    progress, then the detections (the file comes from a local server, slowly)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.set_input_files("#image-in input[type=file]", str(IMAGE))
+    page.wait_for_selector("#image-in img")
+    page.locator("#model-choice input").click()
+    page.get_by_role("option", name=re.compile(re.escape(local_zoo.name))).click()
+    page.click("#detect-button")
+    page.get_by_text(re.compile("Downloading " + re.escape(local_zoo.name))).first.wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-zoo-download.png"), full_page=True)
+    _wait_for_new_src(page, "#det-image img", None)
+    page.wait_for_function("() => document.querySelector('#slot input').value !== ''")
+    page.screenshot(path=str(ARTIFACTS / "browser-zoo-detections.png"), full_page=True)
+    page.get_by_role("tab", name="Runtime").click()
+    assert local_zoo.name in page.locator("#runtime").inner_text()

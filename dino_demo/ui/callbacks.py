@@ -138,7 +138,7 @@ class Explorer:
 
         model_id = request.model.model_id
         progress(0.15, desc=f"Loading {model_id}")
-        model, cfg = self._load_model(request.model)
+        model, cfg = self._load_model(request.model, progress)
         h, w = loaded.array.shape[:2]
         input_size = model_input_size(cfg, h, w, request.max_input)
 
@@ -166,9 +166,13 @@ class Explorer:
         """Load a model now (on ZeroGPU: at start-up, outside any GPU function, as it requires)."""
         self._load_model(choices.resolve(model_choice, "", None))
 
-    def _load_model(self, model: choices.ModelChoice):
+    def _load_model(self, model: choices.ModelChoice, progress: Callable | None = None):
+        def downloaded(done: int, total: int | None) -> None:  # bytes so far, of total
+            if progress is not None:
+                progress((done, total) if total else 0.15, desc=f"Downloading {model.model_id}", unit="bytes")
+
         try:
-            return self.models.get(model.source, model.variant)
+            return self.models.get(model.source, model.variant, downloaded)
         except ValueError as err:  # CheckpointError and config errors carry a message for the user
             failure = ValueError(f"Cannot use this checkpoint: {err}")
         except (OSError, RuntimeError) as err:
@@ -278,7 +282,8 @@ class Explorer:
         any checkpoint file, and the input-size slider sized for the model when it is known."""
         choice = str(model_choice or "")
         views: Views = {"checkpoint": gr.Textbox(visible=choice == choices.CUSTOM),
-                        "variant": gr.Dropdown(visible=not choice.startswith("untrained:"))}
+                        "variant": gr.Dropdown(visible=not choice.startswith(("untrained:", "zoo:"))),
+                        "shipped_note": gr.Column(visible=choice == choices.SHIPPED)}
         try:
             config = choices.resolve(choice, "-", None).config
         except ValueError:

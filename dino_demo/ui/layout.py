@@ -15,6 +15,7 @@ import gradio as gr
 import numpy as np
 
 from .. import ops
+from ..io import zoo
 from ..model.config import VARIANTS
 from . import choices, gpu, inputs
 from .callbacks import Explorer, example_files
@@ -29,7 +30,7 @@ INTRO = ("## DINO Explorer — the DINO detector, and a look inside it\n"
          "to see its sampling points and refinement. Every tab re-draws from the stored result.")
 SHIPPED_NOTE = ("The shipped model (`dino-tiny`) was trained on synthetic scenes and knows only eight shapes "
                 "(circle, square, triangle, star, ring, cross, hexagon, ellipse): on photos it finds shapes, "
-                "not objects. For COCO's 80 classes choose an official checkpoint.")
+                "not objects. For COCO's 80 classes, use a model of the zoo (downloaded once):")
 
 
 class UI(dict):
@@ -63,12 +64,15 @@ def build_layout(default_model: str, end_session) -> UI:
                                               visible=False)
                 ui["variant"] = gr.Dropdown([choices.AUTO_VARIANT, *VARIANTS], value=choices.AUTO_VARIANT,
                                             label="Variant of the checkpoint",
-                                            visible=not default_model.startswith("untrained:"))
+                                            visible=not default_model.startswith(("untrained:", "zoo:")))
                 config = choices.resolve(default_model, "", None).config
                 max_side = config.max_size if config else max(c.max_size for c in VARIANTS.values())
                 ui["max_input"] = gr.Slider(32, max_side, value=max_side, step=1, label="Max input side (px)",
                                             elem_id="max-input")
-                gr.Markdown(SHIPPED_NOTE)
+                with gr.Column(visible=default_model == choices.SHIPPED) as ui["shipped_note"]:
+                    gr.Markdown(SHIPPED_NOTE)
+                    ui["coco_model"] = gr.Button(f"Use {zoo.get(choices.COCO_MODEL).name}", size="sm",
+                                                 elem_id="coco-model")
             ui["examples_slot"] = gr.Column()
         with gr.Column(scale=3):
             ui["notice"] = gr.Markdown("", elem_id="notice")
@@ -189,7 +193,9 @@ def wire(ui: UI, explorer: Explorer, concurrency: int) -> None:
     gr.on([ui.layer.release, ui.head.input, ui.level.input, ui.point_color.input], _bind(ui, explorer.inspect),
           [ui.session, ui.slot, *sampling_controls], [ui.sampling_image, ui.points_json, ui.mass], **private)
     ui.model_choice.change(_bind(ui, explorer.choose_model), [ui.model_choice],
-                           [ui.checkpoint, ui.variant, ui.max_input], api_visibility="private", queue=False)
+                           [ui.checkpoint, ui.variant, ui.max_input, ui.shipped_note], api_visibility="private",
+                           queue=False)
+    ui.coco_model.click(lambda: choices.COCO_MODEL, None, ui.model_choice, api_visibility="private", queue=False)
 
 
 def build_demo(settings: AppSettings | None = None, **explorer_options) -> gr.Blocks:
