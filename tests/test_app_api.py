@@ -394,3 +394,24 @@ def test_the_default_model_can_be_named(monkeypatch):
     monkeypatch.setenv(choices.DEFAULT_MODEL_VARIABLE, "zoo:no-such-model")
     with pytest.raises(ValueError, match="unknown model zoo id"):
         choices.default_choice()
+
+
+def test_a_public_app_refuses_urls_that_point_inward(client, local_zoo, monkeypatch):
+    """In public mode the URL box cannot reach the server's own network: plain http is refused, and
+    an https URL to an inward address (an open port, a closed one, the cloud metadata address) gets
+    one and the same answer, so that visitors cannot scan the server's ports."""
+    monkeypatch.setenv("DINO_DEMO_PUBLIC", "1")
+    monkeypatch.setenv("DINO_DEMO_ALLOWED_HOSTS", "*")  # any host: the address check alone must refuse
+    port = local_zoo.urls[0].split(":")[2].split("/")[0]
+
+    def refusal(address):
+        with pytest.raises(AppError) as refused:
+            _detect(client, EXAMPLES / "chelsea.png", model="custom", checkpoint=address)
+        return str(refused.value)
+
+    assert "only https" in refusal(local_zoo.urls[0])
+    inward = {refusal(address) for address in (f"https://127.0.0.1:{port}/tiny-zoo.pth", "https://localhost:9/x.pth",
+                                              "https://169.254.169.254/latest/meta-data", "https://[::1]:22/x")}
+    assert len(inward) == 1, inward
+    (message,) = inward
+    assert port not in message and "Errno" not in message and "refused" not in message.lower()

@@ -50,6 +50,7 @@ PUBLIC_VARIABLE = "DINO_DEMO_PUBLIC"
 HOSTS_VARIABLE = "DINO_DEMO_ALLOWED_HOSTS"
 QUOTA_VARIABLE = "DINO_DEMO_CACHE_QUOTA_GB"
 DEADLINE_VARIABLE = "DINO_DEMO_DOWNLOAD_DEADLINE"
+PUBLIC_DEADLINE_S = 600.0
 OFFLINE_VARIABLES = ("DINO_DEMO_OFFLINE", "HF_HUB_OFFLINE")
 MAX_DOWNLOAD_BYTES = 2 * 1024**3
 PUBLIC_QUOTA_BYTES = 10 * 1024**3
@@ -103,6 +104,8 @@ class Policy:
         values = dict(public=public, allowed_hosts=hosts, quota_bytes=quota_bytes)
         if deadline is not None:
             values["deadline_s"] = deadline
+        elif public:  # a visitor's slow-drip server must not hold one of the app's workers for long
+            values["deadline_s"] = PUBLIC_DEADLINE_S
         return cls(**{**values, **overrides})
 
     def host_allowed(self, host: str) -> bool:
