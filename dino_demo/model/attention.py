@@ -44,6 +44,29 @@ class MSDeformAttn(nn.Module):
             nn.init.xavier_uniform_(linear.weight)
             nn.init.zeros_(linear.bias)
 
+    def sampling(self, query: torch.Tensor, reference_points: torch.Tensor,
+                 spatial_shapes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where the queries look and how much each look counts, without reading any value.
+
+        Args: as `forward` (query [B, Lq, D], reference_points [B, Lq, L, 2 or 4], spatial_shapes [L, 2]).
+        Returns: sampling_locations [B, Lq, M, L, P, 2] (x, y) in [0, 1] of each level's padded
+            map, attention_weights [B, Lq, M, L, P] (softmax over L * P per head).
+        Row-wise in the queries: any subset of queries gives the same rows as all of them.
+        """
+        b, num_queries, _ = query.shape
+        m, l, p = self.heads, self.levels, self.points
+        offsets = self.sampling_offsets(query).view(b, num_queries, m, l, p, 2)
+        weights = F.softmax(self.attention_weights(query).view(b, num_queries, m, l * p), -1).view(b, num_queries, m, l, p)
+        if reference_points.shape[-1] == 2:
+            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
+            locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        elif reference_points.shape[-1] == 4:
+            locations = (reference_points[:, :, None, :, None, :2]
+                         + offsets / p * reference_points[:, :, None, :, None, 2:] * 0.5)
+        else:
+            raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
+        return locations, weights
+
     def forward(
         self,
         query: torch.Tensor,
@@ -63,22 +86,12 @@ class MSDeformAttn(nn.Module):
         Returns:
             output [B, Lq, D], sampling_locations [B, Lq, M, L, P, 2], attention_weights [B, Lq, M, L, P].
         """
-        b, num_queries, _ = query.shape
-        m, l, p = self.heads, self.levels, self.points
+        b = query.shape[0]
         value = self.value_proj(value)
         if padding_mask is not None:
             value = value.masked_fill(padding_mask[..., None], 0.0)
-        value = value.view(b, value.shape[1], m, -1)
-        offsets = self.sampling_offsets(query).view(b, num_queries, m, l, p, 2)
-        weights = F.softmax(self.attention_weights(query).view(b, num_queries, m, l * p), -1).view(b, num_queries, m, l, p)
-        if reference_points.shape[-1] == 2:
-            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
-            locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        elif reference_points.shape[-1] == 4:
-            locations = (reference_points[:, :, None, :, None, :2]
-                         + offsets / p * reference_points[:, :, None, :, None, 2:] * 0.5)
-        else:
-            raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
+        value = value.view(b, value.shape[1], self.heads, -1)
+        locations, weights = self.sampling(query, reference_points, spatial_shapes)
         # Under autocast the value projection is half precision while locations stay float32. In
         # float16 (11-bit mantissa: a location within 1/2000 of the map) the op runs its native
         # half-precision kernels, accumulating in float32; a bfloat16 location (8 bits) could be

@@ -92,7 +92,9 @@ class DINO(nn.Module):
             targets: per image `labels` [n] int64 and `boxes` [n, 4] normalized cxcywh; in
                 training mode they add the contrastive denoising queries.
             topk_indices: [B, Q'] encoder token indices to use instead of the top-Q selection.
-            capture_attention: also return every decoder layer's sampling locations and weights.
+            capture_attention: also return every decoder layer's sampling locations and weights,
+                and the encoder's input tokens (any encoder token's attention is recomputed
+                from them on demand, see `explore.encoder`).
             timings: if given, filled with seconds spent in "backbone", "encoder", "decoder".
         """
         _check_inputs(images, masks)
@@ -132,6 +134,7 @@ class DINO(nn.Module):
                 max_logit=selection.max_logit),
             sampling_locations=None if decoded.sampling_locations is None else decoded.sampling_locations[:, :, pad:],
             attention_weights=None if decoded.attention_weights is None else decoded.attention_weights[:, :, pad:],
+            encoder_input=features.tokens if capture_attention else None,
             denoising=None if dn is None else DenoisingOutput(
                 logits=decoded.logits[:, :, :pad], boxes=decoded.boxes[:, :, :pad], pad_size=pad,
                 num_groups=dn.num_groups, max_targets=dn.max_targets, attn_mask=dn.attn_mask),

@@ -72,6 +72,9 @@ class DINOOutput:
     sampling_locations: [K, B, Q, M, L, P, 2] decoder cross-attention sampling points, (x, y) in
         [0, 1] of the padded feature maps; only when requested.
     attention_weights: [K, B, Q, M, L, P]; only when requested.
+    encoder_input: [B, S, D] the encoder's input tokens (flattened projected features, before the
+        position embedding), from which any encoder token's attention in any layer can be
+        recomputed (`explore.encoder`); only when attention is requested.
     denoising: the denoising queries' outputs, in training with targets only.
     timings: seconds per stage ("backbone", "encoder", "decoder"), when requested.
     """
@@ -88,6 +91,7 @@ class DINOOutput:
     selection: EncoderSelection
     sampling_locations: torch.Tensor | None = None
     attention_weights: torch.Tensor | None = None
+    encoder_input: torch.Tensor | None = None
     denoising: DenoisingOutput | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -118,7 +122,9 @@ class DINOOutput:
             selection=EncoderSelection(**{name: getattr(selection, name)[b].clone()
                                           for name in EncoderSelection.__dataclass_fields__}),
             sampling_locations=per_layer(self.sampling_locations),
-            attention_weights=per_layer(self.attention_weights), timings=dict(self.timings))
+            attention_weights=per_layer(self.attention_weights),
+            encoder_input=None if self.encoder_input is None else self.encoder_input[b].clone(),
+            timings=dict(self.timings))
 
 
 @dataclass

@@ -4,6 +4,7 @@ All tensors are batch-first: [B, tokens or queries, D].
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -120,6 +121,16 @@ class Encoder(nn.Module):
         for layer in self.layers:
             x = layer(x, reference_points, features)
         return x
+
+    def layer_inputs(self, features: FlatFeatures) -> Iterator[torch.Tensor]:
+        """The input [B, S, D] of each layer in turn, computed lazily as `forward` computes them
+        (the last layer itself is never run): what a layer's attention can be recomputed from."""
+        reference_points = self.reference_points(features)
+        x = features.tokens
+        for i, layer in enumerate(self.layers):
+            yield x
+            if i + 1 < len(self.layers):
+                x = layer(x, reference_points, features)
 
 
 class DecoderLayer(nn.Module):
