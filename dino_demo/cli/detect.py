@@ -5,8 +5,9 @@ Images larger than 4096 px are downscaled to that (boxes are then in the downsca
 log line says). Writes DIR/<image name>.png with the detections drawn (`<name>-1.png`, ... when two inputs share a
 name) and DIR/detections.json in the format of `dino_demo.io.results` (model, settings, and per
 image its path as given, size and detections), plus DIR/coco_results.json, the same detections as
-the bare list `pycocotools` loads. Images that cannot be read are reported and skipped; the exit
-status is then 1.
+the bare list `pycocotools` loads. With --save-internals, also DIR/<name>.internals.npz per image
+(the model's internals, see `dino_demo.io.internals`; its name is the image entry's "internals").
+Images that cannot be read are reported and skipped; the exit status is then 1.
 """
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from tqdm import tqdm
 from ..explore.inference import PRECISIONS, run
 from ..explore.models import load
 from ..explore.views import detection_view
-from ..explore.visualize import render_detections
+from ..explore.figures import render_detections
 from ..io import zoo
 from ..io.checkpoint import DEFAULT_CHECKPOINT
 from ..io.images import MAX_SIDE, ImageError, load_image
+from ..io.internals import write_internals
 from ..io.preprocess import model_input_size
 from ..io.results import coco_results, detections_document, image_record
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
@@ -50,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=sorted(PRECISIONS), default="float32",
                         help="float16 / bfloat16 run under autocast (for GPUs); default float32")
+    parser.add_argument("--save-internals", action="store_true",
+                        help="also write <name>.internals.npz per image: detections, encoder selection, boxes and "
+                             "references per decoder layer, sampling points and weights of every query")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
     if not 0.0 <= args.threshold <= 1.0:
@@ -82,11 +87,17 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for note in loaded.notes:
             log.info("%s: %s", path, note)
-        result = run(model, cfg, loaded.array, max_size=args.max_size, precision=args.precision, model_id=model_id)
+        result = run(model, cfg, loaded.array, max_size=args.max_size, precision=args.precision, model_id=model_id,
+                     internals=args.save_internals)
         view = detection_view(result, args.threshold, args.max_detections)
         annotated = _unique_name(path, used_names)
-        entries.append({**image_record(result, view, image_id=image_id, file_name=path.name, source=str(path)),
-                        "annotated": annotated})
+        entry = {**image_record(result, view, image_id=image_id, file_name=path.name, source=str(path)),
+                 "annotated": annotated}
+        if args.save_internals:
+            internals = Path(annotated).stem + ".internals.npz"
+            write_internals(result, args.out / internals, source=str(path))
+            entry["internals"] = internals
+        entries.append(entry)
         captions = [f"{name} {score:.2f}" for name, score in zip(view.names, view.scores)]
         Image.fromarray(render_detections(result.image, view.boxes, captions, view.labels)).save(args.out / annotated)
 

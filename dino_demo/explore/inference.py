@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,26 +91,32 @@ class InferenceResult:
 
 
 PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+StageCallback = Callable[[str, float], None]
 
 
 def run(model: torch.nn.Module, cfg: DINOConfig, image: np.ndarray, *, max_size: int | None = None,
-        internals: bool = True, precision: str = "float32", model_id: str = "") -> InferenceResult:
+        internals: bool = True, precision: str = "float32", model_id: str = "",
+        on_stage: StageCallback | None = None) -> InferenceResult:
     """Detect objects in one image ([H, W, 3] uint8 RGB); see `run_batch`."""
     return run_batch(model, cfg, [image], max_size=max_size, internals=internals, precision=precision,
-                     model_id=model_id)[0]
+                     model_id=model_id, on_stage=on_stage)[0]
 
 
 def run_batch(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray], *, max_size: int | None = None,
-              internals: bool = True, precision: str = "float32", model_id: str = "") -> list[InferenceResult]:
+              internals: bool = True, precision: str = "float32", model_id: str = "",
+              on_stage: StageCallback | None = None) -> list[InferenceResult]:
     """Detect objects in `images` (each [H, W, 3] uint8 RGB) with `model` built from `cfg`.
 
     max_size: optional cap on the longer side of the model input, below the config's own
         (official 800 / 1333 rule otherwise).
     internals: keep each image's DINOOutput with the decoder's sampling locations and attention
-        weights (what the explorer draws); False keeps only the detections (evaluation).
+        weights and the encoder's input (what the explorer draws); False keeps only the detections
+        (evaluation).
     precision: "float32", or "float16" / "bfloat16" to run under autocast (for GPUs: the weights
         stay float32, matrix products run in half precision; the deformable attention runs its
         float16 kernels under "float16"). Outputs are float32 either way.
+    on_stage: called with (stage, seconds) as each stage ends ("preprocess", "backbone",
+        "encoder", "decoder", "postprocess", "total"), from the thread that runs the model.
     Images of different sizes are padded to a common size and masked, as officially.
     """
     if not images:
@@ -118,7 +125,7 @@ def run_batch(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray],
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = next(model.parameters()).device
     backend = ops.backend(device)  # what serves the op in this run (a kernel may become ready later)
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = {} if on_stage is None else _ReportingTimings(on_stage)
     start = time.perf_counter()
     batch = prepare_batch(images, cfg, max_size)
     timings["preprocess"] = time.perf_counter() - start
@@ -153,6 +160,19 @@ def _float32(obj):
         return dataclasses.replace(obj, **{f.name: _float32(getattr(obj, f.name)) for f in dataclasses.fields(obj)
                                            if f.init})
     return obj
+
+
+class _ReportingTimings(dict):
+    """A timings dict that calls `on_stage(stage, seconds)` as each stage's time is recorded (the
+    model records "backbone", "encoder" and "decoder" as it finishes each)."""
+
+    def __init__(self, on_stage: StageCallback):
+        super().__init__()
+        self._on_stage = on_stage
+
+    def __setitem__(self, stage: str, seconds: float) -> None:
+        super().__setitem__(stage, seconds)
+        self._on_stage(stage, seconds)
 
 
 def _image_output(output: DINOOutput, index: int) -> DINOOutput:
