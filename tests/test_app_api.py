@@ -293,12 +293,13 @@ def test_one_detect_click_is_one_event_that_returns_every_view(served):
     chained = [d for d in config["dependencies"] if d.get("trigger_after") == on_click[0]["id"]]
     assert chained == []  # no .then(): one round trip draws everything
     names = [d["api_name"] for d in config["dependencies"] if d.get("api_visibility") == "public"]
-    assert sorted(names) == ["detect", "inspect"] and len(set(names)) == len(names)
+    assert sorted(names) == ["detect", "encoder", "inspect", "internals"] and len(set(names)) == len(names)
 
     views = _page_detect(served.explorer)
     assert {"det_image", "det_json", "table", "download_json", "download_coco", "query", "slot", "notice",
             "proposal_image", "sampling_image", "points_json", "mass", "refine_image", "refine_table", "runtime",
-            "layer", "head", "level", "top_n", "session"} <= set(views)
+            "layer", "head", "level", "top_n", "session", "query_info", "layer_grid", "heatmap_image",
+            "download_internals", "enc_image", "enc_layer", "token_level", "candidates"} <= set(views)
     cfg = VARIANTS["dino-tiny"] if SHIPPED else VARIANTS["dino-tiny"]
     assert views["layer"].maximum == cfg.dec_layers  # controls sized from the model
     assert views["head"].choices[-1][0] == str(cfg.num_heads) and views["top_n"].maximum == cfg.num_queries
@@ -415,3 +416,98 @@ def test_a_public_app_refuses_urls_that_point_inward(client, local_zoo, monkeypa
     assert len(inward) == 1, inward
     (message,) = inward
     assert port not in message and "Errno" not in message and "refused" not in message.lower()
+
+
+def _encoder(client, level, row, col, layer, head="all", lvl="all", color_by="level"):
+    return client.predict(level, row, col, layer, head, lvl, color_by, api_name="/encoder")
+
+
+def test_encoder_endpoint_gives_a_tokens_attention_in_every_layer(client):
+    _detect(client, EXAMPLES / "shapes-90210-8.png")
+    cfg = VARIANTS["dino-tiny"]
+    m, l, p = cfg.num_heads, cfg.num_feature_levels, cfg.enc_points
+    for layer in range(1, cfg.enc_layers + 1):
+        overlay, points, mass = _encoder(client, 2, 3, 4, layer)
+        assert points["token_level"] == 2 and points["token_cell"] == [3, 4] and points["encoder_layer"] == layer
+        assert points["shape"] == [m, l, p] and np.array(points["points_xy"]).shape == (m, l, p, 2)
+        assert len(mass["data"]) == m + 1
+    assert Path(overlay).is_file()
+    _, one, _ = _encoder(client, 1, 0, 0, 1, head="3", lvl="2", color_by="head")
+    assert one["shape"] == [1, 1, p] and one["heads"] == [3] and one["levels"] == [2]
+    for bad in [(9, 0, 0, 1), (1, 10_000, 0, 1), (1, 0, -1, 1), (1, 0, 0, 99), (1, 0, 0, 1, "9")]:
+        with pytest.raises(AppError):
+            _encoder(client, *bad)
+
+
+def test_internals_endpoint_returns_the_sessions_arrays(client):
+    from dino_demo.io.internals import read_internals
+
+    _, document = _detect(client, EXAMPLES / "chelsea.png")
+    index, arrays = read_internals(client.predict(api_name="/internals"))
+    assert index["image"]["source"] == "chelsea.png" and arrays["image_size"].tolist() == [300, 451]
+    slots = arrays["detection_query_slots"].tolist()
+    assert [d["query_slot"] for d in _image(document)["detections"]] == slots[:len(_image(document)["detections"])]
+
+
+def test_input_errors_are_one_log_line_not_a_traceback(client, capfd, caplog):
+    _detect(client, EXAMPLES / "chelsea.png")
+    capfd.readouterr()
+    for call in (lambda: _inspect(client, 0, 1, "9"), lambda: _inspect(client, -1, 1),
+                 lambda: _encoder(client, 1, 0, 0, 99), lambda: _detect(client, EXAMPLES / "chelsea.png", threshold=7)):
+        with pytest.raises(AppError):
+            call()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+class _Select:
+    def __init__(self, index):
+        self.index = index
+
+
+def test_selecting_from_the_table_the_proposals_and_the_boxes_under_the_cursor(served):
+    explorer = served.explorer
+    views = _page_detect(explorer, session_hash="selecting", threshold=0.05)
+    session, document = views["session"], views["det_json"]
+    detections = _image(document)["detections"]
+    stored = explorer.stored(session)
+    options = (0.05, 20, 3, "all", "all", "level", [], 100, "score", "selected query", 3, "all")
+    row = explorer.select_table_row(session, *options, evt=_Select([1, 2]))
+    assert row["slot"] == detections[1]["query_slot"]
+    assert "slot" in row["query_info"] and row["layer_grid"].ndim == 3
+    # A point inside several detections: all of them offered, the smallest selected.
+    x0, y0, x1, y1 = detections[0]["box_xyxy"]
+    inside = [d for d in detections if d["box_xyxy"][0] <= (x0 + x1) / 2 <= d["box_xyxy"][2]
+              and d["box_xyxy"][1] <= (y0 + y1) / 2 <= d["box_xyxy"][3]]
+    clicked = explorer.click_detections(session, *options, evt=_Select([(x0 + x1) / 2 * stored.scale,
+                                                                          (y0 + y1) / 2 * stored.scale]))
+    offered = {value for _, value in clicked["candidates"].choices}
+    assert offered == {d["query_slot"] for d in inside}
+    smallest = min(inside, key=lambda d: d["bbox"][2] * d["bbox"][3])
+    assert clicked["slot"] == smallest["query_slot"]
+    # A click on a proposal selects the query slot it seeded.
+    from dino_demo.explore.views import proposal_view, query_lineage
+
+    proposals = proposal_view(stored.result, 100)
+    box = proposals.boxes[0]
+    picked = explorer.click_proposals(session, *options, evt=_Select([(box[0] + box[2]) / 2 * stored.scale,
+                                                                       (box[1] + box[3]) / 2 * stored.scale]))
+    lineage = query_lineage(stored.result, picked["slot"])
+    x, y = (box[:2] + box[2:]) / 2
+    assert lineage.anchor_box[0] <= x <= lineage.anchor_box[2] and lineage.anchor_box[1] <= y <= lineage.anchor_box[3]
+    assert f"Query slot {picked['slot']}" in picked["query_info"]
+
+
+def test_the_encoder_tab_picks_tokens_by_click_level_and_seed(served):
+    explorer = served.explorer
+    views = _page_detect(explorer, session_hash="encoder-tab")
+    session, stored = views["session"], explorer.stored(views["session"])
+    controls = (3, "all", "all", "level", [])
+    clicked = explorer.click_encoder(session, "1", *controls, evt=_Select([10 * stored.scale, 20 * stored.scale]))
+    token = clicked["enc_token"]
+    assert token.level == 0 and "Encoder token" in clicked["token_info"] and clicked["enc_heatmap"].ndim == 3
+    coarser = explorer.change_token_level(session, token, "3", *controls)
+    assert coarser["enc_token"].level == 2 and coarser["token_level"] == "3"
+    seeded = explorer.seed_token(session, views["slot"].value, *controls)
+    assert f"query slot {views['slot'].value}" in seeded["token_info"]
+    again = explorer.inspect_encoder(session, seeded["enc_token"], 1, "2", "all", "head", ["offset vectors", "zoom in"])
+    assert again["enc_points"]["heads"] == [2] and again["enc_points"]["encoder_layer"] == 1

@@ -153,3 +153,71 @@ def test_a_zoo_model_downloads_with_progress_then_detects(local_zoo, page):
     page.screenshot(path=str(ARTIFACTS / "browser-zoo-detections.png"), full_page=True)
     page.get_by_role("tab", name="Runtime").click()
     assert local_zoo.name in page.locator("#runtime").inner_text()
+
+
+def _tab(page, name: str, image: str) -> str:
+    page.get_by_role("tab", name=name).click()
+    return _wait_for_new_src(page, f"{image} img", None)
+
+
+def test_layers_heatmaps_proposals_and_encoder(page, url):
+    """The views that look deeper: every layer at a glance, heatmaps, a proposal followed to its
+    detection, and an encoder token picked by a click."""
+    from dino_demo.io.internals import read_internals
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    client = Client(url, verbose=False)
+    client.predict(handle_file(str(IMAGE)), MODEL, "", "auto", 1333, 0.0, 1, api_name="/detect")
+    _, arrays = read_internals(client.predict(api_name="/internals"))
+    height, width = (int(v) for v in arrays["image_size"])
+
+    page.set_input_files("#image-in input[type=file]", str(IMAGE))
+    page.wait_for_selector("#image-in img")
+    page.click("#detect-button")
+    page.wait_for_function("() => document.querySelector('#query-info').innerText.includes('encoder token')")
+    slot = int(page.locator("#slot input").input_value())
+    info = page.locator("#query-info").inner_text()
+    assert f"Query slot {slot}" in info and "rank" in info and "detection #1" in info  # detection <- proposal
+
+    _tab(page, "Layers", "#layer-grid")
+    page.screenshot(path=str(ARTIFACTS / "browser-layers.png"), full_page=True)
+    natural = page.locator("#layer-grid img").evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    assert natural[0] > natural[1]  # panels side by side
+
+    src = _tab(page, "Heatmaps", "#heatmap-image")
+    page.locator("#heat-source label").filter(has_text="detections above").click()
+    _wait_for_new_src(page, "#heatmap-image img", src)
+    page.screenshot(path=str(ARTIFACTS / "browser-heatmaps.png"), full_page=True)
+
+    # Proposal -> query: click the centre of the encoder's best proposal.
+    scores = 1 / (1 + np.exp(-arrays["encoder_logits"].astype(np.float64).max(-1)))
+    top = np.argsort(-scores, kind="stable")[:100]
+    cx, cy, w, h = arrays["encoder_boxes"].astype(np.float64)[top].T
+    boxes = np.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], -1)
+    x, y = (boxes[0, :2] + boxes[0, 2:]) / 2
+    inside = np.flatnonzero((boxes[:, 0] <= x) & (x <= boxes[:, 2]) & (boxes[:, 1] <= y) & (y <= boxes[:, 3]))
+    areas = (boxes[inside, 2] - boxes[inside, 0]) * (boxes[inside, 3] - boxes[inside, 1])
+    want = int(top[inside[np.argmin(areas)]])
+    src = _tab(page, "Proposals", "#proposal-image")
+    _click_in_image(page, "#proposal-image img", x, y, width)
+    page.wait_for_function(f"() => document.querySelector('#slot input').value === '{want}'")
+    page.wait_for_function(f"() => document.querySelector('#query-info').innerText.includes('Query slot {want}')")
+    _wait_for_new_src(page, "#proposal-image img", src)
+    page.screenshot(path=str(ARTIFACTS / "browser-proposal-to-detection.png"), full_page=True)
+    assert re.search(r"detection #\d|no detection|not shown", page.locator("#query-info").inner_text())
+
+    # Encoder: a click picks the level-1 token under the cursor.
+    _tab(page, "Encoder", "#enc-image")
+    rows, cols = (int(v) for v in arrays["spatial_shapes"][0])
+    (pad_h, pad_w), (in_h, in_w) = arrays["padded_size"], arrays["input_size"]
+    x, y = width * 0.3, height * 0.6
+    col, row = int(x * in_w / width / pad_w * cols), int(y * in_h / height / pad_h * rows)
+    src = page.locator("#enc-image img").get_attribute("src")
+    _click_in_image(page, "#enc-image img", x, y, width)
+    page.wait_for_function("() => document.querySelector('#token-info').innerText.includes('Encoder token')")
+    _wait_for_new_src(page, "#enc-image img", src)
+    assert page.locator("#token-row input").input_value() == str(row)
+    assert page.locator("#token-col input").input_value() == str(col)
+    assert f"row {row}, col {col}" in page.locator("#token-info").inner_text()
+    page.wait_for_function("() => { const e = document.querySelector('#enc-heatmap img'); return e && e.complete; }")
+    page.screenshot(path=str(ARTIFACTS / "browser-encoder.png"), full_page=True)

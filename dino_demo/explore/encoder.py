@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model.transformer import Encoder, FlatFeatures
-from .inference import InferenceResult
+from .inference import PRECISIONS, InferenceResult
 
 
 @dataclass(frozen=True)
@@ -105,14 +105,19 @@ def encoder_features(model: torch.nn.Module, result: InferenceResult) -> FlatFea
     return model.transformer.flatten(srcs, masks, positions)
 
 
-def token_attention(model: torch.nn.Module, result: InferenceResult, tokens: list[EncoderToken]
-                    ) -> list[TokenAttention]:
+def token_attention(model: torch.nn.Module, result: InferenceResult, tokens: list[EncoderToken], *,
+                    precision: str = "float32") -> list[TokenAttention]:
     """The self-attention of `tokens` in every encoder layer of `model` (the model that made
-    `result`), recomputed by one pass through the encoder's first E - 1 layers."""
+    `result`), recomputed by one pass through the encoder's first E - 1 layers, in the
+    `precision` the result was computed in (see `inference.run`)."""
     if not tokens:
         return []
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     encoder: Encoder = model.transformer.encoder
-    with torch.inference_mode():
+    device = next(model.parameters()).device
+    half = PRECISIONS[precision]
+    with torch.inference_mode(), torch.autocast(device.type, dtype=half, enabled=half is not None):
         features = encoder_features(model, result)
         index = torch.tensor([t.index for t in tokens], device=features.tokens.device)
         reference = encoder.reference_points(features)[:, index]                       # [1, n, L, 2]
@@ -120,8 +125,8 @@ def token_attention(model: torch.nn.Module, result: InferenceResult, tokens: lis
         for layer, x in zip(encoder.layers, encoder.layer_inputs(features)):
             query = x[:, index] + features.pos[:, index]
             layer_locations, layer_weights = layer.self_attn.sampling(query, reference, features.spatial_shapes)
-            locations.append(layer_locations[0].cpu())
-            weights.append(layer_weights[0].cpu())
+            locations.append(layer_locations[0].float().cpu())
+            weights.append(layer_weights[0].float().cpu())
     locations_t, weights_t = torch.stack(locations, 1), torch.stack(weights, 1)  # [n, E, ...]
     return [TokenAttention(token=t, reference_points=reference[0, i].cpu(), sampling_locations=locations_t[i],
                            attention_weights=weights_t[i]) for i, t in enumerate(tokens)]

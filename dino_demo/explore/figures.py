@@ -246,8 +246,8 @@ def render_layer_grid(image: np.ndarray, panels: Sequence[LayerPanel], *, column
 
 
 def render_heatmaps(image: np.ndarray, grids: Sequence[np.ndarray], cell_sizes: Sequence[tuple[float, float]],
-                    titles: Sequence[str], *, outline: np.ndarray | None = None, columns: int = 2,
-                    panel_side: int = 800, note: str = "") -> np.ndarray:
+                    titles: Sequence[str], *, outline: np.ndarray | None = None, outline_name: str = "reference box",
+                    columns: int = 2, panel_side: int = 800, note: str = "") -> np.ndarray:
     """One panel per feature level: the canvas with that level's attention grid ([rows, cols],
     each cell `cell_sizes` (w, h) canvas pixels) overlaid in viridis, scaled to the level's own
     maximum. `outline`: [4] xyxy box (canvas pixels) drawn on every panel for context; `note`:
@@ -274,7 +274,7 @@ def render_heatmaps(image: np.ndarray, grids: Sequence[np.ndarray], cell_sizes: 
     return with_legend(tile(panels, columns), Legend(
         ramp=("attention 0", "the level's maximum"),
         note=(note + ": " if note else "") + "weights spread bilinearly onto each level's cells, as the attention "
-             "reads them" + ("; white: reference box" if outline is not None else "")))
+             "reads them" + (f"; white: {outline_name}" if outline is not None else "")))
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -20,29 +20,18 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-import pandas as pd
 
+from ..explore import encoder
+from ..explore.figures import render_detections
 from ..explore.inference import InferenceResult, run
 from ..explore.models import ModelCache
-from ..explore.views import (
-    DetectionView,
-    detection_at,
-    detection_view,
-    proposal_view,
-    refinement_view,
-    sampling_view,
-)
-from ..explore.visualize import (
-    render_detections,
-    render_proposals,
-    render_refinement,
-    render_sampling,
-)
+from ..explore.views import DetectionView, detections_at, detection_view
 from ..io.images import MAX_SIDE, load_image
+from ..io.internals import write_internals
 from ..io.preprocess import model_input_size
 from ..io.results import coco_image_id, coco_results, detections_document, image_record
 from ..paths import EXAMPLES_DIR
-from . import choices, gpu, inputs
+from . import choices, gpu, inputs, panels
 from .files import write_atomically
 from .memory import release_freed_memory
 from .session import Session
@@ -82,8 +71,10 @@ class Explorer:
         # reading an image, never holds up another visitor's run.
         self._model_slot = threading.BoundedSemaphore(settings.model_concurrency)
         self._run = gpu.gpu_function(run)  # on ZeroGPU, the GPU is held only while the model runs
+        self._token_attention = gpu.gpu_function(encoder.token_attention, gpu.BASE_SECONDS)
         self._files = tempfile.TemporaryDirectory(prefix="dino-explorer-")
         self._example_digests: dict[int, str] | None = None
+        self.token_attention = encoder.TokenAttentionCache()
         self._example_lock = threading.Lock()
 
     # -- sessions ---------------------------------------------------------------------------
@@ -145,15 +136,17 @@ class Explorer:
         example = self._example_key(request.path, request.model, input_size)
         stored = self.store.peek(example) if example else None
         if stored is None:
-            progress(0.3, desc=f"Running DINO on {input_size[1]}x{input_size[0]} pixels")
+            progress(0.3, desc=f"Running DINO on {input_size[1]}x{input_size[0]} pixels: backbone")
             try:
                 with self._model_slot:
                     result = self._run(model, cfg, loaded.array, max_size=request.max_input,
-                                       precision=self.settings.precision, model_id=model_id)
+                                       precision=self.settings.precision, model_id=model_id,
+                                       on_stage=None if gpu.on_zerogpu() else _stage_progress(progress))
             except RuntimeError as err:
                 log.exception("inference failed")
                 raise ValueError(f"Detection failed: {err}") from None
-            stored, reused = StoredResult.of(result, request.file_name, min(request.max_input, cfg.max_size)), False
+            stored, reused = StoredResult.of(result, request.file_name, min(request.max_input, cfg.max_size),
+                                             request.model), False
         else:
             reused = True
         if not session.shared:
@@ -183,32 +176,34 @@ class Explorer:
         raise failure
 
     def detect(self, session, image, model_choice, checkpoint, variant, max_input, threshold, max_detections,
-               top_n, proposal_color, layer, head, level, point_color, request: gr.Request = None,
-               progress=gr.Progress()) -> Views:
+               top_n, proposal_color, layer, head, level, point_color, show=None,
+               heat_source=inputs.HEATMAP_SOURCES[0], request: gr.Request = None, progress=gr.Progress()) -> Views:
         """The Detect button: run the model, then draw every view once (the first detection's
-        query selected)."""
+        query selected; the encoder view waits for a click)."""
         parsed = self.parse_detect(image, model_choice, checkpoint, variant, max_input, threshold, max_detections)
         proposals = inputs.ProposalOptions.parse(top_n, proposal_color)
         inputs.one_of(point_color, "Colour points by", inputs.POINT_COLORS)
+        ticked = inputs.extras(show)
+        inputs.one_of(heat_source, "Heatmap of", inputs.HEATMAP_SOURCES)
         session = self.session(session, request)
         stored = self.compute(parsed, session, progress)
         progress(0.95, desc="Drawing")
         result = stored.result
         view = detection_view(result, parsed.options.threshold, parsed.options.max_detections)
-        slot = _first_slot(result, view)
-        m, l, _ = result.attention_shape
+        slot = _listed_slot(result, view, None)
         k = result.num_layers
-        sampling = inputs.SamplingOptions(k - 1, None, None, point_color)
+        sampling = inputs.SamplingOptions(k - 1, None, None, point_color, inputs.OFFSETS in ticked, inputs.ZOOM in ticked)
+        internals = write_internals(result, session.downloads() / "internals.npz", source=stored.file_name)
         return {
             "session": session,
             **self._detection_views(stored, view, slot, session, parsed.options),
-            **self._query_views(stored, slot, sampling),
-            "proposal_image": self._proposals(stored, view, proposals),
+            **self._query_views(stored, view, slot, sampling, inputs.HeatmapOptions(heat_source, k - 1, None),
+                                parsed.options.threshold),
+            "proposal_image": panels.proposals_image(stored, view, proposals, slot),
             "runtime": _runtime_markdown(stored, session.reused),
-            "layer": gr.Slider(minimum=1, maximum=k, value=k, step=1),
-            "head": gr.Radio(choices=[inputs.ALL] + [str(i) for i in range(1, m + 1)], value=inputs.ALL),
-            "level": gr.Radio(choices=[inputs.ALL] + [str(i) for i in range(1, l + 1)], value=inputs.ALL),
-            "top_n": gr.Slider(maximum=result.num_queries, value=min(proposals.top_n, result.num_queries)),
+            "download_internals": str(internals),
+            **_control_ranges(result, proposals.top_n),
+            **self._encoder_reset(stored),
         }
 
     def detect_api(self, session, image, model_choice, checkpoint, variant, max_input, threshold, max_detections,
@@ -222,60 +217,237 @@ class Explorer:
         return {"session": session, "det_image": self._draw_detections(stored, view, None),
                 "det_json": _document(stored, view, parsed.options)}
 
+    def internals_api(self, session) -> Views:
+        """`/internals`: the session's result as internals.npz (see `io.internals`)."""
+        stored = self.stored(session)
+        path = write_internals(stored.result, session.downloads() / "internals.npz", source=stored.file_name)
+        return {"download_internals": str(path)}
+
     # -- re-drawing -------------------------------------------------------------------------
-    def change_detection_options(self, session, threshold, max_detections, slot, top_n, proposal_color) -> Views:
-        """Threshold or max detections released: the detections, their lists and files, and the
-        proposals (which of them became detections)."""
+    def change_detection_options(self, session, threshold, max_detections, slot, top_n, proposal_color,
+                                 heat_source=inputs.HEATMAP_SOURCES[0], heat_layer=None, heat_head=inputs.ALL) -> Views:
+        """Threshold or max detections released: the detections, their lists and files, the
+        proposals (which of them became detections), the selected query's fate and the heatmaps."""
         if session is None or session.result_key is None:  # nothing detected yet: nothing to re-draw
             return {}
         stored = self.stored(session)
+        result = stored.result
         options = inputs.DetectionOptions.parse(threshold, max_detections)
-        view = detection_view(stored.result, options.threshold, options.max_detections)
-        slot = None if slot is None else inputs.query_slot(slot, stored.result.num_queries)
+        heat = self._heatmap_options(result, heat_source, heat_layer, heat_head)
+        view = detection_view(result, options.threshold, options.max_detections)
+        slot = _listed_slot(result, view, None if slot is None else inputs.query_slot(slot, result.num_queries))
         return {**self._detection_views(stored, view, slot, session, options),
-                "proposal_image": self._proposals(stored, view, inputs.ProposalOptions.parse(top_n, proposal_color))}
+                "proposal_image": panels.proposals_image(stored, view, inputs.ProposalOptions.parse(top_n, proposal_color),
+                                                         slot),
+                "query_info": "" if slot is None else panels.lineage_markdown(stored, slot, view, options.threshold),
+                "heatmap_image": panels.decoder_heatmaps(stored, view, slot, heat)}
 
-    def select_query(self, session, slot, threshold, max_detections, layer, head, level, point_color) -> Views:
-        """A query picked in the list or typed as a slot number: highlight it and show its
-        sampling points and refinement."""
+    def select_query(self, session, slot, threshold, max_detections, layer, head, level, point_color, show=None,
+                     top_n=100, proposal_color="score", heat_source=inputs.HEATMAP_SOURCES[0], heat_layer=None,
+                     heat_head=inputs.ALL) -> Views:
+        """A query picked in the list, typed as a slot number, chosen in the table or among the
+        boxes under the cursor: highlight it everywhere and show its attention, layers and
+        refinement."""
+        if session is None or session.result_key is None:  # nothing detected yet: nothing to select
+            return {}
         stored = self.stored(session)
         result = stored.result
         slot = inputs.query_slot(slot, result.num_queries)
         options = inputs.DetectionOptions.parse(threshold, max_detections)
+        sampling = self._sampling_options(result, layer, head, level, point_color, show)
+        heat = self._heatmap_options(result, heat_source, heat_layer, heat_head)
+        proposals = inputs.ProposalOptions.parse(top_n, proposal_color)
         view = detection_view(result, options.threshold, options.max_detections)
         return {"query": gr.Dropdown(choices=_query_choices(result, view, slot), value=slot), "slot": slot,
-                "det_image": self._draw_detections(stored, view, slot),
-                **self._query_views(stored, slot, self._sampling_options(result, layer, head, level, point_color))}
+                "det_image": self._draw_detections(stored, view, slot), "table": panels.detection_table(view, slot),
+                "proposal_image": panels.proposals_image(stored, view, proposals, slot),
+                "candidates": gr.Radio(visible=False),
+                **self._query_views(stored, view, slot, sampling, heat, options.threshold)}
 
-    def click_detections(self, session, threshold, max_detections, layer, head, level, point_color,
-                         evt: gr.SelectData) -> Views:
+    def select_candidate(self, session, slot, *options) -> Views:
+        """One of the boxes under the cursor chosen: select it, keeping the list of candidates."""
+        views = self.select_query(session, slot, *options)
+        views.pop("candidates")
+        return views
+
+    def select_table_row(self, session, threshold, max_detections, layer, head, level, point_color, show, top_n,
+                         proposal_color, heat_source, heat_layer, heat_head, evt: gr.SelectData) -> Views:
+        """A row of the detections table clicked: select its query."""
+        stored = self.stored(session)
+        parsed = inputs.DetectionOptions.parse(threshold, max_detections)
+        view = detection_view(stored.result, parsed.threshold, parsed.max_detections)
+        if not len(view):
+            return {}
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        row = inputs.number(row, "Table row", 0, len(view) - 1, integer=True)
+        return self.select_query(session, int(view.query_slots[row]), threshold, max_detections, layer, head, level,
+                                 point_color, show, top_n, proposal_color, heat_source, heat_layer, heat_head)
+
+    def click_detections(self, session, threshold, max_detections, layer, head, level, point_color, show=None,
+                         top_n=100, proposal_color="score", heat_source=inputs.HEATMAP_SOURCES[0], heat_layer=None,
+                         heat_head=inputs.ALL, evt: gr.SelectData = None) -> Views:
         """A click on the detections image selects the smallest detection containing it (else
-        the nearest)."""
+        the nearest) and, when several contain it, offers all of them."""
         stored = self.stored(session)
         options = inputs.DetectionOptions.parse(threshold, max_detections)
         view = detection_view(stored.result, options.threshold, options.max_detections)
         x, y = evt.index
-        hit = detection_at(view, x / stored.scale, y / stored.scale)
-        if hit is None:
+        hits = detections_at(view, x / stored.scale, y / stored.scale)
+        if not hits:
             gr.Info("No detections above the threshold to select.")
             return {}
-        return self.select_query(session, int(view.query_slots[hit]), threshold, max_detections, layer, head, level,
-                                 point_color)
+        rest = (threshold, max_detections, layer, head, level, point_color, show, top_n, proposal_color, heat_source,
+                heat_layer, heat_head)
+        views = self.select_query(session, int(view.query_slots[hits[0]]), *rest)
+        by_slot: dict[int, list[str]] = {}  # one query slot can be several detections (one per class)
+        for i in hits:
+            by_slot.setdefault(int(view.query_slots[i]), []).append(f"{view.names[i]} {view.scores[i]:.2f}")
+        candidates = [(f"{' / '.join(names)} (slot {s})", s) for s, names in by_slot.items()]
+        return {**views, "candidates": _candidates(candidates, "Boxes under the cursor, smallest first")}
 
-    def inspect(self, session, slot, layer, head, level, point_color) -> Views:
+    def click_proposals(self, session, threshold, max_detections, layer, head, level, point_color, show, top_n,
+                        proposal_color, heat_source, heat_layer, heat_head, evt: gr.SelectData) -> Views:
+        """A click on the proposals image selects the query slot the smallest proposal under the
+        cursor seeded (offering every proposal there when several are)."""
+        stored = self.stored(session)
+        options = inputs.ProposalOptions.parse(top_n, proposal_color)
+        x, y = evt.index
+        height, width = stored.canvas.shape[:2]
+        if not (0 <= x < width and 0 <= y < height):  # the legend below the picture
+            return {}
+        slots = panels.proposals_at(stored, options.top_n, x / stored.scale, y / stored.scale)
+        if not slots:
+            return {}
+        rest = (threshold, max_detections, layer, head, level, point_color, show, top_n, proposal_color, heat_source,
+                heat_layer, heat_head)
+        views = self.select_query(session, slots[0], *rest)
+        lineage = {s: panels.query_lineage(stored.result, s) for s in slots[:12]}
+        candidates = [(f"slot {s}: encoder score {lineage[s].encoder_score:.2f}", s) for s in lineage]
+        return {**views, "candidates": _candidates(candidates, "Proposals under the cursor, smallest first")}
+
+    def inspect(self, session, slot, layer, head, level, point_color, show=None) -> Views:
         """Sampling points of one query in one decoder layer (`/inspect`)."""
         stored = self.stored(session)
         result = stored.result
         slot = inputs.query_slot(slot, result.num_queries)
-        return self._sampling_views(stored, slot, self._sampling_options(result, layer, head, level, point_color))
+        return self._sampling_views(stored, slot, self._sampling_options(result, layer, head, level, point_color, show))
 
-    def change_proposals(self, session, top_n, proposal_color, threshold, max_detections) -> Views:
+    def change_heatmaps(self, session, slot, threshold, max_detections, heat_source, heat_layer, heat_head) -> Views:
+        """Heatmap controls changed: the decoder attention heatmaps."""
+        if session is None or session.result_key is None:
+            return {}
+        stored = self.stored(session)
+        result = stored.result
+        options = inputs.DetectionOptions.parse(threshold, max_detections)
+        heat = self._heatmap_options(result, heat_source, heat_layer, heat_head)
+        slot = None if slot is None else inputs.query_slot(slot, result.num_queries)
+        view = detection_view(result, options.threshold, options.max_detections)
+        return {"heatmap_image": panels.decoder_heatmaps(stored, view, slot, heat)}
+
+    def change_proposals(self, session, top_n, proposal_color, threshold, max_detections, slot=None) -> Views:
         if session is None or session.result_key is None:
             return {}
         stored = self.stored(session)
         options = inputs.DetectionOptions.parse(threshold, max_detections)
         view = detection_view(stored.result, options.threshold, options.max_detections)
-        return {"proposal_image": self._proposals(stored, view, inputs.ProposalOptions.parse(top_n, proposal_color))}
+        slot = None if slot is None else inputs.query_slot(slot, stored.result.num_queries)
+        return {"proposal_image": panels.proposals_image(stored, view, inputs.ProposalOptions.parse(top_n, proposal_color),
+                                                         slot)}
+
+    # -- the encoder's attention ---------------------------------------------------------------
+    def click_encoder(self, session, token_level, layer, head, level, point_color, show,
+                      evt: gr.SelectData) -> Views:
+        """A click on the encoder image picks the token of the chosen level under the cursor."""
+        stored = self.stored(session)
+        result = stored.result
+        x, y = evt.index
+        height, width = stored.canvas.shape[:2]
+        if not (0 <= x < width and 0 <= y < height):  # the legend below the picture
+            return {}
+        levels = result.attention_shape[1]
+        chosen = inputs.number(token_level, "Token level", 1, levels, integer=True) - 1
+        token = encoder.token_at(result, chosen, x / stored.scale, y / stored.scale)
+        return self._encoder_views(stored, token, layer, head, level, point_color, show)
+
+    def select_token(self, session, token_level, row, col, layer, head, level, point_color, show=None) -> Views:
+        """A token typed as level, row and column (and `/encoder`)."""
+        stored = self.stored(session)
+        result = stored.result
+        choice = inputs.TokenChoice.parse(token_level, row, col, levels=result.attention_shape[1])
+        token = encoder.token(result, choice.level, choice.row, choice.col)
+        return self._encoder_views(stored, token, layer, head, level, point_color, show)
+
+    def encoder_api(self, session, token_level, row, col, layer, head, level, point_color) -> Views:
+        """`/encoder`: a token's sampling points in one encoder layer (overlay, points, mass)."""
+        views = self.select_token(session, token_level, row, col, layer, head, level, point_color)
+        return {name: views[name] for name in ("enc_image", "enc_points", "enc_mass")}
+
+    def change_token_level(self, session, picked, token_level, layer, head, level, point_color, show) -> Views:
+        """The token level changed: the token of the new level under the centre of the current one."""
+        if session is None or session.result_key is None or picked is None:
+            return {}
+        stored = self.stored(session)
+        result = stored.result
+        chosen = inputs.number(token_level, "Token level", 1, result.attention_shape[1], integer=True) - 1
+        x0, y0, x1, y1 = encoder.cell_box(result, picked)
+        token = encoder.token_at(result, chosen, (x0 + x1) / 2, (y0 + y1) / 2)
+        return self._encoder_views(stored, token, layer, head, level, point_color, show)
+
+    def seed_token(self, session, slot, layer, head, level, point_color, show) -> Views:
+        """The encoder token that seeded the selected query."""
+        stored = self.stored(session)
+        result = stored.result
+        lineage = panels.query_lineage(result, inputs.query_slot(slot, result.num_queries))
+        token = encoder.token(result, lineage.level, *lineage.cell)
+        return self._encoder_views(stored, token, layer, head, level, point_color, show)
+
+    def inspect_encoder(self, session, picked, layer, head, level, point_color, show) -> Views:
+        """Encoder layer, head, level or colour changed: re-draw the picked token's attention."""
+        if session is None or session.result_key is None or picked is None:
+            return {}
+        return self._encoder_views(self.stored(session), picked, layer, head, level, point_color, show)
+
+    def _encoder_views(self, stored: StoredResult, token: encoder.EncoderToken, layer, head, level, point_color,
+                       show) -> Views:
+        result = stored.result
+        m, l, _ = result.attention_shape
+        layers = len(self._model_for(stored)[0].transformer.encoder.layers)
+        options = inputs.SamplingOptions.parse(layer, head, level, point_color, show, layers=layers, heads=m, levels=l,
+                                               layer_name="Encoder layer")
+        attention = self.token_attention.get(result, token, lambda: self._recompute(stored, token))
+        overlay, points, mass, heat = panels.encoder_panels(stored, attention, options)
+        return {"enc_image": overlay, "enc_points": points, "enc_mass": mass, "enc_heatmap": heat,
+                "token_info": panels.token_markdown(stored, token), "token_level": str(token.level + 1),
+                "token_row": token.cell[0], "token_col": token.cell[1], "enc_token": token}
+
+    def _recompute(self, stored: StoredResult, token: encoder.EncoderToken) -> encoder.TokenAttention:
+        """One pass through the encoder (a model run: it takes a model slot, and the GPU on ZeroGPU)."""
+        model, _ = self._model_for(stored)
+        try:
+            with self._model_slot:
+                return self._token_attention(model, stored.result, [token], precision=self.settings.precision)[0]
+        except RuntimeError as err:
+            log.exception("encoder attention failed")
+            raise ValueError(f"Computing the encoder's attention failed: {err}") from None
+
+    def _model_for(self, stored: StoredResult):
+        """The model that made `stored` (from the model cache, loaded again if it was dropped)."""
+        if stored.model is None:
+            raise ValueError("This result does not say which model made it: press Detect again.")
+        return self._load_model(stored.model)
+
+    def _encoder_reset(self, stored: StoredResult) -> Views:
+        """The encoder views of a new result: no token yet, controls sized for the model."""
+        result = stored.result
+        layers = len(self._model_for(stored)[0].transformer.encoder.layers)
+        m, l, _ = result.attention_shape
+        prompt = panels.encoder_prompt(stored)
+        return {"enc_image": prompt, "enc_heatmap": None, "enc_points": None, "enc_mass": None, "token_info": "",
+                "enc_token": None, "token_row": None, "token_col": None,
+                "enc_layer": gr.Slider(minimum=1, maximum=layers, value=layers, step=1),
+                "enc_head": gr.Radio(choices=[inputs.ALL] + [str(i) for i in range(1, m + 1)], value=inputs.ALL),
+                "enc_level": gr.Radio(choices=[inputs.ALL] + [str(i) for i in range(1, l + 1)], value=inputs.ALL),
+                "token_level": gr.Radio(choices=[str(i) for i in range(1, l + 1)], value="1")}
 
     def choose_model(self, model_choice) -> Views:
         """The model list changed: the path box only for a custom checkpoint, the variant choice for
@@ -290,14 +462,19 @@ class Explorer:
             config = None
         if config is not None:
             views["max_input"] = gr.Slider(maximum=config.max_size, value=config.max_size,
-                                           label=_max_input_label(config))
+                                           label=max_input_label(config))
         return views
 
     # -- views ------------------------------------------------------------------------------
-    def _sampling_options(self, result: InferenceResult, layer, head, level, point_color) -> inputs.SamplingOptions:
+    def _sampling_options(self, result: InferenceResult, layer, head, level, point_color,
+                          show=None) -> inputs.SamplingOptions:
         m, l, _ = result.attention_shape
-        return inputs.SamplingOptions.parse(layer, head, level, point_color, layers=result.num_layers, heads=m,
+        return inputs.SamplingOptions.parse(layer, head, level, point_color, show, layers=result.num_layers, heads=m,
                                             levels=l)
+
+    def _heatmap_options(self, result: InferenceResult, source, layer, head) -> inputs.HeatmapOptions:
+        return inputs.HeatmapOptions.parse(source, result.num_layers if layer is None else layer, head,
+                                           layers=result.num_layers, heads=result.attention_shape[0])
 
     def _detection_views(self, stored: StoredResult, view: DetectionView, slot: int | None, session: Session,
                          options: inputs.DetectionOptions) -> Views:
@@ -307,60 +484,40 @@ class Explorer:
         detections_file, coco_file = folder / "detections.json", folder / "coco_results.json"
         write_atomically(detections_file, json.dumps(document, indent=1))
         write_atomically(coco_file, json.dumps(coco_results(document)))
+        slot = _listed_slot(result, view, slot)
         listed = _query_choices(result, view, slot)
-        if slot is None or slot not in [value for _, value in listed]:
-            slot = listed[0][1] if listed else None
         return {
             "det_image": self._draw_detections(stored, view, slot),
             "det_json": document,
-            "table": _table(view),
+            "table": panels.detection_table(view, slot),
             "download_json": str(detections_file),
             "download_coco": str(coco_file),
             "query": gr.Dropdown(choices=listed, value=slot),
             "slot": gr.Number(value=slot, maximum=result.num_queries - 1),
             "notice": _notice(stored, view, options, session.reused),
+            "candidates": gr.Radio(visible=False),
         }
 
-    def _query_views(self, stored: StoredResult, slot: int | None, sampling: inputs.SamplingOptions) -> Views:
+    def _query_views(self, stored: StoredResult, view: DetectionView, slot: int | None,
+                     sampling: inputs.SamplingOptions, heat: inputs.HeatmapOptions, threshold: float) -> Views:
         if slot is None:
-            return {}
-        boxes = refinement_view(stored.result, slot)
-        rows = [["proposal" if t == 0 else f"layer {t}", *[round(float(v), 1) for v in b]]
-                for t, b in enumerate(boxes)]
+            return {"heatmap_image": panels.decoder_heatmaps(stored, view, slot, heat)}
+        refine_image, refine_table = panels.refinement_panels(stored, slot)
         return {**self._sampling_views(stored, slot, sampling),
-                "refine_image": render_refinement(stored.canvas, boxes * stored.scale), "refine_table": rows}
+                "query_info": panels.lineage_markdown(stored, slot, view, threshold),
+                "layer_grid": panels.layer_grid_image(stored, slot),
+                "heatmap_image": panels.decoder_heatmaps(stored, view, slot, heat),
+                "refine_image": refine_image, "refine_table": refine_table}
 
     def _sampling_views(self, stored: StoredResult, slot: int, options: inputs.SamplingOptions) -> Views:
-        result = stored.result
-        view = sampling_view(result, slot, options.layer, options.head, options.level)
-        k = stored.scale
-        overlay = render_sampling(stored.canvas, view.reference_box * k, view.points * k, view.weights, view.heads,
-                                  view.levels, color_by=options.color_by)
-        points = {
-            "query_slot": slot, "layer": options.layer + 1,
-            "heads": [h + 1 for h in view.heads], "levels": [lv + 1 for lv in view.levels],
-            "shape": list(view.weights.shape),
-            "reference_box_xyxy": [round(float(v), 2) for v in view.reference_box],
-            "points_xy": np.round(view.points, 2).tolist(),
-            "weights": np.round(view.weights, 5).tolist(),
-        }
-        levels = view.mass.shape[1]
-        mass = [[f"head {i + 1}", *[round(float(v), 3) for v in row]] for i, row in enumerate(view.mass)]
-        mass.append(["all heads", *[round(float(v), 3) for v in view.mass.mean(0)]])
-        return {"sampling_image": overlay, "points_json": points,
-                "mass": pd.DataFrame(mass, columns=["head"] + [f"level {i + 1}" for i in range(levels)])}
+        overlay, points, mass = panels.sampling_image(stored, slot, options)
+        return {"sampling_image": overlay, "points_json": points, "mass": mass}
 
     def _draw_detections(self, stored: StoredResult, view: DetectionView, slot: int | None) -> np.ndarray:
         hits = np.flatnonzero(view.query_slots == slot) if slot is not None else np.array([], int)
         captions = [f"{name} {score:.2f}" for name, score in zip(view.names, view.scores)]
         return render_detections(stored.canvas, view.boxes * stored.scale, captions, view.labels,
                                  selected=int(hits[0]) if hits.size else None)
-
-    def _proposals(self, stored: StoredResult, view: DetectionView, options: inputs.ProposalOptions) -> np.ndarray:
-        proposals = proposal_view(stored.result, options.top_n)
-        final = np.isin(proposals.query_slots, view.query_slots)
-        return render_proposals(stored.canvas, proposals.boxes * stored.scale, proposals.scores, proposals.levels,
-                                final, color_by=options.color_by)
 
     # -- the example cache -------------------------------------------------------------------
     def _example_key(self, path: str, model: choices.ModelChoice, input_size: tuple[int, int]) -> str | None:
@@ -396,7 +553,10 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _first_slot(result: InferenceResult, view: DetectionView) -> int | None:
+def _listed_slot(result: InferenceResult, view: DetectionView, slot: int | None) -> int | None:
+    """The query the list shows selected: `slot`, else the list's first (None for an empty list)."""
+    if slot is not None:
+        return slot
     listed = _query_choices(result, view, None)
     return listed[0][1] if listed else None
 
@@ -423,11 +583,6 @@ def _document(stored: StoredResult, view: DetectionView, options: inputs.Detecti
                                max_input_side=stored.max_input)
 
 
-def _table(view: DetectionView) -> list[list]:
-    return [[i + 1, name, round(float(s), 3), int(q), *[round(float(v), 1) for v in b]]
-            for i, (name, s, q, b) in enumerate(zip(view.names, view.scores, view.query_slots, view.boxes))]
-
-
 def _notice(stored: StoredResult, view: DetectionView, options: inputs.DetectionOptions, reused: bool) -> str:
     lines = []
     if len(view) == 0:
@@ -438,10 +593,48 @@ def _notice(stored: StoredResult, view: DetectionView, options: inputs.Detection
     if reused:
         lines.append("This example's result was computed earlier and reused: the timings in the Runtime tab "
                      "are from that run.")
+    backend, reason = stored.result.backend
+    if backend == "reference":
+        lines.append(f"The deformable-attention op ran in its slower pure-PyTorch reference, not the compiled "
+                     f"kernel ({reason}): this run took longer than it will once the kernel is ready.")
     return "\n\n".join(lines)
 
 
-def _max_input_label(config) -> str:
+def _stage_progress(progress: Callable) -> Callable[[str, float], None]:
+    """An `on_stage` for `explore.inference.run` that moves the page's progress bar as the
+    model finishes each stage."""
+    following = {"backbone": (0.5, "encoder"), "encoder": (0.75, "decoder"), "decoder": (0.9, "post-processing")}
+
+    def report(stage: str, seconds: float) -> None:
+        if stage in following:
+            share, after = following[stage]
+            progress(share, desc=f"{stage} done in {seconds:.1f} s; {after}")
+    return report
+
+
+def _control_ranges(result: InferenceResult, top_n: int) -> Views:
+    """The decoder controls sized for a new result's model."""
+    m, l, _ = result.attention_shape
+    k = result.num_layers
+    heads = [inputs.ALL] + [str(i) for i in range(1, m + 1)]
+    return {
+        "layer": gr.Slider(minimum=1, maximum=k, value=k, step=1),
+        "head": gr.Radio(choices=heads, value=inputs.ALL),
+        "level": gr.Radio(choices=[inputs.ALL] + [str(i) for i in range(1, l + 1)], value=inputs.ALL),
+        "top_n": gr.Slider(maximum=result.num_queries, value=min(top_n, result.num_queries)),
+        "heat_layer": gr.Slider(minimum=1, maximum=k, value=k, step=1),
+        "heat_head": gr.Radio(choices=heads, value=inputs.ALL),
+    }
+
+
+def _candidates(candidates: list[tuple[str, int]], label: str):
+    """The list of boxes under the cursor: shown only when there is a choice."""
+    return gr.Radio(choices=candidates, value=candidates[0][1] if candidates else None, label=label,
+                    visible=len(candidates) > 1)
+
+
+def max_input_label(config) -> str:
+    """The input-size slider's label for a model's config."""
     return (f"Max input side (px; {config.name} resizes to {config.min_size} px short side, "
             f"at most {config.max_size} px long side, below this cap)")
 

@@ -37,12 +37,13 @@ def on_zerogpu() -> bool:
     return bool(getattr(config, "zero_gpu", False))
 
 
-def gpu_function(fn: Callable) -> Callable:
-    """`fn` decorated with `spaces.GPU(duration=run_seconds)` when `spaces` is installed, else `fn`."""
+def gpu_function(fn: Callable, duration: Callable | int | None = None) -> Callable:
+    """`fn` decorated with `spaces.GPU(duration=duration)` (default `run_seconds`) when `spaces`
+    is installed, else `fn`."""
     spaces = spaces_module()
     if spaces is None:
         return fn
-    return spaces.GPU(duration=run_seconds)(fn)
+    return spaces.GPU(duration=duration or run_seconds)(fn)
 
 
 def run_seconds(model, cfg, image: np.ndarray, *args, max_size: int | None = None, **kwargs) -> int:

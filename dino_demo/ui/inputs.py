@@ -16,6 +16,11 @@ MAX_PROPOSALS = 900
 MAX_INPUT_SIDE = MAX_SIDE
 PROPOSAL_COLORS = ("score", "level")
 POINT_COLORS = ("level", "head")
+# Extras of the sampling-point views, ticked in a checkbox group.
+OFFSETS, ZOOM = "offset vectors", "zoom in"
+POINT_EXTRAS = (OFFSETS, ZOOM)
+# Whose decoder attention the heatmaps sum.
+HEATMAP_SOURCES = ("selected query", "detections above the threshold")
 
 
 def number(value, name: str, lo: float, hi: float, *, integer: bool = False) -> float | int:
@@ -65,20 +70,65 @@ def max_input_side(value) -> int:
     return number(value, "Max input side", MIN_INPUT_SIDE, MAX_INPUT_SIDE, integer=True)
 
 
+def extras(value) -> frozenset[str]:
+    """The ticked extras of a sampling-point view (a subset of POINT_EXTRAS; None for none)."""
+    ticked = [] if value is None else [value] if isinstance(value, str) else list(value)
+    for item in ticked:
+        one_of(item, "Show", POINT_EXTRAS)
+    return frozenset(ticked)
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
-    """Decoder `layer` (0-based), `head` / `level` (0-based, None for all), `color_by`."""
+    """Decoder (or encoder) `layer` (0-based), `head` / `level` (0-based, None for all),
+    `color_by`, and whether to draw the offset vectors and zoom in on the query."""
 
     layer: int
     head: int | None
     level: int | None
     color_by: str
+    offsets: bool = False
+    zoom: bool = False
 
     @classmethod
-    def parse(cls, layer, head, level, color_by, *, layers: int, heads: int, levels: int) -> "SamplingOptions":
-        return cls(number(layer, "Decoder layer", 1, layers, integer=True) - 1,
+    def parse(cls, layer, head, level, color_by, show=None, *, layers: int, heads: int, levels: int,
+              layer_name: str = "Decoder layer") -> "SamplingOptions":
+        ticked = extras(show)
+        return cls(number(layer, layer_name, 1, layers, integer=True) - 1,
                    index_or_all(head, "Head", heads), index_or_all(level, "Level", levels),
-                   one_of(color_by, "Colour points by", POINT_COLORS))
+                   one_of(color_by, "Colour points by", POINT_COLORS), OFFSETS in ticked, ZOOM in ticked)
+
+
+@dataclass(frozen=True)
+class TokenChoice:
+    """An encoder token: feature `level` and (`row`, `col`) cell, all 0-based."""
+
+    level: int
+    row: int
+    col: int
+
+    @classmethod
+    def parse(cls, level, row, col, *, levels: int) -> "TokenChoice":
+        """Level 1..levels, row and column 0-based (checked against the level's grid later, by
+        `explore.encoder.token`)."""
+        return cls(number(level, "Token level", 1, levels, integer=True) - 1,
+                   number(row, "Token row", 0, 1_000_000, integer=True),
+                   number(col, "Token column", 0, 1_000_000, integer=True))
+
+
+@dataclass(frozen=True)
+class HeatmapOptions:
+    """Whose attention (`source`, one of HEATMAP_SOURCES), in decoder `layer` (0-based), for one
+    `head` (0-based) or all (None)."""
+
+    source: str
+    layer: int
+    head: int | None
+
+    @classmethod
+    def parse(cls, source, layer, head, *, layers: int, heads: int) -> "HeatmapOptions":
+        return cls(one_of(source, "Heatmap of", HEATMAP_SOURCES),
+                   number(layer, "Decoder layer", 1, layers, integer=True) - 1, index_or_all(head, "Head", heads))
 
 
 @dataclass(frozen=True)

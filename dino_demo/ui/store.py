@@ -23,6 +23,7 @@ import torch
 from ..explore.inference import InferenceResult
 from ..explore.visualize import display_canvas
 from .memory import release_freed_memory
+from .choices import ModelChoice
 
 
 class ResultExpired(ValueError):
@@ -33,18 +34,21 @@ class ResultExpired(ValueError):
 class StoredResult:
     """result: the inference result; canvas: the image the views are drawn on and `scale`, its
     pixels per image pixel (see `explore.visualize.display_canvas`); file_name: the upload's name;
-    max_input: the cap on the model input's longer side the result was computed with."""
+    max_input: the cap on the model input's longer side the result was computed with; model: the
+    model that made it (the encoder view re-runs it), None when unknown."""
 
     result: InferenceResult
     canvas: np.ndarray
     scale: float
     file_name: str = ""
     max_input: int | None = None
+    model: ModelChoice | None = None
 
     @classmethod
-    def of(cls, result: InferenceResult, file_name: str = "", max_input: int | None = None) -> "StoredResult":
+    def of(cls, result: InferenceResult, file_name: str = "", max_input: int | None = None,
+           model: ModelChoice | None = None) -> "StoredResult":
         canvas, scale = display_canvas(result.image)
-        return cls(compact(result), canvas, scale, file_name, max_input)
+        return cls(compact(result), canvas, scale, file_name, max_input, model)
 
     @property
     def nbytes(self) -> int:
