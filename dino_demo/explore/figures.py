@@ -17,7 +17,7 @@ from .visualize import (
     WHITE,
     Color,
     Legend,
-    blend_heatmap,
+    blend_cells,
     colormap,
     crop_zoom,
     dim,
@@ -265,8 +265,7 @@ def render_heatmaps(image: np.ndarray, grids: Sequence[np.ndarray], cell_sizes: 
         top = grid.max()
         cols_index = np.minimum(((np.arange(size[0]) + 0.5) / f / cell_w).astype(np.int64), cols - 1)
         rows_index = np.minimum(((np.arange(size[1]) + 0.5) / f / cell_h).astype(np.int64), rows - 1)
-        values = (grid / top if top > 0 else grid)[rows_index[:, None], cols_index[None, :]]
-        panel = blend_heatmap(base, values)
+        panel = blend_cells(base, grid / top if top > 0 else grid, rows_index, cols_index)
         if outline is not None:
             panel = draw_boxes(panel, np.asarray(outline, dtype=np.float64).reshape(1, 4) * f, [REFERENCE_COLOR],
                                widths=[2])

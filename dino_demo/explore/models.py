@@ -64,6 +64,14 @@ class ModelCache:
                     self._models.popitem(last=False)
             return entry
 
+    def add(self, source: str | Path, variant: str | None, model: torch.nn.Module, config: DINOConfig) -> None:
+        """Hold an already loaded (model, config) under (source, variant), as `get` would."""
+        with self._lock:
+            self._models[(str(source), variant or None)] = (model, config)
+            self._models.move_to_end((str(source), variant or None))
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+
 
 def load(source: str, variant: str | None = None, device: str | torch.device = "cpu",
          progress: Progress | None = None) -> tuple[torch.nn.Module, DINOConfig]:

@@ -367,11 +367,16 @@ def with_legend(image: np.ndarray, legend: Legend) -> np.ndarray:
 def _wrap(text: str, font, width: int) -> list[str]:
     """`text` broken into lines at spaces, each at most `width` pixels wide where possible."""
     lines: list[str] = []
+    used = 0.0
+    space = font.getlength(" ")
     for word in text.split(" "):
-        if lines and font.getlength(lines[-1] + " " + word) <= width:
+        length = font.getlength(word)
+        if lines and used + space + length <= width:
             lines[-1] += " " + word
+            used += space + length
         else:
             lines.append(word)
+            used = length
     return lines
 
 
@@ -482,13 +487,23 @@ def crop_zoom(image: np.ndarray, window: tuple[int, int, int, int], side: int) -
     return cv2.resize(crop, size, interpolation=cv2.INTER_NEAREST if k >= 2 else cv2.INTER_LINEAR), size[0] / crop.shape[1]
 
 
-def blend_heatmap(image: np.ndarray, values: np.ndarray, *, max_alpha: float = 0.85) -> np.ndarray:
-    """`image` with `values` ([H, W] in [0, 1], the image's size) overlaid in viridis, opacity
-    growing with the value (zero stays transparent)."""
-    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float32)), 0.0, 1.0)
-    color = colormap_array(v).astype(np.float32)
-    alpha = (max_alpha * np.sqrt(v))[..., None]
-    return (image.astype(np.float32) * (1 - alpha) + color * alpha).round().astype(np.uint8)
+def blend_cells(image: np.ndarray, values: np.ndarray, row_of: np.ndarray, col_of: np.ndarray, *,
+                max_alpha: float = 0.85) -> np.ndarray:
+    """`image` [H, W, 3] with a grid of `values` ([rows, cols] in [0, 1]) overlaid in viridis, the
+    opacity growing with the value (zero stays transparent); pixel (i, j) shows cell
+    (row_of[i], col_of[j]). Colours are computed per cell, then spread: fast on large images."""
+    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0)
+    out = np.array(image, dtype=np.uint8, copy=True)
+    rows = np.flatnonzero((v > 0).any(1)[row_of])
+    cols = np.flatnonzero((v > 0).any(0)[col_of])
+    if not rows.size or not cols.size:
+        return out
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1  # only where some cell is non-zero
+    r, c = row_of[y0:y1, None], col_of[None, x0:x1]
+    color = colormap_array(v).astype(np.uint16)[r, c]
+    alpha = np.round(256 * max_alpha * np.sqrt(v)).astype(np.uint16)[r, c][..., None]
+    out[y0:y1, x0:x1] = (out[y0:y1, x0:x1].astype(np.uint16) * (256 - alpha) + color * alpha + 128) >> 8
+    return out
 
 
 def tile(panels: Sequence[np.ndarray], columns: int, *, gap: int = 6, background: Color = WHITE) -> np.ndarray:

@@ -99,8 +99,8 @@ def build_layout(default_model: str, end_session) -> UI:
     gr.Markdown(INTRO)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
-            ui["image_in"] = gr.Image(label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                      height=220, elem_id="image-in")
+            ui["image_in"] = gr.Image(label="Image", show_label=False, type="filepath", image_mode=None,
+                                      sources=["upload", "clipboard"], height=220, elem_id="image-in")
             ui["detect"] = gr.Button("Detect", variant="primary", elem_id="detect-button")
             ui["threshold"] = gr.Slider(0.0, 1.0, value=0.3, step=0.01, label="Score threshold", elem_id="threshold",
                                         elem_classes=["commit-on-enter"])
