@@ -48,16 +48,19 @@ def _detect(explorer):
 
 
 def test_the_model_runs_inside_a_gpu_function(stand_in):
+    from dino_demo.explore.encoder import token_attention
     from dino_demo.explore.inference import run
 
     assert gpu.on_zerogpu()
     explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))
-    assert stand_in.decorated == [run]
+    assert stand_in.decorated == [run, token_attention]  # a Detect, and the encoder view's pass
     views = _detect(explorer)
     assert views["det_json"]["images"][0]["detections"]
     assert stand_in.calls == 1 and gpu.BASE_SECONDS <= stand_in.durations[0] <= gpu.MAX_SECONDS
-    _detect(explorer)  # an example image: its result is reused, no second GPU call
+    views = _detect(explorer)  # an example image: its result is reused, no second GPU call
     assert stand_in.calls == 1
+    explorer.seed_token(views["session"], views["slot"].value, 3, "all", "all", "level", [])
+    assert stand_in.calls == 2 and stand_in.durations[1] == gpu.BASE_SECONDS
 
 
 def test_durations_fit_the_model_and_input():
