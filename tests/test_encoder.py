@@ -1,5 +1,6 @@
 """The encoder's attention of a chosen token, recomputed on demand, against what the encoder
 computed in the full pass (captured here, for the test only, with forward hooks)."""
+import functools
 import gc
 
 import numpy as np
@@ -126,14 +127,15 @@ def test_the_cache_computes_a_token_once_and_lets_results_go():
     cache = encoder.TokenAttentionCache(per_result=2)
     calls = []
 
-    def compute(token):
+    def compute(of, token):
         calls.append(token.index)
-        return encoder.token_attention(model, result, [token])[0]
+        return encoder.token_attention(model, of, [token])[0]
 
     tokens = [encoder.token(result, 0, 0, c) for c in range(3)]
     for token in [tokens[0], tokens[0], tokens[1], tokens[2], tokens[0]]:
-        assert cache.get(result, token, lambda t=token: compute(t)).token == token
+        assert cache.get(result, token, functools.partial(compute, result, token)).token == token
     assert calls == [tokens[0].index, tokens[1].index, tokens[2].index, tokens[0].index]  # 2 per result kept
+    assert len(cache) == 1
     del result
     gc.collect()
-    assert len(cache._entries) == 0
+    assert len(cache) == 0

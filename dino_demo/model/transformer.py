@@ -4,7 +4,6 @@ All tensors are batch-first: [B, tokens or queries, D].
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -88,11 +87,17 @@ class EncoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.ffn_chunk: int | None = None  # see feed_forward
 
-    def forward(self, x: torch.Tensor, reference_points: torch.Tensor, features: FlatFeatures) -> torch.Tensor:
-        attended, _, _ = self.self_attn(x + features.pos, reference_points, x, features.spatial_shapes,
+    def forward(self, x: torch.Tensor, reference_points: torch.Tensor, features: FlatFeatures,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, S, D] -> [B, S, D]; with `rows` ([n] token indices), only those tokens' outputs
+        [B, n, D] (each reads values from all of x; the same rows as a full pass)."""
+        query, pos, reference = x, features.pos, reference_points
+        if rows is not None:
+            query, pos, reference = x[:, rows], pos[:, rows], reference_points[:, rows]
+        attended, _, _ = self.self_attn(query + pos, reference, x, features.spatial_shapes,
                                         features.level_start_index, features.padding_mask)
-        x = self.norm1(x + self.dropout(attended))
-        return self.norm2(x + feed_forward(x, self.linear1, self.linear2, self.dropout, self.ffn_chunk))
+        out = self.norm1(query + self.dropout(attended))
+        return self.norm2(out + feed_forward(out, self.linear1, self.linear2, self.dropout, self.ffn_chunk))
 
 
 class Encoder(nn.Module):
@@ -121,16 +126,6 @@ class Encoder(nn.Module):
         for layer in self.layers:
             x = layer(x, reference_points, features)
         return x
-
-    def layer_inputs(self, features: FlatFeatures) -> Iterator[torch.Tensor]:
-        """The input [B, S, D] of each layer in turn, computed lazily as `forward` computes them
-        (the last layer itself is never run): what a layer's attention can be recomputed from."""
-        reference_points = self.reference_points(features)
-        x = features.tokens
-        for i, layer in enumerate(self.layers):
-            yield x
-            if i + 1 < len(self.layers):
-                x = layer(x, reference_points, features)
 
 
 class DecoderLayer(nn.Module):

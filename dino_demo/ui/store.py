@@ -7,7 +7,8 @@ to; a session whose result was dropped is told to press Detect again (`ResultExp
 
 What a stored official R50 result at 800x1066 holds (measured): the canvas 2.6 MB, sampling
 locations 5.5 MB and weights 2.8 MB, per-layer logits 2.0 MB, the encoder memory 9.1 MB in float16
-(18.2 MB in float32), the rest under 1 MB.
+(18.2 MB in float32), the encoder's input 18.2 MB (kept in float32: the Encoder view recomputes
+any token's attention from it, see `explore.encoder`), the rest under 1 MB.
 """
 from __future__ import annotations
 
