@@ -511,3 +511,19 @@ def test_the_encoder_tab_picks_tokens_by_click_level_and_seed(served):
     assert f"query slot {views['slot'].value}" in seeded["token_info"]
     again = explorer.inspect_encoder(session, seeded["enc_token"], 1, "2", "all", "head", ["offset vectors", "zoom in"])
     assert again["enc_points"]["heads"] == [2] and again["enc_points"]["encoder_layer"] == 1
+
+
+def test_the_notice_says_when_nothing_passes_and_when_the_reference_op_served(served, tmp_path):
+    import dataclasses
+
+    explorer = served.explorer
+    upload = tmp_path / "own.png"  # not an example: the result is this session's own
+    Image.open(EXAMPLES / "coffee.png").crop((0, 0, 200, 160)).save(upload)
+    session = _page_detect(explorer, session_hash="notice", image=upload)["session"]
+    stored = explorer.stored(session)
+    stored.result = dataclasses.replace(stored.result, backend=("reference", "the CPU kernel is still being built"))
+    notice = explorer.change_detection_options(session, 1.0, 20, None, 100, "score")["notice"]
+    assert "No detection reaches the score threshold 1.00" in notice
+    assert "pure-PyTorch reference" in notice and "still being built" in notice
+    stored.result = dataclasses.replace(stored.result, backend=("reference", "disabled by DINO_DEMO_OP=reference"))
+    assert "reference" not in explorer.change_detection_options(session, 0.0, 20, None, 100, "score")["notice"]

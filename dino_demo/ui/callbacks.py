@@ -588,15 +588,15 @@ def _notice(stored: StoredResult, view: DetectionView, options: inputs.Detection
     if len(view) == 0:
         best = stored.result.detections.scores
         best_score = float(best[0]) if len(best) else 0.0
-        lines.append(f"No detection reaches the score threshold {options.threshold:.2f} (the best scores "
+        lines.append(f"No detection reaches the score threshold {options.threshold:.2f} (the best score is "
                      f"{best_score:.2f}): lower it to see more. The query list offers the best ones anyway.")
     if reused:
         lines.append("This example's result was computed earlier and reused: the timings in the Runtime tab "
                      "are from that run.")
     backend, reason = stored.result.backend
-    if backend == "reference":
-        lines.append(f"The deformable-attention op ran in its slower pure-PyTorch reference, not the compiled "
-                     f"kernel ({reason}): this run took longer than it will once the kernel is ready.")
+    if backend == "reference" and not reason.startswith("disabled"):  # not when chosen on purpose
+        lines.append(f"This run used the deformable-attention op's pure-PyTorch reference, slower than the "
+                     f"compiled kernel: {reason}.")
     return "\n\n".join(lines)
 
 
