@@ -1,8 +1,11 @@
 """DINO's set criterion on hand-made outputs."""
+import pytest
 import torch
 
+from dino_demo.model.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from dino_demo.model.outputs import DenoisingOutput, DINOOutput, EncoderSelection
 from dino_demo.train.criterion import SetCriterion, build_criterion, sigmoid_focal_loss
+from dino_demo.train.matcher import HungarianMatcher
 
 C = 3
 
@@ -41,8 +44,44 @@ def test_perfect_prediction_has_zero_box_loss_and_tiny_class_loss():
     logits, boxes = _perfect(targets)
     losses = build_criterion(C)(_output(logits, boxes), targets)
     assert set(losses) == {f"loss_{t}{s}" for t in ("ce", "bbox", "giou") for s in ("", "_0", "_interm")}
+    # The official GIoU keeps 1e-6 in its denominators: a perfect box loses 1 - a / (a + 1e-6).
+    areas = [0.2 * 0.1, 0.3 * 0.4, 0.4 * 0.4]
+    giou_loss = sum(1 - a / (a + 1e-6) for a in areas) / len(areas)
     for key, value in losses.items():
-        assert value.item() < 1e-3 if "ce" in key else abs(value.item()) < 1e-6, key
+        if "ce" in key:
+            assert value.item() < 1e-3, key
+        elif "giou" in key:
+            assert value.item() == pytest.approx(giou_loss, rel=0.02), key
+        else:
+            assert abs(value.item()) < 1e-6, key
+
+
+def test_giou_loss_is_the_official_formula():
+    """1 - GIoU with the official 1e-6 in both denominators, hand-computed in float64."""
+    prediction = torch.tensor([[0.02, 0.02, 0.04, 0.04]])  # cxcywh: x 0..0.04
+    target = torch.tensor([[0.03, 0.03, 0.04, 0.04]])      # x 0.01..0.05: overlap 0.03 x 0.03
+    inter, area = 0.03 * 0.03, 0.04 * 0.04
+    union, enclosing = 2 * area - inter, 0.05 * 0.05
+    official = inter / (union + 1e-6) - (enclosing - union) / (enclosing + 1e-6)
+    without_eps = inter / union - (enclosing - union) / enclosing
+    assert abs(official - without_eps) > 1e-4  # the term matters at this box size
+    targets = [{"labels": torch.tensor([0]), "boxes": target}]
+    logits = torch.full((1, 1, 1, C), -10.0)
+    logits[..., 0] = 10.0
+    losses = build_criterion(C)(_output(logits, prediction[None, None]), targets)
+    assert losses["loss_giou"].item() == pytest.approx(1 - official, abs=1e-6)
+
+
+def test_zero_area_boxes_are_matched_and_score_giou_zero():
+    """A zero-area prediction equal to a zero-area target is 0/0 without the official 1e-6."""
+    point = torch.tensor([[0.5, 0.5, 0.0, 0.0]])
+    assert generalized_box_iou(box_cxcywh_to_xyxy(point), box_cxcywh_to_xyxy(point)).item() == 0.0
+    targets = [{"labels": torch.tensor([1]), "boxes": point}]
+    boxes = torch.tensor([[[[0.2, 0.2, 0.1, 0.1], [0.5, 0.5, 0.0, 0.0]]]])
+    logits = torch.zeros(1, 1, 2, C)
+    assert HungarianMatcher()(logits[0], boxes[0], targets)[0][0].tolist() == [1]
+    losses = build_criterion(C)(_output(logits, boxes), targets)
+    assert losses["loss_bbox"].item() == 0.0 and losses["loss_giou"].item() == pytest.approx(1.0)
 
 
 def test_query_permutation_does_not_change_losses():
