@@ -1,3 +1,5 @@
+import pytest
+
 from dino_demo import get_config
 from dino_demo.io.labels import (
     COCO_CATEGORIES,
@@ -41,3 +43,12 @@ def test_label_name_outside_the_map():
     assert label_name(COCO_NAMES, 17) == "cat"
     assert label_name(COCO_NAMES, 91) == "class 91"
     assert label_name(("a",), -1) == "class -1"
+
+
+def test_a_finetuned_config_carries_its_data_sets_category_ids():
+    tiny = get_config("dino-tiny")
+    mine = tiny.replace(num_classes=3, class_names=("round", "polygon", "spiky"), category_ids=(5, 17, 42))
+    assert category_ids(mine) == (5, 17, 42) and class_names(mine) == ("round", "polygon", "spiky")
+    for wrong in ((5, 17), (5, 5, 42)):
+        with pytest.raises(ValueError, match="category_ids"):
+            mine.replace(category_ids=wrong)

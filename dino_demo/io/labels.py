@@ -3,7 +3,8 @@
 The released DINO models predict COCO's 91 category ids directly (ids 1..90 with eleven ids COCO
 never used, plus 0), so class id == COCO category id and the gaps read "N/A". The project's own
 models carry their names in `DINOConfig.class_names` and number their COCO categories 1..N in
-that order (class index + 1), as their data sets do.
+that order (class index + 1), as their data sets do, unless `DINOConfig.category_ids` gives each
+class its data set's own id (models fine-tuned on COCO-format data).
 """
 from __future__ import annotations
 
@@ -49,5 +50,7 @@ def label_name(names: tuple[str, ...], label: int) -> str:
 
 def category_ids(cfg: DINOConfig) -> tuple[int, ...]:
     """COCO category id of each class id of a model built from `cfg`."""
+    if cfg.category_ids:
+        return cfg.category_ids
     offset = 1 if cfg.class_names else 0
     return tuple(i + offset for i in range(cfg.num_classes))

@@ -45,10 +45,11 @@ class DINOConfig:
     num_select: int = 300
     dropout: float = 0.0
     # Contrastive denoising (training only): `dn_number` noised copies of each ground-truth box,
-    # split into groups as in the official code; labels flipped with probability ratio/2.
+    # split into groups as in the official code; labels flipped with probability ratio/2, box
+    # corners moved by up to `dn_box_noise_scale` half-sizes (0.4 in every official config).
     dn_number: int = 100
     dn_label_noise_ratio: float = 0.5
-    dn_box_noise_scale: float = 1.0
+    dn_box_noise_scale: float = 0.4
     # Sine position encoding of the feature maps: temperature, and an offset added to the cumulative
     # cell counts before normalization (official 20 and 0; detrex 10000 and -0.5).
     pe_temperature: float = 20.0
@@ -63,6 +64,9 @@ class DINOConfig:
     max_size: int = 1333
     # Human-readable class names indexed by class id; empty means COCO's 91-id map.
     class_names: tuple[str, ...] = ()
+    # The data set's category id of each class id (a model fine-tuned on COCO-format data); empty
+    # means the default numbering of `io.labels.category_ids`.
+    category_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -92,6 +96,9 @@ class DINOConfig:
             raise ValueError(f"shared_heads must be True or False, got {self.shared_heads!r}")
         if not 0 < self.box_eps < 0.5:
             raise ValueError(f"box_eps must lie in (0, 0.5), got {self.box_eps}")
+        if self.category_ids and (len(self.category_ids) != self.num_classes
+                                  or len(set(self.category_ids)) != len(self.category_ids)):
+            raise ValueError(f"category_ids must be {self.num_classes} distinct ids, got {self.category_ids}")
         if not 0 < self.min_size <= self.max_size:
             raise ValueError(f"need 0 < min_size <= max_size, got {self.min_size}, {self.max_size}")
 
