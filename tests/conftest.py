@@ -99,3 +99,56 @@ def local_zoo(monkeypatch, tmp_path):
     yield entry
     server.shutdown()
     server.server_close()
+
+
+# A COCO-format data set of synthetic scenes whose eight shapes are merged into three categories
+# with non-contiguous ids, declared out of order: class index 0 = round (5), 1 = polygon (17),
+# 2 = spiky (42). Every image has exactly two objects.
+SHAPE_GROUPS = {"spiky": (42, ("star", "cross")), "round": (5, ("circle", "ring", "ellipse")),
+                "polygon": (17, ("square", "triangle", "hexagon"))}
+
+
+def write_shapes_coco(folder: Path, seed: int, count: int, size: int = 64, odd_annotations: bool = False) -> Path:
+    """Write `count` scenes and `folder/annotations.json`; with `odd_annotations`, image 1 also
+    gets a crowd box and a box without width, which training must ignore."""
+    import json
+
+    from PIL import Image
+
+    from dino_demo.train.synthetic import CLASS_NAMES, SceneSpec, generate_scene
+
+    category_of = {name: cid for cid, names in SHAPE_GROUPS.values() for name in names}
+    folder.mkdir(parents=True, exist_ok=True)
+    images, annotations, index = [], [], 0
+    while len(images) < count:
+        scene = generate_scene(seed, index, SceneSpec(size=size, min_objects=2, max_objects=2))
+        index += 1
+        if len(scene.labels) != 2:
+            continue
+        image_id = 100 + len(images)
+        name = f"{image_id}.png"
+        Image.fromarray(scene.image).save(folder / name)
+        images.append({"id": image_id, "file_name": name, "width": size, "height": size})
+        for (x0, y0, x1, y1), label in zip(scene.boxes.tolist(), scene.labels.tolist()):
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0,
+                                "category_id": category_of[CLASS_NAMES[label]], "bbox": [x0, y0, x1 - x0, y1 - y0],
+                                "area": (x1 - x0) * (y1 - y0)})
+    if odd_annotations:
+        first = images[0]["id"]
+        annotations += [{"id": 900, "image_id": first, "category_id": 5, "bbox": [2, 2, 30, 30], "iscrowd": 1},
+                        {"id": 901, "image_id": first, "category_id": 17, "bbox": [10, 10, 0, 8], "iscrowd": 0}]
+    categories = [{"id": cid, "name": name} for name, (cid, _) in SHAPE_GROUPS.items()]
+    path = folder / "annotations.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def shapes_coco(tmp_path_factory) -> dict[str, str]:
+    """Training (6 images, with a crowd and a degenerate annotation) and validation (2 images)
+    sets, as the four file options of `python -m dino_demo.train`."""
+    root = tmp_path_factory.mktemp("shapes-coco")
+    train = write_shapes_coco(root / "train", seed=21, count=6, odd_annotations=True)
+    val = write_shapes_coco(root / "val", seed=22, count=2)
+    return {"train_images": str(train.parent), "train_annotations": str(train),
+            "val_images": str(val.parent), "val_annotations": str(val)}

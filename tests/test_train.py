@@ -1,25 +1,18 @@
-"""The training loop: a step lowers the loss, checkpoints resume, the export loads safely."""
+"""The training loop on synthetic scenes: a step lowers the loss, checkpoints resume, the export
+loads safely; the official recipe as defaults."""
 import json
 
 import pytest
 import torch
 
-from dino_demo import get_config
+from dino_demo import VARIANTS, get_config
 from dino_demo.model.detector import build_model
 from dino_demo.train.criterion import build_criterion
-from dino_demo.train.loop import (
-    TrainConfig,
-    build_optimizer,
-    parse_args,
-    restart_schedule,
-    scene_targets,
-    train,
-    train_step,
-    training_batch,
-)
+from dino_demo.train.data import SyntheticScenes, collate
+from dino_demo.train.loop import TrainConfig, build_optimizer, parse_args, restart_schedule, train, train_step
 from dino_demo.train.synthetic import SceneSpec, generate_scene
 
-SMALL = dict(variant="dino-tiny", batch_size=2, image_size=64, max_objects=3, eval_count=2, threads=None)
+SMALL = dict(variant="dino-tiny", batch_size=2, image_size=64, max_objects=3, eval_count=2, threads=None, workers=0)
 
 
 def _loss(model, criterion, images, masks, targets) -> float:
@@ -34,7 +27,8 @@ def test_training_steps_reduce_the_loss_on_a_fixed_batch():
     model = build_model(cfg).train()
     criterion = build_criterion(cfg.num_classes)
     optimizer = build_optimizer(model, TrainConfig(out="unused", lr=1e-3, lr_backbone=1e-3))
-    images, masks, targets = training_batch(0, 0, 2, SceneSpec(size=64, max_objects=3))
+    scenes = SyntheticScenes(0, 2, SceneSpec(size=64, max_objects=3))
+    images, masks, targets = collate([scenes[(0, 0)], scenes[(1, 0)]])
     before = _loss(model, criterion, images, masks, targets)
     for _ in range(3):
         torch.manual_seed(123)
@@ -56,7 +50,7 @@ def test_optimizer_gives_the_backbone_its_own_learning_rate():
 
 def test_scene_targets_are_normalized_cxcywh():
     scene = generate_scene(0, 0, SceneSpec(size=100))
-    target = scene_targets(scene.boxes, scene.labels, 100)
+    _, target = SyntheticScenes(0, 1, SceneSpec(size=100))[(0, 0)]
     x0, y0, x1, y1 = scene.boxes[0] / 100
     assert torch.allclose(target["boxes"][0], torch.tensor([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0]))
     assert target["labels"].dtype == torch.int64
@@ -107,9 +101,18 @@ def test_a_resumed_schedule_depends_only_on_the_step_and_the_drop():
 
 
 def test_command_line_maps_onto_the_config():
-    cfg, resume = parse_args(["--out", "x", "--steps", "5", "--lr-backbone", "2e-4", "--resume", "r.pth"])
+    cfg, resume = parse_args(["--out", "x", "--steps", "5", "--lr-backbone", "2e-4", "--resume", "r.pth",
+                              "--no-augment", "--min-size", "64", "--dn-box-noise-scale", "1.0"])
     assert cfg.steps == 5 and cfg.lr_backbone == 2e-4 and cfg.out == "x" and resume == "r.pth"
-    assert cfg.lr == 1e-4 and cfg.weight_decay == 1e-4 and cfg.clip_max_norm == 0.1
+    assert cfg.augment is False and cfg.min_size == 64 and cfg.max_size is None and cfg.dn_box_noise_scale == 1.0
+
+
+def test_the_defaults_are_the_official_recipe():
+    cfg = TrainConfig(out="x", steps=1200)
+    assert (cfg.lr, cfg.lr_backbone, cfg.weight_decay, cfg.clip_max_norm, cfg.batch_size) == (1e-4, 1e-5, 1e-4, 0.1, 2)
+    assert (cfg.dn_box_noise_scale, cfg.dn_label_noise_ratio) == (0.4, 0.5)
+    assert cfg.drop_step == 1100  # after 11 of 12 "epochs"
+    assert all(VARIANTS[name].dn_box_noise_scale == 0.4 for name in VARIANTS)
 
 
 def test_coco_ap_of_the_ground_truth_itself_is_one():
@@ -141,6 +144,6 @@ def test_evaluation_goes_through_the_one_inference_path(monkeypatch):
 
     monkeypatch.setattr(evaluation, "run_batch", spy)
     model = build_model(get_config("dino-tiny"))
-    metrics = evaluation.evaluate(model, get_config("dino-tiny"), evaluation.EvalSet(seed=5, count=3, size=64))
+    metrics = evaluation.evaluate(model, get_config("dino-tiny"), SyntheticScenes(5, 3, SceneSpec(size=64)))
     assert set(metrics) == set(evaluation.METRIC_NAMES)
     assert calls and all(call["internals"] is False for call in calls)

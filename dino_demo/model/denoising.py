@@ -81,11 +81,12 @@ def make_denoising_queries(
 
     content = torch.zeros(batch, pad_size, dim, device=device)
     anchors = torch.zeros(batch, pad_size, 4, device=device)
-    if total:
-        within_image = torch.cat([torch.arange(n) for n in counts]).to(device)
-        slots = torch.cat([within_image + max_targets * c for c in range(copies)])
-        content[image_ids.repeat(copies), slots] = label_enc(noised_labels)
-        anchors[image_ids.repeat(copies), slots] = inverse_sigmoid(noised_boxes)
+    within_image = torch.cat([torch.arange(n) for n in counts]).to(device)
+    slots = torch.cat([within_image + max_targets * c for c in range(copies)])
+    # Written even when there are no targets, so that the label embedding is always part of the
+    # graph (with a zero gradient then), as DistributedDataParallel expects of every parameter.
+    content[image_ids.repeat(copies), slots] = label_enc(noised_labels)
+    anchors[image_ids.repeat(copies), slots] = inverse_sigmoid(noised_boxes)
 
     return DenoisingQueries(content, anchors, denoising_attn_mask(pad_size, groups, num_queries, device),
                             pad_size, groups, max_targets)

@@ -7,6 +7,8 @@ Hungarian-match the queries to the targets, then
   summed and divided by the number of target boxes;
 - `loss_bbox`: L1 between matched boxes (normalized cxcywh), divided by the number of boxes;
 - `loss_giou`: 1 - GIoU of matched boxes, divided by the number of boxes.
+Under data-parallel training the number of boxes is the mean over the processes (all-reduced, as
+officially), so that the gradients DistributedDataParallel averages are those of the whole batch.
 
 Contrastive denoising queries are not matched: positive query t of every group is assigned to
 target t, negatives keep the "no object" target of the focal loss and get no box loss; the
@@ -26,6 +28,7 @@ from torch import nn
 
 from ..model.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from ..model.outputs import DenoisingOutput, DINOOutput
+from .distributed import mean_over_processes
 from .matcher import HungarianMatcher, Match
 
 
@@ -106,7 +109,8 @@ class SetCriterion(nn.Module):
         return matches
 
     def forward(self, output: DINOOutput, targets: list[dict]) -> dict[str, torch.Tensor]:
-        num_boxes = max(float(sum(int(t["labels"].numel()) for t in targets)), 1.0)
+        count = torch.tensor(float(sum(int(t["labels"].numel()) for t in targets)), device=output.logits.device)
+        num_boxes = max(mean_over_processes(count).item(), 1.0)
         losses: dict[str, torch.Tensor] = {}
         layers = output.logits.shape[0]
         for k in range(layers):

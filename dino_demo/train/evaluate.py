@@ -1,42 +1,35 @@
-"""COCO box AP of a DINO model (pycocotools), through the one inference path
-(`explore.inference.run_batch`) and the one results format (`io.results`).
+"""COCO box AP of a DINO model (pycocotools) on a `train.data.DetectionSet` (a COCO-format folder
+or held-out synthetic scenes), through the one inference path (`explore.inference.run_batch`) and
+the one results format (`io.results`). Under data-parallel training each process predicts its
+share of the images and the main process scores them all.
 
-Command line: `python -m dino_demo evaluate --checkpoint weights/dino-tiny.pth --seed 1000 --count 200`
-scores a checkpoint on held-out synthetic scenes.
+Command line:
+    python -m dino_demo evaluate --checkpoint weights/dino-tiny.pth --seed 1000 --count 200
+    python -m dino_demo evaluate --checkpoint runs/mine/best.pth --images val/ --annotations val.json
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import io
+import itertools
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from tqdm import tqdm
 
 from ..explore.inference import run_batch
 from ..explore.views import detection_view
 from ..io.results import coco_results, detections_document, image_record
 from ..model.config import DINOConfig
-from .synthetic import SceneSpec, coco_annotations, generate_scene
+from . import distributed
+from .data import CocoDetectionSet, DetectionSet, SyntheticScenes
+from .synthetic import SceneSpec
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    """A held-out synthetic set: scenes 0..count-1 of `seed`, `size` px."""
-
-    seed: int = 1000
-    count: int = 100
-    size: int = 256
-    max_objects: int = SceneSpec.max_objects
-
-    def spec(self) -> SceneSpec:
-        return SceneSpec(size=self.size, max_objects=self.max_objects)
 
 
 def predict(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray], image_ids: list[int],
@@ -67,31 +60,48 @@ def coco_box_ap(ground_truth: dict, results: list[dict]) -> dict[str, float]:
     return {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats[:6])}
 
 
-def evaluate(model: torch.nn.Module, cfg: DINOConfig, eval_set: EvalSet = EvalSet(),
-             batch_size: int = 8) -> dict[str, float]:
-    """COCO box metrics of `model` on `eval_set`; the model is left in eval mode."""
+def evaluate(model: torch.nn.Module, cfg: DINOConfig, dataset: DetectionSet, batch_size: int = 8) -> dict[str, float]:
+    """COCO box metrics of `model` on `dataset`; the model is left in eval mode. Under
+    torch.distributed, every process predicts its share and gets the same metrics back.
+
+    Up to `batch_size` consecutive images of one size run as a batch; images of different sizes
+    run apart, since padding them to a common size would change the features next to the padding
+    (the official evaluation runs one image at a time)."""
     model.eval()
-    scenes = [generate_scene(eval_set.seed, i, eval_set.spec()) for i in range(eval_set.count)]
-    image_ids = list(range(1, len(scenes) + 1))
-    results = predict(model, cfg, [s.image for s in scenes], image_ids, batch_size)
-    ground_truth = coco_annotations(scenes, [f"{i:06d}.png" for i in range(len(scenes))])
-    return coco_box_ap(ground_truth, results)
+    share = distributed.shard(len(dataset))
+    results = []
+    for start in tqdm(range(0, len(share), batch_size), desc="evaluate", unit="batch", leave=False, mininterval=10,
+                      disable=not distributed.is_main()):
+        chunk = [(i, dataset.image(i)) for i in share[start:start + batch_size]]
+        for _, group in itertools.groupby(chunk, key=lambda item: item[1].shape):
+            indices, images = zip(*group)
+            results += predict(model, cfg, list(images), [dataset.image_id(i) for i in indices], batch_size)
+    results = distributed.gather(results)
+    return distributed.from_main(coco_box_ap(dataset.ground_truth(), results) if distributed.is_main() else None)
 
 
 def main(argv: list[str] | None = None) -> int:
     from ..io.checkpoint import load_model
 
     parser = argparse.ArgumentParser(prog="python -m dino_demo evaluate",
-                                     description="COCO AP of a checkpoint on held-out synthetic scenes.")
+                                     description="COCO AP of a checkpoint on a COCO-format folder or held-out synthetic scenes.")
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--seed", type=int, default=EvalSet.seed)
-    parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--size", type=int, default=None, help="scene size (default: the model's min_size)")
+    parser.add_argument("--images", default=None, help="image folder of a COCO-format set (with --annotations)")
+    parser.add_argument("--annotations", default=None, help="its COCO annotation file")
+    parser.add_argument("--seed", type=int, default=1000, help="synthetic scenes: the set's seed")
+    parser.add_argument("--count", type=int, default=200, help="synthetic scenes: how many")
+    parser.add_argument("--size", type=int, default=None, help="synthetic scenes: size (default: the model's min_size)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    if (args.images is None) != (args.annotations is None):
+        parser.error("--images and --annotations go together")
     if args.threads:
         torch.set_num_threads(args.threads)
     model, cfg = load_model(args.checkpoint)
-    metrics = evaluate(model, cfg, EvalSet(seed=args.seed, count=args.count, size=args.size or cfg.min_size))
+    if args.images:
+        dataset = CocoDetectionSet(args.images, args.annotations)
+    else:
+        dataset = SyntheticScenes(args.seed, args.count, SceneSpec(size=args.size or cfg.min_size))
+    metrics = evaluate(model, cfg, dataset)
     print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
     return 0

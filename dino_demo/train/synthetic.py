@@ -18,7 +18,8 @@ Rules the annotations follow:
   `CLASS_NAMES`, which is the order of the model's `class_names`.
 
 Command line: `python -m dino_demo synthetic --seed S --count N --size 320 --out DIR` writes
-`DIR/000000.png ...` and `DIR/annotations.json` (COCO format).
+`DIR/000000.png ...` and `DIR/annotations.json` (COCO format); `--category-ids` numbers the eight
+categories differently (a data set whose ids are not the model's, to fine-tune on).
 """
 from __future__ import annotations
 
@@ -242,12 +243,18 @@ def generate_scene(seed: int, index: int, spec: SceneSpec = SceneSpec()) -> Scen
 # ----------------------------------------------------------------------------------------------
 # COCO export.
 
-def coco_categories() -> list[dict]:
-    return [{"id": category_id(i), "name": name, "supercategory": "shape"} for i, name in enumerate(CLASS_NAMES)]
+def coco_categories(ids: tuple[int, ...] | None = None) -> list[dict]:
+    """The eight categories, numbered `ids` (in `CLASS_NAMES` order; default 1..8)."""
+    ids = ids or tuple(category_id(i) for i in range(len(CLASS_NAMES)))
+    if len(ids) != len(CLASS_NAMES) or len(set(ids)) != len(ids):
+        raise ValueError(f"need {len(CLASS_NAMES)} distinct category ids, got {ids}")
+    return [{"id": int(i), "name": name, "supercategory": "shape"} for i, name in zip(ids, CLASS_NAMES)]
 
 
-def coco_annotations(scenes: list[Scene], file_names: list[str]) -> dict:
-    """COCO detection dict of scenes (image id = position + 1, bbox = xywh of the visible pixels)."""
+def coco_annotations(scenes: list[Scene], file_names: list[str], category_ids: tuple[int, ...] | None = None) -> dict:
+    """COCO detection dict of scenes (image id = position + 1, bbox = xywh of the visible pixels),
+    categories numbered `category_ids` (default 1..8)."""
+    categories = coco_categories(category_ids)
     images, annotations = [], []
     for image_id, (scene, file_name) in enumerate(zip(scenes, file_names), start=1):
         height, width = scene.image.shape[:2]
@@ -255,13 +262,14 @@ def coco_annotations(scenes: list[Scene], file_names: list[str]) -> dict:
         for box, label, mask in zip(scene.boxes.tolist(), scene.labels.tolist(), scene.masks):
             x0, y0, x1, y1 = box
             annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": category_id(label),
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": categories[label]["id"],
                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float(mask.sum()), "iscrowd": 0,
             })
-    return {"images": images, "annotations": annotations, "categories": coco_categories()}
+    return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def write_dataset(out: Path, seed: int, count: int, spec: SceneSpec = SceneSpec()) -> dict:
+def write_dataset(out: Path, seed: int, count: int, spec: SceneSpec = SceneSpec(),
+                  category_ids: tuple[int, ...] | None = None) -> dict:
     """Write `count` scenes of `seed` as PNGs plus `annotations.json` into `out`; returns the COCO dict."""
     out.mkdir(parents=True, exist_ok=True)
     scenes, names = [], []
@@ -271,7 +279,7 @@ def write_dataset(out: Path, seed: int, count: int, spec: SceneSpec = SceneSpec(
         Image.fromarray(scene.image).save(out / name)
         scenes.append(scene)
         names.append(name)
-    coco = coco_annotations(scenes, names)
+    coco = coco_annotations(scenes, names, category_ids)
     (out / "annotations.json").write_text(json.dumps(coco))
     return coco
 
@@ -282,8 +290,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--max-objects", type=int, default=SceneSpec.max_objects)
+    parser.add_argument("--category-ids", type=int, nargs=len(CLASS_NAMES), default=None, metavar="ID",
+                        help=f"COCO ids of {', '.join(CLASS_NAMES)} (default 1..{len(CLASS_NAMES)})")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    coco = write_dataset(args.out, args.seed, args.count, SceneSpec(size=args.size, max_objects=args.max_objects))
+    ids = tuple(args.category_ids) if args.category_ids else None
+    coco = write_dataset(args.out, args.seed, args.count, SceneSpec(size=args.size, max_objects=args.max_objects), ids)
     print(f"wrote {len(coco['images'])} images, {len(coco['annotations'])} objects to {args.out}")
 
