@@ -117,7 +117,8 @@ def _peak_load_mib(path) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("changes", [{"ffn_dim": 200_000}, {"hidden_dim": 4096, "num_heads": 32},
-                                     {"num_queries": 10**7}, {"class_names": ["x" * 10_000] * 8}])
+                                     {"num_queries": 10**7}, {"class_names": ["x" * 10_000] * 8},
+                                     {"category_ids": ["x"] * 8}])
 def test_a_stored_config_out_of_bounds_is_refused(tmp_path, tiny, changes):
     path = tmp_path / "hostile.pth"
     save_checkpoint(tiny, path)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from dino_demo.train import distributed
@@ -14,10 +15,12 @@ from dino_demo.train import distributed
 HELPER = Path(__file__).with_name("distributed_gradients.py")
 
 
+@pytest.mark.slow
 def test_two_processes_compute_the_gradients_of_one_and_write_once(tmp_path, shapes_coco):
     data = tmp_path / "data.json"
     data.write_text(json.dumps(shapes_coco))
-    env = {**os.environ, "PYTHONPATH": str(HELPER.parent.parent), "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join(filter(None, [str(HELPER.parent.parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     launch = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(HELPER),
          str(data), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)

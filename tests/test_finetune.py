@@ -92,6 +92,7 @@ def test_the_augmentation_keeps_boxes_and_labels_together():
     assert isinstance(scaled, RandomShorterSide) and scaled.sizes[0] == 153 and scaled.sizes[-1] == 256
 
 
+@pytest.mark.slow
 def test_finetuning_the_shipped_model_resizes_its_heads_and_lowers_the_loss(tmp_path, shapes_coco):
     job = prepare(_config(shapes_coco, tmp_path), None, ONE_PROCESS)
     model, (shipped, _) = job.model, load_model(SHIPPED)
@@ -131,6 +132,7 @@ def finetuned(tmp_path_factory, shapes_coco):
     return out, first, resumed
 
 
+@pytest.mark.slow
 def test_resume_continues_the_schedule_and_the_data(finetuned, shapes_coco):
     out, first, resumed = finetuned
     assert first.step == 2 and resumed.step == 3
@@ -150,6 +152,7 @@ def test_resume_continues_the_schedule_and_the_data(finetuned, shapes_coco):
     assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(continued[2], expected[2]))
 
 
+@pytest.mark.slow
 def test_the_finetuned_checkpoint_names_its_classes_in_detect(finetuned, shapes_coco, tmp_path):
     from dino_demo.cli import main
 
@@ -163,6 +166,7 @@ def test_the_finetuned_checkpoint_names_its_classes_in_detect(finetuned, shapes_
         assert (detection["label"], detection["category_id"]) in {("round", 5), ("polygon", 17), ("spiky", 42)}
 
 
+@pytest.mark.slow
 def test_a_model_that_already_predicts_the_data_keeps_its_heads():
     from dino_demo.train.data import SYNTHETIC_CATEGORIES
     from dino_demo.train.initialize import initial_model, with_categories

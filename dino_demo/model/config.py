@@ -154,6 +154,10 @@ def _check_stored_value(name: str, value, default) -> None:
             raise ValueError(f"{name} must be a short string, got {value!r:.80}")
     elif name == "backbone_levels" and not (isinstance(value, tuple) and all(isinstance(v, int) for v in value)):
         raise ValueError(f"backbone_levels must be a list of whole numbers, got {value!r:.80}")
+    elif name == "category_ids" and not (
+            isinstance(value, tuple) and len(value) <= STORED_LIMITS["num_classes"]
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise ValueError(f"category_ids must be a list of at most {STORED_LIMITS['num_classes']} whole numbers")
 
 
 _R50_4SCALE = DINOConfig(name="dino-4scale-r50")
