@@ -1,6 +1,7 @@
-"""`python -m dino_demo.train ...` (the same as `python -m dino_demo train ...`)."""
+"""`python -m dino_demo.train ...` (the same as `python -m dino_demo train ...`; torchrun runs it
+with `-m dino_demo.train`)."""
 import sys
 
-from .loop import main
+from ..cli import main
 
-sys.exit(main())
+sys.exit(main(["train", *sys.argv[1:]]))
