@@ -179,3 +179,11 @@ def test_a_model_that_already_predicts_the_data_keeps_its_heads():
     renamed = with_categories(cfg, Categories((1, 2), ("a", "b")))
     assert renamed.num_classes == 2 and renamed.category_ids == ()
     assert with_categories(cfg, Categories((0, 2), ("a", "b"))).category_ids == (0, 2)
+
+
+def test_init_takes_a_model_zoo_id_bare_or_prefixed():
+    from dino_demo.train.initialize import init_source
+
+    assert init_source("dino-4scale-r50") == "zoo:dino-4scale-r50"
+    assert init_source("zoo:mmdet-dino-4scale-r50") == "zoo:mmdet-dino-4scale-r50"
+    assert init_source(SHIPPED) == SHIPPED and init_source("https://host/x.pth") == "https://host/x.pth"

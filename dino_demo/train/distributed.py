@@ -79,6 +79,17 @@ def is_main() -> bool:
     return not is_distributed() or dist.get_rank() == 0
 
 
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """Run the block in the main process first and in the others once it is done (a download
+    into a shared cache then happens once)."""
+    if is_distributed() and not is_main():
+        dist.barrier()
+    yield
+    if is_distributed() and is_main():
+        dist.barrier()
+
+
 def shard(count: int) -> range:
     """This process's share of `count` items (every world_size-th, from its rank)."""
     if not is_distributed():

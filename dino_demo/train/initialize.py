@@ -1,6 +1,6 @@
-"""Where a training run starts: a variant from scratch, or a trained model (any source
-`io.checkpoint.load_model` reads) made to fit the data's categories; and which of a pretrained
-backbone's parameters train.
+"""Where a training run starts: a variant from scratch, or a trained model (a model zoo id or any
+source `io.checkpoint.load_model` reads) made to fit the data's categories; and which of a
+pretrained backbone's parameters train.
 
 Fitting a trained model to new categories is the official fine-tuning
 (`--finetune_ignore label_enc.weight class_embed`): every class head (decoder and encoder) and the
@@ -10,8 +10,11 @@ are the data's keeps its heads too.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
+from ..io import zoo
 from ..io.checkpoint import load_model
 from ..io.labels import category_ids, class_names
 from ..model.config import DINOConfig, get_config
@@ -26,6 +29,14 @@ RESNET_TRAINED_STAGES = ("layer2", "layer3", "layer4")
 
 def is_class_key(key: str) -> bool:
     return any(keyword in key for keyword in CLASS_KEYWORDS)
+
+
+def init_source(init: str) -> str:
+    """`--init` as `load_model` reads it: a bare model zoo id (`dino-4scale-r50`) becomes its
+    `zoo:` source unless a file of that name exists; anything else is passed on."""
+    if init in {entry.id for entry in zoo.ENTRIES} and not Path(init).exists():
+        return zoo.get(init).source_id
+    return init
 
 
 def fits(cfg: DINOConfig, categories: Categories) -> bool:
@@ -44,12 +55,12 @@ def with_categories(cfg: DINOConfig, categories: Categories) -> DINOConfig:
 
 def initial_model(categories: Categories, *, init: str | None = None, variant: str = "dino-tiny",
                   **settings) -> DINO:
-    """The model a run starts from: `init` (a source `load_model` reads) with its class
-    heads re-sized for `categories` when they differ, or `variant` from scratch. `settings` are
-    DINOConfig fields the run sets (denoising noise, input size)."""
+    """The model a run starts from: `init` (see `init_source`) with its class heads re-sized for
+    `categories` when they differ, or `variant` from scratch. `settings` are DINOConfig fields the
+    run sets (denoising noise, input size)."""
     if init is None:
         return build_model(with_categories(get_config(variant), categories).replace(**settings))
-    trained, trained_cfg = load_model(init)
+    trained, trained_cfg = load_model(init_source(init))
     cfg = with_categories(trained_cfg, categories).replace(**settings)
     model = build_model(cfg)
     state = trained.state_dict()

@@ -11,9 +11,9 @@ augmentation (`train.data`); without them, synthetic scenes drawn in memory (sce
 training seed, unaugmented: the data the shipped model was trained on), evaluated on scenes of
 `--eval-seed`.
 
-Start: `--init` a trained model (any source `io.checkpoint.load_model` reads: a checkpoint path or
-URL) with its class heads re-sized for the data's categories and the official rule for a
-pretrained backbone (`train.initialize`); without it, `--variant` from scratch.
+Start: `--init` a trained model (a model zoo id, or a checkpoint path or URL: any source
+`io.checkpoint.load_model` reads) with its class heads re-sized for the data's categories and the
+official rule for a pretrained backbone (`train.initialize`); without it, `--variant` from scratch.
 
 Recipe (the official DINO defaults, each an option): AdamW, learning rate 1e-4 and 1e-5 for the
 backbone, weight decay 1e-4, gradient-norm clipping 0.1, both rates divided by 10 once, after
@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..io.checkpoint import check_fits, extract_state_dict, infer_config, read_checkpoint, save_checkpoint
+from ..io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from ..model.config import MIN_INPUT_SIDE
 from ..model.detector import DINO, build_model
 from . import distributed
@@ -66,7 +66,7 @@ class TrainConfig:
     train_annotations: str | None = _option(None, "training annotations, COCO format")
     val_images: str | None = _option(None, "validation image folder")
     val_annotations: str | None = _option(None, "validation annotations, COCO format")
-    init: str | None = _option(None, "start from this trained model (checkpoint path or URL); "
+    init: str | None = _option(None, "start from this trained model (model zoo id, checkpoint path or URL); "
                                      "class heads are re-sized for the data's categories")
     variant: str = _option("dino-tiny", "the variant built from scratch when there is no --init")
     steps: int = _option(4000, "optimisation steps in all (a resumed run continues to this step)")
@@ -235,16 +235,14 @@ def resumed_model(path: str, cfg: TrainConfig, categories: Categories):
     """(model, checkpoint) of a training checkpoint, read with weights_only=True; its data must
     have had the same categories."""
     checkpoint = read_checkpoint(path)
-    state_dict = extract_state_dict(checkpoint)
-    model_cfg = infer_config(state_dict, checkpoint)
-    if not fits(model_cfg, categories):
-        raise ValueError(f"{path} was trained on other categories than this run's data")
     for key in ("optimizer", "lr_scheduler", "step", "best_ap"):
         if key not in checkpoint:
             raise ValueError(f"{path} is not a training checkpoint (no {key!r}); start from it with --init instead")
-    check_fits(model_cfg, state_dict, Path(path).name)
-    model = build_model(model_cfg.replace(**cfg.model_settings()))
-    model.load_state_dict(state_dict, strict=True)
+    saved, saved_cfg, _ = model_from_checkpoint(checkpoint, Path(path).name)
+    if not fits(saved_cfg, categories):
+        raise ValueError(f"{path} was trained on other categories than this run's data")
+    model = build_model(saved_cfg.replace(**cfg.model_settings()))
+    model.load_state_dict(saved.state_dict(), strict=True)
     return model, checkpoint
 
 
@@ -292,7 +290,8 @@ def prepare(cfg: TrainConfig, resume: str | None, process: distributed.Process) 
         # A resume re-seeds the denoising noise; the data stream is a function of the step.
         torch.manual_seed(cfg.seed + process.rank + state.step)
     else:
-        model = initial_model(categories, init=cfg.init, variant=cfg.variant, **cfg.model_settings())
+        with distributed.main_first():  # a download into the cache happens once
+            model = initial_model(categories, init=cfg.init, variant=cfg.variant, **cfg.model_settings())
     if cfg.init:
         freeze_pretrained_backbone(model, train_backbone=cfg.lr_backbone > 0)
     if isinstance(train_set, CocoDetectionSet):
