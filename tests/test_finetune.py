@@ -187,3 +187,12 @@ def test_init_takes_a_model_zoo_id_bare_or_prefixed():
     assert init_source("dino-4scale-r50") == "zoo:dino-4scale-r50"
     assert init_source("zoo:mmdet-dino-4scale-r50") == "zoo:mmdet-dino-4scale-r50"
     assert init_source(SHIPPED) == SHIPPED and init_source("https://host/x.pth") == "https://host/x.pth"
+
+
+@pytest.mark.slow
+def test_a_run_starts_from_a_model_zoo_entry(local_zoo, tmp_path, shapes_coco):
+    """`--init <zoo id>`: downloaded through the zoo (a local server here), heads re-sized."""
+    job = prepare(_config(shapes_coco, tmp_path, init=local_zoo.id), None, ONE_PROCESS)
+    shipped, _ = load_model(SHIPPED)
+    assert job.model.cfg.category_ids == (5, 17, 42) and job.model.class_embed[0].weight.shape == (3, 128)
+    torch.testing.assert_close(job.model.transformer.level_embed, shipped.transformer.level_embed)
