@@ -32,7 +32,7 @@ def gradients(data: dict[str, str], out: Path, process: distributed.Process) -> 
 
 if __name__ == "__main__":
     data, out = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
-    with distributed.session("cpu") as process:
+    with distributed.process_group("cpu") as process:
         grads = gradients(data, out / "unused", process)
         if process.is_main:
             torch.save(grads, out / "gradients.pt")

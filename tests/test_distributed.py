@@ -12,21 +12,21 @@ import torch
 
 from dino_demo.train import distributed
 
-HELPER = Path(__file__).with_name("distributed_gradients.py")
+SCRIPT = Path(__file__).with_name("distributed_gradients.py")
 
 
 @pytest.mark.slow
 def test_two_processes_compute_the_gradients_of_one_and_write_once(tmp_path, shapes_coco):
     data = tmp_path / "data.json"
     data.write_text(json.dumps(shapes_coco))
-    path = os.pathsep.join(filter(None, [str(HELPER.parent.parent), os.environ.get("PYTHONPATH")]))
+    path = os.pathsep.join(filter(None, [str(SCRIPT.parent.parent), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     launch = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(HELPER),
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
          str(data), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
     assert launch.returncode == 0, launch.stderr[-3000:]
 
-    one = runpy.run_path(str(HELPER))["gradients"](shapes_coco, tmp_path, distributed.Process(0, 1, torch.device("cpu")))
+    one = runpy.run_path(str(SCRIPT))["gradients"](shapes_coco, tmp_path, distributed.Process(0, 1, torch.device("cpu")))
     two = torch.load(tmp_path / "gradients.pt", weights_only=True)
     assert set(one) == set(two) and len(one) > 100
     for name, expected in one.items():

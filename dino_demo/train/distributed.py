@@ -1,9 +1,9 @@
 """Data-parallel training on PyTorch's own engine (`torch.distributed`, launched by `torchrun`).
 
 `torchrun` starts one process per device and tells each its place through the environment
-(`RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`); `session` joins the process
+(`RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`); `process_group` joins the process
 group (NCCL for CUDA devices, Gloo on CPUs) and leaves it at the end. A plain `python` run has no
-`WORLD_SIZE`, no process group, and every helper here is then the identity.
+`WORLD_SIZE`, no process group, and every function here is then the identity.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def is_distributed() -> bool:
 
 
 @contextlib.contextmanager
-def session(device: str = "cpu") -> Iterator[Process]:
+def process_group(device: str = "cpu") -> Iterator[Process]:
     """This process's `Process`, inside the process group torchrun describes (joined here unless
     the caller already has, and left again by whoever joined it).
 

@@ -316,7 +316,7 @@ def prepare(cfg: TrainConfig, resume: str | None, process: distributed.Process) 
 def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
     """Run `cfg` to its last step (from `resume`'s step when given), in the process group of a
     torchrun launch if there is one."""
-    with distributed.session(cfg.device) as process:
+    with distributed.process_group(cfg.device) as process:
         return run(prepare(cfg, resume, process))
 
 
@@ -399,7 +399,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     cfg, resume = parse_args(argv)
-    with distributed.session(cfg.device) as process:
+    with distributed.process_group(cfg.device) as process:
         state = run(prepare(cfg, resume, process))
     if process.is_main:
         print(json.dumps({"step": state.step, "best_ap": state.best_ap}))
