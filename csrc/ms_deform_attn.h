@@ -16,6 +16,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 #include <c10/macros/Macros.h>
 #include <c10/util/Exception.h>
 
@@ -203,19 +204,39 @@ C10_HOST_DEVICE inline void bilinear_location_grad(
   grad_y = (gx * (dot[2] - dot[0]) + corners.fx * (dot[3] - dot[1])) * static_cast<acc_t>(height);
 }
 
-at::Tensor ms_deform_attn_cpu(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights);
+// The inputs in the contiguous layouts the kernels index (copies only where a tensor is not).
+struct ContiguousInputs {
+  at::Tensor value;
+  at::Tensor spatial_shapes;
+  at::Tensor level_start_index;
+  at::Tensor sampling_locations;
+  at::Tensor attention_weights;
+};
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
-    const at::Tensor& grad_output,
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights);
+inline ContiguousInputs contiguous_inputs(
+    const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
+  return {value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
+          sampling_locations.contiguous(), attention_weights.contiguous()};
+}
+
+// The forward's output [N, Lq, M * D], uninitialised.
+inline at::Tensor empty_output(const MsDeformAttnSizes& sizes, const at::Tensor& value) {
+  return at::empty({sizes.batch, sizes.queries, sizes.heads * sizes.channels}, value.options());
+}
+
+// The backward's outputs: grad_value zeroed in the op-math type (float32 for half-precision
+// inputs, since it accumulates), the other two uninitialised in the inputs' dtype.
+struct Gradients {
+  at::Tensor value;
+  at::Tensor sampling_locations;
+  at::Tensor attention_weights;
+};
+
+inline Gradients empty_gradients(const at::Tensor& value, const at::Tensor& sampling_locations,
+                                 const at::Tensor& attention_weights) {
+  return {at::zeros(value.sizes(), value.options().dtype(at::toOpMathType(value.scalar_type()))),
+          at::empty(sampling_locations.sizes(), value.options()), at::empty(attention_weights.sizes(), value.options())};
+}
 
 }  // namespace dino_demo

@@ -191,54 +191,37 @@ void backward_kernel(
 }  // namespace
 
 at::Tensor ms_deform_attn_cpu(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
+    const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
   const auto problem =
       check_ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  const auto& sizes = problem.sizes;
-  const auto& levels = problem.levels;
-  const auto value_c = value.contiguous();
-  const auto locations_c = sampling_locations.contiguous();
-  const auto weights_c = attention_weights.contiguous();
-  auto output = at::empty({sizes.batch, sizes.queries, sizes.heads * sizes.channels}, value.options());
+  const auto in = contiguous_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  auto output = empty_output(problem.sizes, value);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cpu", [&] {
     forward_kernel<scalar_t>(
-        sizes, levels, value_c.const_data_ptr<scalar_t>(), locations_c.const_data_ptr<scalar_t>(),
-        weights_c.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>());
+        problem.sizes, problem.levels, in.value.const_data_ptr<scalar_t>(),
+        in.sampling_locations.const_data_ptr<scalar_t>(), in.attention_weights.const_data_ptr<scalar_t>(),
+        output.mutable_data_ptr<scalar_t>());
   });
   return output;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
-    const at::Tensor& grad_output,
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
+    const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index, const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
   const auto problem = check_ms_deform_attn(
       value, spatial_shapes, level_start_index, sampling_locations, attention_weights, &grad_output);
-  const auto& sizes = problem.sizes;
-  const auto& levels = problem.levels;
   const auto grad_c = grad_output.contiguous();
-  const auto value_c = value.contiguous();
-  const auto locations_c = sampling_locations.contiguous();
-  const auto weights_c = attention_weights.contiguous();
-  const auto acc_dtype = at::toOpMathType(value.scalar_type());
-  auto grad_value = at::zeros(value.sizes(), value.options().dtype(acc_dtype));
-  auto grad_locations = at::empty(sampling_locations.sizes(), value.options());
-  auto grad_weights = at::empty(attention_weights.sizes(), value.options());
+  const auto in = contiguous_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  auto grad = empty_gradients(value, sampling_locations, attention_weights);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
     backward_kernel<scalar_t>(
-        sizes, levels, grad_c.const_data_ptr<scalar_t>(), value_c.const_data_ptr<scalar_t>(),
-        locations_c.const_data_ptr<scalar_t>(), weights_c.const_data_ptr<scalar_t>(),
-        grad_value.mutable_data_ptr<at::opmath_type<scalar_t>>(), grad_locations.mutable_data_ptr<scalar_t>(),
-        grad_weights.mutable_data_ptr<scalar_t>());
+        problem.sizes, problem.levels, grad_c.const_data_ptr<scalar_t>(), in.value.const_data_ptr<scalar_t>(),
+        in.sampling_locations.const_data_ptr<scalar_t>(), in.attention_weights.const_data_ptr<scalar_t>(),
+        grad.value.mutable_data_ptr<at::opmath_type<scalar_t>>(),
+        grad.sampling_locations.mutable_data_ptr<scalar_t>(), grad.attention_weights.mutable_data_ptr<scalar_t>());
   });
-  return {grad_value.to(value.scalar_type()), grad_locations, grad_weights};
+  return {grad.value.to(value.scalar_type()), grad.sampling_locations, grad.attention_weights};
 }
 
 TORCH_LIBRARY_IMPL(dino_demo, CPU, m) {

@@ -154,67 +154,49 @@ __global__ void backward_kernel(
 }  // namespace
 
 at::Tensor ms_deform_attn_cuda(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
+    const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
   const auto sizes =
       check_ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights).sizes;
   const c10::cuda::CUDAGuard guard(value.device());
-  const auto value_c = value.contiguous();
-  const auto shapes_c = spatial_shapes.contiguous();
-  const auto starts_c = level_start_index.contiguous();
-  const auto locations_c = sampling_locations.contiguous();
-  const auto weights_c = attention_weights.contiguous();
-  auto output = at::empty({sizes.batch, sizes.queries, sizes.heads * sizes.channels}, value.options());
+  const auto in = contiguous_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  auto output = empty_output(sizes, value);
   const int64_t total = output.numel();
   if (total == 0) {
     return output;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cuda", [&] {
     forward_kernel<scalar_t><<<grid_size(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        sizes, value_c.const_data_ptr<scalar_t>(), shapes_c.const_data_ptr<int64_t>(),
-        starts_c.const_data_ptr<int64_t>(), locations_c.const_data_ptr<scalar_t>(),
-        weights_c.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>());
+        sizes, in.value.const_data_ptr<scalar_t>(), in.spatial_shapes.const_data_ptr<int64_t>(),
+        in.level_start_index.const_data_ptr<int64_t>(), in.sampling_locations.const_data_ptr<scalar_t>(),
+        in.attention_weights.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return output;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
-    const at::Tensor& grad_output,
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
+    const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index, const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
   const auto sizes = check_ms_deform_attn(
       value, spatial_shapes, level_start_index, sampling_locations, attention_weights, &grad_output).sizes;
   const c10::cuda::CUDAGuard guard(value.device());
   const auto grad_c = grad_output.contiguous();
-  const auto value_c = value.contiguous();
-  const auto shapes_c = spatial_shapes.contiguous();
-  const auto starts_c = level_start_index.contiguous();
-  const auto locations_c = sampling_locations.contiguous();
-  const auto weights_c = attention_weights.contiguous();
-  const auto acc_dtype = at::toOpMathType(value.scalar_type());
-  auto grad_value = at::zeros(value.sizes(), value.options().dtype(acc_dtype));
-  auto grad_locations = at::empty(sampling_locations.sizes(), value.options());
-  auto grad_weights = at::empty(attention_weights.sizes(), value.options());
+  const auto in = contiguous_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  auto grad = empty_gradients(value, sampling_locations, attention_weights);
   const int64_t rows = sizes.batch * sizes.queries * sizes.heads;
   if (rows > 0 && sizes.levels * sizes.points > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cuda", [&] {
       backward_kernel<scalar_t><<<grid_size(rows * kWarp), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          sizes, grad_c.const_data_ptr<scalar_t>(), value_c.const_data_ptr<scalar_t>(),
-          shapes_c.const_data_ptr<int64_t>(), starts_c.const_data_ptr<int64_t>(),
-          locations_c.const_data_ptr<scalar_t>(), weights_c.const_data_ptr<scalar_t>(),
-          grad_value.mutable_data_ptr<at::opmath_type<scalar_t>>(), grad_locations.mutable_data_ptr<scalar_t>(),
-          grad_weights.mutable_data_ptr<scalar_t>());
+          sizes, grad_c.const_data_ptr<scalar_t>(), in.value.const_data_ptr<scalar_t>(),
+          in.spatial_shapes.const_data_ptr<int64_t>(), in.level_start_index.const_data_ptr<int64_t>(),
+          in.sampling_locations.const_data_ptr<scalar_t>(), in.attention_weights.const_data_ptr<scalar_t>(),
+          grad.value.mutable_data_ptr<at::opmath_type<scalar_t>>(),
+          grad.sampling_locations.mutable_data_ptr<scalar_t>(), grad.attention_weights.mutable_data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
-  return {grad_value.to(value.scalar_type()), grad_locations, grad_weights};
+  return {grad.value.to(value.scalar_type()), grad.sampling_locations, grad.attention_weights};
 }
 
 TORCH_LIBRARY_IMPL(dino_demo, CUDA, m) {

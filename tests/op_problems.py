@@ -57,6 +57,17 @@ def make_problem(
     return value.to(**to), shapes.to(device), starts.to(device), locations.to(**to), weights.to(**to)
 
 
+def outer_edge_problem():
+    """Points at x = -1 and x = W, y = -1 and y = H in pixel units: the samples are zero, the
+    gradients point towards the map as grid_sample's do."""
+    value, shapes, starts, locations, weights = make_problem([[4, 6]], queries=4, points=2, special_locations=False)
+    locations[:, 0, :, 0, 0] = torch.tensor([-0.5 / 6, 0.5])
+    locations[:, 1, :, 0, 0] = torch.tensor([1 + 0.5 / 6, 0.5])
+    locations[:, 2, :, 0, 0] = torch.tensor([0.5, -0.5 / 4])
+    locations[:, 3, :, 0, 0] = torch.tensor([0.5, 1 + 0.5 / 4])
+    return value, shapes, starts, locations, weights
+
+
 def run_with_grads(op, inputs, grad_dtype=None):
     """Output and gradients of value, sampling_locations and attention_weights, for a random
     incoming gradient rounded to `grad_dtype` (default: the output's dtype)."""

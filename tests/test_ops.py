@@ -16,15 +16,8 @@ import torch
 
 from dino_demo import ops
 from dino_demo.ops import extension, ms_deform_attn, ms_deform_attn_reference
-from op_problems import (
-    CASES,
-    assert_all_close,
-    bad_calls,
-    bad_grad_outputs,
-    make_problem,
-    reference_in_float64,
-    run_with_grads,
-)
+from op_problems import CASES, assert_all_close, bad_calls, bad_grad_outputs, make_problem, outer_edge_problem
+from op_problems import reference_in_float64, run_with_grads
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,13 +47,7 @@ def test_cpu_kernel_half_precision(dtype):
 
 
 def test_outer_edge_of_support_matches_reference():
-    """x = -1 and x = W in pixel units: value zero, gradient towards the map as in grid_sample."""
-    value, shapes, starts, locations, weights = make_problem([[4, 6]], queries=4, points=2, special_locations=False)
-    locations[:, 0, :, 0, 0] = torch.tensor([-0.5 / 6, 0.5])
-    locations[:, 1, :, 0, 0] = torch.tensor([1 + 0.5 / 6, 0.5])
-    locations[:, 2, :, 0, 0] = torch.tensor([0.5, -0.5 / 4])
-    locations[:, 3, :, 0, 0] = torch.tensor([0.5, 1 + 0.5 / 4])
-    inputs = (value, shapes, starts, locations, weights)
+    inputs = outer_edge_problem()
     assert_all_close(run_with_grads(ms_deform_attn, inputs), run_with_grads(ms_deform_attn_reference, inputs), torch.float64)
 
 

@@ -42,6 +42,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from ..env import positive_number
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, "int | None"], None]
@@ -98,9 +100,9 @@ class Policy:
             hosts = frozenset(h.strip().lower() for h in hosts_setting.split(",") if h.strip())
         else:
             hosts = _zoo_hosts() if public else None
-        quota = _number(env.get(QUOTA_VARIABLE), QUOTA_VARIABLE)
+        quota = positive_number(QUOTA_VARIABLE)
         quota_bytes = int(quota * 1024**3) if quota is not None else (PUBLIC_QUOTA_BYTES if public else None)
-        deadline = _number(env.get(DEADLINE_VARIABLE), DEADLINE_VARIABLE)
+        deadline = positive_number(DEADLINE_VARIABLE)
         values = dict(public=public, allowed_hosts=hosts, quota_bytes=quota_bytes)
         if deadline is not None:
             values["deadline_s"] = deadline
@@ -124,18 +126,6 @@ def _zoo_hosts() -> frozenset[str]:
     from .zoo import DOWNLOAD_HOSTS  # the zoo imports this module
 
     return frozenset(DOWNLOAD_HOSTS)
-
-
-def _number(text: str | None, name: str) -> float | None:
-    if text is None or not text.strip():
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise DownloadError(f"{name} must be a number, got {text!r}") from None
-    if not value > 0:
-        raise DownloadError(f"{name} must be positive, got {text!r}")
-    return value
 
 
 # -- locks -----------------------------------------------------------------------------------------

@@ -33,13 +33,8 @@ BACKEND_CHOICES = ("auto", "triton", "reference")
 _chosen: str | None = None  # set by use_backend(); None follows $DINO_DEMO_OP
 
 
-def ms_deform_attn(
-    value: torch.Tensor,
-    spatial_shapes: torch.Tensor,
-    level_start_index: torch.Tensor,
-    sampling_locations: torch.Tensor,
-    attention_weights: torch.Tensor,
-) -> torch.Tensor:
+def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                   sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
     """Multi-scale deformable attention (bilinear, zero padding, `align_corners=False`).
 
     Args:

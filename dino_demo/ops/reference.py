@@ -10,13 +10,8 @@ import torch
 import torch.nn.functional as F
 
 
-def ms_deform_attn_reference(
-    value: torch.Tensor,
-    spatial_shapes: torch.Tensor,
-    level_start_index: torch.Tensor,
-    sampling_locations: torch.Tensor,
-    attention_weights: torch.Tensor,
-) -> torch.Tensor:
+def ms_deform_attn_reference(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                             sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
     """Multi-scale deformable attention with `F.grid_sample`.
 
     Args:

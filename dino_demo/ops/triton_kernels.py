@@ -32,13 +32,22 @@ MAX_BLOCK_ROWS = 128
 
 
 @triton.jit
-def _bilinear(locations_ptr, sample, row_mask, height, width, ACC: tl.constexpr):
-    """Pixel coordinates and masks of the four corners around each row's sampling location.
+def _level(shapes_ptr, starts_ptr, level):
+    """(height, width, start offset in the values) of one level."""
+    return tl.load(shapes_ptr + 2 * level), tl.load(shapes_ptr + 2 * level + 1), tl.load(starts_ptr + level)
 
-    Returns x0, y0 (top-left corner), fx, fy (fractional position), inside (some corner can be
-    in the map; NaN locations are not) and the masks of the top-left, top-right, bottom-left
-    and bottom-right corners.
+
+@triton.jit
+def _sample(locations_ptr, weights_ptr, row, row_mask, level, point, levels, points, height, width,
+            ACC: tl.constexpr):
+    """Where each row's sampling point `point` of `level` falls, and its attention weight.
+
+    Returns sample (the point's index in the locations and weights), x0, y0 (top-left corner),
+    fx, fy (fractional position), inside (some corner can be in the map; NaN locations are not),
+    the masks of the top-left, top-right, bottom-left and bottom-right corners, and the weight
+    (zero where not inside).
     """
+    sample = (row * levels + level) * points + point
     x = tl.load(locations_ptr + 2 * sample, mask=row_mask, other=0.0).to(ACC) * width - 0.5
     y = tl.load(locations_ptr + 2 * sample + 1, mask=row_mask, other=0.0).to(ACC) * height - 0.5
     inside = row_mask & (x >= -1.0) & (y >= -1.0) & (x < width) & (y < height)
@@ -52,7 +61,9 @@ def _bilinear(locations_ptr, sample, row_mask, height, width, ACC: tl.constexpr)
     right = x0 + 1 < width
     top = inside & (y0 >= 0)
     bottom = inside & (y0 + 1 < height)
-    return x0, y0, x - x_floor, y - y_floor, inside, top & left, top & right, bottom & left, bottom & right
+    attention = tl.load(weights_ptr + sample, mask=inside, other=0.0).to(ACC)
+    return (sample, x0, y0, x - x_floor, y - y_floor, inside, top & left, top & right, bottom & left,
+            bottom & right, attention)
 
 
 @triton.jit
@@ -70,15 +81,10 @@ def _forward_kernel(
     value_row = (row // (queries * heads) * num_values * heads + row % heads) * channels
     acc = tl.zeros([BLOCK_ROWS, BLOCK_CHANNELS], ACC)
     for level in range(levels):
-        height = tl.load(shapes_ptr + 2 * level)
-        width = tl.load(shapes_ptr + 2 * level + 1)
-        start = tl.load(starts_ptr + level)
+        height, width, start = _level(shapes_ptr, starts_ptr, level)
         for point in range(points):
-            sample = (row * levels + level) * points + point
-            x0, y0, fx, fy, inside, top_left, top_right, bottom_left, bottom_right = _bilinear(
-                locations_ptr, sample, row_mask, height, width, ACC
-            )
-            attention = tl.load(weights_ptr + sample, mask=inside, other=0.0).to(ACC)
+            sample, x0, y0, fx, fy, inside, top_left, top_right, bottom_left, bottom_right, attention = _sample(
+                locations_ptr, weights_ptr, row, row_mask, level, point, levels, points, height, width, ACC)
             corner = value_ptr + (value_row + (start + y0 * width + x0) * pixel_stride)[:, None] + channel[None, :]
             below = width * pixel_stride
             v00 = tl.load(corner, mask=top_left[:, None] & channel_mask, other=0.0).to(ACC)
@@ -106,15 +112,10 @@ def _backward_kernel(
     pixel_stride = heads * channels
     value_row = (row // (queries * heads) * num_values * heads + row % heads) * channels
     for level in range(levels):
-        height = tl.load(shapes_ptr + 2 * level)
-        width = tl.load(shapes_ptr + 2 * level + 1)
-        start = tl.load(starts_ptr + level)
+        height, width, start = _level(shapes_ptr, starts_ptr, level)
         for point in range(points):
-            sample = (row * levels + level) * points + point
-            x0, y0, fx, fy, inside, top_left, top_right, bottom_left, bottom_right = _bilinear(
-                locations_ptr, sample, row_mask, height, width, ACC
-            )
-            attention = tl.load(weights_ptr + sample, mask=inside, other=0.0).to(ACC)
+            sample, x0, y0, fx, fy, inside, top_left, top_right, bottom_left, bottom_right, attention = _sample(
+                locations_ptr, weights_ptr, row, row_mask, level, point, levels, points, height, width, ACC)
             gx = 1.0 - fx
             gy = 1.0 - fy
             top_left_offset = value_row + (start + y0 * width + x0) * pixel_stride
@@ -164,13 +165,8 @@ def interpreted() -> bool:
     return isinstance(_forward_kernel, InterpretedFunction) and isinstance(tl.sum, InterpretedFunction)
 
 
-def ms_deform_attn_triton(
-    value: torch.Tensor,
-    spatial_shapes: torch.Tensor,
-    level_start_index: torch.Tensor,
-    sampling_locations: torch.Tensor,
-    attention_weights: torch.Tensor,
-) -> torch.Tensor:
+def ms_deform_attn_triton(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                          sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
     """Forward of `torch.ops.dino_demo.ms_deform_attn` with the Triton kernel.
 
     Args:

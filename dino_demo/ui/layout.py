@@ -10,6 +10,7 @@ sampling-point overlay, points JSON, attention mass); "/internals" (-> internals
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -178,20 +179,29 @@ def _proposals_tab(ui: UI) -> None:
         ui["proposal_image"] = _view("proposal-image")
 
 
+@contextlib.contextmanager
+def _picture_and_controls(ui: UI, name: str, caption: str):
+    """A view `ui[name]` with its caption, and a narrow column beside it for the controls made in
+    the `with` block."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4):
+            _caption(caption)
+            ui[name] = _view(name.replace("_", "-"))
+        with gr.Column(scale=1, min_width=230):
+            yield
+
+
 def _sampling_tab(ui: UI) -> None:
     with gr.Tab("Sampling points", id="sampling"):
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=4):
-                _caption("The selected query's reference box (white) and sampling points in one decoder layer.")
-                ui["sampling_image"] = _view("sampling-image")
-            with gr.Column(scale=1, min_width=230):
-                ui["layer"] = gr.Slider(1, 6, value=6, step=1, label="Decoder layer", elem_id="layer",
-                                        elem_classes=["commit-on-enter"])
-                ui["point_color"] = gr.Radio(list(inputs.POINT_COLORS), value="level", label="Colour by",
-                                             elem_id="sampling-color")
-                _head_and_level(ui, "", "")
-                ui["point_extras"] = gr.CheckboxGroup(list(inputs.POINT_EXTRAS), label="Show",
-                                                      elem_id="sampling-extras")
+        with _picture_and_controls(ui, "sampling_image", "The selected query's reference box (white) and sampling "
+                                   "points in one decoder layer."):
+            ui["layer"] = gr.Slider(1, 6, value=6, step=1, label="Decoder layer", elem_id="layer",
+                                    elem_classes=["commit-on-enter"])
+            ui["point_color"] = gr.Radio(list(inputs.POINT_COLORS), value="level", label="Colour by",
+                                         elem_id="sampling-color")
+            _head_and_level(ui, "", "")
+            ui["point_extras"] = gr.CheckboxGroup(list(inputs.POINT_EXTRAS), label="Show",
+                                                  elem_id="sampling-extras")
         ui["mass"] = gr.Dataframe(label="Attention mass per head and level", interactive=False)
         with gr.Accordion("Sampling points JSON", open=False):
             ui["points_json"] = gr.JSON(label="Sampling points")
@@ -212,26 +222,22 @@ def _heatmaps_tab(ui: UI) -> None:
 
 def _encoder_tab(ui: UI) -> None:
     with gr.Tab("Encoder", id="encoder"):
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=4):
-                _caption("Click anywhere to pick the encoder token of the chosen level under the cursor (its cell in "
-                         "white): where it looks in one encoder layer.")
-                ui["enc_image"] = _view("enc-image")
-            with gr.Column(scale=1, min_width=230):
-                ui["token_level"] = gr.Radio([str(i) for i in range(1, 5)], value="1", label="Token level",
-                                             elem_id="token-level")
-                with gr.Row():
-                    ui["token_row"] = gr.Number(None, label="Row (Enter)", precision=0, min_width=80,
-                                                elem_id="token-row")
-                    ui["token_col"] = gr.Number(None, label="Column (Enter)", precision=0, min_width=80,
-                                                elem_id="token-col")
-                ui["seed_token"] = gr.Button("Token that seeded the selected query", size="sm", elem_id="seed-token")
-                ui["enc_layer"] = gr.Slider(1, 6, value=6, step=1, label="Encoder layer", elem_id="enc-layer",
-                                            elem_classes=["commit-on-enter"])
-                ui["enc_color"] = gr.Radio(list(inputs.POINT_COLORS), value="level", label="Colour by",
-                                           elem_id="enc-color")
-                _head_and_level(ui, "enc_", "enc-")
-                ui["enc_extras"] = gr.CheckboxGroup(list(inputs.POINT_EXTRAS), label="Show", elem_id="enc-extras")
+        with _picture_and_controls(ui, "enc_image", "Click anywhere to pick the encoder token of the chosen level "
+                                   "under the cursor (its cell in white): where it looks in one encoder layer."):
+            ui["token_level"] = gr.Radio([str(i) for i in range(1, 5)], value="1", label="Token level",
+                                         elem_id="token-level")
+            with gr.Row():
+                ui["token_row"] = gr.Number(None, label="Row (Enter)", precision=0, min_width=80,
+                                            elem_id="token-row")
+                ui["token_col"] = gr.Number(None, label="Column (Enter)", precision=0, min_width=80,
+                                            elem_id="token-col")
+            ui["seed_token"] = gr.Button("Token that seeded the selected query", size="sm", elem_id="seed-token")
+            ui["enc_layer"] = gr.Slider(1, 6, value=6, step=1, label="Encoder layer", elem_id="enc-layer",
+                                        elem_classes=["commit-on-enter"])
+            ui["enc_color"] = gr.Radio(list(inputs.POINT_COLORS), value="level", label="Colour by",
+                                       elem_id="enc-color")
+            _head_and_level(ui, "enc_", "enc-")
+            ui["enc_extras"] = gr.CheckboxGroup(list(inputs.POINT_EXTRAS), label="Show", elem_id="enc-extras")
         ui["token_info"] = gr.Markdown("", elem_id="token-info")
         ui["enc_mass"] = gr.Dataframe(label="Attention mass per head and level", interactive=False)
         _caption("The token's attention spread onto each level's grid.")

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..env import positive_number
 from ..model.config import VARIANTS
 from ..paths import WEIGHTS_DIR, cache_dir
 
@@ -45,8 +46,8 @@ class AppSettings:
         precision = os.environ.get("DINO_PRECISION") or "float32"
         if precision not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"DINO_PRECISION must be float32, float16 or bfloat16, got {precision!r}")
-        return cls(device=device, model_concurrency=_positive_int("DINO_MODEL_CONCURRENCY", 1),
-                   result_budget_mb=_positive_int("DINO_RESULT_BUDGET_MB", 512), precision=precision)
+        return cls(device=device, model_concurrency=positive_number("DINO_MODEL_CONCURRENCY", 1, integer=True),
+                   result_budget_mb=positive_number("DINO_RESULT_BUDGET_MB", 512, integer=True), precision=precision)
 
 
 def on_space() -> bool:
@@ -80,15 +81,3 @@ def untrained_variants() -> tuple[str, ...]:
         raise ValueError(f"{UNTRAINED_VARIANTS_VARIABLE} names unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     return chosen
 
-
-def _positive_int(variable: str, default: int) -> int:
-    value = os.environ.get(variable)
-    if value is None or not value.strip():
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"{variable} must be a whole number, got {value!r}") from None
-    if number < 1:
-        raise ValueError(f"{variable} must be at least 1, got {number}")
-    return number
