@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +76,7 @@ class MSDeformAttn(nn.Module):
         spatial_shapes: torch.Tensor,
         level_start_index: torch.Tensor,
         padding_mask: torch.Tensor | None,
+        level_shapes: Sequence[tuple[int, int]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """
         Args:
@@ -82,6 +84,8 @@ class MSDeformAttn(nn.Module):
             reference_points: [B, Lq, L, 2] points or [B, Lq, L, 4] boxes, normalized to each
                 level's padded map (already scaled by the valid ratios).
             value: [B, S, D] flattened multi-scale features; padding_mask: [B, S] True on padding.
+            spatial_shapes: [L, 2] int64 (H, W) of each level; level_start_index: [L].
+            level_shapes: optionally the same (H, W) pairs as Python ints (see `ops.ms_deform_attn`).
 
         Returns:
             output [B, Lq, D], sampling_locations [B, Lq, M, L, P, 2], attention_weights [B, Lq, M, L, P].
@@ -98,5 +102,5 @@ class MSDeformAttn(nn.Module):
         # off by a pixel of a 128-wide map, so bfloat16 runs sample in float32.
         dtype = torch.float16 if value.dtype == torch.float16 else locations.dtype
         output = ops.ms_deform_attn(value.to(dtype), spatial_shapes, level_start_index, locations.to(dtype),
-                                    weights.to(dtype))
+                                    weights.to(dtype), level_shapes)
         return self.output_proj(output), locations, weights

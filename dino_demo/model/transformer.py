@@ -51,7 +51,9 @@ class FlatFeatures:
     """Multi-scale features flattened into one token sequence.
 
     tokens [B, S, D]; pos [B, S, D] (position + level embedding); padding_mask [B, S];
-    spatial_shapes [L, 2] int64 (H, W); level_start_index [L]; valid_ratios [B, L, 2] (w, h).
+    spatial_shapes [L, 2] int64 (H, W); level_start_index [L]; valid_ratios [B, L, 2] (w, h);
+    level_shapes: the (H, W) of `spatial_shapes` as Python ints, for code that loops over levels
+    (symbolic sizes under `torch.export`, so that an exported graph follows the input size).
     """
 
     tokens: torch.Tensor
@@ -60,6 +62,7 @@ class FlatFeatures:
     spatial_shapes: torch.Tensor
     level_start_index: torch.Tensor
     valid_ratios: torch.Tensor
+    level_shapes: tuple[tuple[int, int], ...]
 
 
 @dataclass
@@ -95,7 +98,7 @@ class EncoderLayer(nn.Module):
         if rows is not None:
             query, pos, reference = x[:, rows], pos[:, rows], reference_points[:, rows]
         attended, _, _ = self.self_attn(query + pos, reference, x, features.spatial_shapes,
-                                        features.level_start_index, features.padding_mask)
+                                        features.level_start_index, features.padding_mask, features.level_shapes)
         out = self.norm1(query + self.dropout(attended))
         return self.norm2(out + feed_forward(out, self.linear1, self.linear2, self.dropout, self.ffn_chunk))
 
@@ -111,10 +114,10 @@ class Encoder(nn.Module):
         in every level's padded map: [B, S, L, 2]."""
         points = []
         valid = features.valid_ratios
-        for level, (h, w) in enumerate(features.spatial_shapes.tolist()):
+        for level, (h, w) in enumerate(features.level_shapes):
             ys, xs = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=valid.device),
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=valid.device), indexing="ij")
+                torch.arange(h, dtype=torch.float32, device=valid.device) + 0.5,
+                torch.arange(w, dtype=torch.float32, device=valid.device) + 0.5, indexing="ij")
             ys = ys.reshape(-1)[None] / (valid[:, None, level, 1] * h)
             xs = xs.reshape(-1)[None] / (valid[:, None, level, 0] * w)
             points.append(torch.stack((xs, ys), -1))
@@ -150,7 +153,7 @@ class DecoderLayer(nn.Module):
         x = self.norm2(x + self.dropout(attended))
         attended, locations, weights = self.cross_attn(
             x + query_pos, reference_boxes, memory, features.spatial_shapes, features.level_start_index,
-            features.padding_mask)
+            features.padding_mask, features.level_shapes)
         x = self.norm1(x + self.dropout(attended))
         x = self.norm3(x + feed_forward(x, self.linear1, self.linear2, self.dropout, self.ffn_chunk))
         return x, locations, weights
@@ -236,15 +239,15 @@ class DeformableTransformer(nn.Module):
 
     # -- input ------------------------------------------------------------------------------
     def flatten(self, srcs: list[torch.Tensor], masks: list[torch.Tensor], positions: list[torch.Tensor]) -> FlatFeatures:
-        shapes = [tuple(src.shape[-2:]) for src in srcs]
+        shapes = tuple((src.shape[-2], src.shape[-1]) for src in srcs)
         tokens = torch.cat([src.flatten(2).transpose(1, 2) for src in srcs], 1)
         pos = torch.cat([p.flatten(2).transpose(1, 2) + self.level_embed[i].view(1, 1, -1)
                          for i, p in enumerate(positions)], 1)
         padding_mask = torch.cat([m.flatten(1) for m in masks], 1)
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=tokens.device)
+        spatial_shapes = _shapes_tensor(shapes, tokens.device)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         valid_ratios = torch.stack([_valid_ratio(m) for m in masks], 1)
-        return FlatFeatures(tokens, pos, padding_mask, spatial_shapes, level_start_index, valid_ratios)
+        return FlatFeatures(tokens, pos, padding_mask, spatial_shapes, level_start_index, valid_ratios, shapes)
 
     # -- two-stage query selection ----------------------------------------------------------
     def select(self, memory: torch.Tensor, features: FlatFeatures, topk_indices: torch.Tensor | None) -> Selection:
@@ -256,7 +259,7 @@ class DeformableTransformer(nn.Module):
         logits = self.enc_out_class_embed(output_memory)
         max_logit = logits.max(-1)[0]
         if topk_indices is None:
-            k = min(self.num_queries, memory.shape[1])
+            k = torch.sym_min(self.num_queries, memory.shape[1])  # a graph op when the size is traced
             topk_indices = torch.topk(max_logit, k, dim=1)[1]
         else:
             topk_indices = _check_topk(topk_indices, memory, self.num_queries)
@@ -284,13 +287,13 @@ def token_proposals(features: FlatFeatures) -> torch.Tensor:
     mask = features.padding_mask
     batch = mask.shape[0]
     proposals, start = [], 0
-    for level, (h, w) in enumerate(features.spatial_shapes.tolist()):
+    for level, (h, w) in enumerate(features.level_shapes):
         level_mask = mask[:, start:start + h * w].view(batch, h, w)
         valid_h = (~level_mask[:, :, 0]).sum(1)
         valid_w = (~level_mask[:, 0, :]).sum(1)
         ys, xs = torch.meshgrid(
-            torch.linspace(0, h - 1, h, dtype=torch.float32, device=mask.device),
-            torch.linspace(0, w - 1, w, dtype=torch.float32, device=mask.device), indexing="ij")
+            torch.arange(h, dtype=torch.float32, device=mask.device),
+            torch.arange(w, dtype=torch.float32, device=mask.device), indexing="ij")
         grid = torch.stack([xs, ys], -1)
         scale = torch.stack([valid_w, valid_h], -1).view(batch, 1, 1, 2)
         grid = (grid.unsqueeze(0).expand(batch, -1, -1, -1) + 0.5) / scale
@@ -302,6 +305,12 @@ def token_proposals(features: FlatFeatures) -> torch.Tensor:
     proposals = torch.log(proposals / (1 - proposals))
     proposals = proposals.masked_fill(mask.unsqueeze(-1), float("inf"))
     return proposals.masked_fill(~valid, float("inf"))
+
+
+def _shapes_tensor(shapes: tuple[tuple[int, int], ...], device: torch.device) -> torch.Tensor:
+    """(H, W) pairs -> [L, 2] int64, built from scalars so that traced sizes stay graph values."""
+    return torch.stack([torch.stack([torch.scalar_tensor(size, dtype=torch.long, device=device) for size in shape])
+                        for shape in shapes])
 
 
 def _valid_ratio(mask: torch.Tensor) -> torch.Tensor:

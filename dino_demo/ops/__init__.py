@@ -22,19 +22,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 
 import torch
 
 from . import extension, registration, triton_backend
 from .reference import ms_deform_attn_reference
-from .validation import check_inputs, check_levels
+from .validation import check_inputs, check_level_shapes, check_levels
 
 BACKEND_CHOICES = ("auto", "triton", "reference")
 _chosen: str | None = None  # set by use_backend(); None follows $DINO_DEMO_OP
 
 
 def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-                   sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+                   sampling_locations: torch.Tensor, attention_weights: torch.Tensor,
+                   level_shapes: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
     """Multi-scale deformable attention (bilinear, zero padding, `align_corners=False`).
 
     Args:
@@ -43,6 +45,9 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_star
         level_start_index: [L] int64 offset of each level in S, on value's device.
         sampling_locations: [N, Lq, M, L, P, 2] (x, y); 0 and 1 are the outer edges of a level's map.
         attention_weights: [N, Lq, M, L, P].
+        level_shapes: optionally the same (H, W) pairs as `spatial_shapes`, as Python ints. The
+            reference then never reads `spatial_shapes` (no device sync), and sizes traced by
+            `torch.export` stay symbolic, so that an exported graph holds at every input size.
 
     Returns:
         [N, Lq, M * D] in value's dtype; differentiable with respect to value, sampling_locations
@@ -54,8 +59,12 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_star
     check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     implementation, _ = backend(value.device)
     if implementation == "reference":
-        check_levels(spatial_shapes, level_start_index, value.shape[1])
-        return ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        if level_shapes is None:
+            check_levels(spatial_shapes, level_start_index, value.shape[1])
+        else:
+            check_level_shapes(level_shapes, spatial_shapes.shape[0], value.shape[1])
+        return ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                                        level_shapes)
     return torch.ops.dino_demo.ms_deform_attn(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights
     )

@@ -6,12 +6,15 @@ sum the samples weighted by the attention weights.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
 
 def ms_deform_attn_reference(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-                             sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+                             sampling_locations: torch.Tensor, attention_weights: torch.Tensor,
+                             level_shapes: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
     """Multi-scale deformable attention with `F.grid_sample`.
 
     Args:
@@ -20,17 +23,20 @@ def ms_deform_attn_reference(value: torch.Tensor, spatial_shapes: torch.Tensor, 
         level_start_index: [L] int64 offset of each level in S (unused here, kept for the op's signature).
         sampling_locations: [N, Lq, M, L, P, 2] (x, y) in [0, 1] of each level's padded map.
         attention_weights: [N, Lq, M, L, P], usually summing to 1 over (L, P).
+        level_shapes: `spatial_shapes` as Python (H, W) pairs, when the caller has them (then
+            `spatial_shapes` is not read).
 
     Returns:
         [N, Lq, M * D]
     """
     n, _, heads, head_dim = value.shape
     _, num_queries, _, levels, points, _ = sampling_locations.shape
-    sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
-    per_level_values = value.split(sizes, dim=1)
+    if level_shapes is None:
+        level_shapes = spatial_shapes.tolist()
+    per_level_values = value.split([h * w for h, w in level_shapes], dim=1)
     grids = 2 * sampling_locations - 1  # grid_sample's [-1, 1] convention
     sampled = []
-    for level, (h, w) in enumerate(spatial_shapes.tolist()):
+    for level, (h, w) in enumerate(level_shapes):
         # [N, H*W, M, D] -> [N*M, D, H, W]
         value_map = per_level_values[level].flatten(2).transpose(1, 2).reshape(n * heads, head_dim, h, w)
         # [N, Lq, M, P, 2] -> [N*M, Lq, P, 2]

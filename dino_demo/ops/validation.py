@@ -3,12 +3,14 @@
 - `check_inputs` looks only at shapes, dtypes and devices, so it also runs on fake tensors;
 - `check_levels` reads `spatial_shapes` and `level_start_index` (a device sync on GPU) and checks
   that the levels are non-empty, start where the previous one ends and fill S exactly;
+- `check_level_shapes` checks the same shapes given as Python ints (symbolic ones when traced);
 - `check_grad_output` checks the backward's incoming gradient.
 
 Who checks what:
 
 - `dino_demo.ops.ms_deform_attn` runs `check_inputs` before choosing an implementation, and
-  `check_levels` before the reference (which would otherwise fail with a less useful error);
+  `check_levels` (or `check_level_shapes`, given the shapes) before the reference (which would
+  otherwise fail with a less useful error);
 - the fake kernels (`registration`) run `check_inputs` (and `check_grad_output`), so that tracing
   and `torch.compile` reject bad shapes as eagerly as the kernels do;
 - the Triton kernels (`triton_kernels`) run all three, as their index arithmetic trusts the level
@@ -21,6 +23,8 @@ between, and a kernel must never read outside its inputs. The Python checks give
 where no C++ runs (fake tensors, Triton, the reference) and before a first call starts a build.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -116,3 +120,15 @@ def check_grad_output(grad_output: torch.Tensor, value: torch.Tensor, sampling_l
             "ms_deform_attn_backward: grad_output must have the dtype and device of value, got "
             f"{grad_output.dtype} on {grad_output.device} and {value.dtype} on {value.device}"
         )
+
+
+def check_level_shapes(level_shapes: Sequence[tuple[int, int]], levels: int, num_values: int) -> None:
+    """Raise ValueError unless `level_shapes` holds `levels` non-empty (H, W) pairs that fill S exactly."""
+    if len(level_shapes) != levels:
+        raise ValueError(f"ms_deform_attn: {len(level_shapes)} level shapes for {levels} levels in spatial_shapes")
+    for level, (height, width) in enumerate(level_shapes):
+        if height < 1 or width < 1:
+            raise ValueError(f"ms_deform_attn: level {level} has empty spatial shape ({height}, {width})")
+    total = sum(height * width for height, width in level_shapes)
+    if total != num_values:
+        raise ValueError(f"ms_deform_attn: level shapes hold {total} values in all but value has S = {num_values}")
