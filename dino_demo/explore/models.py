@@ -1,7 +1,8 @@
 """Models ready for inference, loaded once: from a checkpoint path or URL, a model zoo entry, or an
 untrained variant.
 
-`load` returns (model, config) with the inference fast paths of `explore.speed` applied;
+`load` returns (model, config) with the inference fast paths of `explore.speed` applied, `build`
+the plain model (official modules, for export);
 `ModelCache` keeps the most recently used ones, thread-safe, for the app.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from ..io.checkpoint import load_model
 from ..io.download import Progress
 from ..model.config import DINOConfig, get_config
-from ..model.detector import build_model
+from ..model.detector import DINO, build_model
 from .speed import optimize_for_inference
 
 UNTRAINED_PREFIX = "untrained:"
@@ -77,11 +78,18 @@ def load(source: str, variant: str | None = None, device: str | torch.device = "
          progress: Progress | None = None) -> tuple[torch.nn.Module, DINOConfig]:
     """(model ready for inference, its config) for a source as `ModelCache` describes: in eval
     mode, with the inference fast paths of `speed.optimize_for_inference`."""
+    model, cfg = build(source, variant, device, progress)
+    return optimize_for_inference(model), cfg
+
+
+def build(source: str, variant: str | None = None, device: str | torch.device = "cpu",
+          progress: Progress | None = None) -> tuple[DINO, DINOConfig]:
+    """(model, config) for a source as `ModelCache` describes, in eval mode with the official
+    modules and state_dict layout (what exporting and saving need)."""
     if source.startswith(UNTRAINED_PREFIX):
         cfg = get_config(source[len(UNTRAINED_PREFIX):])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = build_model(cfg)
-    else:
-        model, cfg = load_model(source, variant=variant, device=device, progress=progress)
-    return optimize_for_inference(model.to(device)), cfg
+        return model.to(device).eval(), cfg
+    return load_model(source, variant=variant, device=device, progress=progress)

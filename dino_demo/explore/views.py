@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .detections import DetectionView, select_detections
 from .encoder import TokenAttention, cell_box
 from .inference import InferenceResult
 
@@ -18,31 +19,11 @@ def _cxcywh_to_xyxy_pixels(boxes: torch.Tensor, size: tuple[int, int]) -> np.nda
     return xyxy.numpy()
 
 
-@dataclass(frozen=True)
-class DetectionView:
-    """Detections above a threshold, best first: boxes [N, 4] xyxy pixels, scores [N],
-    labels [N] class ids, categories [N] COCO category ids, query_slots [N] the decoder query
-    slot each came from, names [N]."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-    categories: np.ndarray
-    query_slots: np.ndarray
-    names: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-
 def detection_view(result: InferenceResult, threshold: float, max_detections: int | None = None) -> DetectionView:
-    kept = result.detections.above(threshold)
-    n = len(kept) if max_detections is None else min(len(kept), max(int(max_detections), 0))
-    labels = kept.labels[:n].numpy()
-    return DetectionView(
-        boxes=kept.boxes[:n].double().numpy(), scores=kept.scores[:n].double().numpy(), labels=labels,
-        categories=np.array([result.category_ids[int(c)] for c in labels], dtype=np.int64),
-        query_slots=kept.query_slot[:n].numpy(), names=tuple(result.label(int(c)) for c in labels))
+    det = result.detections
+    return select_detections(det.scores.numpy(), det.labels.numpy(), det.boxes.numpy(), det.query_slot.numpy(),
+                             threshold=threshold, max_detections=max_detections, class_names=result.class_names,
+                             category_ids=result.category_ids)
 
 
 @dataclass(frozen=True)
