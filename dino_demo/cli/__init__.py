@@ -12,6 +12,7 @@ import sys
 
 COMMANDS = {
     "detect": ("dino_demo.cli.detect", "detect objects in images, write annotated copies and detections.json"),
+    "export": ("dino_demo.cli.export", "export the detector to ONNX (deformable attention as GridSample)"),
     "zoo": ("dino_demo.cli.zoo", "list the model zoo (published COCO weights) and what is on this machine"),
     "convert": ("dino_demo.cli.convert", "convert a detrex or MMDetection checkpoint to the official layout"),
     "evaluate": ("dino_demo.train.evaluate", "COCO AP of a checkpoint on a COCO-format set or held-out synthetic scenes"),

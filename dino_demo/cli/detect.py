@@ -8,26 +8,27 @@ image its path as given, size and detections), plus DIR/coco_results.json, the s
 the bare list `pycocotools` loads. With --save-internals, also DIR/<name>.internals.npz per image
 (the model's internals, see `dino_demo.io.internals`; its name is the image entry's "internals").
 Images that cannot be read are reported and skipped; the exit status is then 1.
+
+With `--onnx model.onnx` (a file from `python -m dino_demo export`) the model runs in ONNX Runtime
+and this command never imports torch.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..explore.inference import PRECISIONS, run
-from ..explore.models import load
-from ..explore.views import detection_view
+from ..explore.detections import DetectionView
 from ..explore.figures import render_detections
 from ..io import zoo
-from ..io.checkpoint import DEFAULT_CHECKPOINT
 from ..io.images import MAX_SIDE, ImageError, load_image
-from ..io.internals import write_internals
-from ..io.preprocess import model_input_size
 from ..io.results import coco_results, detections_document, image_record
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
 
@@ -38,20 +39,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dino_demo detect", description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
+    source.add_argument("--checkpoint",
                         help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), or "
                              "untrained:VARIANT (default: the shipped weights/dino-tiny.pth)")
     source.add_argument("--model", metavar="ZOO_ID",
                         help="a model zoo entry (`python -m dino_demo zoo` lists them), downloaded once")
+    source.add_argument("--onnx", type=Path, help="an ONNX file written by `python -m dino_demo export`, run with "
+                                                  "ONNX Runtime (CPU) instead of PyTorch")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="force a variant instead of detecting it")
     parser.add_argument("--threshold", type=float, default=0.3, help="minimum score (default 0.3)")
     parser.add_argument("--max-detections", type=int, default=None,
                         help="keep at most this many detections per image (default: all above the threshold)")
     parser.add_argument("--max-size", type=int, default=None,
                         help="cap on the longer side of the model input (default: the variant's own resize)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="float32",
-                        help="float16 / bfloat16 run under autocast (for GPUs); default float32")
+    parser.add_argument("--device", default=None, help="PyTorch device (default cpu)")
+    parser.add_argument("--precision", default=None,
+                        help="float32 (default), or float16 / bfloat16 under autocast (for GPUs)")
     parser.add_argument("--save-internals", action="store_true",
                         help="also write <name>.internals.npz per image: detections, encoder selection, boxes and "
                              "references per decoder layer, sampling points and weights of every query")
@@ -63,46 +66,97 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--max-detections must be at least 1, got {args.max_detections}")
     if args.max_size is not None and args.max_size < MIN_INPUT_SIDE:
         parser.error(f"--max-size must be at least {MIN_INPUT_SIDE}, got {args.max_size}")
+    if args.onnx is not None and (args.variant or args.device or args.precision or args.save_internals):
+        parser.error("--variant, --device, --precision and --save-internals apply to PyTorch models, not to --onnx")
     return args
+
+
+@dataclass(frozen=True)
+class Detector:
+    """The model behind the command: `check(image)` raises ValueError when the model cannot take an
+    image of that size; `detect(image, internals_path, source)` returns (result, its detections
+    above the threshold), writing the internals file when given its path."""
+
+    model_id: str
+    variant: str
+    check: Callable[[np.ndarray], object]
+    detect: Callable[[np.ndarray, Path | None, str], tuple[object, DetectionView]]
+
+
+def torch_detector(args: argparse.Namespace) -> Detector:
+    """The PyTorch path (`explore.inference.run`)."""
+    from ..explore.inference import run
+    from ..explore.models import load
+    from ..explore.views import detection_view
+    from ..io.checkpoint import DEFAULT_CHECKPOINT
+    from ..io.internals import write_internals
+    from ..io.preprocess import model_input_size
+
+    if args.model:
+        entry = zoo.get(args.model)
+        source, model_id = entry.source_id, entry.id
+    else:
+        source = args.checkpoint or str(DEFAULT_CHECKPOINT)
+        model_id = source if "://" in source else Path(source).name
+    model, cfg = load(source, args.variant, args.device or "cpu")
+
+    def detect(array: np.ndarray, internals_path: Path | None = None, source: str = ""):
+        result = run(model, cfg, array, max_size=args.max_size, precision=args.precision or "float32",
+                     model_id=model_id, internals=internals_path is not None)
+        if internals_path is not None:
+            write_internals(result, internals_path, source=source)
+        return result, detection_view(result, args.threshold, args.max_detections)
+
+    return Detector(model_id, cfg.name, lambda array: model_input_size(cfg, *array.shape[:2], args.max_size), detect)
+
+
+def onnx_detector(args: argparse.Namespace) -> Detector:
+    """The ONNX Runtime path (`export.runtime`, no torch)."""
+    try:
+        from ..export.runtime import OnnxDetector, detection_view
+    except ImportError as error:
+        raise ValueError(f"--onnx needs ONNX Runtime ({error}): pip install onnxruntime") from None
+
+    detector = OnnxDetector(args.onnx)
+
+    def detect(array: np.ndarray, internals_path: Path | None = None, source: str = ""):
+        result = detector.run(array, max_size=args.max_size)
+        return result, detection_view(result, args.threshold, args.max_detections)
+
+    return Detector(detector.model_id, detector.info.config.name,
+                    lambda array: detector.input_size(*array.shape[:2], args.max_size), detect)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.model:
-        source, model_id = zoo.get(args.model).source_id, zoo.get(args.model).id
-    else:
-        source = args.checkpoint
-        model_id = args.checkpoint if "://" in args.checkpoint else Path(args.checkpoint).name
-    model, cfg = load(source, args.variant, args.device)
+    detector = onnx_detector(args) if args.onnx else torch_detector(args)
     args.out.mkdir(parents=True, exist_ok=True)
 
     entries, failed, used_names = [], 0, set()
     for image_id, path in enumerate(tqdm(args.images, desc="detect", unit="image"), start=1):
         try:
             loaded = load_image(path, max_side=MAX_SIDE)
-            model_input_size(cfg, *loaded.array.shape[:2], args.max_size)
+            detector.check(loaded.array)
         except (ImageError, ValueError) as err:
             log.error("%s: skipped: %s", path, err)
             failed += 1
             continue
         for note in loaded.notes:
             log.info("%s: %s", path, note)
-        result = run(model, cfg, loaded.array, max_size=args.max_size, precision=args.precision, model_id=model_id,
-                     internals=args.save_internals)
-        view = detection_view(result, args.threshold, args.max_detections)
         annotated = _unique_name(path, used_names)
+        internals = Path(annotated).stem + ".internals.npz" if args.save_internals else None
+        result, view = detector.detect(loaded.array, args.out / internals if internals else None, str(path))
         entry = {**image_record(result, view, image_id=image_id, file_name=path.name, source=str(path)),
                  "annotated": annotated}
-        if args.save_internals:
-            internals = Path(annotated).stem + ".internals.npz"
-            write_internals(result, args.out / internals, source=str(path))
+        if internals:
             entry["internals"] = internals
         entries.append(entry)
         captions = [f"{name} {score:.2f}" for name, score in zip(view.names, view.scores)]
         Image.fromarray(render_detections(result.image, view.boxes, captions, view.labels)).save(args.out / annotated)
 
-    document = detections_document(entries, model_id=model_id, variant=cfg.name, threshold=args.threshold,
-                                   max_detections=args.max_detections, max_input_side=args.max_size)
+    document = detections_document(entries, model_id=detector.model_id, variant=detector.variant,
+                                   threshold=args.threshold, max_detections=args.max_detections,
+                                   max_input_side=args.max_size)
     (args.out / "detections.json").write_text(json.dumps(document, indent=1))
     (args.out / "coco_results.json").write_text(json.dumps(coco_results(document)))
     log.info("wrote %d annotated images, detections.json and coco_results.json to %s", len(entries), args.out)

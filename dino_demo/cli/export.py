@@ -1,0 +1,78 @@
+"""`python -m dino_demo export --checkpoint CK --out model.onnx`: write the whole detector as an
+ONNX file that any ONNX Runtime runs (deformable attention as GridSample), checked with
+onnx.checker.
+
+`--size H W` makes a fully static graph for a padded H x W input (batch of one; every image is
+resized by the official rule to fit into it, so that 800 1333 keeps landscape images at their
+official size, and padded); `--dynamic` (the default) keeps batch, height and width free.
+`--internals` adds the encoder's selection, the decoder's reference boxes and its sampling
+locations and attention weights to the outputs. Run the file with
+`python -m dino_demo detect --onnx model.onnx IMAGE... --out DIR`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..explore.models import build
+from ..export.metadata import DEFAULT_OPSET, MIN_OPSET
+from ..io import zoo
+from ..io.checkpoint import DEFAULT_CHECKPOINT
+from ..model.config import MIN_INPUT_SIDE, VARIANTS
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m dino_demo export", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", metavar="ZOO_ID",
+                        help="a model zoo entry (`python -m dino_demo zoo` lists them), downloaded once")
+    source.add_argument("--checkpoint", help="checkpoint path or http(s) URL (official, detrex or MMDetection "
+                                             "layout), or untrained:VARIANT (default: the shipped weights/dino-tiny.pth)")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), help="force a variant instead of detecting it")
+    parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="fixed padded input size")
+    shape.add_argument("--dynamic", action="store_true", help="any batch and input size (the default)")
+    parser.add_argument("--internals", action="store_true",
+                        help="also output the top-k token indices, per-layer references and boxes, and the "
+                             "decoder's sampling locations and attention weights")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset, {MIN_OPSET} or later (default {DEFAULT_OPSET})")
+    args = parser.parse_args(argv)
+    if args.size is not None and min(args.size) < MIN_INPUT_SIDE:
+        parser.error(f"--size sides must be at least {MIN_INPUT_SIDE}, got {args.size}")
+    if args.opset < MIN_OPSET:
+        parser.error(f"--opset must be at least {MIN_OPSET} (what torch's exporter writes), got {args.opset}")
+    return args
+
+
+def model_source(args: argparse.Namespace) -> tuple[str, str]:
+    """(the source `explore.models.build` loads, the model's name) for --model / --checkpoint."""
+    if args.model is not None:
+        entry = zoo.get(args.model)
+        return entry.source_id, entry.id
+    source = args.checkpoint or str(DEFAULT_CHECKPOINT)
+    return source, source if "://" in source else Path(source).name
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        from ..export.onnx import export_onnx
+    except ImportError as error:
+        raise ValueError(f"export needs onnx and onnxscript ({error}): pip install onnx onnxscript") from None
+    for noisy in ("onnx_ir", "onnxscript"):  # a line per graph pass, and notes on ops it leaves unfolded
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    source, name = model_source(args)
+    model, cfg = build(source, args.variant)
+    log.info("exporting %s (%s) to %s", name, cfg.name, args.out)
+    report = export_onnx(model, args.out, canvas=tuple(args.size) if args.size else None, internals=args.internals,
+                         opset=args.opset, source=name)
+    timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in report.seconds.items())
+    shape = (f"fixed 1x3x{args.size[0]}x{args.size[1]}" if args.size else
+             f"dynamic, sides >= {report.info.min_side}")
+    log.info("wrote %s: %.1f MB, %s input; %s; onnx.checker passed", report.path, report.bytes / 1e6, shape, timing)
+    return 0
