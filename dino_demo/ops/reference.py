@@ -33,12 +33,12 @@ def ms_deform_attn_reference(value: torch.Tensor, spatial_shapes: torch.Tensor, 
     _, num_queries, _, levels, points, _ = sampling_locations.shape
     if level_shapes is None:
         level_shapes = spatial_shapes.tolist()
-    per_level_values = value.split([h * w for h, w in level_shapes], dim=1)
     grids = 2 * sampling_locations - 1  # grid_sample's [-1, 1] convention
-    sampled = []
+    sampled, start = [], 0
     for level, (h, w) in enumerate(level_shapes):
-        # [N, H*W, M, D] -> [N*M, D, H, W]
-        value_map = per_level_values[level].flatten(2).transpose(1, 2).reshape(n * heads, head_dim, h, w)
+        # [N, H*W, M, D] -> [N*M, D, H, W] (a slice, not a split: exported, it stays a plain Slice)
+        value_map = value[:, start:start + h * w].flatten(2).transpose(1, 2).reshape(n * heads, head_dim, h, w)
+        start += h * w
         # [N, Lq, M, P, 2] -> [N*M, Lq, P, 2]
         grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
         sampled.append(F.grid_sample(value_map, grid, mode="bilinear", padding_mode="zeros", align_corners=False))
