@@ -78,6 +78,11 @@ def export_onnx(model: DINO, path: str | os.PathLike, *, canvas: tuple[int, int]
         raise ValueError(f"opset must be at least {MIN_OPSET} (what torch's exporter writes), got {opset}")
     if model.training:
         raise ValueError("export a model in eval mode (model.eval())")
+    if canvas is None and model.cfg.backbone.startswith("swin"):
+        # torch.export's symbolic shapes through Swin's padded, shifted windows: not done after
+        # 20 CPU minutes (torch 2.14), even for one block per stage.
+        raise ValueError(f"{model.cfg.name}: a dynamic export of the Swin backbone does not finish; "
+                         "export it for a fixed size (--size H W)")
     path = Path(path)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -142,11 +147,7 @@ def _dynamic_min_side(program: torch.export.ExportedProgram, variant: str) -> in
     if fixed:
         raise ValueError(f"{variant}: the traced graph fixes the {', '.join(fixed)} of the input; "
                          "export it with --size H W instead")
-    lows = []
-    for size in (height, width):
-        symbol = size.node.expr
-        lows.append(int(program.range_constraints[symbol].lower))
-    return max(lows)
+    return max(int(program.range_constraints[size.node.expr].lower) for size in (height, width))
 
 
 def _file_bytes(path: Path) -> int:
