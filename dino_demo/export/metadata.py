@@ -10,9 +10,9 @@ into it by the same rule (a canvas of (800, 1333) keeps the official size of lan
 pads it to the canvas; a dynamic file takes any padded size whose sides are at least `min_side`.
 
 Metadata properties (strings; JSON where structured): `dino_explorer.format`, `variant`, `config`
-(the `DINOConfig`), `source` (the checkpoint exported), `input_size_rule`, `normalization`,
-`class_names`, `category_ids` (COCO category id of each class id), `outputs` (name -> shape legend),
-`exporter`.
+(the `DINOConfig`), `source` (the checkpoint exported), `internals`, `input_size_rule`,
+`normalization`, `class_names`, `category_ids` (COCO category id of each class id), `outputs`
+(name -> shape legend), `exporter`.
 """
 from __future__ import annotations
 
