@@ -2,9 +2,10 @@
 encoder's top-k selection, the detections, and `detect --onnx` (which must not import torch)
 against `detect`.
 
-Two exports, the slow part of this module: the shipped model with --dynamic --internals, and a
+Two exports, the tests marked slow: the shipped model with --dynamic --internals, and a
 random-weight R50 for a fixed, reduced input with --internals.
 """
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,7 +18,8 @@ import torch
 
 from dino_demo.cli import main as cli_main
 from dino_demo.explore.models import build
-from dino_demo.export.metadata import FORMAT, INTERNAL_OUTPUTS, OUTPUTS
+from dino_demo import get_config
+from dino_demo.export.metadata import FORMAT, INTERNAL_OUTPUTS, OUTPUTS, ExportInfo
 from dino_demo.export.onnx import DetectorGraph, export_onnx
 from dino_demo.export.runtime import OnnxDetector
 from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT
@@ -132,6 +134,7 @@ def assert_same_top(expected: dict, actual: dict) -> int:
     return len(only_expected)
 
 
+@pytest.mark.slow
 def test_file_is_standard_onnx_with_our_metadata(tiny):
     _, detector = tiny
     model = onnx.load(detector.path, load_external_data=False)
@@ -153,6 +156,7 @@ def test_file_is_standard_onnx_with_our_metadata(tiny):
     assert dims[1] == 3 and all(isinstance(d, str) for d in (dims[0], dims[2], dims[3]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("names, max_size", [
     (["chelsea.png"], None),                            # 1 x 256 x 384
     (["shapes-90210-8.png", "rocket.jpg"], None),       # 2 x 256 x 383, the first padded
@@ -164,12 +168,14 @@ def test_dynamic_shipped_model_matches_pytorch(tiny, names, max_size):
     compare(graph, detector, batch.images, batch.masks)
 
 
+@pytest.mark.slow
 def test_fixed_r50_matches_pytorch(r50):
     graph, detector = r50
     assert detector.info.canvas == R50_CANVAS and detector.info.config.name == "dino-4scale-r50"
     compare(graph, detector, *padded_batch([(240, 320)], R50_CANVAS, seed=1))
 
 
+@pytest.mark.slow
 def test_fixed_canvas_fits_every_image(r50):
     _, detector = r50
     rng = np.random.default_rng(2)
@@ -180,6 +186,7 @@ def test_fixed_canvas_fits_every_image(r50):
     assert results[0].boxes.shape == (300, 4) and results[0].internals["sampling_locations"].shape[1] == 1
 
 
+@pytest.mark.slow
 def test_detect_onnx_writes_what_detect_writes_without_torch(tiny, tmp_path):
     _, detector = tiny
     onnx_out, torch_out = tmp_path / "onnx", tmp_path / "torch"
@@ -233,8 +240,14 @@ def test_a_foreign_file_is_refused(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: foreign.onnx is not a DINO Explorer ONNX export")
 
 
-def test_dynamic_file_refuses_inputs_below_its_range(tiny):
-    _, detector = tiny
-    assert detector.info.min_side > 32
-    with pytest.raises(ValueError, match="at least"):
-        detector.input_size(100, 200, max_size=64)  # 32 x 64
+def test_metadata_reads_back_and_bounds_the_input():
+    info = ExportInfo(config=get_config("dino-tiny"), source="dino-tiny.pth", internals=True, canvas=None,
+                      min_side=65, exporter="test")
+    assert ExportInfo.from_properties(info.properties()) == info
+    assert info.input_size(300, 400) == (256, 341)
+    with pytest.raises(ValueError, match="at least 65"):
+        info.input_size(100, 200, max_size=64)  # 32 x 64
+    fixed = dataclasses.replace(info, canvas=(256, 320), min_side=256)
+    assert fixed.input_size(300, 400) == (240, 320)
+    with pytest.raises(ValueError, match="not a DINO Explorer ONNX export"):
+        ExportInfo.from_properties({"producer": "someone else"})
