@@ -14,7 +14,8 @@ its own process, alternating after a warm-up, median over --repeats:
   the app run (inference fast paths, compiled CPU kernel when it builds), without internals;
 - "torch-reference": the same with the pure-PyTorch op (`F.grid_sample`, what the ONNX graph does).
 
-Exits non-zero only when the engines disagree on the detections, never because of speed.
+Exits non-zero only when the engines disagree on the detections of trained weights (a checkpoint),
+never because of speed.
 """
 from __future__ import annotations
 
@@ -46,7 +47,6 @@ def _model(checkpoint: str | None, variant: str | None):
 
 
 def _worker(conn, engine: str, args: argparse.Namespace, onnx_path: str):
-    sys.path.insert(0, str(ROOT))
     from dino_demo.io.images import load_image
 
     images = [load_image(path).array for path in args.images]
@@ -134,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats must be >= 1")
     if not args.checkpoint and not args.variant:
         args.checkpoint = str(ROOT / "weights" / "dino-tiny.pth")
-    sys.path.insert(0, str(ROOT))
     from dino_demo.export.onnx import export_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,10 +184,16 @@ def main(argv: list[str] | None = None) -> int:
           + f" {totals['onnxruntime'] / totals['torch']:10.2f}")
     print(f"{'peak RSS MiB':24s} {'':>10s} " + " ".join(f"{peak[e]:17.0f}" for e in ENGINES))
 
+    # Random weights score many tokens within float noise of each other, so that even the two
+    # PyTorch ops rank them differently and their decoders start from other tokens: their
+    # detections are not compared (the tests compare such models teacher-forced).
+    compared = bool(args.checkpoint)
     problems = [f"{engine}: {p}" for engine in ("torch-reference", "onnxruntime")
-                for p in _disagreements(outputs["torch"], outputs[engine], args.tolerance)]
+                for p in _disagreements(outputs["torch"], outputs[engine], args.tolerance)] if compared else []
     for problem in problems:
         print("DETECTIONS DIFFER:", problem)
+    if not compared:
+        print("detections not compared: random weights (see the comment above)")
     if args.json:
         args.json.write_text(json.dumps({
             "variant": cfg.name, "checkpoint": args.checkpoint, "images": [p.name for p in args.images],
@@ -197,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             "export_stages": report.seconds, "onnx_bytes": report.bytes, "median_seconds": medians,
             "total_seconds": totals, "ratio_onnxruntime_torch": totals["onnxruntime"] / totals["torch"],
             "ratio_onnxruntime_torch_reference": totals["onnxruntime"] / totals["torch-reference"],
-            "peak_rss_mib": peak, "detections_agree": not problems, "time": time.strftime("%Y-%m-%d %H:%M:%S")},
+            "peak_rss_mib": peak, "detections_compared": compared, "detections_agree": not problems,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")},
             indent=2))
     return 1 if problems else 0
 
