@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                              source=Path(args.checkpoint).name if args.checkpoint else "parity recipe")
         export_seconds = time.perf_counter() - start
         del model
-        print(f"exported {cfg.name} in {export_seconds:.1f} s ({', '.join(f'{k} {v:.1f} s' for k, v in report.seconds.items())}), "
-              f"{report.bytes / 1e6:.1f} MB")
+        stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in report.seconds.items())
+        print(f"exported {cfg.name} in {export_seconds:.1f} s ({stages}), {report.bytes / 1e6:.1f} MB")
 
         context = mp.get_context("spawn")
         runners = {}

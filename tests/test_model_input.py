@@ -57,6 +57,7 @@ def test_the_onnx_runtime_path_imports_no_torch():
                "dino_demo.explore.visualize", "dino_demo.export.metadata", "dino_demo.export.runtime",
                "dino_demo.cli.detect")
     code = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint('torch' in sys.modules)"
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         check=False)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "False"

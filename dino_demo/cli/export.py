@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--model", metavar="ZOO_ID",
                         help="a model zoo entry (`python -m dino_demo zoo` lists them), downloaded once")
     source.add_argument("--checkpoint", help="checkpoint path or http(s) URL (official, detrex or MMDetection "
-                                             "layout), or untrained:VARIANT (default: the shipped weights/dino-tiny.pth)")
+                                             "layout), or untrained:VARIANT (default: the shipped "
+                                             "weights/dino-tiny.pth)")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="force a variant instead of detecting it")
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     shape = parser.add_mutually_exclusive_group()

@@ -129,7 +129,7 @@ class ExportInfo:
         }
 
     @classmethod
-    def from_properties(cls, properties: dict[str, str], name: str = "the file") -> "ExportInfo":
+    def from_properties(cls, properties: dict[str, str], name: str = "the file") -> ExportInfo:
         """Read back `properties()`; ValueError when they are not this project's."""
         if properties.get(FORMAT_KEY) != FORMAT:
             found = properties.get(FORMAT_KEY)
