@@ -9,7 +9,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 OFFICIAL = FIXTURES / "official_dino"
 
-torch.set_num_threads(int(os.environ.get("DINO_DEMO_TEST_THREADS", torch.get_num_threads())))
+# Under pytest-xdist (`-n 2`) each worker takes one thread: two processes of two threads each on
+# two cores would spin against each other.
+_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else torch.get_num_threads()
+torch.set_num_threads(int(os.environ.get("DINO_DEMO_TEST_THREADS", _THREADS)))
 
 # Without a GPU, tests/test_ops_triton.py checks the Triton kernels on CPU tensors in Triton's
 # interpreter. Triton reads TRITON_INTERPRET when it is imported, and test modules import it

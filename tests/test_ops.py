@@ -174,8 +174,11 @@ def test_failed_build_falls_back_with_reason(tmp_path, monkeypatch):
         (broken / name).write_text("#error broken on purpose\n")
     monkeypatch.setattr(extension, "CSRC", broken)
     monkeypatch.setenv("DINO_DEMO_CACHE", str(tmp_path / "cache"))
+    build_hash = extension._build_hash("cpu", None)
     result = extension._load("cpu", require_gpu=True)
     assert not result.ok and result.reason.startswith("build failed:") and "broken on purpose" in result.reason
+    # A build attempt leaves the cache key alone (cpp_extension.load extends the flag lists it gets).
+    assert extension._build_hash("cpu", None) == build_hash
     monkeypatch.setenv("CXX", "no-such-compiler")
     assert extension._load("cpu", require_gpu=True).reason == "not compiled: no C++ compiler ('no-such-compiler' not found)"
 

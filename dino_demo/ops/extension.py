@@ -79,9 +79,11 @@ def _cxx_flags() -> list[str]:
     return flags
 
 
-_CXX_FLAGS = _cxx_flags()
-_LD_FLAGS = ["-fopenmp"] if sys.platform.startswith("linux") else []
-_NVCC_FLAGS = ["-O3"]
+# Tuples: they are part of the cache hash, and cpp_extension.load appends its own libraries to the
+# lists it is given, so it only ever gets copies.
+_CXX_FLAGS = tuple(_cxx_flags())
+_LD_FLAGS = ("-fopenmp",) if sys.platform.startswith("linux") else ()
+_NVCC_FLAGS = ("-O3",)
 
 
 @dataclass(frozen=True)
@@ -223,9 +225,9 @@ def _build(name: str, kind: str, build_dir: Path, arch_list: str | None) -> str 
             cpp_extension.load(
                 name=name,
                 sources=[str(CSRC / source) for source in SOURCES[kind]],
-                extra_cflags=_CXX_FLAGS,
-                extra_cuda_cflags=_NVCC_FLAGS,
-                extra_ldflags=_LD_FLAGS,
+                extra_cflags=list(_CXX_FLAGS),
+                extra_cuda_cflags=list(_NVCC_FLAGS),
+                extra_ldflags=list(_LD_FLAGS),
                 extra_include_paths=[str(CSRC)],
                 build_directory=str(build_dir),
                 is_python_module=False,
@@ -336,7 +338,7 @@ def _build_hash(kind: str, arch_list: str | None) -> str:
     for path in sorted(CSRC.iterdir()):
         if path.is_file():
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    flags = [kind, arch_list, _CXX_FLAGS, _LD_FLAGS, _NVCC_FLAGS, os.environ.get("CXX", "c++")]
+    flags = [kind, arch_list, list(_CXX_FLAGS), list(_LD_FLAGS), list(_NVCC_FLAGS), os.environ.get("CXX", "c++")]
     versions = [torch.__version__, torch.version.cuda, sys.version_info[:2], sys.platform]
     digest.update(repr((flags, versions)).encode())
     return digest.hexdigest()[:16]
