@@ -42,6 +42,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from ..checksum import file_sha256, record_path, recorded_sha256, remember, write_record
 from ..env import positive_number
 
 log = logging.getLogger(__name__)
@@ -159,34 +160,6 @@ class _TargetLock:
 
 
 # -- hashes --------------------------------------------------------------------------------------
-_verified: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file (remembered for this process while its size and mtime stay the same)."""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _verified:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-        _verified[key] = digest.hexdigest()
-    return _verified[key]
-
-
-def _record_path(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def recorded_sha256(path: Path) -> str | None:
-    """The hash recorded at `path`'s first download (or first use), if any."""
-    try:
-        return _record_path(path).read_text().split()[0].lower()
-    except (OSError, IndexError):
-        return None
-
-
 def verify_file(path: Path, sha256: str | None = None, sha256_prefix: str | None = None,
                 record: Path | None = None) -> str:
     """Check `path` against the expected sha256 (or its published prefix), else against the hash
@@ -199,18 +172,11 @@ def verify_file(path: Path, sha256: str | None = None, sha256_prefix: str | None
         raise DownloadError(f"{record.name}: sha256 {actual} does not match the expected {expected}")
     if sha256_prefix and not actual.startswith(sha256_prefix.lower()):
         raise DownloadError(f"{record.name}: sha256 {actual} does not start with the published {sha256_prefix}")
-    marker = _record_path(record)
     if recorded_sha256(record) != actual:
-        _write_atomic(marker, f"{actual}  {path.name}\n")
+        write_record(record, actual)
     else:
-        marker.touch()
+        record_path(record).touch()
     return actual
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # -- the cache -----------------------------------------------------------------------------------
@@ -252,7 +218,7 @@ def enforce_quota(folders: list[Path], quota_bytes: int | None, incoming_bytes: 
     removed = []
 
     def last_use(p: Path) -> float:
-        marker = _record_path(p)
+        marker = record_path(p)
         return marker.stat().st_mtime if marker.exists() else p.stat().st_mtime
 
     for p in sorted(files, key=last_use):
@@ -262,7 +228,7 @@ def enforce_quota(folders: list[Path], quota_bytes: int | None, incoming_bytes: 
             continue
         used -= p.stat().st_size
         p.unlink(missing_ok=True)
-        _record_path(p).unlink(missing_ok=True)
+        record_path(p).unlink(missing_ok=True)
         removed.append(p)
     if removed:
         log.info("cache quota: removed %s", ", ".join(p.name for p in removed))
@@ -409,20 +375,21 @@ def fetch_url(url: str, target: str | os.PathLike, *, sha256: str | None = None,
             except DownloadError as e:
                 log.warning("%s: removed from the cache", e)
                 target.unlink(missing_ok=True)
-                _record_path(target).unlink(missing_ok=True)
+                record_path(target).unlink(missing_ok=True)
         if offline():
             raise DownloadError(f"downloads are switched off ({' / '.join(OFFLINE_VARIABLES)})")
         remove_stale_parts(target.parent, policy.deadline_s + 60)
         part = target.with_name(target.name + ".part")
         part.unlink(missing_ok=True)
         try:
-            _stream(url, part, target, policy, progress, (target.parent, *cache_folders))
-            verify_file(part, sha256, sha256_prefix, record=target)
+            remember(part, _stream(url, part, target, policy, progress, (target.parent, *cache_folders)))
+            digest = verify_file(part, sha256, sha256_prefix, record=target)
             os.replace(part, target)
+            remember(target, digest)  # a rename keeps size and mtime: the next use reads no byte again
         except _Failure as e:
             raise _network_error(url, str(e), policy) from None
         except DownloadError as e:
-            _record_path(target).unlink(missing_ok=True)
+            record_path(target).unlink(missing_ok=True)
             if policy.public:
                 raise _network_error(url, str(e), policy) from None
             raise
@@ -439,7 +406,8 @@ def _network_error(url: str, detail: str, policy: Policy) -> DownloadError:
 
 
 def _stream(url: str, part: Path, target: Path, policy: Policy, progress: Progress | None,
-            folders: tuple[Path, ...]) -> None:
+            folders: tuple[Path, ...]) -> str:
+    """Write the body of `url` to `part`; returns its sha256, computed as it arrives."""
     deadline = time.monotonic() + policy.deadline_s
     conn, response, sock = _open(url, policy, deadline)
     try:
@@ -448,7 +416,7 @@ def _stream(url: str, part: Path, target: Path, policy: Policy, progress: Progre
         if total is not None and total > policy.max_bytes:
             raise _Failure(f"Content-Length {total} is over the limit of {policy.max_bytes} bytes")
         enforce_quota(list(dict.fromkeys(folders)), policy.quota_bytes, total or 0, keep=(target,))
-        done = 0
+        done, digest = 0, hashlib.sha256()
         with open(part, "wb") as out, _Reporter(progress, total, target.name) as report:
             while True:
                 sock.settimeout(_remaining(deadline, policy))
@@ -462,11 +430,13 @@ def _stream(url: str, part: Path, target: Path, policy: Policy, progress: Progre
                 if done > policy.max_bytes:
                     raise _Failure(f"more than {policy.max_bytes} bytes")
                 out.write(chunk)
+                digest.update(chunk)
                 report.update(len(chunk))
             out.flush()
             os.fsync(out.fileno())
         if total is not None and done != total:
             raise _Failure(f"got {done} of the {total} bytes announced")
+        return digest.hexdigest()
     finally:
         response.close()
         conn.close()

@@ -308,7 +308,10 @@ def token_proposals(features: FlatFeatures) -> torch.Tensor:
 
 
 def _shapes_tensor(shapes: tuple[tuple[int, int], ...], device: torch.device) -> torch.Tensor:
-    """(H, W) pairs -> [L, 2] int64, built from scalars so that traced sizes stay graph values."""
+    """(H, W) pairs -> [L, 2] int64; traced (symbolic) sizes are built from scalars so that they
+    stay graph values, plain ints in one copy."""
+    if all(isinstance(size, int) for shape in shapes for size in shape):
+        return torch.tensor(shapes, dtype=torch.long, device=device)
     return torch.stack([torch.stack([torch.scalar_tensor(size, dtype=torch.long, device=device) for size in shape])
                         for shape in shapes])
 

@@ -60,7 +60,7 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_star
     implementation, _ = backend(value.device)
     if implementation == "reference":
         if level_shapes is None:
-            check_levels(spatial_shapes, level_start_index, value.shape[1])
+            level_shapes = check_levels(spatial_shapes, level_start_index, value.shape[1])
         else:
             check_level_shapes(level_shapes, spatial_shapes.shape[0], value.shape[1])
         return ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,

@@ -48,13 +48,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
+from ..checksum import file_sha256 as _sha256
+from ..checksum import record_path, recorded_sha256, write_record
 from ..paths import CSRC_DIR, cache_dir
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: no lock between processes (cpp_extension still locks its own build)
-    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +168,8 @@ def _load(kind: str, require_gpu: bool) -> LoadResult:
     library = build_dir / f"{name}.so"
     archs = f" for sm {arch_list}" if arch_list else ""
     loaded_from = LoadResult(True, f"compiled{archs}, cache {build_dir.name}")
-    with _directory_lock(build_dir):
+    # An OS lock on the build directory, released when its holder dies.
+    with FileLock(str(build_dir / "dino_demo.lock")):
         damaged = False
         if library.exists():  # a sound cached library loads without any toolchain
             problem = _check_library(library)
@@ -201,7 +200,7 @@ def _load(kind: str, require_gpu: bool) -> LoadResult:
             reason = f"build failed: {error}"
             logger.warning("dino_demo %s kernels unavailable: %s (build log in %s)", kind, reason, build_dir)
             return LoadResult(False, reason)
-        _record_checksum(library)
+        write_record(library, _sha256(library))
     return loaded_from
 
 
@@ -241,54 +240,20 @@ def _build(name: str, kind: str, build_dir: Path, arch_list: str | None) -> str 
 def _check_library(library: Path) -> str | None:
     """Why a cached library must not be loaded into this process, or None when it is sound: its
     checksum equals the recorded one, or (no record) it loads in a child process."""
-    record = _checksum_record(library)
-    if record.is_file():
-        expected = record.read_text().strip()
+    expected = recorded_sha256(library)
+    if expected is not None:
         return None if _sha256(library) == expected else "does not match the checksum recorded when it was built"
     probe = subprocess.run([sys.executable, "-c", "import sys, torch; torch.ops.load_library(sys.argv[1])",
                             str(library)], capture_output=True, text=True, timeout=300)
     if probe.returncode != 0:
         return f"failed to load in a child process (exit status {probe.returncode})"
-    _record_checksum(library)
+    write_record(library, _sha256(library))
     return None
-
-
-def _checksum_record(library: Path) -> Path:
-    return library.with_name(library.name + ".sha256")
-
-
-def _record_checksum(library: Path) -> None:
-    record = _checksum_record(library)
-    tmp = record.with_name(record.name + f".{os.getpid()}.tmp")
-    tmp.write_text(_sha256(library) + "\n")
-    os.replace(tmp, record)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _remove(library: Path) -> None:
     library.unlink(missing_ok=True)
-    _checksum_record(library).unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _directory_lock(build_dir: Path):
-    """An exclusive OS advisory lock on the build directory, released when its holder dies."""
-    if fcntl is None:
-        yield
-        return
-    with open(build_dir / "dino_demo.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    record_path(library).unlink(missing_ok=True)
 
 
 def _cpp_extension():

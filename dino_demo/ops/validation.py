@@ -88,10 +88,15 @@ def check_inputs(
         )
 
 
-def check_levels(spatial_shapes: torch.Tensor, level_start_index: torch.Tensor, num_values: int) -> None:
-    """Raise ValueError unless the levels are non-empty, start where the previous one ends and fill S exactly."""
+def check_levels(spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                 num_values: int) -> list[tuple[int, int]]:
+    """Raise ValueError unless the levels are non-empty, start where the previous one ends and fill S
+    exactly; returns the levels' (H, W) pairs as read (one device-to-host copy)."""
+    table = torch.cat((spatial_shapes.reshape(-1), level_start_index.reshape(-1))).tolist()
+    levels = spatial_shapes.shape[0]
+    shapes = list(zip(table[0:2 * levels:2], table[1:2 * levels:2]))
     expected_start = 0
-    for level, ((height, width), start) in enumerate(zip(spatial_shapes.tolist(), level_start_index.tolist())):
+    for level, ((height, width), start) in enumerate(zip(shapes, table[2 * levels:])):
         if height < 1 or width < 1:
             raise ValueError(f"ms_deform_attn: level {level} has empty spatial shape ({height}, {width})")
         if start != expected_start:
@@ -104,6 +109,7 @@ def check_levels(spatial_shapes: torch.Tensor, level_start_index: torch.Tensor, 
         raise ValueError(
             f"ms_deform_attn: spatial_shapes hold {expected_start} values in all but value has S = {num_values}"
         )
+    return shapes
 
 
 def check_grad_output(grad_output: torch.Tensor, value: torch.Tensor, sampling_locations: torch.Tensor) -> None:
