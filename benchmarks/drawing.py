@@ -22,14 +22,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
-def pil_boxes(image, boxes, colors, alphas, width):
-    canvas = Image.fromarray(image)
-    draw = ImageDraw.Draw(canvas, "RGBA")
-    for box, color, alpha in zip(boxes, colors, alphas):
-        draw.rectangle(tuple(box), outline=(*color, int(255 * alpha)), width=width)
-    return np.asarray(canvas)
-
-
 def opencv_boxes(image, boxes, colors, alphas, width):
     out = image.copy()
     for level in np.unique(alphas):

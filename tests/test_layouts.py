@@ -352,6 +352,26 @@ def test_foreign_metadata_objects_are_read_as_inert_placeholders(tmp_path, monke
     assert checkpoint["meta"]["dataset_meta"]["classes"] == ("a",) * 80
 
 
+def test_a_checkpoint_with_args_and_metadata_objects_reads_in_one_pass(tmp_path, monkeypatch):
+    """argparse.Namespace (official `args`) next to numpy metadata: both are read, and the file is
+    unpickled once (its globals come from the pickle's text, before any tensor is read)."""
+    import argparse
+
+    import numpy as np
+
+    from dino_demo.io import checkpoint as checkpoint_module
+
+    path = tmp_path / "with_args.pth"
+    torch.save({"model": {"level_embed": torch.zeros(4, 256)}, "args": argparse.Namespace(num_classes=91),
+                "meta": {"seed": np.int64(3)}}, path)
+    loads = []
+    real_load = checkpoint_module._load
+    monkeypatch.setattr(checkpoint_module, "_load", lambda *a: loads.append(a) or real_load(*a))
+    checkpoint = read_checkpoint(path)
+    assert checkpoint["args"].num_classes == 91 and repr(checkpoint["meta"]["seed"]) == "<opaque metadata>"
+    assert len(loads) == 1
+
+
 def test_position_encoding_of_each_flavour_is_its_sources():
     """The feature-map encoding as detrex and MMDetection write it (normalize=True, scale 2*pi,
     eps 1e-6): (cumsum + offset) / (last + eps) * scale / temperature ** (2 * (i // 2) / 128),

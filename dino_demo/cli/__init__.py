@@ -6,9 +6,11 @@ option) print one line and exit with status 1.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 COMMANDS = {
     "detect": ("dino_demo.cli.detect", "detect objects in images, write annotated copies and detections.json"),
@@ -22,6 +24,19 @@ COMMANDS = {
     "fixture-weights": ("dino_demo.parity.recipe", "write a checkpoint holding the parity kit's recipe weights"),
     "build-ops": ("dino_demo.ops.build", "compile the deformable-attention kernels ahead of time"),
 }
+
+
+def model_source(args: argparse.Namespace) -> tuple[str, str]:
+    """(the source the model loaders read, the model's name) for a command's --model ZOO_ID or
+    --checkpoint (the shipped model when neither is given)."""
+    from ..io import zoo
+    from ..io.checkpoint import DEFAULT_CHECKPOINT
+
+    if args.model:
+        entry = zoo.get(args.model)
+        return entry.source_id, entry.id
+    source = args.checkpoint or str(DEFAULT_CHECKPOINT)
+    return source, source if "://" in source else Path(source).name
 
 
 def usage() -> str:

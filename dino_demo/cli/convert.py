@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from ..io import zoo
-from ..io.checkpoint import model_from_checkpoint, read_checkpoint, resolve_source, save_checkpoint
+from ..io.checkpoint import open_checkpoint, save_checkpoint
 from ..io.labels import category_ids, class_names
 from ..model.config import FLAVOURS, VARIANTS
 
@@ -33,11 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     if (args.source is None) == (args.model is None):
         parser.error("give either SOURCE or --model ZOO_ID")
     source = zoo.get(args.model).source_id if args.model else args.source
-
-    entry = zoo.get(source) if args.model else None
-    path = resolve_source(source)
-    model, cfg, converted = model_from_checkpoint(read_checkpoint(path), path.name, args.variant,
-                                                  args.flavour or (entry.flavour if entry else None), entry)
+    loaded = open_checkpoint(source, args.variant, flavour=args.flavour)
+    model, cfg, converted, path, entry = loaded.model, loaded.cfg, loaded.converted, loaded.path, loaded.entry
     save_checkpoint(model, args.out, half=args.half,
                     source={"file": path.name, "layout": converted.layout, "flavour": converted.flavour,
                             "notes": list(converted.notes), **({"zoo_id": entry.id} if entry else {})},

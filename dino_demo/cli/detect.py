@@ -27,10 +27,10 @@ from tqdm import tqdm
 
 from ..explore.detections import DetectionView
 from ..explore.figures import render_detections
-from ..io import zoo
 from ..io.images import MAX_SIDE, ImageError, load_image
 from ..io.results import coco_results, detections_document, image_record
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
+from . import model_source
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +88,10 @@ def torch_detector(args: argparse.Namespace) -> Detector:
     from ..explore.inference import run
     from ..explore.models import load
     from ..explore.views import detection_view
-    from ..io.checkpoint import DEFAULT_CHECKPOINT
     from ..io.internals import write_internals
     from ..io.preprocess import model_input_size
 
-    if args.model:
-        entry = zoo.get(args.model)
-        source, model_id = entry.source_id, entry.id
-    else:
-        source = args.checkpoint or str(DEFAULT_CHECKPOINT)
-        model_id = source if "://" in source else Path(source).name
+    source, model_id = model_source(args)
     model, cfg = load(source, args.variant, args.device or "cpu")
 
     def detect(array: np.ndarray, internals_path: Path | None = None, source: str = ""):

@@ -17,9 +17,8 @@ from pathlib import Path
 
 from ..explore.models import build
 from ..export.metadata import DEFAULT_OPSET, MIN_OPSET
-from ..io import zoo
-from ..io.checkpoint import DEFAULT_CHECKPOINT
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
+from . import model_source
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +47,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.opset < MIN_OPSET:
         parser.error(f"--opset must be at least {MIN_OPSET} (what torch's exporter writes), got {args.opset}")
     return args
-
-
-def model_source(args: argparse.Namespace) -> tuple[str, str]:
-    """(the source `explore.models.build` loads, the model's name) for --model / --checkpoint."""
-    if args.model is not None:
-        entry = zoo.get(args.model)
-        return entry.source_id, entry.id
-    source = args.checkpoint or str(DEFAULT_CHECKPOINT)
-    return source, source if "://" in source else Path(source).name
 
 
 def main(argv: list[str] | None = None) -> int:

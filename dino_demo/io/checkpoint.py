@@ -18,6 +18,7 @@ import pickle
 import re
 import urllib.parse
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -70,17 +71,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path.name}")
     _check_archive(path)
-    try:
-        obj = _load(path, [argparse.Namespace])
-    except pickle.UnpicklingError as e:
-        stand_ins = _metadata_stand_ins(path)
-        if stand_ins is None:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(
-                f"{path.name}: refused to load: the file contains Python objects other than tensors and "
-                f"plain data ({first[:200]})") from None
+    allowed: list = [argparse.Namespace]
+    stand_ins = _metadata_stand_ins(path)  # read from the pickle's text, before any tensor is
+    if stand_ins:
         log.info("%s: metadata objects read as placeholders: %s", path.name, ", ".join(sorted(stand_ins)))
-        obj = _load(path, [argparse.Namespace, *((Opaque, name) for name in stand_ins)])
+        allowed += [(Opaque, name) for name in stand_ins]
+    try:
+        obj = _load(path, allowed)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path.name}: refused to load: the file contains Python objects other than tensors and "
+            f"plain data ({first[:200]})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path.name}: expected a dict of tensors, found {type(obj).__name__}")
     return obj
@@ -114,15 +116,17 @@ def _load(path: Path, allowed: list) -> object:
                               f"kind of file): {type(e).__name__}") from None
 
 
-def _metadata_stand_ins(path: Path) -> list[str] | None:
-    """The globals a file needs beyond weights_only's, if all are known metadata types; else None."""
+def _metadata_stand_ins(path: Path) -> list[str]:
+    """The globals a file needs beyond weights_only's and argparse.Namespace, when all are known
+    metadata types (read as `Opaque`); else none, and loading refuses the file."""
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # not a zip checkpoint, or unreadable: refuse
-        return None
+    except Exception:  # not a zip checkpoint, or unreadable: no stand-ins
+        return []
+    names = [name for name in names if name != "argparse.Namespace"]
     ok = all(re.fullmatch(r"[A-Za-z_][\w.]*", n) and (n in _NUMPY_GLOBALS or n.startswith(_METADATA_MODULES))
              for n in names)
-    return list(names) if names and ok else None
+    return names if ok else []
 
 
 def convert_checkpoint(checkpoint: dict, flavour: str | None = None) -> Converted:
@@ -134,11 +138,6 @@ def convert_checkpoint(checkpoint: dict, flavour: str | None = None) -> Converte
         raise CheckpointError(str(e)) from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in converted.state_dict.items()}
     return Converted(state, converted.layout, converted.flavour, converted.config_changes, converted.notes)
-
-
-def extract_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """The model weights of a checkpoint dict under the official names (see convert_checkpoint)."""
-    return convert_checkpoint(checkpoint).state_dict
 
 
 def infer_config(state_dict: dict[str, torch.Tensor], checkpoint: dict | None = None,
@@ -266,11 +265,31 @@ def load_model(source: str | os.PathLike, variant: str | None = None, device: st
     mismatching keys and shapes. `progress(done_bytes, total_bytes)` reports a download. The
     model is returned in eval mode.
     """
+    loaded = open_checkpoint(source, variant, cache_dir, sha256, progress, flavour)
+    return loaded.model.to(device).eval(), loaded.cfg
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A checkpoint made into a model: the model (eval mode, on the CPU) with its config, how its
+    weights were converted, the local file they came from and, for a `zoo:` source, its entry."""
+
+    model: DINO
+    cfg: DINOConfig
+    converted: Converted
+    path: Path
+    entry: zoo.ZooEntry | None
+
+
+def open_checkpoint(source: str | os.PathLike, variant: str | None = None,
+                    cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
+                    progress: Progress | None = None, flavour: str | None = None) -> LoadedCheckpoint:
+    """What `load_model` does, keeping what `convert` writes down: the conversion and the file."""
     entry = zoo.get(str(source)) if str(source).startswith(zoo.ZOO_PREFIX) else None
     path = resolve_source(source, cache_dir, sha256, progress)
-    model, cfg, _ = model_from_checkpoint(read_checkpoint(path), path.name, variant,
-                                          flavour or (entry.flavour if entry else None), entry)
-    return model.to(device).eval(), cfg
+    model, cfg, converted = model_from_checkpoint(read_checkpoint(path), path.name, variant,
+                                                  flavour or (entry.flavour if entry else None), entry)
+    return LoadedCheckpoint(model, cfg, converted, path, entry)
 
 
 def model_from_checkpoint(checkpoint: dict, name: str = "checkpoint", variant: str | None = None,

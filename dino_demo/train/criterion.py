@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import sigmoid_focal_loss
 
 from ..model.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from ..model.outputs import DenoisingOutput, DINOOutput
@@ -43,18 +44,6 @@ class LossWeights:
     def of(self, key: str) -> float:
         term = key.split("_")[1]
         return {"ce": self.cls, "bbox": self.l1, "giou": self.giou}[term]
-
-
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
-                       gamma: float = 2.0) -> torch.Tensor:
-    """Element-wise focal loss of sigmoid logits against {0, 1} targets (same shape), unreduced."""
-    prob = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = prob * targets + (1 - prob) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss
 
 
 def _flat_index(matches: list[Match]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -307,6 +307,7 @@ class SyntheticScenes(Dataset):
         if length < 1:
             raise ValueError(f"a synthetic set needs at least one scene, got {length}")
         self.seed, self.length, self.spec = seed, length, spec
+        self._ground_truth: dict | None = None
 
     def __len__(self) -> int:
         return self.length
@@ -318,8 +319,10 @@ class SyntheticScenes(Dataset):
         return generate_scene(self.seed, index, self.spec).image
 
     def ground_truth(self) -> dict:
-        scenes = [generate_scene(self.seed, i, self.spec) for i in range(self.length)]
-        return coco_annotations(scenes, [f"{i:06d}.png" for i in range(self.length)])
+        if self._ground_truth is None:  # drawn once: every evaluation of a run scores against it
+            scenes = [generate_scene(self.seed, i, self.spec) for i in range(self.length)]
+            self._ground_truth = coco_annotations(scenes, [f"{i:06d}.png" for i in range(self.length)])
+        return self._ground_truth
 
     def __getitem__(self, key: Key) -> Sample:
         scene = generate_scene(self.seed, key[0], self.spec)

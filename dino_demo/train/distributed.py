@@ -70,10 +70,6 @@ def wrap(model: torch.nn.Module, process: Process) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 def is_main() -> bool:
     """Whether this is the main process (rank 0, or the only one)."""
     return not is_distributed() or dist.get_rank() == 0

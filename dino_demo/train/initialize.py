@@ -10,6 +10,7 @@ are the data's keeps its heads too.
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 from torch import nn
@@ -25,6 +26,8 @@ from .data import Categories
 # `--finetune_ignore` keywords are).
 CLASS_KEYWORDS = ("class_embed", "label_enc.weight")
 RESNET_TRAINED_STAGES = ("layer2", "layer3", "layer4")
+# DINOConfig fields a run may set that shape no parameter: a built model takes them as they are.
+RUN_SETTINGS = ("dn_box_noise_scale", "dn_label_noise_ratio", "min_size", "max_size")
 
 
 def is_class_key(key: str) -> bool:
@@ -62,12 +65,22 @@ def initial_model(categories: Categories, *, init: str | None = None, variant: s
         return build_model(with_categories(get_config(variant), categories).replace(**settings))
     trained, trained_cfg = load_model(init_source(init))
     cfg = with_categories(trained_cfg, categories).replace(**settings)
+    if fits(trained_cfg, categories):
+        return with_run_settings(trained, cfg)
     model = build_model(cfg)
-    state = trained.state_dict()
-    if not fits(trained_cfg, categories):
-        state = {key: value for key, value in state.items() if not is_class_key(key)}
-    model.load_state_dict(state, strict=fits(trained_cfg, categories))
+    model.load_state_dict({key: value for key, value in trained.state_dict().items() if not is_class_key(key)},
+                          strict=False)
     return model
+
+
+def with_run_settings(model: DINO, cfg: DINOConfig) -> DINO:
+    """`model` (in training mode) computing with `cfg`, which may differ from its own config only in
+    `RUN_SETTINGS`: the same weights, without building the model again."""
+    changed = [f.name for f in fields(cfg) if getattr(cfg, f.name) != getattr(model.cfg, f.name)]
+    if not set(changed) <= set(RUN_SETTINGS):
+        raise ValueError(f"these config fields need a model built anew: {sorted(set(changed) - set(RUN_SETTINGS))}")
+    model.cfg = cfg
+    return model.train()
 
 
 def freeze_pretrained_backbone(model: DINO, train_backbone: bool = True) -> None:

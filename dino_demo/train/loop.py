@@ -18,7 +18,8 @@ official rule for a pretrained backbone (`train.initialize`); without it, `--var
 Recipe (the official DINO defaults, each an option): AdamW, learning rate 1e-4 and 1e-5 for the
 backbone, weight decay 1e-4, gradient-norm clipping 0.1, both rates divided by 10 once, after
 11/12 of the steps (the official 12-epoch schedule drops after epoch 11) unless `--lr-drop` says
-when; contrastive denoising with box noise 0.4 and label noise 0.5; batches of 2 per process.
+when (as StepLR, again after every multiple of it); contrastive denoising with box noise 0.4 and
+label noise 0.5; batches of 2 per process.
 
 Writes (main process only) `OUT/checkpoint.pth` (latest, for `--resume`), `OUT/best.pth` (best
 validation AP so far) and `OUT/log.jsonl`; with `--export PATH` the best model also in the shipped
@@ -40,12 +41,12 @@ from tqdm import tqdm
 
 from ..io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from ..model.config import MIN_INPUT_SIDE
-from ..model.detector import DINO, build_model
+from ..model.detector import DINO
 from . import distributed
 from .criterion import SetCriterion, build_criterion
 from .data import Batches, Categories, CocoDetectionSet, DetectionSet, SyntheticScenes, official_transform
 from .evaluate import evaluate
-from .initialize import fits, freeze_pretrained_backbone, initial_model, train_mode
+from .initialize import fits, freeze_pretrained_backbone, initial_model, train_mode, with_run_settings
 from .synthetic import SceneSpec
 
 # The official schedule: 12 epochs, learning rates divided by 10 after the 11th.
@@ -81,7 +82,8 @@ class TrainConfig:
     lr_backbone: float = _option(1e-5, "backbone learning rate (official 1e-5; 0 freezes a pretrained backbone)")
     weight_decay: float = _option(1e-4, "AdamW weight decay (official 1e-4)")
     clip_max_norm: float = _option(0.1, "gradient-norm clipping, 0 for none (official 0.1)")
-    lr_drop: int | None = _option(None, "step after which both rates are divided by 10 (default: 11/12 of --steps)")
+    lr_drop: int | None = _option(None, "both rates are divided by 10 after every multiple of this step, as StepLR does "
+                                         "(default: 11/12 of --steps, i.e. once)")
     dn_box_noise_scale: float = _option(0.4, "denoising box noise (official 0.4)")
     dn_label_noise_ratio: float = _option(0.5, "denoising label noise (official 0.5)")
     eval_every: int = _option(500, "evaluate (and keep best.pth) every this many steps, and at the end")
@@ -241,9 +243,7 @@ def resumed_model(path: str, cfg: TrainConfig, categories: Categories):
     saved, saved_cfg, _ = model_from_checkpoint(checkpoint, Path(path).name)
     if not fits(saved_cfg, categories):
         raise ValueError(f"{path} was trained on other categories than this run's data")
-    model = build_model(saved_cfg.replace(**cfg.model_settings()))
-    model.load_state_dict(saved.state_dict(), strict=True)
-    return model, checkpoint
+    return with_run_settings(saved, saved_cfg.replace(**cfg.model_settings())), checkpoint
 
 
 # ----------------------------------------------------------------------------------------------
