@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     # The explorer's model cache holds this model, as after a Detect.
     source = ModelChoice("benchmark", None, "benchmark", cfg)
     explorer.models.add(source.source, None, model, cfg)
-    stored = StoredResult.of(result, "input_a.png", model=source)
+    stored = StoredResult.of(result, "input_a.png", model=source, encoder_layers=cfg.enc_layers)
     print(f"stored result: {stored.nbytes / 2**20:.1f} MiB")
     session = explorer.session(None, None)
     session.result_key = explorer.store.put(stored, session.id)

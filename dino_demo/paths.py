@@ -21,3 +21,8 @@ def cache_dir(*parts: str) -> Path:
     """`$DINO_DEMO_CACHE` (or `~/.cache/dino_demo`) joined with `parts`; not created."""
     root = os.environ.get(CACHE_VARIABLE) or Path.home() / ".cache" / "dino_demo"
     return Path(root).joinpath(*parts)
+
+
+def url_checkpoints_dir() -> Path:
+    """Where checkpoints downloaded from plain URLs are kept (`<cache>/checkpoints`)."""
+    return cache_dir("checkpoints")

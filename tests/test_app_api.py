@@ -513,6 +513,23 @@ def test_the_encoder_tab_picks_tokens_by_click_level_and_seed(served):
     assert again["enc_points"]["heads"] == [2] and again["enc_points"]["encoder_layer"] == 1
 
 
+def test_encoder_redraws_of_a_known_token_never_ask_for_the_model(served, monkeypatch):
+    """Changing layer, head, level or colour re-draws from the token's cached attention: the model
+    is not asked for (it may have left the model cache; reloading it would hold up the page)."""
+    explorer = served.explorer
+    views = _page_detect(explorer, session_hash="encoder-redraw")
+    session = views["session"]
+    token = explorer.seed_token(session, views["slot"].value, 3, "all", "all", "level", [])["enc_token"]
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a re-draw asked for the model")
+
+    monkeypatch.setattr(explorer, "_load_model", no_model)
+    for layer, head, level, color in ((1, "all", "all", "level"), (3, "2", "1", "head"), (2, "all", "2", "level")):
+        redrawn = explorer.inspect_encoder(session, token, layer, head, level, color, [])
+        assert redrawn["enc_points"]["encoder_layer"] == layer
+
+
 def test_the_notice_says_when_nothing_passes_and_when_the_reference_op_served(served, tmp_path):
     import dataclasses
 

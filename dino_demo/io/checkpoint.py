@@ -247,7 +247,7 @@ def resolve_source(source: str | os.PathLike, cache_dir: str | os.PathLike | Non
     if text.startswith(zoo.ZOO_PREFIX):
         return zoo.resolve(text, progress)
     if re.match(r"(?i)https?://", text):
-        cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        cache = Path(cache_dir) if cache_dir else paths.url_checkpoints_dir()
         return download.fetch_url(text, cache / url_file_name(text), sha256=sha256, progress=progress,
                                   cache_folders=zoo.cache_folders())
     return Path(source)
@@ -359,10 +359,6 @@ def save_checkpoint(model: DINO, path: str | os.PathLike, *, half: bool = False,
 
 
 # -- downloading --------------------------------------------------------------------------------
-def default_cache_dir() -> Path:
-    return paths.cache_dir("checkpoints")
-
-
 def url_file_name(url: str) -> str:
     """The cache file name of a URL: a hash of the whole URL and the last path component."""
     name = Path(urllib.parse.urlparse(url).path).name or "checkpoint.pth"

@@ -223,4 +223,4 @@ def resolve(zoo_id: str | ZooEntry, progress: Progress | None = None, policy: do
 
 def cache_folders() -> tuple[Path, ...]:
     """The folders of downloaded checkpoints that the cache quota covers."""
-    return folder(), paths.cache_dir("checkpoints")
+    return folder(), paths.url_checkpoints_dir()

@@ -146,7 +146,7 @@ class Explorer:
                 log.exception("inference failed")
                 raise ValueError(f"Detection failed: {err}") from None
             stored, reused = StoredResult.of(result, request.file_name, min(request.max_input, cfg.max_size),
-                                             request.model), False
+                                             request.model, cfg.enc_layers), False
         else:
             reused = True
         if not session.shared:
@@ -411,9 +411,8 @@ class Explorer:
                        show) -> Views:
         result = stored.result
         m, l, _ = result.attention_shape
-        layers = len(self._model_for(stored)[0].transformer.encoder.layers)
-        options = inputs.SamplingOptions.parse(layer, head, level, point_color, show, layers=layers, heads=m, levels=l,
-                                               layer_name="Encoder layer")
+        options = inputs.SamplingOptions.parse(layer, head, level, point_color, show, layers=stored.encoder_layers,
+                                               heads=m, levels=l, layer_name="Encoder layer")
         attention = self.token_attention.get(result, token, lambda: self._recompute(stored, token))
         overlay, points, mass, heat = panels.encoder_panels(stored, attention, options)
         return {"enc_image": overlay, "enc_points": points, "enc_mass": mass, "enc_heatmap": heat,
@@ -439,7 +438,7 @@ class Explorer:
     def _encoder_reset(self, stored: StoredResult) -> Views:
         """The encoder views of a new result: no token yet, controls sized for the model."""
         result = stored.result
-        layers = len(self._model_for(stored)[0].transformer.encoder.layers)
+        layers = stored.encoder_layers
         m, l, _ = result.attention_shape
         prompt = panels.encoder_prompt(stored)
         return {"enc_image": prompt, "enc_heatmap": None, "enc_points": None, "enc_mass": None, "token_info": "",

@@ -19,7 +19,7 @@ from ..explore.models import UNTRAINED_PREFIX
 from ..io import zoo
 from ..io.checkpoint import DEFAULT_CHECKPOINT
 from ..model.config import VARIANTS, DINOConfig
-from ..paths import PROJECT_ROOT, WEIGHTS_DIR, cache_dir
+from ..paths import PROJECT_ROOT, WEIGHTS_DIR, url_checkpoints_dir
 from .settings import CHECKPOINT_DIRS_VARIABLE, checkpoint_dirs, untrained_variants
 
 SHIPPED = "shipped"
@@ -130,6 +130,6 @@ def _describe(folder: Path) -> str:
     """A folder as visitors may see it: relative to the project, or the cache, or its name."""
     if folder.is_relative_to(PROJECT_ROOT.resolve()):
         return f"{folder.relative_to(PROJECT_ROOT.resolve())}/"
-    if folder == cache_dir("checkpoints").resolve():
+    if folder == url_checkpoints_dir().resolve():
         return "the download cache"
     return f"a folder named {folder.name!r}"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..env import positive_number
 from ..model.config import VARIANTS
-from ..paths import WEIGHTS_DIR, cache_dir
+from ..paths import WEIGHTS_DIR, url_checkpoints_dir
 
 CHECKPOINT_DIRS_VARIABLE = "DINO_CHECKPOINT_DIRS"
 UNTRAINED_VARIANTS_VARIABLE = "DINO_UNTRAINED_VARIANTS"
@@ -61,7 +61,7 @@ def checkpoint_dirs() -> tuple[Path, ...] | None:
     make the server open its other files."""
     setting = os.environ.get(CHECKPOINT_DIRS_VARIABLE)
     if setting is None:
-        return (WEIGHTS_DIR.resolve(), cache_dir("checkpoints").resolve())
+        return (WEIGHTS_DIR.resolve(), url_checkpoints_dir().resolve())
     if setting.strip().lower() == "any":
         return None
     return tuple(Path(part).expanduser().resolve() for part in setting.split(os.pathsep) if part.strip())

@@ -36,7 +36,8 @@ class StoredResult:
     """result: the inference result; canvas: the image the views are drawn on and `scale`, its
     pixels per image pixel (see `explore.visualize.display_canvas`); file_name: the upload's name;
     max_input: the cap on the model input's longer side the result was computed with; model: the
-    model that made it (the encoder view re-runs it), None when unknown."""
+    model that made it (the encoder view re-runs it), None when unknown; encoder_layers: that
+    model's number of encoder layers (the encoder view's layer choice, known without the model)."""
 
     result: InferenceResult
     canvas: np.ndarray
@@ -44,12 +45,13 @@ class StoredResult:
     file_name: str = ""
     max_input: int | None = None
     model: ModelChoice | None = None
+    encoder_layers: int = 0
 
     @classmethod
     def of(cls, result: InferenceResult, file_name: str = "", max_input: int | None = None,
-           model: ModelChoice | None = None) -> "StoredResult":
+           model: ModelChoice | None = None, encoder_layers: int = 0) -> "StoredResult":
         canvas, scale = display_canvas(result.image)
-        return cls(compact(result), canvas, scale, file_name, max_input, model)
+        return cls(compact(result), canvas, scale, file_name, max_input, model, encoder_layers)
 
     @property
     def nbytes(self) -> int:
