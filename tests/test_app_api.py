@@ -530,6 +530,35 @@ def test_encoder_redraws_of_a_known_token_never_ask_for_the_model(served, monkey
         assert redrawn["enc_points"]["encoder_layer"] == layer
 
 
+def test_redraws_leave_out_a_heatmap_they_cannot_change(served):
+    """Selecting a query does not change the heatmap of every detection, nor a new threshold the
+    selected query's: those events leave the image as it is (it is drawn only when it can change)."""
+    explorer = served.explorer
+    views = _page_detect(explorer, session_hash="heatmap-redraws")
+    session, slot = views["session"], views["slot"].value
+    selected, detections = "selected query", "detections above the threshold"
+    query = (1, "all", "all", "level", [], 100, "score")
+    assert "heatmap_image" in explorer.select_query(session, slot, 0.0, 20, *query, selected)
+    assert "heatmap_image" not in explorer.select_query(session, slot, 0.0, 20, *query, detections)
+    assert "heatmap_image" not in explorer.change_detection_options(session, 0.5, 20, slot, 100, "score", selected)
+    assert "heatmap_image" in explorer.change_detection_options(session, 0.5, 20, slot, 100, "score", detections)
+    assert "heatmap_image" in explorer.change_detection_options(session, 0.5, 20, None, 100, "score", selected)
+
+
+def test_a_typed_slot_is_drawn_once(served):
+    """Enter and then leaving the box send the same slot twice: the second changes nothing."""
+    explorer = served.explorer
+    views = _page_detect(explorer, session_hash="typed-slot")
+    session, shown = views["session"], views["slot"].value
+    options = (0.0, 20, 1, "all", "all", "level", [], 100, "score")
+    other = next(s for s in range(100) if s != shown)
+    typed = explorer.type_slot(session, other, shown, *options)
+    assert typed["slot"] == other and "sampling_image" in typed
+    assert explorer.type_slot(session, float(other), other, *options) == {}
+    with pytest.raises(ValueError):
+        explorer.type_slot(session, "x", other, *options)
+
+
 def test_the_notice_says_when_nothing_passes_and_when_the_reference_op_served(served, tmp_path):
     import dataclasses
 

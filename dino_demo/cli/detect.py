@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         if internals:
             entry["internals"] = internals
         entries.append(entry)
-        captions = [f"{name} {score:.2f}" for name, score in zip(view.names, view.scores)]
-        Image.fromarray(render_detections(result.image, view.boxes, captions, view.labels)).save(args.out / annotated)
+        drawn = render_detections(result.image, view.boxes, view.captions, view.labels)
+        Image.fromarray(drawn).save(args.out / annotated)
 
     document = detections_document(entries, model_id=detector.model_id, variant=detector.variant,
                                    threshold=args.threshold, max_detections=args.max_detections,

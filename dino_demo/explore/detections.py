@@ -25,6 +25,11 @@ class DetectionView:
     def __len__(self) -> int:
         return len(self.scores)
 
+    @property
+    def captions(self) -> list[str]:
+        """The label drawn on each box: class name and score."""
+        return [f"{name} {score:.2f}" for name, score in zip(self.names, self.scores)]
+
 
 def select_detections(scores: np.ndarray, labels: np.ndarray, boxes: np.ndarray, query_slots: np.ndarray, *,
                       threshold: float, max_detections: int | None, class_names: tuple[str, ...],

@@ -235,12 +235,14 @@ class Explorer:
         options = inputs.DetectionOptions.parse(threshold, max_detections)
         heat = self._heatmap_options(result, heat_source, heat_layer, heat_head)
         view = detection_view(result, options.threshold, options.max_detections)
-        slot = _listed_slot(result, view, None if slot is None else inputs.query_slot(slot, result.num_queries))
-        return {**self._detection_views(stored, view, slot, session, options),
-                "proposal_image": panels.proposals_image(stored, view, inputs.ProposalOptions.parse(top_n, proposal_color),
-                                                         slot),
-                "query_info": "" if slot is None else panels.lineage_markdown(stored, slot, view, options.threshold),
-                "heatmap_image": panels.decoder_heatmaps(stored, view, slot, heat)}
+        listed = _listed_slot(result, view, None if slot is None else inputs.query_slot(slot, result.num_queries))
+        views = {**self._detection_views(stored, view, listed, session, options),
+                 "proposal_image": panels.proposals_image(stored, view,
+                                                          inputs.ProposalOptions.parse(top_n, proposal_color), listed),
+                 "query_info": "" if listed is None else panels.lineage_markdown(stored, listed, view, options.threshold)}
+        if heat.source != inputs.HEATMAP_SOURCES[0] or slot is None:  # else: the same query's, unchanged
+            views["heatmap_image"] = panels.decoder_heatmaps(stored, view, listed, heat)
+        return views
 
     def select_query(self, session, slot, threshold, max_detections, layer, head, level, point_color, show=None,
                      top_n=100, proposal_color="score", heat_source=inputs.HEATMAP_SOURCES[0], heat_layer=None,
@@ -258,11 +260,23 @@ class Explorer:
         heat = self._heatmap_options(result, heat_source, heat_layer, heat_head)
         proposals = inputs.ProposalOptions.parse(top_n, proposal_color)
         view = detection_view(result, options.threshold, options.max_detections)
-        return {"query": gr.Dropdown(choices=_query_choices(result, view, slot), value=slot), "slot": slot,
-                "det_image": self._draw_detections(stored, view, slot), "table": panels.detection_table(view, slot),
-                "proposal_image": panels.proposals_image(stored, view, proposals, slot),
-                "candidates": gr.Radio(visible=False),
-                **self._query_views(stored, view, slot, sampling, heat, options.threshold)}
+        views = {"query": gr.Dropdown(choices=_query_choices(result, view, slot), value=slot), "slot": slot,
+                 "det_image": self._draw_detections(stored, view, slot), "table": panels.detection_table(view, slot),
+                 "proposal_image": panels.proposals_image(stored, view, proposals, slot),
+                 "candidates": gr.Radio(visible=False),
+                 **self._query_views(stored, view, slot, sampling, heat, options.threshold)}
+        if heat.source != inputs.HEATMAP_SOURCES[0]:  # every shown detection's: the selection changes nothing
+            views.pop("heatmap_image")
+        return views
+
+    def type_slot(self, session, slot, shown, *options) -> Views:
+        """A slot number typed (Enter, or leaving the box): select it, unless it is the query already
+        shown (Enter and then a click elsewhere would otherwise draw every view twice)."""
+        try:
+            unchanged = shown is not None and float(slot) == float(shown)
+        except (TypeError, ValueError):
+            unchanged = False  # select_query says what is wrong with the value
+        return {} if unchanged else self.select_query(session, slot, *options)
 
     def select_candidate(self, session, slot, *options) -> Views:
         """One of the boxes under the cursor chosen: select it, keeping the list of candidates."""
@@ -514,8 +528,7 @@ class Explorer:
 
     def _draw_detections(self, stored: StoredResult, view: DetectionView, slot: int | None) -> np.ndarray:
         hits = np.flatnonzero(view.query_slots == slot) if slot is not None else np.array([], int)
-        captions = [f"{name} {score:.2f}" for name, score in zip(view.names, view.scores)]
-        return render_detections(stored.canvas, view.boxes * stored.scale, captions, view.labels,
+        return render_detections(stored.canvas, view.boxes * stored.scale, view.captions, view.labels,
                                  selected=int(hits[0]) if hits.size else None)
 
     # -- the example cache -------------------------------------------------------------------

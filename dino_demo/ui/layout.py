@@ -330,8 +330,8 @@ def wire(ui: UI, explorer: Explorer, concurrency: int) -> None:
 
     # Selecting a query, whichever way.
     ui.query.input(_bind(ui, explorer.select_query), [ui.session, ui.query, *select_inputs], query_views, **private)
-    gr.on([ui.slot.submit, ui.slot.blur], _bind(ui, explorer.select_query), [ui.session, ui.slot, *select_inputs],
-          query_views, **private)
+    gr.on([ui.slot.submit, ui.slot.blur], _bind(ui, explorer.type_slot),
+          [ui.session, ui.slot, ui.query, *select_inputs], query_views, **private)
     ui.candidates.input(_bind(ui, explorer.select_candidate), [ui.session, ui.candidates, *select_inputs],
                         query_views, **private)
     ui.table.select(_bind(ui, explorer.select_table_row), [ui.session, *select_inputs], query_views, **private)
