@@ -530,12 +530,16 @@ def test_encoder_redraws_of_a_known_token_never_ask_for_the_model(served, monkey
         assert redrawn["enc_points"]["encoder_layer"] == layer
 
 
-def test_redraws_leave_out_a_heatmap_they_cannot_change(served):
+def test_redraws_leave_out_a_heatmap_they_cannot_change(served, monkeypatch):
     """Selecting a query does not change the heatmap of every detection, nor a new threshold the
-    selected query's: those events leave the image as it is (it is drawn only when it can change)."""
+    selected query's: those events neither draw nor send it (it is drawn only when it can change)."""
+    from dino_demo.ui import panels
+
     explorer = served.explorer
     views = _page_detect(explorer, session_hash="heatmap-redraws")
     session, slot = views["session"], views["slot"].value
+    drawn = []
+    monkeypatch.setattr(panels, "decoder_heatmaps", lambda *args: drawn.append(args[-1].source) or np.zeros((4, 4, 3)))
     selected, detections = "selected query", "detections above the threshold"
     query = (1, "all", "all", "level", [], 100, "score")
     assert "heatmap_image" in explorer.select_query(session, slot, 0.0, 20, *query, selected)
@@ -543,6 +547,7 @@ def test_redraws_leave_out_a_heatmap_they_cannot_change(served):
     assert "heatmap_image" not in explorer.change_detection_options(session, 0.5, 20, slot, 100, "score", selected)
     assert "heatmap_image" in explorer.change_detection_options(session, 0.5, 20, slot, 100, "score", detections)
     assert "heatmap_image" in explorer.change_detection_options(session, 0.5, 20, None, 100, "score", selected)
+    assert drawn == [selected, detections, selected]
 
 
 def test_a_typed_slot_is_drawn_once(served):

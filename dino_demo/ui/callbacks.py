@@ -260,14 +260,13 @@ class Explorer:
         heat = self._heatmap_options(result, heat_source, heat_layer, heat_head)
         proposals = inputs.ProposalOptions.parse(top_n, proposal_color)
         view = detection_view(result, options.threshold, options.max_detections)
-        views = {"query": gr.Dropdown(choices=_query_choices(result, view, slot), value=slot), "slot": slot,
-                 "det_image": self._draw_detections(stored, view, slot), "table": panels.detection_table(view, slot),
-                 "proposal_image": panels.proposals_image(stored, view, proposals, slot),
-                 "candidates": gr.Radio(visible=False),
-                 **self._query_views(stored, view, slot, sampling, heat, options.threshold)}
-        if heat.source != inputs.HEATMAP_SOURCES[0]:  # every shown detection's: the selection changes nothing
-            views.pop("heatmap_image")
-        return views
+        if heat.source != inputs.HEATMAP_SOURCES[0]:
+            heat = None  # the heatmap of every shown detection: the selection does not change it
+        return {"query": gr.Dropdown(choices=_query_choices(result, view, slot), value=slot), "slot": slot,
+                "det_image": self._draw_detections(stored, view, slot), "table": panels.detection_table(view, slot),
+                "proposal_image": panels.proposals_image(stored, view, proposals, slot),
+                "candidates": gr.Radio(visible=False),
+                **self._query_views(stored, view, slot, sampling, heat, options.threshold)}
 
     def type_slot(self, session, slot, shown, *options) -> Views:
         """A slot number typed (Enter, or leaving the box): select it, unless it is the query already
@@ -512,14 +511,15 @@ class Explorer:
         }
 
     def _query_views(self, stored: StoredResult, view: DetectionView, slot: int | None,
-                     sampling: inputs.SamplingOptions, heat: inputs.HeatmapOptions, threshold: float) -> Views:
+                     sampling: inputs.SamplingOptions, heat: inputs.HeatmapOptions | None, threshold: float) -> Views:
+        """The views of query `slot`; the heatmaps too unless `heat` is None (they cannot change)."""
+        views = {} if heat is None else {"heatmap_image": panels.decoder_heatmaps(stored, view, slot, heat)}
         if slot is None:
-            return {"heatmap_image": panels.decoder_heatmaps(stored, view, slot, heat)}
+            return views
         refine_image, refine_table = panels.refinement_panels(stored, slot)
-        return {**self._sampling_views(stored, slot, sampling),
+        return {**views, **self._sampling_views(stored, slot, sampling),
                 "query_info": panels.lineage_markdown(stored, slot, view, threshold),
                 "layer_grid": panels.layer_grid_image(stored, slot),
-                "heatmap_image": panels.decoder_heatmaps(stored, view, slot, heat),
                 "refine_image": refine_image, "refine_table": refine_table}
 
     def _sampling_views(self, stored: StoredResult, slot: int, options: inputs.SamplingOptions) -> Views:
