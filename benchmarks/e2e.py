@@ -35,7 +35,7 @@ def _worker(conn, variant: str, checkpoint: str | None, size: tuple[int, int], b
     from dino_demo import ops
     from dino_demo.explore import inference
     from dino_demo.explore.speed import optimize_for_inference
-    from dino_demo.io.checkpoint import load_model
+    from dino_demo.sources.checkpoint import load_model
     from dino_demo.model.config import get_config
     from dino_demo.model.detector import build_model
     from dino_demo.parity.recipe import recipe_state_dict

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dino_demo.explore.inference import run
     from dino_demo.explore.views import detection_view
-    from dino_demo.io.checkpoint import load_model
+    from dino_demo.sources.checkpoint import load_model
     from dino_demo.model.box_ops import box_iou
     from dino_demo.model.config import get_config
     from dino_demo.model.detector import build_model

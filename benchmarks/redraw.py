@@ -33,12 +33,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from dino_demo.explore import inference
     from dino_demo.explore.speed import optimize_for_inference
-    from dino_demo.io.checkpoint import load_model
+    from dino_demo.sources.checkpoint import load_model
     from dino_demo.model.config import get_config
     from dino_demo.model.detector import build_model
     from dino_demo.parity.recipe import recipe_state_dict
     from dino_demo.explore.encoder import token_at
-    from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT
+    from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT
     from dino_demo.ui.callbacks import Explorer
     from dino_demo.ui.choices import ModelChoice
     from dino_demo.ui.settings import AppSettings

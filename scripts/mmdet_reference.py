@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
 @torch.no_grad()
 def compare(checkpoint: Path, images: torch.Tensor, reference: dict[str, np.ndarray]) -> None:
-    from dino_demo.io.checkpoint import load_model
-    from dino_demo.io.layouts import COCO80_IDS
+    from dino_demo.sources.checkpoint import load_model
+    from dino_demo.sources.layouts import COCO80_IDS
 
     model, cfg = load_model(checkpoint)
     print(f"converted: {cfg.name}, pe_temperature={cfg.pe_temperature}, pe_offset={cfg.pe_offset}, "

@@ -68,8 +68,8 @@ def local_zoo(monkeypatch, tmp_path):
     import threading
     import time
 
-    from dino_demo.io import zoo
-    from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
+    from dino_demo.sources import zoo
+    from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
 
     served = tmp_path / "served"
     served.mkdir()

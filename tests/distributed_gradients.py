@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT
+from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT
 from dino_demo.train import distributed
 from dino_demo.train.initialize import train_mode
 from dino_demo.train.loop import TrainConfig, forward_backward, main, prepare

@@ -13,7 +13,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint  # noqa: E402
+from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint  # noqa: E402
 from dino_demo.model.config import VARIANTS, get_config  # noqa: E402
 from dino_demo.model.detector import build_model  # noqa: E402
 from dino_demo.paths import EXAMPLES_DIR as EXAMPLES  # noqa: E402

@@ -18,7 +18,7 @@ if not Path(CHROMIUM).is_file():
 from gradio_client import Client, handle_file  # noqa: E402
 
 from dino_demo.explore.views import DetectionView, detection_at  # noqa: E402
-from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
+from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
 from dino_demo.paths import PROJECT_ROOT as ROOT  # noqa: E402
 
 ARTIFACTS = ROOT / "test-artifacts"

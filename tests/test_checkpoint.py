@@ -9,8 +9,8 @@ import threading
 import pytest
 import torch
 
-from dino_demo.io.checkpoint import CheckpointError, load_model, save_checkpoint
-from dino_demo.io.download import DownloadError
+from dino_demo.sources.checkpoint import CheckpointError, load_model, save_checkpoint
+from dino_demo.sources.download import DownloadError
 from dino_demo.model.config import get_config
 from dino_demo.model.detector import build_model
 
@@ -95,7 +95,7 @@ def test_malicious_pickle_does_not_execute(tmp_path):
 # A child process loads the file, so that its peak memory is the load's own.
 _PEAK_RSS = """
 import resource, sys
-from dino_demo.io.checkpoint import CheckpointError, load_model
+from dino_demo.sources.checkpoint import CheckpointError, load_model
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
     load_model(sys.argv[1])

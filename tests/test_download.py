@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from dino_demo.io import download, zoo
-from dino_demo.io.download import GENERIC_FAILURE, DownloadError, Policy, enforce_quota, fetch_url
+from dino_demo.sources import download, zoo
+from dino_demo.sources.download import GENERIC_FAILURE, DownloadError, Policy, enforce_quota, fetch_url
 
 PAYLOAD = os.urandom(300_000)
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
@@ -267,7 +267,7 @@ def test_public_mode_refuses_inward_addresses_with_one_generic_message(server, t
     messages = []
     for url in (f"https://127.0.0.1:{port}/w.pth", f"https://[::1]:{port}/w.pth", f"https://10.1.2.3:{port}/w.pth",
                 f"https://169.254.169.254/latest/meta-data", f"https://[::ffff:127.0.0.1]:{port}/w.pth"):
-        with caplog.at_level(logging.WARNING, logger="dino_demo.io.download"):
+        with caplog.at_level(logging.WARNING, logger="dino_demo.sources.download"):
             with pytest.raises(DownloadError) as info:
                 fetch_url(url, tmp_path / "w.pth", policy=PUBLIC)
         messages.append(str(info.value))
@@ -299,7 +299,7 @@ def test_public_mode_checks_every_redirect_hop(server, tmp_path, monkeypatch, ca
     monkeypatch.setattr(download, "_public_address", lambda address: address == "127.0.0.1")
     policy = Policy(public=True, allow_http=True)
     assert fetch_url(f"{base}/outward", tmp_path / "ok.pth", policy=policy, progress=lambda *a: None).read_bytes() == PAYLOAD
-    with caplog.at_level(logging.WARNING, logger="dino_demo.io.download"):
+    with caplog.at_level(logging.WARNING, logger="dino_demo.sources.download"):
         with pytest.raises(DownloadError, match=re.escape(GENERIC_FAILURE)):
             fetch_url(f"{base}/inward", tmp_path / "in.pth", policy=policy)
     assert "non-public address 127.0.0.2" in caplog.text

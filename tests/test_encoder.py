@@ -12,7 +12,7 @@ from dino_demo.explore.inference import run
 from dino_demo.explore.models import load
 from dino_demo.explore.speed import optimize_for_inference
 from dino_demo.explore.views import encoder_heatmap_view, encoder_sampling_view
-from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT
+from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT
 from dino_demo.model.config import get_config
 from dino_demo.model.detector import build_model
 from dino_demo.parity.recipe import recipe_state_dict

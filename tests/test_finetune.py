@@ -8,7 +8,7 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT, load_model
+from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT, load_model
 from dino_demo.train import distributed
 from dino_demo.train.data import (Batches, Categories, CocoDetectionSet, RandomShorterSide, RandomSizeCrop,
                                   drop_empty_boxes, official_transform)

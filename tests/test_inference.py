@@ -16,7 +16,7 @@ from dino_demo.explore.views import (
     refinement_view,
     sampling_view,
 )
-from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
+from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
 from dino_demo.io.preprocess import model_input_size
 from dino_demo.io.results import (
     coco_results,

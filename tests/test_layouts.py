@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dino_demo.io import layouts
-from dino_demo.io.checkpoint import (CheckpointError, check_fits, convert_checkpoint, infer_config, load_model,
+from dino_demo.sources import layouts
+from dino_demo.sources.checkpoint import (CheckpointError, check_fits, convert_checkpoint, infer_config, load_model,
                                      mismatch_report, read_checkpoint, save_checkpoint)
 from dino_demo.io.labels import COCO_NAMES
 from dino_demo.model.backbone import PatchMerging
@@ -359,7 +359,7 @@ def test_a_checkpoint_with_args_and_metadata_objects_reads_in_one_pass(tmp_path,
 
     import numpy as np
 
-    from dino_demo.io import checkpoint as checkpoint_module
+    from dino_demo.sources import checkpoint as checkpoint_module
 
     path = tmp_path / "with_args.pth"
     torch.save({"model": {"level_embed": torch.zeros(4, 256)}, "args": argparse.Namespace(num_classes=91),

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from dino_demo.io.checkpoint import load_model
+from dino_demo.sources.checkpoint import load_model
 from dino_demo.io.images import load_image
-from dino_demo.io.layouts import ABSENT_CLASS_LOGIT, COCO80_IDS
+from dino_demo.sources.layouts import ABSENT_CLASS_LOGIT, COCO80_IDS
 from dino_demo.io.preprocess import to_tensor_normalized
 from dino_demo.parity.recipe import recipe_tensor
 

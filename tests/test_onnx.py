@@ -22,7 +22,7 @@ from dino_demo.explore.models import build
 from dino_demo.export.metadata import FORMAT, INTERNAL_OUTPUTS, OUTPUTS, ExportInfo
 from dino_demo.export.onnx import DetectorGraph, export_onnx
 from dino_demo.export.runtime import OnnxDetector
-from dino_demo.io.checkpoint import DEFAULT_CHECKPOINT
+from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT
 from dino_demo.io.images import load_image
 from dino_demo.io.model_input import prepare_arrays
 from dino_demo.parity.recipe import recipe_state_dict

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import OFFICIAL
 
-from dino_demo.io.checkpoint import load_model
+from dino_demo.sources.checkpoint import load_model
 from dino_demo.io.images import load_image
 from dino_demo.io.preprocess import batch_images, to_tensor_normalized
 from dino_demo.model.config import get_config

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dino_demo.explore.inference import run
-from dino_demo.io.checkpoint import load_model
+from dino_demo.sources.checkpoint import load_model
 from dino_demo.model.box_ops import box_iou
 from dino_demo.train.synthetic import CLASS_NAMES, SceneSpec, generate_scene
 

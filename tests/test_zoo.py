@@ -7,9 +7,9 @@ import urllib.parse
 import pytest
 import torch
 
-from dino_demo.io import download, zoo
-from dino_demo.io.checkpoint import CheckpointError, load_model, save_checkpoint
-from dino_demo.io.download import DownloadError
+from dino_demo.sources import download, zoo
+from dino_demo.sources.checkpoint import CheckpointError, load_model, save_checkpoint
+from dino_demo.sources.download import DownloadError
 from dino_demo.model.config import FLAVOURS, get_config
 from dino_demo.model.detector import build_model
 

@@ -29,8 +29,8 @@ COMMANDS = {
 def model_source(args: argparse.Namespace) -> tuple[str, str]:
     """(the source the model loaders read, the model's name) for a command's --model ZOO_ID or
     --checkpoint (the shipped model when neither is given)."""
-    from ..io import zoo
-    from ..io.checkpoint import DEFAULT_CHECKPOINT
+    from ..sources import zoo
+    from ..sources.checkpoint import DEFAULT_CHECKPOINT
 
     if args.model:
         entry = zoo.get(args.model)

@@ -12,8 +12,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..io import zoo
-from ..io.checkpoint import open_checkpoint, save_checkpoint
+from ..sources import zoo
+from ..sources.checkpoint import open_checkpoint, save_checkpoint
 from ..io.labels import category_ids, class_names
 from ..model.config import FLAVOURS, VARIANTS
 

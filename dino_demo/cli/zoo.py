@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..io import zoo
+from ..sources import zoo
 
 
 def main(argv: list[str] | None = None) -> int:

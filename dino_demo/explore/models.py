@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ..io.checkpoint import load_model
-from ..io.download import Progress
+from ..sources.checkpoint import load_model
+from ..sources.download import Progress
 from ..model.config import DINOConfig, get_config
 from ..model.detector import DINO, build_model
 from .speed import optimize_for_inference
@@ -26,7 +26,7 @@ class ModelCache:
     """Loaded models by (source, variant), least recently used dropped beyond `capacity`.
 
     A source is a checkpoint path, an http(s) URL, "zoo:<id>" (a model zoo entry, downloaded
-    once; see io/zoo.py), or "untrained:<variant>" (random weights, seeded, for exploring a
+    once; see sources/zoo.py), or "untrained:<variant>" (random weights, seeded, for exploring a
     variant's structure). Thread-safe: concurrent requests for the same source load it once, and
     loading one source does not hold up requests for loaded ones. `progress(done_bytes,
     total_bytes)` hears about a download the request causes.

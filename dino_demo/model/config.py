@@ -5,7 +5,7 @@ field. Everything else about DINO is fixed by the code: two-stage query selectio
 selection with `tgt_embed` content queries, look-forward-twice refinement, contrastive denoising,
 sine position encoding.
 
-`FLAVOURS` lists how other code bases compute the same architecture (see `io/layouts.py`): a model
+`FLAVOURS` lists how other code bases compute the same architecture (see `sources/layouts.py`): a model
 converted from detrex or MMDetection takes its source's flavour, so it computes what its source
 computed.
 """

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import zoo
-from ..io.checkpoint import load_model
+from ..sources import zoo
+from ..sources.checkpoint import load_model
 from ..io.images import load_image
 from ..io.preprocess import batch_images, to_tensor_normalized
 from ..model.outputs import DINOOutput

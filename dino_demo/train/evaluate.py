@@ -81,7 +81,7 @@ def evaluate(model: torch.nn.Module, cfg: DINOConfig, dataset: DetectionSet, bat
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..io.checkpoint import load_model
+    from ..sources.checkpoint import load_model
 
     parser = argparse.ArgumentParser(prog="python -m dino_demo evaluate",
                                      description="COCO AP of a checkpoint on a COCO-format folder or held-out synthetic scenes.")

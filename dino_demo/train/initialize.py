@@ -1,5 +1,5 @@
 """Where a training run starts: a variant from scratch, or a trained model (a model zoo id or any
-source `io.checkpoint.load_model` reads) made to fit the data's categories; and which of a
+source `sources.checkpoint.load_model` reads) made to fit the data's categories; and which of a
 pretrained backbone's parameters train.
 
 Fitting a trained model to new categories is the official fine-tuning
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from torch import nn
 
-from ..io import zoo
-from ..io.checkpoint import load_model
+from ..sources import zoo
+from ..sources.checkpoint import load_model
 from ..io.labels import category_ids, class_names
 from ..model.config import DINOConfig, get_config
 from ..model.detector import DINO, build_model

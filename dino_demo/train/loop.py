@@ -12,7 +12,7 @@ training seed, unaugmented: the data the shipped model was trained on), evaluate
 `--eval-seed`.
 
 Start: `--init` a trained model (a model zoo id, or a checkpoint path or URL: any source
-`io.checkpoint.load_model` reads) with its class heads re-sized for the data's categories and the
+`sources.checkpoint.load_model` reads) with its class heads re-sized for the data's categories and the
 official rule for a pretrained backbone (`train.initialize`); without it, `--variant` from scratch.
 
 Recipe (the official DINO defaults, each an option): AdamW, learning rate 1e-4 and 1e-5 for the
@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+from ..sources.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from ..model.config import MIN_INPUT_SIDE
 from ..model.detector import DINO
 from . import distributed

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..explore.models import UNTRAINED_PREFIX
-from ..io import zoo
-from ..io.checkpoint import DEFAULT_CHECKPOINT
+from ..sources import zoo
+from ..sources.checkpoint import DEFAULT_CHECKPOINT
 from ..model.config import VARIANTS, DINOConfig
 from ..paths import PROJECT_ROOT, WEIGHTS_DIR, url_checkpoints_dir
 from .settings import CHECKPOINT_DIRS_VARIABLE, checkpoint_dirs, untrained_variants

@@ -19,7 +19,7 @@ import gradio as gr
 import numpy as np
 
 from .. import ops
-from ..io import zoo
+from ..sources import zoo
 from ..model.config import VARIANTS
 from . import choices, gpu, inputs
 from .callbacks import Explorer, example_files, max_input_label

@@ -4,7 +4,7 @@ http(s) URL or the model zoo (`zoo:<id>`).
 Files are read with `torch.load(weights_only=True)`, allowing one extra class (`argparse.Namespace`,
 in official files). Metadata objects of MMDetection, detectron2 or numpy (MMDetection's `meta`,
 message hub, numpy scalars) are read as inert placeholders (`Opaque`): nothing in a file runs.
-Foreign layouts are converted to the official one in `io/layouts.py`, the one renaming place.
+Foreign layouts are converted to the official one in `sources/layouts.py`, the one renaming place.
 Every file is untrusted: sizes are bounded and checked against the file's tensors on the meta
 device before a model is built.
 """
@@ -242,7 +242,7 @@ def check_fits(cfg: DINOConfig, state_dict: dict[str, torch.Tensor], source: str
 def resolve_source(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
                    progress: Progress | None = None) -> Path:
     """A local file for a checkpoint source: a path, an http(s) URL (downloaded into the cache
-    once) or `zoo:<id>` (see io/zoo.py)."""
+    once) or `zoo:<id>` (see sources/zoo.py)."""
     text = str(source)
     if text.startswith(zoo.ZOO_PREFIX):
         return zoo.resolve(text, progress)

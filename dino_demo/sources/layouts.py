@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..model.config import FLAVOURS
-from .labels import COCO_CATEGORIES
+from ..io.labels import COCO_CATEGORIES
 
 LAYOUTS = ("official", "detrex", "mmdet")
 # A key that only this layout has (after any prefix), in the order they are tried.
