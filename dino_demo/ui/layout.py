@@ -21,7 +21,7 @@ import numpy as np
 from .. import ops
 from ..sources import zoo
 from ..model.config import VARIANTS
-from . import choices, gpu, inputs
+from . import analysis_tab, choices, compare_tab, gpu, inputs, region_tab
 from .callbacks import Explorer, example_files, max_input_label
 from .files import save_drawn_image
 from .settings import AppSettings
@@ -132,7 +132,7 @@ def build_layout(default_model: str, end_session) -> UI:
                 ui["slot"] = gr.Number(value=0, label="Query slot (Enter)", precision=0, scale=1, elem_id="slot")
             ui["candidates"] = gr.Radio([], label="Boxes under the cursor", visible=False, elem_id="candidates")
             ui["query_info"] = gr.Markdown("", elem_id="query-info")
-            with gr.Tabs(elem_id="tabs"):
+            with gr.Tabs(elem_id="tabs") as ui["tabs"]:
                 _detections_tab(ui)
                 _proposals_tab(ui)
                 _sampling_tab(ui)
@@ -149,6 +149,9 @@ def build_layout(default_model: str, end_session) -> UI:
                 _encoder_tab(ui)
                 with gr.Tab("Runtime", id="runtime"):
                     ui["runtime"] = gr.Markdown("Run a detection to see the runtime.", elem_id="runtime")
+                region_tab.build(ui)
+                analysis_tab.build(ui)
+                compare_tab.build(ui, default_model)
     gr.HTML("", js_on_load=PAGE_JS % json.dumps(PAGE_CSS), container=False, padding=False)
     return ui
 
@@ -315,6 +318,9 @@ def wire(ui: UI, explorer: Explorer, concurrency: int) -> None:
                                             ui.heat_source],
                  "outputs": every_view, "api_visibility": "private", **raw, **model_run}
     ui.detect.click(**ui_detect)
+    region_tab.wire(ui, explorer)
+    analysis_tab.wire(ui, explorer, ui_detect)
+    compare_tab.wire(ui, explorer)
     with ui.examples_slot:
         examples = gr.Examples([[str(p)] for p in example_files()], inputs=[ui.image_in],
                                label="Examples (photos and synthetic scenes)", examples_per_page=12,
