@@ -19,6 +19,7 @@ from ..explore.figures import REGION_COLOR, render_detections
 from ..explore.inference import run
 from ..explore.visualize import draw_boxes
 from ..io.images import MAX_SIDE, load_image
+from ..sources import zoo
 from . import choices, gpu, inputs, panels
 from .bound import bind
 from .store import StoredResult
@@ -143,12 +144,15 @@ def table(comparison: Comparison, a: StoredResult, b: StoredResult) -> pd.DataFr
 
 def build(ui: dict, default_model: str) -> None:
     ui["compare_state"] = gr.State(None)
-    with gr.Tab("Compare models", id="compare"):
+    with gr.Tab("Compare", id="compare"):
         gr.Markdown("The page's image through two models: detections matched between them (same class, IoU ≥ 0.5), "
                     "what one finds and the other misses, and the same query slot's sampling in both.",
                     elem_classes=["caption"])
         offered = choices.model_choices()
-        other = next((v for _, v in offered if v != default_model and v != choices.CUSTOM), default_model)
+        # B: a local model other than A (never a zoo entry, which a click would download).
+        local = [v for _, v in offered if v != default_model and v != choices.CUSTOM
+                 and not v.startswith(zoo.ZOO_PREFIX)]
+        other = local[0] if local else default_model
         with gr.Row():
             ui["compare_a"] = gr.Dropdown(offered, value=default_model, label="Model A", elem_id="compare-a")
             ui["compare_b"] = gr.Dropdown(offered, value=other, label="Model B", elem_id="compare-b")

@@ -248,7 +248,7 @@ def build(ui: dict) -> None:
     """The tab's components, inside the page's gr.Tabs."""
     ui["region_truth"] = gr.State(None)
     ui["region_corner"] = gr.State(None)
-    with gr.Tab("Why? (any box)", id="region") as ui["region_tab"]:
+    with gr.Tab("Why?", id="region") as ui["region_tab"]:
         gr.Markdown("Ask about any box: click two corners on the picture (or type them, or pick a ground-truth "
                     "box once annotations are loaded) and press **Ask**.", elem_classes=["caption"])
         with gr.Row(equal_height=False):
