@@ -122,7 +122,18 @@ def query_views(stored: StoredResult, slot: int, outline: np.ndarray | None, tit
         figure = draw_boxes(figure, (np.asarray(outline) * k)[None], [REGION_COLOR], widths=[2])
     return {"region_layers": figure,
             "region_sampling": panels.layer_grid_image(stored, slot),
+            "region_class_scores": class_scores_table(stored, slot),
             "region_layers_caption": f"**{title}**"}
+
+
+def class_scores_table(stored: StoredResult, slot: int, top: int = 12) -> pd.DataFrame:
+    """Query `slot`'s probability for each class after every decoder layer: its `top` classes by
+    the last layer's score, best first."""
+    result = stored.result
+    probabilities = result.internals.logits[:, 0, slot].double().sigmoid().numpy()     # [K, C]
+    order = np.argsort(-probabilities[-1], kind="stable")[:top]
+    rows = [[result.label(int(c)), *[round(float(v), 3) for v in probabilities[:, c]]] for c in order]
+    return pd.DataFrame(rows, columns=[f"query {slot}: class", *[f"layer {k + 1}" for k in range(len(probabilities))]])
 
 
 def region_figure(stored: StoredResult, region: RegionDiagnosis) -> np.ndarray:
@@ -150,13 +161,15 @@ def verdict_markdown(stored: StoredResult, region: RegionDiagnosis) -> str:
 def query_table(stored: StoredResult, region: RegionDiagnosis) -> pd.DataFrame:
     result = stored.result
     named = region.class_id not in (None, -1)
-    rows = [[q.query_slot, round(q.iou, 3),
-             round(q.class_score, 3) if named and q.class_score is not None else "",
-             result.label(q.label), round(q.label_score, 3),
-             " → ".join(f"{v:.2f}" for v in q.layer_ious)]
-            for q in region.queries]
-    score_name = f"{result.label(region.class_id)} score" if named else "class score"
-    return pd.DataFrame(rows, columns=["slot", "IoU", score_name, "best class", "its score",
+    probabilities = result.internals.logits[-1, 0].double().sigmoid().numpy()          # [Q, C]
+    rows = []
+    for q in region.queries:
+        top = np.argsort(-probabilities[q.query_slot], kind="stable")[:3]
+        rows.append([q.query_slot, round(q.iou, 3), *([round(q.class_score, 3)] if named else []),
+                     ", ".join(f"{result.label(int(c))} {probabilities[q.query_slot, c]:.3f}" for c in top),
+                     " → ".join(f"{v:.2f}" for v in q.layer_ious)])
+    named_column = [f"{result.label(region.class_id)} score"] if named else []
+    return pd.DataFrame(rows, columns=["slot", "IoU", *named_column, "top classes",
                                        "IoU: proposal → each layer"])
 
 
@@ -275,6 +288,8 @@ def build(ui: dict) -> None:
                                               elem_id="region-proposals")
         ui["region_slot"] = gr.Number(None, visible=False, precision=0)
         ui["region_layers_caption"] = gr.Markdown("", elem_classes=["caption"])
+        ui["region_class_scores"] = gr.Dataframe(interactive=False, label="Its score for each class, layer by layer",
+                                                 elem_id="region-class-scores", max_height=260)
         with gr.Row(equal_height=False):
             ui["region_layers"] = gr.Image(interactive=False, show_label=False, elem_id="region-layers",
                                            elem_classes=["view-image"], format="png")
@@ -290,7 +305,7 @@ def wire(ui: dict, explorer) -> None:
     box = [ui.region_x0, ui.region_y0, ui.region_x1, ui.region_y1, ui.region_class, ui.threshold]
     asked = [ui.region_x0, ui.region_y0, ui.region_x1, ui.region_y1, ui.region_image, ui.region_verdict,
              ui.region_queries, ui.region_proposals, ui.region_slot, ui.region_layers, ui.region_sampling,
-             ui.region_layers_caption]
+             ui.region_layers_caption, ui.region_class_scores]
 
     def ask_box(session, x0, y0, x1, y1, class_name, threshold, truth):
         stored = explorer.stored(session)
@@ -360,11 +375,12 @@ def wire(ui: dict, explorer) -> None:
     ui.region_pick.input(bind(ui, pick), [ui.session, ui.region_truth, ui.region_pick, ui.threshold],
                          asked + [ui.region_class], **private)
     ui.region_queries.select(bind(ui, follow), [ui.session, ui.region_x0, ui.region_y0, ui.region_x1, ui.region_y1],
-                             [ui.region_slot, ui.region_layers, ui.region_sampling, ui.region_layers_caption],
+                             [ui.region_slot, ui.region_layers, ui.region_sampling, ui.region_layers_caption,
+                              ui.region_class_scores],
                              **private)
     ui.region_alarms.select(bind(ui, alarm), [ui.session, ui.region_truth, ui.threshold],
                             [ui.region_verdict, ui.region_slot, ui.region_layers, ui.region_sampling,
-                             ui.region_layers_caption], **private)
+                             ui.region_layers_caption, ui.region_class_scores], **private)
     ui.region_tab.select(bind(ui, show_tab), [ui.session, ui.region_truth, ui.threshold],
                          [ui.region_image, ui.region_corner, ui.region_class, ui.region_pick, ui.region_alarms,
                           ui.region_verdict], **private)
