@@ -2,7 +2,6 @@
 result, and the bounds a public page needs (uploads, folders, boxes)."""
 import json
 
-import numpy as np
 import pytest
 
 from dino_demo.explore.inference import run

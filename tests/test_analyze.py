@@ -64,7 +64,7 @@ def test_counts_match_an_independent_matcher(synthetic_set, analysis):
         det = result.detections
         keep = (det.scores >= THRESHOLD).numpy()
         boxes, scores = det.boxes.numpy()[keep].tolist(), det.scores.numpy()[keep].tolist()
-        categories = [cfg_category + 1 for cfg_category in det.labels.numpy()[keep].tolist()]   # synthetic: id = class + 1
+        categories = [label + 1 for label in det.labels.numpy()[keep].tolist()]   # synthetic: id = class + 1
         slots = det.query_slot.numpy()[keep].tolist()
         truth = [a for a in coco["annotations"] if a["image_id"] == image["id"] and not a.get("iscrowd")]
         truth_boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in truth)]

@@ -294,7 +294,8 @@ def render_region(image: np.ndarray, region: np.ndarray, query_boxes: np.ndarray
     proposals = np.asarray(proposal_boxes, dtype=np.float64).reshape(-1, 4)
     ramp = colormap(np.linspace(1.0, 0.35, len(queries))) if len(queries) else []
     canvas = dim(image, 0.35)
-    canvas = draw_boxes(canvas, proposals, [PROPOSAL_COLOR] * len(proposals), widths=[max(1, width // 2)] * len(proposals),
+    thin = [max(1, width // 2)] * len(proposals)
+    canvas = draw_boxes(canvas, proposals, [PROPOSAL_COLOR] * len(proposals), widths=thin,
                         alphas=[0.8] * len(proposals))
     boxes = np.concatenate([proposals, queries[::-1], np.asarray(region, dtype=np.float64).reshape(1, 4)])
     captions = [*proposal_captions, *list(query_captions)[::-1], "region"]

@@ -31,7 +31,7 @@ from ..train.data import CocoDetectionSet
 from . import choices, gpu, inputs
 from .bound import bind
 from .files import write_atomically
-from .region_tab import ANY_CLASS, RegionTruth, truth_for
+from .region_tab import RegionTruth, truth_for
 
 DATA_DIRS_VARIABLE = "DINO_DATA_DIRS"
 MAX_SET_IMAGES = 50
@@ -139,9 +139,15 @@ def run_set(explorer, uploads: Uploads, model: choices.ModelChoice, threshold: f
               in uploads.images]
     if not listed:
         raise ValueError("None of the uploaded images is listed in the annotation file (matched by file name).")
-    for entry in listed:
-        if max(int(entry.get("width", 0)), int(entry.get("height", 0))) > MAX_SIDE:
-            raise ValueError(f"{entry['file_name']} is larger than {MAX_SIDE} pixels a side.")
+    for entry in listed:   # sizes from the files' headers, before anything is decoded
+        name = Path(str(entry["file_name"])).name
+        try:
+            with Image.open(uploads.images[name]) as opened:
+                size = opened.size
+        except (OSError, ValueError):
+            raise ValueError(f"{name} is not an image this app can read.") from None
+        if max(size) > MAX_SIDE:
+            raise ValueError(f"{name} is larger than {MAX_SIDE} pixels a side.")
     subset = {**coco, "images": [{**i, "file_name": Path(str(i["file_name"])).name} for i in listed]}
     ids = {int(i["id"]) for i in listed}
     subset["annotations"] = [a for a in coco.get("annotations", []) if int(a.get("image_id", -1)) in ids]

@@ -19,7 +19,6 @@ import pandas as pd
 from ..explore.analysis import GroundTruth, annotations_by_image
 from ..explore.diagnosis import (
     FALSE_ALARM_KINDS,
-    MATCH_IOU,
     RegionDiagnosis,
     check_box,
     diagnose_image,
@@ -351,7 +350,8 @@ def wire(ui: dict, explorer) -> None:
             outline = check_box([float(v) for v in (x0, y0, x1, y1)], stored.result.size)
         except (TypeError, ValueError):
             outline = None
-        return {"region_slot": slot, **query_views(stored, slot, outline, f"query {slot}: IoU with the region by layer")}
+        title = f"query {slot}: IoU with the region by layer"
+        return {"region_slot": slot, **query_views(stored, slot, outline, title)}
 
     def alarm(session, truth, threshold, evt: gr.SelectData):
         stored = explorer.stored(session)
