@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
 from . import model_source
@@ -66,9 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         with distributed.main_first():  # a download happens once
             model, cfg = load(source, args.variant, process.device)
         names = [dataset.coco.imgs[i]["file_name"] for i in dataset.ids]
+        bar = tqdm(total=len(distributed.shard(len(dataset))), desc="analyze", unit="image", mininterval=5,
+                   disable=not process.is_main)
         document = analyze(model, cfg, dataset, threshold=args.threshold, file_names=names.__getitem__,
                            model_id=model_id, max_size=args.max_size, batch_size=args.batch_size,
-                           settings={"annotations": str(args.annotations), "images": str(args.images)})
+                           settings={"annotations": str(args.annotations), "images": str(args.images)},
+                           on_image=lambda done, total: bar.update(done - bar.n))
+        bar.close()
         if process.is_main:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "analysis.json").write_text(json.dumps(document, indent=1))

@@ -17,9 +17,9 @@ analysis.json (schema "dino-explorer/analysis/1"):
                   "misses_by_verdict": {"low_score": 8, ...}, "false_alarms_by_kind": {"duplicate": 3, ...}},
       "per_category": [{"category_id": 1, "name": "circle", "ground_truth": 30, "detections": 29,
                         "true_positives": 28, "false_positives": 1, "false_negatives": 2,
-                        "AP": 0.7, "AP50": 0.9}, ...],
+                        "precision": 0.97, "recall": 0.93, "AP": 0.7, "AP50": 0.9}, ...],
       "per_size": [{"size": "small", "ground_truth": ..., "detections": ..., "true_positives": ...,
-                    "false_positives": ..., "false_negatives": ...}, ...],
+                    "false_positives": ..., "false_negatives": ..., "recall": ...}, ...],
       "images": [                                    # worst first: most misses + false alarms
         {"file_name": "000012.png", "image_id": 13, "width": 256, "height": 256,
          "true_positives": 3,
@@ -34,7 +34,9 @@ analysis.json (schema "dino-explorer/analysis/1"):
     }
 
 Boxes are in image pixels (xyxy); sizes are COCO's (the annotation's `area`, small < 32², large
->= 96²; a detection's size is its box's area). Crowd annotations (`iscrowd` 1) take no part in
+>= 96²; a detection's size is its box's area): in `per_size`, `ground_truth`, `true_positives`,
+`false_negatives` and `recall` count ground truths by their area, `detections` and
+`false_positives` count detections by their box's area (so there is no per-size precision). Crowd annotations (`iscrowd` 1) take no part in
 the matching (they are neither found nor missed); COCO AP treats them as pycocotools does.
 """
 from __future__ import annotations
@@ -212,9 +214,14 @@ def document(analyses: list[ImageAnalysis], entries: list[dict], ground_truth: d
     for category in sorted(names):
         tally = _tally([o for o in outcomes if o[0] == category])
         per_category.append({"category_id": category, "name": names[category], **tally,
+                             "precision": _ratio(tally["true_positives"], tally["detections"]),
+                             "recall": _ratio(tally["true_positives"], tally["ground_truth"]),
                              "AP": category_ap.get(category, (None, None))[0],
                              "AP50": category_ap.get(category, (None, None))[1]})
-    per_size = [{"size": name, **_tally([o for o in outcomes if o[1] == name])} for name, _, _ in SIZES]
+    per_size = []
+    for name, _, _ in SIZES:
+        tally = _tally([o for o in outcomes if o[1] == name])
+        per_size.append({"size": name, **tally, "recall": _ratio(tally["true_positives"], tally["ground_truth"])})
     return {"schema": SCHEMA, "model": {"id": model_id, "variant": variant},
             "settings": {"threshold": float(threshold), "match_iou": MATCH_IOU, **settings},
             "summary": summary, "per_category": per_category, "per_size": per_size, "images": records}
