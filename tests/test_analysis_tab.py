@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from dino_demo.explore.diagnosis import diagnose_image
 from dino_demo.explore.inference import run
 from dino_demo.explore.models import load
 from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT
@@ -46,6 +47,13 @@ def test_ground_truth_gives_false_alarms_and_the_missed_boxes(stored):
     alarms = region_tab.false_alarm_table(stored, truth, 0.3)
     for row in range(len(alarms)):
         assert "False alarm" in region_tab.explain_alarm(stored, truth, 0.3, row)["region_verdict"]
+    # Asking about a false alarm's own box says it is one.
+    image = diagnose_image(stored.result, truth.truth.boxes, truth.truth.categories, 0.3)
+    for alarm in image.false_alarms:
+        box = image.view.boxes[alarm.detection]
+        request = region_tab.RegionRequest.parse(stored, *box, image.view.names[alarm.detection], 0.3)
+        views = region_tab.ask(stored, request, truth)
+        assert views["region_verdict"].startswith("**False alarm") and views["region_slot"] == alarm.query_slot
     with pytest.raises(ValueError, match="no image named"):
         region_tab.truth_for(coco, "other.png", stored.result.size)
 

@@ -87,14 +87,15 @@ class RegionRequest:
 def ask(stored: StoredResult, request: RegionRequest, truth: RegionTruth | None) -> Views:
     """Every view of the tab for a region."""
     result = stored.result
-    claimed = frozenset()
+    claimed, image = frozenset(), None
     if truth is not None and truth.fits(stored):
-        image = diagnose_image(result, truth.truth.boxes, truth.truth.categories, request.threshold)
+        names = tuple(truth.label(g) for g in range(len(truth.truth.categories)))
+        image = diagnose_image(result, truth.truth.boxes, truth.truth.categories, request.threshold, names)
         others = pairwise_iou(truth.truth.boxes, request.box[None])[:, 0] < 0.95   # not the region itself
         claimed = frozenset(int(d) for g, d in enumerate(image.matching.truth_detection) if d >= 0 and others[g])
     region = diagnose_region(result, request.box, request.class_id(stored), request.threshold, claimed=claimed)
     slot = region.nearest.query_slot
-    return {
+    views = {
         "region_x0": round(float(request.box[0]), 1), "region_y0": round(float(request.box[1]), 1),
         "region_x1": round(float(request.box[2]), 1), "region_y1": round(float(request.box[3]), 1),
         "region_image": region_figure(stored, region),
@@ -104,6 +105,17 @@ def ask(stored: StoredResult, request: RegionRequest, truth: RegionTruth | None)
         "region_slot": slot,
         **query_views(stored, slot, request.box, f"query {slot}: IoU with the region by layer"),
     }
+    # The region is a false alarm's own box (opened from the Data set tab, or drawn on it): say so,
+    # and show that query's layers against its best-overlapping ground truth.
+    alarm = next((a for a in (image.false_alarms if image is not None else ())
+                  if region.detection == a.detection), None)
+    if alarm is not None:
+        outline = None if alarm.truth is None else truth.truth.boxes[alarm.truth]
+        views.update(query_views(stored, alarm.query_slot, outline, f"false alarm, query {alarm.query_slot}: IoU "
+                                 "with its best-overlapping ground truth by layer"))
+        views["region_slot"] = alarm.query_slot
+        views["region_verdict"] = f"**False alarm — {alarm.summary}**\n\n" + views["region_verdict"]
+    return views
 
 
 def query_views(stored: StoredResult, slot: int, outline: np.ndarray | None, title: str) -> Views:
