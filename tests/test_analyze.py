@@ -156,3 +156,23 @@ def test_torchrun_with_two_processes_writes_the_same_file(synthetic_set, analysi
     assert launch.returncode == 0, launch.stderr[-3000:]
     assert "on 2 process(es)" in launch.stderr
     assert json.loads((tmp_path / "analysis.json").read_text()) == json.loads((one / "analysis.json").read_text())
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_on_a_gpu_under_torchrun_the_counts_are_the_cpus(synthetic_set, analysis, tmp_path):
+    """`--device cuda` under torchrun (NCCL, one GPU per process; as many processes as GPUs)."""
+    folder, _ = synthetic_set
+    cpu, _ = analysis
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    launch = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+         str(torch.cuda.device_count()), "-m", "dino_demo", "analyze", "--images", str(folder), "--annotations",
+         str(folder / "annotations.json"), "--checkpoint", MODEL, "--threshold", str(THRESHOLD), "--device", "cuda",
+         "--out", str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=600)
+    assert launch.returncode == 0, launch.stderr[-3000:]
+    gpu = json.loads((tmp_path / "analysis.json").read_text())
+    for key in ("true_positives", "false_positives", "false_negatives"):
+        assert abs(gpu["summary"][key] - cpu["summary"][key]) <= 1, key   # scores near the threshold may differ
+    assert gpu["summary"]["AP"] == pytest.approx(cpu["summary"]["AP"], abs=0.02)
