@@ -36,10 +36,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..model.box_ops import box_iou
+from ..model.box_ops import box_cxcywh_to_xyxy, box_iou
 from .detections import DetectionView
 from .inference import InferenceResult
-from .views import _check_index, _cxcywh_to_xyxy_pixels, detection_view
+from .views import detection_view
 
 MATCH_IOU = 0.5
 NEAR_IOU = 0.3
@@ -62,6 +62,13 @@ FALSE_ALARM_KINDS = {
     "confused_class": "confused class",
     "background": "background",
 }
+
+
+def _pixels(boxes: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Normalized cxcywh boxes [..., 4] as float64 xyxy pixels of an image of `size` (H, W)."""
+    height, width = size
+    scale = torch.tensor([width, height, width, height], dtype=torch.float64)
+    return (box_cxcywh_to_xyxy(boxes.double()) * scale).numpy()
 
 
 def pairwise_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
@@ -200,11 +207,11 @@ def _tensors(result: InferenceResult) -> _Tensors:
     ranks[order] = torch.arange(len(order))
     stages = torch.cat([out.references[0, 0][None], out.boxes[:, 0]], 0)    # [K + 1, Q, 4]
     return _Tensors(
-        final=_cxcywh_to_xyxy_pixels(out.boxes[-1, 0], result.size),
+        final=_pixels(out.boxes[-1, 0], result.size),
         probabilities=out.logits[-1, 0].double().sigmoid().numpy(),
-        anchors=_cxcywh_to_xyxy_pixels(selection.boxes[0], result.size),
+        anchors=_pixels(selection.boxes[0], result.size),
         encoder_scores=best.numpy(), encoder_labels=labels.numpy(), ranks=ranks.numpy(),
-        levels=selection.levels[0].numpy(), stages=_cxcywh_to_xyxy_pixels(stages, result.size))
+        levels=selection.levels[0].numpy(), stages=_pixels(stages, result.size))
 
 
 def check_box(box, size: tuple[int, int]) -> np.ndarray:
@@ -233,8 +240,8 @@ def diagnose_region(result: InferenceResult, box, class_id: int | None, threshol
     """
     box = check_box(box, result.size)
     num_classes = int(result.internals.logits.shape[-1])
-    if class_id is not None and class_id != -1:
-        _check_index("class id", class_id, num_classes)
+    if class_id is not None and class_id != -1 and not (isinstance(class_id, int) and 0 <= class_id < num_classes):
+        raise ValueError(f"class id must be an integer in 0..{num_classes - 1} (or None, or -1), got {class_id!r}")
     t = _tensors(result)
     view = detection_view(result, threshold)
     final_iou = pairwise_iou(t.final, box[None])[:, 0]
