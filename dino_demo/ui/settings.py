@@ -23,7 +23,7 @@ from ..paths import WEIGHTS_DIR, url_checkpoints_dir
 
 CHECKPOINT_DIRS_VARIABLE = "DINO_CHECKPOINT_DIRS"
 UNTRAINED_VARIANTS_VARIABLE = "DINO_UNTRAINED_VARIANTS"
-# Untrained Swin-L models hold 1.4 GB and take a minute per image on a CPU Space: not for visitors.
+# Untrained Swin-L models hold 1.4 GB and are slow on a CPU Space: not for visitors.
 LARGE_VARIANTS = ("dino-4scale-swinl", "dino-5scale-swinl")
 
 

@@ -5,10 +5,10 @@ drawing canvas, the uploaded file's name. Sessions hold only the key. When the s
 together exceed the budget, the least recently used are dropped, whichever session they belong
 to; a session whose result was dropped is told to press Detect again (`ResultExpired`).
 
-What a stored official R50 result at 800x1066 holds (measured): the canvas 2.6 MB, sampling
-locations 5.5 MB and weights 2.8 MB, per-layer logits 2.0 MB, the encoder memory 9.1 MB in float16
-(18.2 MB in float32), the encoder's input 18.2 MB (kept in float32: the Encoder view recomputes
-any token's attention from it, see `explore.encoder`), the rest under 1 MB.
+A stored result holds the drawing canvas, the sampling locations and weights, the per-layer
+logits, the encoder memory in float16 and the encoder's input in float32 (the Encoder view
+recomputes any token's attention from it, see `explore.encoder`); what each takes for an official
+R50 is in benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
