@@ -138,29 +138,46 @@ def test_link_checker_sees_broken_links(tmp_path, monkeypatch):
         "../../outside.md leaves the repository", "#nothing -> no heading with that anchor"]
 
 
-def test_formats_page_matches_the_code():
+@pytest.mark.parametrize("page", ["formats.md", "zoo.md"])
+def test_generated_parts_match_the_code(page):
     generator = _generator()
-    text = generator.FORMATS_PAGE.read_text(encoding="utf-8")
-    assert generator.stale_sections(text) == [], "docs/formats.md is out of date: run python scripts/generate_docs.py"
-    # Every array the internals writer documents appears in the table, with its shape.
+    text = (DOCS / page).read_text(encoding="utf-8")
+    assert generator.stale_sections(text, page) == [], f"docs/{page} is out of date: run python scripts/generate_docs.py"
+
+
+def test_generated_tables_hold_every_array_and_zoo_entry():
     from dino_demo.io.internals import MEANINGS
+    from dino_demo.sources.zoo import ENTRIES
+
+    formats = (DOCS / "formats.md").read_text(encoding="utf-8")
     for name, (_, shape) in MEANINGS.items():
-        assert f"| `{name}` | {shape} |" in text, name
+        assert f"| `{name}` | {shape} |" in formats, name
+    zoo_page = (DOCS / "zoo.md").read_text(encoding="utf-8")
+    for entry in ENTRIES:
+        assert f"| `{entry.id}` |" in zoo_page and entry.urls[0] in zoo_page, entry.id
 
 
-def test_formats_check_fails_on_a_stale_page(tmp_path, monkeypatch):
+def test_check_fails_on_a_stale_page(tmp_path, monkeypatch):
     """An edited row, or a meaning changed in the code, makes `--check` fail; a rewrite fixes it."""
     generator = _generator()
-    page = tmp_path / "formats.md"
-    page.write_text(generator.FORMATS_PAGE.read_text(encoding="utf-8").replace(
-        "| `decoder_logits` |", "| `decoder_logits_old` |"), encoding="utf-8")
-    assert generator.main(["--check", "--page", str(page)]) == 1
-    assert generator.main(["--page", str(page)]) == 0
-    assert generator.main(["--check", "--page", str(page)]) == 0
+    for page in generator.SECTIONS:
+        (tmp_path / page).write_text((DOCS / page).read_text(encoding="utf-8"), encoding="utf-8")
+    formats = tmp_path / "formats.md"
+    formats.write_text(formats.read_text(encoding="utf-8").replace("| `decoder_logits` |", "| `decoder_logits_old` |"),
+                       encoding="utf-8")
+    assert generator.main(["--check", "--docs", str(tmp_path)]) == 1
+    assert generator.main(["--docs", str(tmp_path)]) == 0
+    assert generator.main(["--check", "--docs", str(tmp_path)]) == 0
 
     from dino_demo.io import internals
     monkeypatch.setitem(internals.MEANINGS, "decoder_logits", ("a new meaning", "[K, Q, C]"))
-    assert generator.stale_sections(page.read_text(encoding="utf-8")) == ["internals"]
+    assert generator.stale_sections(formats.read_text(encoding="utf-8"), "formats.md") == ["internals"]
+    assert generator.main(["--check", "--docs", str(tmp_path)]) == 1
+
+    # A page that lost its markers is an error, not silently left alone.
+    (tmp_path / "zoo.md").write_text("# Model zoo\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="generated: zoo"):
+        generator.update("# Model zoo\n", "zoo.md")
 
 
 def test_generator_runs_as_a_script():
