@@ -142,7 +142,8 @@ def test_link_checker_sees_broken_links(tmp_path, monkeypatch):
 def test_generated_parts_match_the_code(page):
     generator = _generator()
     text = (DOCS / page).read_text(encoding="utf-8")
-    assert generator.stale_sections(text, page) == [], f"docs/{page} is out of date: run python scripts/generate_docs.py"
+    stale = generator.stale_sections(text, page)
+    assert stale == [], f"docs/{page} is out of date ({stale}): run python scripts/generate_docs.py"
 
 
 def test_generated_tables_hold_every_array_and_zoo_entry():
