@@ -43,7 +43,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from ..checksum import file_sha256, record_path, recorded_sha256, remember, write_record
-from ..env import positive_number
+from .. import env
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +92,17 @@ class Policy:
     @classmethod
     def from_env(cls, **overrides) -> "Policy":
         """The policy the environment asks for (see the module docstring)."""
-        env = os.environ
-        public = bool(env.get("SPACE_ID")) or env.get(PUBLIC_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
-        hosts_setting = env.get(HOSTS_VARIABLE, "").strip()
+        public = bool(env.text("SPACE_ID")) or env.flag(PUBLIC_VARIABLE)
+        hosts_setting = (env.text(HOSTS_VARIABLE) or "").strip()
         if hosts_setting == "*":
             hosts = None
         elif hosts_setting:
             hosts = frozenset(h.strip().lower() for h in hosts_setting.split(",") if h.strip())
         else:
             hosts = _zoo_hosts() if public else None
-        quota = positive_number(QUOTA_VARIABLE)
+        quota = env.positive_number(QUOTA_VARIABLE)
         quota_bytes = int(quota * 1024**3) if quota is not None else (PUBLIC_QUOTA_BYTES if public else None)
-        deadline = positive_number(DEADLINE_VARIABLE)
+        deadline = env.positive_number(DEADLINE_VARIABLE)
         values = dict(public=public, allowed_hosts=hosts, quota_bytes=quota_bytes)
         if deadline is not None:
             values["deadline_s"] = deadline
@@ -120,7 +119,7 @@ class Policy:
 
 def offline() -> bool:
     """Whether downloads are switched off (DINO_DEMO_OFFLINE or HF_HUB_OFFLINE)."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in OFFLINE_VARIABLES)
+    return any(env.flag(v) for v in OFFLINE_VARIABLES)
 
 
 def _zoo_hosts() -> frozenset[str]:

@@ -10,11 +10,11 @@ the shipped model (which works offline).
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import env
 from ..explore.models import UNTRAINED_PREFIX
 from ..sources import zoo
 from ..sources.checkpoint import DEFAULT_CHECKPOINT
@@ -66,7 +66,7 @@ def zoo_label(status: zoo.ZooStatus) -> str:
 
 def default_choice() -> str:
     """`DINO_DEMO_MODEL` when set, else the first zoo model on this machine, else the shipped one."""
-    configured = os.environ.get(DEFAULT_MODEL_VARIABLE)
+    configured = env.text(DEFAULT_MODEL_VARIABLE)
     if configured:
         resolve(configured, "", None)  # a bad setting fails at start-up, with the reason
         return configured
