@@ -10,7 +10,8 @@ import argparse
 import importlib
 import logging
 import sys
-from pathlib import Path
+
+from ..sources.source import SHIPPED_TEXT, Source
 
 COMMANDS = {
     "detect": ("dino_demo.cli.detect", "detect objects in images, write annotated copies and detections.json"),
@@ -26,17 +27,12 @@ COMMANDS = {
 }
 
 
-def model_source(args: argparse.Namespace) -> tuple[str, str]:
-    """(the source the model loaders read, the model's name) for a command's --model ZOO_ID or
-    --checkpoint (the shipped model when neither is given)."""
-    from ..sources import zoo
-    from ..sources.checkpoint import DEFAULT_CHECKPOINT
-
-    if args.model:
-        entry = zoo.get(args.model)
-        return entry.source_id, entry.id
-    source = args.checkpoint or str(DEFAULT_CHECKPOINT)
-    return source, source if "://" in source else Path(source).name
+def model_source(args: argparse.Namespace) -> Source:
+    """The model a command's --model ZOO_ID or --checkpoint SOURCE names (any text `Source.parse`
+    reads: a path, a URL, shipped, zoo:ID, untrained:VARIANT); the shipped model when neither is given."""
+    if getattr(args, "model", None):
+        return Source.zoo(args.model)
+    return Source.parse(args.checkpoint or SHIPPED_TEXT)
 
 
 def usage() -> str:

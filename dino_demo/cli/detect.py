@@ -40,8 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint",
-                        help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), or "
-                             "untrained:VARIANT (default: the shipped weights/dino-tiny.pth)")
+                        help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), shipped, "
+                             "zoo:ID or untrained:VARIANT (default: shipped, weights/dino-tiny.pth)")
     source.add_argument("--model", metavar="ZOO_ID",
                         help="a model zoo entry (`python -m dino_demo zoo` lists them), downloaded once")
     source.add_argument("--onnx", type=Path, help="an ONNX file written by `python -m dino_demo export`, run with "
@@ -91,7 +91,8 @@ def torch_detector(args: argparse.Namespace) -> Detector:
     from ..io.internals import write_internals
     from ..io.preprocess import model_input_size
 
-    source, model_id = model_source(args)
+    source = model_source(args)
+    model_id = source.name
     model, cfg = load(source, args.variant, args.device or "cpu")
 
     def detect(array: np.ndarray, internals_path: Path | None = None, source: str = ""):

@@ -1,5 +1,5 @@
 """Reading DINO checkpoints safely: official, detrex, MMDetection and our own files, from disk, an
-http(s) URL or the model zoo (`zoo:<id>`).
+http(s) URL, the model zoo (`zoo:<id>`) or the shipped model (`shipped`); see sources/source.py.
 
 Files are read with `torch.load(weights_only=True)`, allowing one extra class (`argparse.Namespace`,
 in official files). Metadata objects of MMDetection, detectron2 or numpy (MMDetection's `meta`,
@@ -29,10 +29,11 @@ from ..model.detector import DINO, build_model
 from . import download, layouts, zoo
 from .download import Progress
 from .layouts import Converted, LayoutError
+from .source import SHIPPED_CHECKPOINT, Source, SourceKind
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT = paths.WEIGHTS_DIR / "dino-tiny.pth"
+DEFAULT_CHECKPOINT = SHIPPED_CHECKPOINT  # found from the package: works from any working directory
 MAX_DOWNLOAD_BYTES = download.MAX_DOWNLOAD_BYTES
 # Modules whose pickled objects foreign checkpoints carry as metadata; they load as Opaque.
 _METADATA_MODULES = ("mmengine.", "mmdet.", "mmcv.", "detectron2.", "fvcore.", "detrex.", "omegaconf.", "iopath.",
@@ -239,25 +240,28 @@ def check_fits(cfg: DINOConfig, state_dict: dict[str, torch.Tensor], source: str
 
 
 # -- the public entry points --------------------------------------------------------------------
-def resolve_source(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
-                   progress: Progress | None = None) -> Path:
-    """A local file for a checkpoint source: a path, an http(s) URL (downloaded into the cache
-    once) or `zoo:<id>` (see sources/zoo.py)."""
-    text = str(source)
-    if text.startswith(zoo.ZOO_PREFIX):
-        return zoo.resolve(text, progress)
-    if re.match(r"(?i)https?://", text):
+def resolve_source(source: str | os.PathLike | Source, cache_dir: str | os.PathLike | None = None,
+                   sha256: str | None = None, progress: Progress | None = None) -> Path:
+    """A local file for a checkpoint source (see `Source.parse`): a path, `shipped`, an http(s) URL
+    (downloaded into the cache once) or `zoo:<id>` (see sources/zoo.py)."""
+    source = Source.parse(source)
+    if source.kind is SourceKind.ZOO:
+        return zoo.resolve(source.value, progress)
+    if source.kind is SourceKind.URL:
         cache = Path(cache_dir) if cache_dir else paths.url_checkpoints_dir()
-        return download.fetch_url(text, cache / url_file_name(text), sha256=sha256, progress=progress,
-                                  cache_folders=zoo.cache_folders())
-    return Path(source)
+        return download.fetch_url(source.value, cache / url_file_name(source.value), sha256=sha256,
+                                  progress=progress, cache_folders=zoo.cache_folders())
+    if source.kind in (SourceKind.SHIPPED, SourceKind.FILE):
+        return source.path
+    raise CheckpointError(f"{source} is not a checkpoint file: {source.kind.value} sources are loaded by "
+                          "explore.models.build")
 
 
-def load_model(source: str | os.PathLike, variant: str | None = None, device: str | torch.device = "cpu",
+def load_model(source: str | os.PathLike | Source, variant: str | None = None, device: str | torch.device = "cpu",
                cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
                progress: Progress | None = None, flavour: str | None = None) -> tuple[DINO, DINOConfig]:
-    """Build the right DINO for a checkpoint (path, http(s) URL or `zoo:<id>`) and load it with
-    strict=True.
+    """Build the right DINO for a checkpoint (path, `shipped`, http(s) URL or `zoo:<id>`) and load
+    it with strict=True.
 
     Official, detrex and MMDetection layouts are recognised from the keys and converted; the model
     computes as the weights' code base did (its flavour; `flavour` overrides it). `variant`
@@ -281,11 +285,12 @@ class LoadedCheckpoint:
     entry: zoo.ZooEntry | None
 
 
-def open_checkpoint(source: str | os.PathLike, variant: str | None = None,
+def open_checkpoint(source: str | os.PathLike | Source, variant: str | None = None,
                     cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
                     progress: Progress | None = None, flavour: str | None = None) -> LoadedCheckpoint:
     """What `load_model` does, keeping what `convert` writes down: the conversion and the file."""
-    entry = zoo.get(str(source)) if str(source).startswith(zoo.ZOO_PREFIX) else None
+    source = Source.parse(source)
+    entry = zoo.get(source.value) if source.kind is SourceKind.ZOO else None
     path = resolve_source(source, cache_dir, sha256, progress)
     model, cfg, converted = model_from_checkpoint(read_checkpoint(path), path.name, variant,
                                                   flavour or (entry.flavour if entry else None), entry)

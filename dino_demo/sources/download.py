@@ -62,6 +62,10 @@ GENERIC_FAILURE = "the download failed (the address is not allowed or did not an
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 1 << 20
 USER_AGENT = "dino-explorer"
+# Hosts the model zoo downloads from and the hosts their downloads redirect to (the Hub and GitHub
+# serve files from CDNs): the default allow-list of a public server. ".x" means x's subdomains.
+ZOO_HOSTS = ("huggingface.co", ".huggingface.co", ".hf.co", "github.com", ".githubusercontent.com",
+             "download.openmmlab.com")
 
 
 class DownloadError(ValueError):
@@ -99,7 +103,7 @@ class Policy:
         elif hosts_setting:
             hosts = frozenset(h.strip().lower() for h in hosts_setting.split(",") if h.strip())
         else:
-            hosts = _zoo_hosts() if public else None
+            hosts = frozenset(ZOO_HOSTS) if public else None
         quota = env.positive_number(QUOTA_VARIABLE)
         quota_bytes = int(quota * 1024**3) if quota is not None else (PUBLIC_QUOTA_BYTES if public else None)
         deadline = env.positive_number(DEADLINE_VARIABLE)
@@ -120,12 +124,6 @@ class Policy:
 def offline() -> bool:
     """Whether downloads are switched off (DINO_DEMO_OFFLINE or HF_HUB_OFFLINE)."""
     return any(env.flag(v) for v in OFFLINE_VARIABLES)
-
-
-def _zoo_hosts() -> frozenset[str]:
-    from .zoo import DOWNLOAD_HOSTS  # the zoo imports this module
-
-    return frozenset(DOWNLOAD_HOSTS)
 
 
 # -- locks -----------------------------------------------------------------------------------------

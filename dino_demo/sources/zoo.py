@@ -22,14 +22,13 @@ from .. import paths
 from ..model.config import FLAVOURS, VARIANTS
 from . import download
 from .download import DownloadError, Progress
+from .source import ZOO_PREFIX
 
-ZOO_PREFIX = "zoo:"
 _HUB_URL = re.compile(r"https://huggingface\.co/([\w.-]+/[\w.-]+)/resolve/([\w.-]+)/(.+)")
 
-# Hosts the zoo downloads from and the hosts their downloads redirect to (the Hub and GitHub serve
-# files from CDNs): the default allow-list of a public server. ".x" means x's subdomains.
-DOWNLOAD_HOSTS = ("huggingface.co", ".huggingface.co", ".hf.co", "github.com", ".githubusercontent.com",
-                  "download.openmmlab.com")
+# Hosts the zoo downloads from (and their CDNs): the default allow-list of a public server, kept
+# with the download rules (download.py reads it; it imports nothing from here).
+DOWNLOAD_HOSTS = download.ZOO_HOSTS
 
 _DETREX = "https://github.com/IDEA-Research/detrex-storage/releases/download"
 _MMDET = "https://download.openmmlab.com/mmdetection/v3.0/dino"
@@ -83,6 +82,7 @@ class ZooEntry:
 
     @property
     def source_id(self) -> str:
+        """`zoo:<id>`: the text of this entry's `Source`."""
         return f"{ZOO_PREFIX}{self.id}"
 
 
