@@ -18,13 +18,16 @@ COMMANDS = {
     "export": ("dino_demo.cli.export", "export the detector to ONNX (deformable attention as GridSample)"),
     "zoo": ("dino_demo.cli.zoo", "list the model zoo (published COCO weights) and what is on this machine"),
     "convert": ("dino_demo.cli.convert", "convert a detrex or MMDetection checkpoint to the official layout"),
-    "evaluate": ("dino_demo.train.evaluate", "COCO AP of a checkpoint on a COCO-format set or held-out synthetic scenes"),
-    "train": ("dino_demo.train.loop", "train or fine-tune DINO with the official recipe (COCO-format data, torchrun)"),
-    "synthetic": ("dino_demo.train.synthetic", "write a synthetic shapes data set in COCO format"),
-    "dump": ("dino_demo.parity.dump", "write a batch's outputs and internals to .npz (parity reference layout)"),
-    "fixture-weights": ("dino_demo.parity.recipe", "write a checkpoint holding the parity kit's recipe weights"),
-    "build-ops": ("dino_demo.ops.build", "compile the deformable-attention kernels ahead of time"),
+    "evaluate": ("dino_demo.cli.evaluate", "COCO AP of a checkpoint on a COCO-format set or held-out synthetic scenes"),
+    "train": ("dino_demo.cli.train", "train or fine-tune DINO with the official recipe (COCO-format data, torchrun)"),
+    "synthetic": ("dino_demo.cli.synthetic", "write a synthetic shapes data set in COCO format"),
+    "dump": ("dino_demo.cli.dump", "write a batch's outputs and internals to .npz (parity reference layout)"),
+    "fixture-weights": ("dino_demo.cli.fixture_weights", "write a checkpoint holding the parity kit's recipe weights"),
+    "build-ops": ("dino_demo.cli.build_ops", "compile the deformable-attention kernels ahead of time"),
 }
+
+# What to run when the ONNX packages (the `export` extra) are missing.
+INSTALL_EXPORT = 'pip install ".[export]" (in the project folder; or: pip install onnx onnxscript onnxruntime)'
 
 
 def model_source(args: argparse.Namespace) -> Source:

@@ -30,7 +30,7 @@ from ..explore.figures import render_detections
 from ..io.images import MAX_SIDE, ImageError, load_image
 from ..io.results import coco_results, detections_document, image_record
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
-from . import model_source
+from . import INSTALL_EXPORT, model_source
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def onnx_detector(args: argparse.Namespace) -> Detector:
     try:
         from ..export.runtime import OnnxDetector, detection_view
     except ImportError as error:
-        raise ValueError(f"--onnx needs ONNX Runtime ({error}): pip install onnxruntime") from None
+        raise ValueError(f"--onnx needs ONNX Runtime, not installed here ({error}): {INSTALL_EXPORT}") from None
 
     detector = OnnxDetector(args.onnx)
 

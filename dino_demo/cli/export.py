@@ -12,13 +12,14 @@ locations and attention weights to the outputs. Run the file with
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 from pathlib import Path
 
 from ..explore.models import build
 from ..export.metadata import DEFAULT_OPSET, MIN_OPSET
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
-from . import model_source
+from . import INSTALL_EXPORT, model_source
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        from ..export.onnx import export_onnx
-    except ImportError as error:
-        raise ValueError(f"export needs onnx and onnxscript ({error}): pip install onnx onnxscript") from None
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"export needs {' and '.join(missing)}, not installed here: {INSTALL_EXPORT}")
+    from ..export.onnx import export_onnx
+
     for noisy in ("onnx_ir", "onnxscript"):  # a line per graph pass, and notes on ops it leaves unfolded
         logging.getLogger(noisy).setLevel(logging.ERROR)
     source = model_source(args)

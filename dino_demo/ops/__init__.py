@@ -3,7 +3,7 @@
 `ms_deform_attn` takes the official argument layouts and runs one of four implementations:
 
 - "cpu-kernel" / "cuda-kernel": the fused kernels in `csrc/`, compiled on the first call for a
-  device type and cached on disk (see `extension`; `python -m dino_demo.ops.build` builds ahead
+  device type and cached on disk (see `extension`; `python -m dino_demo build-ops` builds ahead
   of time);
 - "triton": the Triton kernels in `triton_kernels.py`, for GPUs where the CUDA kernel cannot be
   compiled (no nvcc, no C++ compiler), or on CPU tensors in Triton's interpreter (see
