@@ -200,7 +200,7 @@ def resolve(zoo_id: str | ZooEntry, progress: Progress | None = None, policy: do
     manual = local_path(entry)
     # A zoo file is large and trusted: its own size, not the cap for visitors' URLs, bounds it.
     policy = dataclasses.replace(policy, max_bytes=max(policy.max_bytes, 4 * entry.size_mb << 20))
-    reasons = []
+    errors: list[DownloadError] = []
     for url in entry.urls:
         hub = _HUB_URL.fullmatch(url)
         try:
@@ -213,12 +213,14 @@ def resolve(zoo_id: str | ZooEntry, progress: Progress | None = None, policy: do
             return download.fetch_url(url, manual, sha256=entry.sha256, sha256_prefix=entry.sha256_prefix,
                                       progress=progress, policy=policy, cache_folders=cache_folders())
         except DownloadError as e:
-            reasons.append(str(e))
+            errors.append(e)
     # A public server's visitors are not told its file system; its operator reads the variable.
     where = f"${paths.CACHE_VARIABLE}/zoo/{entry.file_name}" if policy.public else str(manual)
-    raise DownloadError(
-        f"could not get {entry.file_name} for {entry.id} ({'; '.join(reasons)}). To use it without a network, "
-        f"download {entry.urls[0]} yourself and put it at {where}")
+    by_hand = f"download {entry.urls[0]} yourself and put it at {where}"
+    if all(isinstance(e, download.Unreachable) for e in errors):  # offline: one short line
+        raise DownloadError(f"{errors[0]}; to use {entry.id} without a network, {by_hand}")
+    raise DownloadError(f"could not get {entry.file_name} for {entry.id} ({'; '.join(map(str, errors))}). "
+                        f"To use it without a network, {by_hand}")
 
 
 def cache_folders() -> tuple[Path, ...]:
