@@ -1,8 +1,8 @@
 """`python -m dino_demo detect IMAGE... --out DIR`: detect objects, write annotated copies and
 detections.json.
 
-Images larger than 4096 px are downscaled to that (boxes are then in the downscaled pixels, as a
-log line says). Writes DIR/<image name>.png with the detections drawn (`<name>-1.png`, ... when two inputs share a
+Images larger than 4096 px are run downscaled to that; their boxes are scaled back to the pixels of
+the image as given. Writes DIR/<image name>.png with the detections drawn (`<name>-1.png`, ... when two inputs share a
 name) and DIR/detections.json in the format of `dino_demo.io.results` (model, settings, and per
 image its path as given, size and detections), plus DIR/coco_results.json, the same detections as
 the bare list `pycocotools` loads. With --save-internals, also DIR/<name>.internals.npz per image
@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         annotated = _unique_name(path, used_names)
         internals = Path(annotated).stem + ".internals.npz" if args.save_internals else None
         result, view = detector.detect(loaded.array, args.out / internals if internals else None, str(path))
-        entry = {**image_record(result, view, image_id=image_id, file_name=path.name, source=str(path)),
+        entry = {**image_record(result, view, image_id=image_id, file_name=path.name, source=str(path),
+                                given_size=loaded.file_size),
                  "annotated": annotated}
         if internals:
             entry["internals"] = internals
