@@ -3,7 +3,8 @@ http(s) URL, the model zoo (`zoo:<id>`) or the shipped model (`shipped`); see so
 
 Files are read with `torch.load(weights_only=True)`, allowing one extra class (`argparse.Namespace`,
 in official files). Metadata objects of MMDetection, detectron2 or numpy (MMDetection's `meta`,
-message hub, numpy scalars) are read as inert placeholders (`Opaque`): nothing in a file runs.
+message hub, numpy scalars) are read as inert placeholders (`Opaque`): nothing in a file runs. This
+holds for both of torch's formats: the zip archive and the legacy one MMDetection's files use.
 Foreign layouts are converted to the official one in `sources/layouts.py`, the one renaming place.
 Every file is untrusted: sizes are bounded and checked against the file's tensors on the meta
 device before a model is built.
@@ -15,6 +16,7 @@ import hashlib
 import logging
 import os
 import pickle
+import pickletools
 import re
 import urllib.parse
 import zipfile
@@ -121,13 +123,36 @@ def _metadata_stand_ins(path: Path) -> list[str]:
     """The globals a file needs beyond weights_only's and argparse.Namespace, when all are known
     metadata types (read as `Opaque`); else none, and loading refuses the file."""
     try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # not a zip checkpoint, or unreadable: no stand-ins
+        if zipfile.is_zipfile(path):
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        else:
+            names = _legacy_unsafe_globals(path)
+    except Exception:  # unreadable, or pickle operations the scan does not know: no stand-ins
         return []
     names = [name for name in names if name != "argparse.Namespace"]
     ok = all(re.fullmatch(r"[A-Za-z_][\w.]*", n) and (n in _NUMPY_GLOBALS or n.startswith(_METADATA_MODULES))
              for n in names)
     return names if ok else []
+
+
+def _legacy_unsafe_globals(path: Path) -> list[str]:
+    """What `torch.serialization.get_unsafe_globals_in_checkpoint` says of a zip checkpoint, for
+    torch's legacy (non-zip) format, which MMDetection's published files use: the globals its main
+    pickle names beyond weights_only's, read from the pickle's text without running any of it.
+
+    The legacy format is four pickles in a row (magic number, protocol version, system info, the
+    object with its storages as persistent ids) followed by the raw storages; the first three hold
+    plain values only and are skipped.
+    """
+    from torch import _weights_only_unpickler as unpickler
+
+    with open(path, "rb") as file:
+        for _ in range(3):
+            for _ in pickletools.genops(file):  # reads up to and including the pickle's STOP
+                pass
+        found = unpickler.get_globals_in_pkl(file)
+    safe = set(unpickler._get_allowed_globals()) | set(unpickler._get_user_allowed_globals())
+    return sorted(found - safe)
 
 
 def convert_checkpoint(checkpoint: dict, flavour: str | None = None) -> Converted:

@@ -543,7 +543,7 @@ def fetch_hub(repo_id: str, filename: str, *, revision: str = "main", progress: 
         raise DownloadError("another download of this file is still running; try again later")
     try:
         probe(hub_constants.ENDPOINT)  # offline: one short error now, not after the library's retries
-        return Path(hf_hub_download(repo_id, filename, revision=revision,
+        return Path(hf_hub_download(repo_id, filename, revision=revision, endpoint=hub_constants.ENDPOINT,
                                     tqdm_class=_hub_progress_class(progress, policy)))
     except DownloadError:
         raise
