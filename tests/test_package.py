@@ -179,3 +179,11 @@ def test_readmes_name_modules_that_exist(readme):
             obj = getattr(obj, attribute)
     for path in paths:
         assert (ROOT / path).is_file(), f"{readme} names {path}"
+
+
+def test_the_test_script_says_before_it_installs_system_packages_as_root():
+    script = (ROOT / "scripts" / "test.sh").read_text()
+    before_apt = script[:script.index("apt-get update")]
+    root_branch = before_apt[before_apt.rindex('if [ "$(id -u)" = 0 ]'):]
+    assert "echo" in root_branch and "root" in root_branch.split("echo", 1)[1] and "apt-get" in root_branch
+    assert "python -m dino_demo build-ops" in script and "dino_demo.ops.build" not in script
