@@ -364,7 +364,7 @@ def wire(ui: UI, explorer: Explorer, concurrency: int) -> None:
 
 
 def build_demo(settings: AppSettings | None = None, **explorer_options) -> gr.Blocks:
-    """The whole app, queued: one model run at a time (DINO_DEMO_MODEL_CONCURRENCY), re-drawing alongside."""
+    """The whole app, queued: one model run at a time (DINO_MODEL_CONCURRENCY), re-drawing alongside."""
     settings = settings or AppSettings.from_env()
     ops.prepare_in_background(settings.device)  # the reference op serves until the kernel is built
     explorer = Explorer(settings, **explorer_options)
