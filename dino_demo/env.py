@@ -49,12 +49,14 @@ def bad_value(variable: str, expected: str, value: str) -> ValueError:
     return ValueError(f"{variable} must be {expected}, got {value!r}")
 
 
-def flag(variable: str) -> bool:
-    """Whether `$variable` is switched on (1/true/yes/on; unset, empty, 0/false/no/off are off)."""
+def flag(variable: str, *, strict: bool = True) -> bool:
+    """Whether `$variable` is switched on (1/true/yes/on; unset, empty, 0/false/no/off are off).
+    Another value is an error, unless not `strict` (another tool's variable, read as that tool
+    reads it: anything else is off)."""
     value = (text(variable) or "").strip().lower()
     if value in _TRUE:
         return True
-    if value in _FALSE:
+    if value in _FALSE or not strict:
         return False
     raise bad_value(variable, "1/true/yes/on or 0/false/no/off", value)
 

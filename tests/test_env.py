@@ -80,3 +80,13 @@ def test_flags(monkeypatch):
     for value, on in (("1", True), ("Yes", True), ("on", True), ("", False), ("0", False), ("off", False)):
         monkeypatch.setenv("DINO_DEMO_OFFLINE", value)
         assert env.flag("DINO_DEMO_OFFLINE") is on
+
+
+def test_another_tools_flag_is_read_as_that_tool_reads_it(monkeypatch):
+    from dino_demo.sources import download
+
+    monkeypatch.delenv("DINO_DEMO_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "maybe")
+    assert download.offline() is False
+    monkeypatch.setenv("HF_HUB_OFFLINE", "ON")
+    assert download.offline() is True

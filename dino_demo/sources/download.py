@@ -143,7 +143,7 @@ class Policy:
 
 def offline() -> bool:
     """Whether downloads are switched off (DINO_DEMO_OFFLINE or HF_HUB_OFFLINE)."""
-    return any(env.flag(v) for v in OFFLINE_VARIABLES)
+    return any(env.flag(v, strict=v.startswith(env.PREFIX)) for v in OFFLINE_VARIABLES)
 
 
 # -- locks -----------------------------------------------------------------------------------------
