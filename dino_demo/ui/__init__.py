@@ -6,12 +6,12 @@ the app-wide store of results in `store`.
 """
 from __future__ import annotations
 
-import os
 import signal
 import threading
 
 import gradio as gr
 
+from .. import env
 from .layout import build_demo
 
 MAX_UPLOAD = "50mb"
@@ -29,8 +29,8 @@ def launch(demo: gr.Blocks | None = None, server_name: str | None = None, server
         signal.signal(signal.SIGTERM, _interrupt)
     try:
         demo.launch(
-            server_name=server_name or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-            server_port=server_port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+            server_name=server_name or env.text("GRADIO_SERVER_NAME") or "127.0.0.1",
+            server_port=server_port or env.whole_number("GRADIO_SERVER_PORT", 7860),
             **kwargs,
         )
     except KeyboardInterrupt:  # interrupted while starting, before Gradio's own handler took over

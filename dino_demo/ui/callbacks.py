@@ -140,7 +140,7 @@ class Explorer:
             try:
                 with self._model_slot:
                     result = self._run(model, cfg, loaded.array, max_size=request.max_input,
-                                       precision=self.settings.precision, model_id=model_id,
+                                       precision=self.settings.precision, model_id=model_id, source_size=loaded.file_size,
                                        on_stage=None if gpu.on_zerogpu() else _stage_progress(progress))
             except RuntimeError as err:
                 log.exception("inference failed")
