@@ -34,6 +34,7 @@ from ..io.internals import write_internals
 from ..io.preprocess import model_input_size
 from ..io.results import coco_image_id, coco_results, detections_document, image_record
 from ..paths import EXAMPLES_DIR
+from ..sources.download import DownloadError
 from . import choices, gpu, inputs
 from .files import write_atomically
 from .inputs import ControlError, DetectRequest, PageControls
@@ -175,6 +176,9 @@ class Explorer:
 
         try:
             return self.models.get(model.source, model.variant, downloaded)
+        except DownloadError as err:  # its first sentence says why; the rest names server folders
+            log.warning("downloading %s failed: %s", model.model_id, err)
+            failure = ValueError(f"Could not download {model.model_id}: {_first_line(err).split('. ')[0]}.")
         except ValueError as err:  # CheckpointError and config errors carry a message for the user
             failure = ValueError(f"Cannot use this checkpoint: {err}")
         except (OSError, RuntimeError) as err:
