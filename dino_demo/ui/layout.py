@@ -42,7 +42,8 @@ PAGE_CSS = """
 #model-choice input { text-overflow: ellipsis; }
 .caption p { margin: 0; font-size: var(--text-sm); color: var(--body-text-color-subdued); }
 #shipped-note p { margin: 0; font-size: var(--text-sm); }
-#examples img { max-height: 56px; }
+#examples .gallery { gap: 4px; }
+#examples .gallery-item .container { width: 52px; height: 52px; }
 #status p { margin: 0; color: var(--error-text-color); font-weight: 600; }
 """
 # Pressing Enter in a slider's number box commits the value, as leaving the box does.
@@ -160,12 +161,12 @@ def _input_column(ui: UI, default_model: str, config: DINOConfig) -> None:
     """Image, Detect, model, the shipped model's note and the examples (all above the fold at
     1366x768), then the detection settings."""
     ui["image_in"] = gr.Image(label="Image", show_label=False, type="filepath", image_mode=None,
-                              sources=["upload", "clipboard"], height=200, elem_id="image-in")
+                              sources=["upload", "clipboard"], height=170, elem_id="image-in")
     ui["detect"] = gr.Button("Detect", variant="primary", elem_id="detect-button")
     ui["model_choice"] = gr.Dropdown(choices.model_choices(), value=default_model, label="Model",
                                      elem_id="model-choice")
     ui["checkpoint"] = gr.Textbox(label="Checkpoint path or URL", placeholder="https://…/checkpoint.pth",
-                                  visible=False)
+                                  elem_id="checkpoint", visible=False)
     with gr.Column(visible=default_model == choices.SHIPPED, elem_id="shipped-note") as ui["shipped_note"]:
         gr.Markdown(SHIPPED_NOTE)
         ui["coco_model"] = gr.Button(f"Use {zoo.get(choices.COCO_MODEL).name}", size="sm", elem_id="coco-model")
