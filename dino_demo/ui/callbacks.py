@@ -34,6 +34,7 @@ from ..io.internals import write_internals
 from ..io.preprocess import model_input_size
 from ..io.results import coco_image_id, coco_results, detections_document, image_record
 from ..paths import EXAMPLES_DIR
+from ..sources import zoo
 from ..sources.download import DownloadError
 from . import choices, gpu, inputs
 from .files import write_atomically
@@ -94,16 +95,18 @@ class Explorer:
 
     # -- sessions ---------------------------------------------------------------------------
     def session(self, session: Session | None, request: gr.Request | None) -> Session:
-        """This request's Session (created on its first Detect)."""
-        if session is not None:
-            return session
-        raw = getattr(request, "session_hash", None) or "anonymous"
-        session_id = re.sub(r"[^A-Za-z0-9_-]", "", raw)[:64] or "anonymous"
-        return Session(id=session_id, folder=Path(self._files.name) / session_id)
+        """This request's Session, named after Gradio's session hash on its first Detect (filled in
+        place: the page's state keeps it without being returned); a new one when none is given."""
+        session = Session() if session is None else session
+        if not session.id:
+            raw = getattr(request, "session_hash", None) or "anonymous"
+            session.id = re.sub(r"[^A-Za-z0-9_-]", "", raw)[:64] or "anonymous"
+            session.folder = Path(self._files.name) / session.id
+        return session
 
     def close_session(self, session: Session | None) -> None:
         """The page closed or its state expired: drop its result and its files."""
-        if session is None:
+        if session is None or not session.id:
             return
         if not session.shared:
             self.store.discard(session.result_key)
@@ -129,7 +132,25 @@ class Explorer:
 
     # -- Detect -----------------------------------------------------------------------------
     def compute(self, request: DetectRequest, session: Session, progress: Callable) -> StoredResult:
-        """Run the model for a Detect (or reuse the example cache) and store the result."""
+        """Run the model for a Detect (or reuse the example cache) and store the result as the session's."""
+        stored, example, reused = self._result(request, progress, by_content=False)
+        if not session.shared:
+            self.store.discard(session.result_key)
+        session.result_key = self.store.put(stored, example or session.id)
+        session.shared, session.reused = example is not None, reused
+        return stored
+
+    def shared_result(self, request: DetectRequest, progress: Callable = _no_progress) -> StoredResult:
+        """The result of `request` for callers without a session (MCP tools): stored under a key made
+        from the image's bytes and the model, so that a second call on the same image (detect, then
+        inspect) reuses it, and only a caller holding the same image reaches it."""
+        stored, key, _ = self._result(request, progress, by_content=True)
+        self.store.put(stored, key)
+        return stored
+
+    def _result(self, request: DetectRequest, progress: Callable, *, by_content: bool):
+        """(stored result, its shared store key or None, whether it was stored before): the model
+        runs only when no example result (or, `by_content`, no result of the same image) is stored."""
         progress(0.05, desc="Reading the image")
         try:
             loaded = load_image(request.path, max_side=MAX_SIDE)
@@ -144,26 +165,23 @@ class Explorer:
         h, w = loaded.array.shape[:2]
         input_size = model_input_size(cfg, h, w, request.max_input)
 
-        example = self._example_key(request.path, request.model, input_size)
-        stored = self.store.peek(example) if example else None
-        reused = stored is not None
-        if stored is None:
-            progress(0.3, desc=f"Running DINO on {input_size[1]}x{input_size[0]} pixels: backbone")
-            try:
-                with self._model_slot:
-                    result = self._run(model, cfg, loaded.array, max_size=request.max_input,
-                                       precision=self.settings.precision, model_id=model_id,
-                                       on_stage=None if gpu.on_zerogpu() else _stage_progress(progress))
-            except RuntimeError as err:
-                log.exception("inference failed")
-                raise ValueError(f"Detection failed: {err}") from None
-            stored = StoredResult.of(result, request.file_name, min(request.max_input, cfg.max_size), request.model,
-                                     cfg.enc_layers)
-        if not session.shared:
-            self.store.discard(session.result_key)
-        session.result_key = self.store.put(stored, example or session.id)
-        session.shared, session.reused = example is not None, reused
-        return stored
+        key = self._example_key(request.path, request.model, input_size)
+        if key is None and by_content:
+            key = "image:" + _result_digest(_sha256(Path(request.path)), request.model, input_size)
+        stored = self.store.peek(key) if key else None
+        if stored is not None:
+            return stored, key, True
+        progress(0.3, desc=f"Running DINO on {input_size[1]}x{input_size[0]} pixels: backbone")
+        try:
+            with self._model_slot:
+                result = self._run(model, cfg, loaded.array, max_size=request.max_input,
+                                   precision=self.settings.precision, model_id=model_id,
+                                   on_stage=None if gpu.on_zerogpu() else _stage_progress(progress))
+        except RuntimeError as err:
+            log.exception("inference failed")
+            raise ValueError(f"Detection failed: {err}") from None
+        return StoredResult.of(result, request.file_name, min(request.max_input, cfg.max_size), request.model,
+                               cfg.enc_layers), key, False
 
     def preload(self, model_choice: str) -> None:
         """Load a model now (on ZeroGPU: at start-up, outside any GPU function, as it requires)."""
@@ -178,7 +196,8 @@ class Explorer:
             return self.models.get(model.source, model.variant, downloaded)
         except DownloadError as err:  # its first sentence says why; the rest names server folders
             log.warning("downloading %s failed: %s", model.model_id, err)
-            failure = ValueError(f"Could not download {model.model_id}: {_first_line(err).split('. ')[0]}.")
+            what = model.model_id if model.source.startswith(zoo.ZOO_PREFIX) else "the checkpoint"  # one answer per URL
+            failure = ValueError(f"Could not download {what}: {_first_line(err).split('. ')[0]}.")
         except ValueError as err:  # CheckpointError and config errors carry a message for the user
             failure = ValueError(f"Cannot use this checkpoint: {err}")
         except (OSError, RuntimeError) as err:
@@ -225,84 +244,117 @@ class Explorer:
         return {}
 
     # -- API endpoints (one parameter per value the client sends) -----------------------------
-    def detect_api(self, session, image, model_choice, checkpoint, variant, max_input, threshold, max_detections,
-                   request: gr.Request = None, progress=gr.Progress()) -> Views:
-        """Detect objects in an image with DINO and return the annotated image and the detections.
+    # Their docstrings are what API clients and MCP agents read (Gradio publishes them).
+    def detect_api(self, session, image, model_choice=None, checkpoint=None, variant="auto", max_input=None,
+                   threshold=None, max_detections=None, request: gr.Request = None, progress=gr.Progress()) -> Views:
+        """Detect objects in an image with DINO: the image with the boxes drawn, and the detections as JSON.
 
-        The result stays in the caller's session for `inspect`, `encoder` and `internals`.
+        Each detection names its decoder query slot: pass it to `inspect` to see where that query looked. The
+        result stays in the caller's session for `inspect`, `encoder` and `internals`; MCP agents pass the
+        same image to `inspect` instead (the result is reused, not computed again).
 
         Args:
-            image: the image to look at (PNG, JPEG, WebP, ...; at most 4096 px on a side after downscaling).
-            model_choice: the model to run: "shipped" (8 synthetic shapes), "zoo:<id>" (a COCO model of the zoo), "untrained:<variant>", "weights/<file>.pth" or "custom" (then give `checkpoint`).
-            checkpoint: the checkpoint path or http(s) URL when `model_choice` is "custom", else empty.
+            image: the image to look at (PNG, JPEG, WebP, ...; larger than 4096 px on a side is downscaled).
+            model_choice: the model: "shipped" (knows 8 synthetic shapes only), "zoo:dino-4scale-r50" or another "zoo:<id>" (COCO's 80 classes, downloaded once), "untrained:<variant>", "weights/<file>.pth", or "custom" with `checkpoint`.
+            checkpoint: a checkpoint path or http(s) URL when `model_choice` is "custom"; else empty.
             variant: the DINO variant of a checkpoint file, or "auto" to read it from the file.
-            max_input: cap in pixels on the longer side of the model input (32 to 4096).
-            threshold: the lowest score shown, 0 to 1.
-            max_detections: the most detections returned, best first (1 to 300).
+            max_input: cap in pixels on the longer side of the model input, 32 to 4096 (the model's own resize applies below it).
+            threshold: the lowest score a detection needs to be returned, 0 to 1.
+            max_detections: the most detections returned, best first, 1 to 300.
 
         Returns:
-            The image with the detections drawn, and detections.json (boxes in the image's pixels, class, score, query slot).
+            The image with the detections drawn, and detections.json: per detection its box (x0, y0, x1, y1 in the image's pixels), class, score and query slot.
         """
-        request_values = DetectRequest.parse(image, model_choice, checkpoint, variant, max_input)
-        options = PageControls.parse(threshold=threshold, max_detections=max_detections).detection
-        session = self.session(session, request)
-        stored = self.compute(request_values, session, progress)
+        parsed = _by_image(image, model_choice, checkpoint, variant, max_input)
+        given = {"threshold": threshold, "max_detections": max_detections}
+        options = PageControls.parse({name: value for name, value in given.items() if value is not None}).detection
+        if from_mcp(request):  # no session of its own: the result is reached again by its image
+            stored = self.shared_result(parsed, progress)
+        else:
+            stored = self.compute(parsed, self.session(session, request), progress)
         view = detection_view(stored.result, options.threshold, options.max_detections)
-        return {"session": session, "det_image": panels.detections_image(stored, view, None),
+        return {"det_image": panels.detections_image(stored, view, None),
                 "det_json": _document(stored, view, options)}
 
-    def inspect_api(self, session, slot, layer, head, level, point_color) -> Views:
-        """Where one decoder query looks: its sampling points in one decoder layer, over the image.
+    def inspect_api(self, session, slot, layer, head, level, point_color, image=None, model_choice=None,
+                    checkpoint=None, variant="auto", max_input=None, request: gr.Request = None,
+                    progress=gr.Progress()) -> Views:
+        """Where one decoder query of DINO looks: its sampling points in one decoder layer, drawn over the image.
 
-        Needs a `detect` call first in the same session (the detections name their query slots).
+        Inspects the result of the last `detect` in the caller's session, or, when `image` is given (as MCP
+        agents do), the result of `detect` on that image with that model (computed once, then reused).
 
         Args:
-            slot: the decoder query slot to inspect (a detection's "query_slot"), 0-based.
-            layer: the decoder layer, 1 to the model's number of decoder layers.
+            slot: the decoder query slot to inspect (a detection's "query_slot" in detections.json), 0-based.
+            layer: the decoder layer, 1 to the model's number of decoder layers (the last shows the final box).
             head: one attention head ("1", "2", ...) or "all".
-            level: one feature level ("1", "2", ...) or "all".
-            point_color: colour the points by "level" or by "head".
+            level: one feature level ("1" is the finest) or "all".
+            point_color: colour the sampling points by "level" or by "head".
+            image: the image given to `detect`; leave empty to use the session's last detection.
+            model_choice: the model given to `detect` (with `image`).
+            checkpoint: the checkpoint given to `detect` (with `image` and model "custom").
+            variant: the variant given to `detect` (with `image`).
+            max_input: the max input side given to `detect` (with `image`).
 
         Returns:
-            The sampling-point overlay, the points as JSON (x, y in image pixels, weights), and the attention mass per head and level.
+            The sampling-point overlay, the points as JSON (x, y in the image's pixels, attention weights), and the attention mass per head and level.
         """
         controls = PageControls.parse(slot=slot, layer=layer, head=head, level=level, point_color=point_color)
-        stored = self.stored(session)
+        stored = self._api_result(session, request, progress, image, model_choice, checkpoint, variant, max_input)
         slot = inputs.query_slot(controls.slot, stored.result.num_queries)
         return self._sampling_views(stored, slot, _sampling(controls, stored.result))
 
-    def encoder_api(self, session, token_level, row, col, layer, head, level, point_color) -> Views:
-        """Where one encoder token looks: its sampling points in one encoder layer, over the image.
+    def encoder_api(self, session, token_level, row, col, layer, head, level, point_color, image=None,
+                    model_choice=None, checkpoint=None, variant="auto", max_input=None, request: gr.Request = None,
+                    progress=gr.Progress()) -> Views:
+        """Where one encoder token of DINO looks: its sampling points in one encoder layer, drawn over the image.
 
-        Needs a `detect` call first in the same session.
+        Reads the session's last `detect`, or, when `image` is given, the result of `detect` on that image.
 
         Args:
-            token_level: the token's feature level, 1 to the model's number of levels.
+            token_level: the token's feature level, 1 (finest) to the model's number of levels.
             row: the token's row in that level's grid, 0-based.
             col: the token's column in that level's grid, 0-based.
             layer: the encoder layer, 1 to the model's number of encoder layers.
             head: one attention head ("1", "2", ...) or "all".
             level: one feature level the token looks at ("1", "2", ...) or "all".
-            point_color: colour the points by "level" or by "head".
+            point_color: colour the sampling points by "level" or by "head".
+            image: the image given to `detect`; leave empty to use the session's last detection.
+            model_choice: the model given to `detect` (with `image`).
+            checkpoint: the checkpoint given to `detect` (with `image` and model "custom").
+            variant: the variant given to `detect` (with `image`).
+            max_input: the max input side given to `detect` (with `image`).
 
         Returns:
             The sampling-point overlay, the points as JSON and the attention mass per head and level.
         """
         controls = PageControls.parse(token_level=token_level, token_row=row, token_col=col, enc_layer=layer,
                                       enc_head=head, enc_level=level, enc_color=point_color)
-        stored = self.stored(session)
+        stored = self._api_result(session, request, progress, image, model_choice, checkpoint, variant, max_input)
         views = self._typed_token(PageEvent(session, controls), stored)
         return {name: views[name] for name in ("enc_image", "enc_points", "enc_mass")}
 
-    def internals_api(self, session) -> Views:
-        """Every array of the session's last detection as internals.npz (see `io.internals`).
+    def internals_api(self, session, request: gr.Request = None) -> Views:
+        """Every array of the session's last detection as one internals.npz file (see docs/app.md).
 
         Returns:
-            The internals.npz file.
+            The internals.npz file: boxes, scores, per-layer references, sampling locations and attention weights.
         """
+        if from_mcp(request):
+            raise ValueError("internals is for sessions of the page or gradio_client; MCP calls have none.")
         stored = self.stored(session)
         path = write_internals(stored.result, session.downloads() / "internals.npz", source=stored.file_name)
         return {"download_internals": str(path)}
+
+    def _api_result(self, session, request, progress, image, model_choice, checkpoint, variant,
+                    max_input) -> StoredResult:
+        """The result an API call reads: `detect`'s on `image` when given, else the session's (never
+        over MCP, whose calls share one session)."""
+        if image is not None:
+            return self.shared_result(_by_image(image, model_choice, checkpoint, variant, max_input), progress)
+        if from_mcp(request):
+            raise ControlError("image_in", "Pass the image (and model) given to detect: MCP calls have no session.")
+        return self.stored(session)
 
     # -- re-drawing (each runs through `redraw`) ----------------------------------------------
     def change_detection_options(self, event: PageEvent, stored: StoredResult) -> Views:
@@ -565,7 +617,7 @@ class Explorer:
             return None
         if digest not in self._example_digests.values():
             return None
-        return "example:" + hashlib.sha256(repr((digest, model.source, model.variant, input_size)).encode()).hexdigest()
+        return "example:" + _result_digest(digest, model, input_size)
 
 
 # -- small pure helpers ---------------------------------------------------------------------
@@ -578,6 +630,24 @@ def _first_line(err: BaseException) -> str:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _result_digest(image_digest: str, model: choices.ModelChoice, input_size: tuple[int, int]) -> str:
+    """What identifies a result: the image's bytes, the model and the input size."""
+    return hashlib.sha256(repr((image_digest, model.source, model.variant, input_size)).encode()).hexdigest()
+
+
+def _by_image(image, model_choice, checkpoint, variant, max_input) -> DetectRequest:
+    """An API call's Detect request; a model or input cap left out is the page's default."""
+    return DetectRequest.parse(image, model_choice or choices.default_choice(), checkpoint, variant,
+                               inputs.MAX_INPUT_SIDE if max_input is None else max_input)
+
+
+def from_mcp(request: gr.Request | None) -> bool:
+    """Whether a call came through Gradio's MCP server, whose calls share one client session (so
+    that a session's result would be every agent's): Gradio marks them `x-gradio-user: mcp`."""
+    headers = getattr(request, "headers", None) or {}
+    return headers.get("x-gradio-user") == "mcp"
 
 
 def _view(stored: StoredResult, controls: PageControls) -> DetectionView:

@@ -186,12 +186,14 @@ def _api_endpoints(ui, explorer: Explorer, raw: dict, model_run: dict) -> None:
     Registered first, so that they own their names."""
     gr.on([], api(ui, explorer.detect_api, "detect"),
           [ui.session, ui.image_in, ui.model_choice, ui.checkpoint, ui.variant, ui.max_input, ui.threshold,
-           ui.max_detections], [ui.session, ui.det_image, ui.det_json], api_name="detect", **raw, **model_run)
-    gr.on([], api(ui, explorer.inspect_api, "inspect"), [ui.session, ui.slot, ui.layer, ui.head, ui.level,
-                                                         ui.point_color],
-          [ui.sampling_image, ui.points_json, ui.mass], api_name="inspect", **raw)
+           ui.max_detections], [ui.det_image, ui.det_json], api_name="detect", **raw, **model_run)
+    by_image = [ui.image_in, ui.model_choice, ui.checkpoint, ui.variant, ui.max_input]  # callers without a session
+    gr.on([], api(ui, explorer.inspect_api, "inspect"),
+          [ui.session, ui.slot, ui.layer, ui.head, ui.level, ui.point_color, *by_image],
+          [ui.sampling_image, ui.points_json, ui.mass], api_name="inspect", **raw, **model_run)
     gr.on([], api(ui, explorer.encoder_api, "encoder"),
           [ui.session, ui.token_level, ui.token_row, ui.token_col, ui.enc_layer, ui.enc_head, ui.enc_level,
-           ui.enc_color], [ui.enc_image, ui.enc_points, ui.enc_mass], api_name="encoder", **raw)
+           ui.enc_color, *by_image], [ui.enc_image, ui.enc_points, ui.enc_mass], api_name="encoder", **raw,
+          **model_run)
     gr.on([], api(ui, explorer.internals_api, "internals"), [ui.session], [ui.download_internals],
           api_name="internals", **raw)

@@ -23,6 +23,7 @@ from ..model.config import VARIANTS, DINOConfig
 from ..sources import zoo
 from . import choices, gpu, inputs
 from .callbacks import Explorer, max_input_label
+from .session import Session
 from .events import wire
 from .settings import AppSettings
 
@@ -121,7 +122,7 @@ def build_layout(default_model: str, end_session) -> UI:
     session's state is deleted."""
     ui = UI()
     config = page_config(default_model)
-    ui["session"] = gr.State(None, delete_callback=end_session)
+    ui["session"] = gr.State(Session(), delete_callback=end_session)
     ui["enc_token"] = gr.State(None)
     gr.Markdown(INTRO)
     with gr.Row(equal_height=False):
