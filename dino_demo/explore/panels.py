@@ -44,7 +44,8 @@ def detection_table(view: DetectionView, slot: int | None):
     """The detections table, one row per query (its classes and scores together, best first; see
     `detections.query_rows`), the row of query `slot` highlighted (a pandas Styler)."""
     rows = query_rows(view)
-    frame = pd.DataFrame([[n + 1, caption, round(float(view.scores[i]), 3), int(q), *[round(float(v), 1) for v in view.boxes[i]]]
+    frame = pd.DataFrame([[n + 1, caption, round(float(view.scores[i]), 3), int(q),
+                           *[round(float(v), 1) for v in view.boxes[i]]]
                           for n, (i, q, caption) in enumerate(zip(rows.index, rows.query_slots, rows.captions))],
                          columns=TABLE_COLUMNS)
     styler = frame.style.apply(lambda row: [HIGHLIGHT if row["slot"] == slot else ""] * len(row), axis=1)

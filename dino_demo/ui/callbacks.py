@@ -222,7 +222,7 @@ class Explorer:
         return {
             "session": session,
             **self._detection_views(stored, view, slot, session, controls.detection),
-            **self._query_views(stored, view, slot, _sampling(controls, result), _heatmap(controls, result),
+            **self._query_views(stored, view, slot, sampling_options(controls, result), _heatmap(controls, result),
                                 controls.detection),
             "proposal_image": panels.proposals_image(stored, view, controls.proposals, slot),
             "runtime": panels.runtime_markdown(stored, session.reused),
@@ -242,119 +242,6 @@ class Explorer:
         except ValueError as err:
             raise ControlError("image_in", f"Cannot use {name or 'this file'}: {err}.") from None
         return {}
-
-    # -- API endpoints (one parameter per value the client sends) -----------------------------
-    # Their docstrings are what API clients and MCP agents read (Gradio publishes them).
-    def detect_api(self, session, image, model_choice=None, checkpoint=None, variant="auto", max_input=None,
-                   threshold=None, max_detections=None, request: gr.Request = None, progress=gr.Progress()) -> Views:
-        """Detect objects in an image with DINO: the image with the boxes drawn, and the detections as JSON.
-
-        Each detection names its decoder query slot: pass it to `inspect` to see where that query looked. The
-        result stays in the caller's session for `inspect`, `encoder` and `internals`; MCP agents pass the
-        same image to `inspect` instead (the result is reused, not computed again).
-
-        Args:
-            image: the image to look at (PNG, JPEG, WebP, ...; larger than 4096 px on a side is downscaled).
-            model_choice: the model: "shipped" (knows 8 synthetic shapes only), "zoo:dino-4scale-r50" or another "zoo:<id>" (COCO's 80 classes, downloaded once), "untrained:<variant>", "weights/<file>.pth", or "custom" with `checkpoint`.
-            checkpoint: a checkpoint path or http(s) URL when `model_choice` is "custom"; else empty.
-            variant: the DINO variant of a checkpoint file, or "auto" to read it from the file.
-            max_input: cap in pixels on the longer side of the model input, 32 to 4096 (the model's own resize applies below it).
-            threshold: the lowest score a detection needs to be returned, 0 to 1.
-            max_detections: the most detections returned, best first, 1 to 300.
-
-        Returns:
-            The image with the detections drawn, and detections.json: per detection its box (x0, y0, x1, y1 in the image's pixels), class, score and query slot.
-        """
-        parsed = _by_image(image, model_choice, checkpoint, variant, max_input)
-        given = {"threshold": threshold, "max_detections": max_detections}
-        options = PageControls.parse({name: value for name, value in given.items() if value is not None}).detection
-        if from_mcp(request):  # no session of its own: the result is reached again by its image
-            stored = self.shared_result(parsed, progress)
-        else:
-            stored = self.compute(parsed, self.session(session, request), progress)
-        view = detection_view(stored.result, options.threshold, options.max_detections)
-        return {"det_image": panels.detections_image(stored, view, None),
-                "det_json": _document(stored, view, options)}
-
-    def inspect_api(self, session, slot, layer, head, level, point_color, image=None, model_choice=None,
-                    checkpoint=None, variant="auto", max_input=None, request: gr.Request = None,
-                    progress=gr.Progress()) -> Views:
-        """Where one decoder query of DINO looks: its sampling points in one decoder layer, drawn over the image.
-
-        Inspects the result of the last `detect` in the caller's session, or, when `image` is given (as MCP
-        agents do), the result of `detect` on that image with that model (computed once, then reused).
-
-        Args:
-            slot: the decoder query slot to inspect (a detection's "query_slot" in detections.json), 0-based.
-            layer: the decoder layer, 1 to the model's number of decoder layers (the last shows the final box).
-            head: one attention head ("1", "2", ...) or "all".
-            level: one feature level ("1" is the finest) or "all".
-            point_color: colour the sampling points by "level" or by "head".
-            image: the image given to `detect`; leave empty to use the session's last detection.
-            model_choice: the model given to `detect` (with `image`).
-            checkpoint: the checkpoint given to `detect` (with `image` and model "custom").
-            variant: the variant given to `detect` (with `image`).
-            max_input: the max input side given to `detect` (with `image`).
-
-        Returns:
-            The sampling-point overlay, the points as JSON (x, y in the image's pixels, attention weights), and the attention mass per head and level.
-        """
-        controls = PageControls.parse(slot=slot, layer=layer, head=head, level=level, point_color=point_color)
-        stored = self._api_result(session, request, progress, image, model_choice, checkpoint, variant, max_input)
-        slot = inputs.query_slot(controls.slot, stored.result.num_queries)
-        return self._sampling_views(stored, slot, _sampling(controls, stored.result))
-
-    def encoder_api(self, session, token_level, row, col, layer, head, level, point_color, image=None,
-                    model_choice=None, checkpoint=None, variant="auto", max_input=None, request: gr.Request = None,
-                    progress=gr.Progress()) -> Views:
-        """Where one encoder token of DINO looks: its sampling points in one encoder layer, drawn over the image.
-
-        Reads the session's last `detect`, or, when `image` is given, the result of `detect` on that image.
-
-        Args:
-            token_level: the token's feature level, 1 (finest) to the model's number of levels.
-            row: the token's row in that level's grid, 0-based.
-            col: the token's column in that level's grid, 0-based.
-            layer: the encoder layer, 1 to the model's number of encoder layers.
-            head: one attention head ("1", "2", ...) or "all".
-            level: one feature level the token looks at ("1", "2", ...) or "all".
-            point_color: colour the sampling points by "level" or by "head".
-            image: the image given to `detect`; leave empty to use the session's last detection.
-            model_choice: the model given to `detect` (with `image`).
-            checkpoint: the checkpoint given to `detect` (with `image` and model "custom").
-            variant: the variant given to `detect` (with `image`).
-            max_input: the max input side given to `detect` (with `image`).
-
-        Returns:
-            The sampling-point overlay, the points as JSON and the attention mass per head and level.
-        """
-        controls = PageControls.parse(token_level=token_level, token_row=row, token_col=col, enc_layer=layer,
-                                      enc_head=head, enc_level=level, enc_color=point_color)
-        stored = self._api_result(session, request, progress, image, model_choice, checkpoint, variant, max_input)
-        views = self._typed_token(PageEvent(session, controls), stored)
-        return {name: views[name] for name in ("enc_image", "enc_points", "enc_mass")}
-
-    def internals_api(self, session, request: gr.Request = None) -> Views:
-        """Every array of the session's last detection as one internals.npz file (see docs/app.md).
-
-        Returns:
-            The internals.npz file: boxes, scores, per-layer references, sampling locations and attention weights.
-        """
-        if from_mcp(request):
-            raise ValueError("internals is for sessions of the page or gradio_client; MCP calls have none.")
-        stored = self.stored(session)
-        path = write_internals(stored.result, session.downloads() / "internals.npz", source=stored.file_name)
-        return {"download_internals": str(path)}
-
-    def _api_result(self, session, request, progress, image, model_choice, checkpoint, variant,
-                    max_input) -> StoredResult:
-        """The result an API call reads: `detect`'s on `image` when given, else the session's (never
-        over MCP, whose calls share one session)."""
-        if image is not None:
-            return self.shared_result(_by_image(image, model_choice, checkpoint, variant, max_input), progress)
-        if from_mcp(request):
-            raise ControlError("image_in", "Pass the image (and model) given to detect: MCP calls have no session.")
-        return self.stored(session)
 
     # -- re-drawing (each runs through `redraw`) ----------------------------------------------
     def change_detection_options(self, event: PageEvent, stored: StoredResult) -> Views:
@@ -386,7 +273,7 @@ class Explorer:
                 "det_image": panels.detections_image(stored, view, slot), "table": panels.detection_table(view, slot),
                 "proposal_image": panels.proposals_image(stored, view, controls.proposals, slot),
                 "candidates": gr.Radio(visible=False),
-                **self._query_views(stored, view, slot, _sampling(controls, result), heat, controls.detection)}
+                **self._query_views(stored, view, slot, sampling_options(controls, result), heat, controls.detection)}
 
     def choose_query(self, event: PageEvent, stored: StoredResult) -> Views:
         """A query picked in the list."""
@@ -456,7 +343,7 @@ class Explorer:
         if controls.slot is None:
             return {}
         slot = inputs.query_slot(controls.slot, result.num_queries)
-        return self._sampling_views(stored, slot, _sampling(controls, result))
+        return self.sampling_views(stored, slot, sampling_options(controls, result))
 
     def change_heatmaps(self, event: PageEvent, stored: StoredResult) -> Views:
         """Heatmap controls changed: the decoder attention heatmaps."""
@@ -486,11 +373,11 @@ class Explorer:
         """A token typed as row and column (Enter): a position outside the level's grid is refused
         once, the boxes going back to the token shown."""
         try:
-            return self._typed_token(event, stored)
+            return self.typed_token(event, stored)
         except ValueError as err:
             raise ControlError("token_row", str(err)) from None
 
-    def _typed_token(self, event: PageEvent, stored: StoredResult) -> Views:
+    def typed_token(self, event: PageEvent, stored: StoredResult) -> Views:
         controls, result = event.controls, stored.result
         if controls.token_row is None or controls.token_col is None:
             raise ValueError("Enter the token's row and column.")
@@ -568,7 +455,7 @@ class Explorer:
     def _detection_views(self, stored: StoredResult, view: DetectionView, slot: int | None, session: Session,
                          options: DetectionOptions) -> Views:
         result = stored.result
-        document = _document(stored, view, options)
+        document = detections_json(stored, view, options)
         folder = session.downloads()
         detections_file, coco_file = folder / "detections.json", folder / "coco_results.json"
         write_atomically(detections_file, json.dumps(document, indent=1))
@@ -593,12 +480,12 @@ class Explorer:
         if slot is None:
             return views
         refine_image, refine_table = panels.refinement_panels(stored, slot)
-        return {**views, **self._sampling_views(stored, slot, sampling),
+        return {**views, **self.sampling_views(stored, slot, sampling),
                 "query_info": panels.lineage_markdown(stored, slot, view, options.threshold),
                 "layer_grid": panels.layer_grid_image(stored, slot),
                 "refine_image": refine_image, "refine_table": refine_table}
 
-    def _sampling_views(self, stored: StoredResult, slot: int, options: SamplingOptions) -> Views:
+    def sampling_views(self, stored: StoredResult, slot: int, options: SamplingOptions) -> Views:
         overlay, points, mass = panels.sampling_image(stored, slot, options)
         return {"sampling_image": overlay, "points_json": points, "mass": mass}
 
@@ -637,24 +524,12 @@ def _result_digest(image_digest: str, model: choices.ModelChoice, input_size: tu
     return hashlib.sha256(repr((image_digest, model.source, model.variant, input_size)).encode()).hexdigest()
 
 
-def _by_image(image, model_choice, checkpoint, variant, max_input) -> DetectRequest:
-    """An API call's Detect request; a model or input cap left out is the page's default."""
-    return DetectRequest.parse(image, model_choice or choices.default_choice(), checkpoint, variant,
-                               inputs.MAX_INPUT_SIDE if max_input is None else max_input)
-
-
-def from_mcp(request: gr.Request | None) -> bool:
-    """Whether a call came through Gradio's MCP server, whose calls share one client session (so
-    that a session's result would be every agent's): Gradio marks them `x-gradio-user: mcp`."""
-    headers = getattr(request, "headers", None) or {}
-    return headers.get("x-gradio-user") == "mcp"
-
 
 def _view(stored: StoredResult, controls: PageControls) -> DetectionView:
     return detection_view(stored.result, controls.detection.threshold, controls.detection.max_detections)
 
 
-def _sampling(controls: PageControls, result: InferenceResult) -> SamplingOptions:
+def sampling_options(controls: PageControls, result: InferenceResult) -> SamplingOptions:
     m, l, _ = result.attention_shape
     return controls.sampling.options(layers=result.num_layers, heads=m, levels=l, layer_name="Decoder layer")
 
@@ -666,11 +541,12 @@ def _heatmap(controls: PageControls, result: InferenceResult):
 def _token_level(controls: PageControls, result: InferenceResult) -> int:
     levels = result.attention_shape[1]
     if controls.token_level >= levels:
-        raise ControlError("token_level", f"Token level must be between 1 and {levels}, got {controls.token_level + 1}.")
+        raise ControlError("token_level",
+                           f"Token level must be between 1 and {levels}, got {controls.token_level + 1}.")
     return controls.token_level
 
 
-def _document(stored: StoredResult, view: DetectionView, options: DetectionOptions) -> dict:
+def detections_json(stored: StoredResult, view: DetectionView, options: DetectionOptions) -> dict:
     result = stored.result
     entry = image_record(result, view, image_id=coco_image_id(stored.file_name, 1), file_name=stored.file_name)
     return detections_document([entry], model_id=result.model_id, variant=result.variant,

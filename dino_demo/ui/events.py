@@ -5,7 +5,8 @@ parsed once into a `PageEvent`, and answers with a dict keyed by component (`rep
 never raises into Gradio (which would turn every output into an error badge and drop the last
 good views): it is written to the one status line, the views stay as they were, and a control
 holding the refused value is set back (`RESETS`), so that its message comes once. API endpoints
-keep Gradio's errors (an `AppError` for the client) and take one parameter per value.
+(`api.ApiEndpoints`) keep Gradio's errors (an `AppError` for the client) and take one parameter per
+value.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import gradio as gr
 import numpy as np
 
 from . import choices, inputs
+from .api import ApiEndpoints
 from .callbacks import DETECT_CONTROLS, Explorer, PageEvent, Views, example_files
 from .files import save_drawn_image
 from .inputs import ControlError, PageControls
@@ -113,7 +115,7 @@ class PageEvents:
             return reply(self.ui, failure_views(err, {}))
 
 
-def api(ui, method: Callable, name: str) -> Callable:
+def api(ui, method: Callable) -> Callable:
     """An API endpoint's function: `method` (its signature and docstring, which Gradio publishes for
     API clients and MCP tools) answering {component: value}; a ValueError is the client's error."""
     @functools.wraps(method)
@@ -121,10 +123,9 @@ def api(ui, method: Callable, name: str) -> Callable:
         try:
             views = method(*args, **kwargs)
         except ValueError as err:
-            log.info("%s: %s", name, err)
+            log.info("%s: %s", method.__name__, err)
             raise gr.Error(str(err), print_exception=False) from None
         return reply(ui, views)
-    call.__name__ = call.__qualname__ = name
     return call
 
 
@@ -139,7 +140,7 @@ def wire(ui, explorer: Explorer, concurrency: int) -> None:
     # `concurrency` slots inside the callback, so that a download never holds up others' runs.
     model_run = {"concurrency_id": "detect", "concurrency_limit": max(4, concurrency)}
     raw = {"preprocess": False}
-    _api_endpoints(ui, explorer, raw, model_run)
+    _api_endpoints(ui, ApiEndpoints(explorer), raw, model_run)
 
     on = {"inputs": page.inputs, "outputs": page.outputs, "api_visibility": "private", "show_progress": "hidden",
           **raw}
@@ -181,19 +182,19 @@ def wire(ui, explorer: Explorer, concurrency: int) -> None:
     ui.coco_model.click(lambda: choices.COCO_MODEL, None, ui.model_choice, api_visibility="private", queue=False)
 
 
-def _api_endpoints(ui, explorer: Explorer, raw: dict, model_run: dict) -> None:
+def _api_endpoints(ui, endpoints: ApiEndpoints, raw: dict, model_run: dict) -> None:
     """The API endpoints, triggered by no control (the page's own events draw every view at once).
-    Registered first, so that they own their names."""
-    gr.on([], api(ui, explorer.detect_api, "detect"),
+    Registered first, so that they own their names; an MCP tool is named after its method."""
+    gr.on([], api(ui, endpoints.detect),
           [ui.session, ui.image_in, ui.model_choice, ui.checkpoint, ui.variant, ui.max_input, ui.threshold,
            ui.max_detections], [ui.det_image, ui.det_json], api_name="detect", **raw, **model_run)
     by_image = [ui.image_in, ui.model_choice, ui.checkpoint, ui.variant, ui.max_input]  # callers without a session
-    gr.on([], api(ui, explorer.inspect_api, "inspect"),
+    gr.on([], api(ui, endpoints.inspect),
           [ui.session, ui.slot, ui.layer, ui.head, ui.level, ui.point_color, *by_image],
           [ui.sampling_image, ui.points_json, ui.mass], api_name="inspect", **raw, **model_run)
-    gr.on([], api(ui, explorer.encoder_api, "encoder"),
+    gr.on([], api(ui, endpoints.encoder),
           [ui.session, ui.token_level, ui.token_row, ui.token_col, ui.enc_layer, ui.enc_head, ui.enc_level,
            ui.enc_color, *by_image], [ui.enc_image, ui.enc_points, ui.enc_mass], api_name="encoder", **raw,
           **model_run)
-    gr.on([], api(ui, explorer.internals_api, "internals"), [ui.session], [ui.download_internals],
+    gr.on([], api(ui, endpoints.internals), [ui.session], [ui.download_internals],
           api_name="internals", **raw)

@@ -136,8 +136,8 @@ class AttentionControls:
             raise ControlError("level", f"Level must be between 1 and {levels}, got {self.level + 1}.")
         if self.layer is not None and self.layer > layers:
             raise ControlError("layer", f"{layer_name} must be between 1 and {layers}, got {self.layer}.")
-        return SamplingOptions((layers if self.layer is None else self.layer) - 1, self.head, self.level, self.color_by, self.offsets,
-                               self.zoom)
+        layer = layers if self.layer is None else self.layer
+        return SamplingOptions(layer - 1, self.head, self.level, self.color_by, self.offsets, self.zoom)
 
 
 @dataclass(frozen=True)

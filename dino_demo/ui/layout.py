@@ -228,7 +228,8 @@ def _attention_controls(ui: UI, prefix: str, layers: int, layer_label: str, conf
     elem = prefix.replace("_", "-")
     ui[f"{prefix}layer"] = _slider(f"{prefix}layer", 1, layers, layers, layer_label)
     color = "point_color" if not prefix else "enc_color"
-    ui[color] = gr.Radio(list(POINT_COLORS), value=POINT_COLORS[0], label="Colour by", elem_id=f"{elem or 'sampling-'}color")
+    ui[color] = gr.Radio(list(POINT_COLORS), value=POINT_COLORS[0], label="Colour by",
+                         elem_id=f"{elem or 'sampling-'}color")
     ui[f"{prefix}head"] = gr.Radio(_indices(config.num_heads), value=inputs.ALL, label="Head", elem_id=f"{elem}head")
     ui[f"{prefix}level"] = gr.Radio(_indices(config.num_feature_levels), value=inputs.ALL, label="Level",
                                     elem_id=f"{elem}level")
