@@ -3,10 +3,10 @@
     python benchmarks/redraw.py [--variant dino-4scale-r50] [--size 800 1066] [--repeats 5]
 
 Runs the model once, stores the result as a Detect does, then times the page's own callbacks
-(`dino_demo.ui.callbacks.Explorer`, through its `redraw` guard) that the threshold, query, layer, head, level, proposal,
-heatmap and encoder controls trigger, and prints the median and worst time of each, and the bytes
-the stored result holds. "encoder click" picks a new token each time (the encoder re-runs from its
-stored input); "encoder layer" re-draws a token already picked. Without --checkpoint the official
+(`dino_demo.ui.callbacks.Explorer`, through its `redraw` guard) that the threshold, query, layer,
+head, level, proposal, heatmap and encoder controls trigger, and prints the median and worst time
+of each, and the bytes the stored result holds. "encoder click" picks a new token each time (the
+encoder re-runs from its stored input); "encoder layer" re-draws a token already picked. Without --checkpoint the official
 variants use the parity kit's recipe weights; dino-tiny uses the shipped weights.
 """
 from __future__ import annotations
