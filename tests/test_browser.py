@@ -267,3 +267,17 @@ def test_an_upload_that_is_not_an_image_is_refused_at_once(page, tmp_path):
     page.set_input_files("#image-in input[type=file]", str(text))
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('Cannot use notes.png')")
     page.wait_for_function("() => !document.querySelector('#image-in img')")  # no broken thumbnail left
+
+
+def test_a_typed_slot_the_model_lacks_goes_back_with_one_message(page):
+    page.set_input_files("#image-in input[type=file]", str(IMAGE))
+    page.wait_for_selector("#image-in img")
+    page.click("#detect-button")
+    page.wait_for_function("() => document.querySelector('#query-info').innerText.includes('Query slot')")
+    shown = page.locator("#slot input").input_value()
+    _set_number(page, "slot", 5000)
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Query slot must be')")
+    page.wait_for_function(f"() => document.querySelector('#slot input').value === '{shown}'")
+    assert page.locator(".toast-body").count() == 0  # said on the status line, not in pop-ups
+    page.get_by_role("tab", name="Runtime").click()  # leaving the box: the value shown, nothing new
+    assert page.locator("#status").inner_text().count("Query slot must be") == 1
