@@ -32,7 +32,7 @@ class InferenceResult:
     """One image's pass through DINO.
 
     image: [H, W, 3] uint8 RGB the boxes refer to ("original pixels"); None in a stored result,
-        which keeps a display copy instead (see `ui.store`).
+        which keeps a display copy instead (see `explore.stored`).
     image_size: (H, W) of that image.
     input_size: (h, w) the image was resized to for the model; padded_size: (h, w) of the padded
         batch the model ran on (equal to input_size for a batch of one).
