@@ -98,18 +98,6 @@ def choice(variable: str, options: tuple[str, ...], default: str) -> str:
 
 
 MCP_VARIABLE = "DINO_DEMO_MCP"
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
-
-
-def flag(variable: str) -> bool:
-    """Whether `$variable` is switched on (1/true/yes/on; unset, empty, 0/false/no/off are off).
-    ValueError naming the variable for anything else."""
-    value = os.environ.get(variable, "").strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"{variable} must be 1/true/yes/on or 0/false/no/off, got {value!r}")
 
 
 def mcp_server() -> bool:

@@ -75,6 +75,15 @@ def default_choice() -> str:
     return SHIPPED if DEFAULT_CHECKPOINT.is_file() else UNTRAINED_PREFIX + "dino-tiny"
 
 
+def variant_is_fixed(choice: str) -> bool:
+    """Whether the model menu's `choice` names its own variant (a zoo entry or an untrained
+    variant), so that the variant menu has nothing to offer."""
+    try:
+        return Source.parse(choice).kind in (SourceKind.ZOO, SourceKind.UNTRAINED)
+    except ValueError:  # "custom", or a value the menu does not hold: resolve() reports it
+        return False
+
+
 def resolve(choice: str, checkpoint: str | None, variant: str | None) -> ModelChoice:
     """The model a page choice names. Raises ValueError for unknown choices, an empty box,
     unknown variants and files outside the allowed folders."""

@@ -179,7 +179,7 @@ def _input_column(ui: UI, default_model: str, config: DINOConfig) -> None:
                                        "Max detections")
         ui["variant"] = gr.Dropdown([choices.AUTO_VARIANT, *VARIANTS], value=choices.AUTO_VARIANT,
                                     label="Variant of the checkpoint",
-                                    visible=not default_model.startswith(("untrained:", "zoo:")))
+                                    visible=not choices.variant_is_fixed(default_model))
         ui["max_input"] = _slider("max_input", 32, config.max_size, config.max_size, max_input_label(config))
 
 
