@@ -10,7 +10,8 @@ from dino_demo.explore.models import load
 from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT
 from dino_demo.train.synthetic import SceneSpec, generate_scene
 from dino_demo.ui import analysis_tab, region_tab
-from dino_demo.ui.store import StoredResult
+from dino_demo import env
+from dino_demo.explore.stored import StoredResult
 
 MODEL = str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.is_file() else "untrained:dino-tiny"
 
@@ -79,11 +80,11 @@ def test_uploads_are_bounded_and_sorted(tmp_path, monkeypatch):
     (tmp_path / "b.txt").write_text("x")
     with pytest.raises(ValueError, match="upload .json files and images"):
         analysis_tab.Uploads.of([str(tmp_path / "b.txt")])
-    # A server folder only under DINO_DATA_DIRS.
-    monkeypatch.delenv(analysis_tab.DATA_DIRS_VARIABLE, raising=False)
+    # A server folder only under DINO_DEMO_DATA_DIRS.
+    monkeypatch.delenv(env.DATA_DIRS_VARIABLE, raising=False)
     with pytest.raises(ValueError, match="no server folder"):
         analysis_tab._folder_images(str(tmp_path), analysis_tab.Uploads.of([]))
-    monkeypatch.setenv(analysis_tab.DATA_DIRS_VARIABLE, str(tmp_path / "allowed"))
+    monkeypatch.setenv(env.DATA_DIRS_VARIABLE, str(tmp_path / "allowed"))
     with pytest.raises(ValueError, match="no server folder"):
         analysis_tab._folder_images(str(tmp_path / "allowed" / ".."), analysis_tab.Uploads.of([]))
     (tmp_path / "allowed").mkdir()

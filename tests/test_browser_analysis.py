@@ -71,6 +71,12 @@ def _click_in_image(page, selector: str, x: float, y: float, width: int) -> None
     page.mouse.click(left + x * scale, top + y * scale)
 
 
+def open_tab(page, *names: str) -> None:
+    """Open a tab, through the tabs that hold it ("Diagnose", "Why?": the Why? tab inside Diagnose)."""
+    for name in names:
+        page.get_by_role("tab", name=name, exact=True).click()
+
+
 def _detect(page, image: Path) -> None:
     page.set_input_files("#image-in input[type=file]", str(image))
     page.wait_for_selector("#image-in img")
@@ -90,7 +96,7 @@ def test_ask_about_a_typed_box_and_a_drawn_box(page):
     expected = diagnose_region(result, typed, None, 0.3)
 
     _detect(page, IMAGE)
-    page.get_by_role("tab", name="Why?", exact=True).click()
+    open_tab(page, "Diagnose", "Why?")
     page.wait_for_function("() => document.querySelector('#region-image img')?.naturalWidth > 0")
     for name, value in zip(("x0", "y0", "x1", "y1"), typed):
         _set_number(page, f"region-{name}", round(value, 1))
@@ -130,7 +136,7 @@ def test_open_a_listed_miss_in_the_explorer(page, tmp_path):
                 "--checkpoint", MODEL, "--out", str(tmp_path)]) == 0
     document = json.loads((tmp_path / "analysis.json").read_text())
     assert document["summary"]["false_negatives"] > 0
-    page.get_by_role("tab", name="Data set").click()
+    open_tab(page, "Diagnose", "Data set")
     page.set_input_files("#analysis-files input[type=file]",
                          [str(tmp_path / "analysis.json"), str(folder / "annotations.json"),
                           *[str(p) for p in sorted(folder.glob("*.png"))]])
@@ -159,7 +165,7 @@ def test_two_models_side_by_side(page):
 
     image = np.asarray(Image.open(IMAGE).convert("RGB"))
     expected = compare_results(run(*load(MODEL), image), run(*load("untrained:dino-tiny"), image), 0.3)
-    page.get_by_role("tab", name="Compare", exact=True).click()
+    open_tab(page, "Diagnose", "Compare")
     page.locator("#compare-b input").click()
     page.get_by_role("option", name=re.compile(r"^dino-tiny, untrained")).click()
     page.click("#compare-run")

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no GPU is visible")
     dataset = CocoDetectionSet(args.images, args.annotations)
-    source, model_id = model_source(args)
+    source = model_source(args)
     start = time.perf_counter()
     with distributed.process_group(args.device) as process:
         with distributed.main_first():  # a download happens once
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         bar = tqdm(total=len(distributed.shard(len(dataset))), desc="analyze", unit="image", mininterval=5,
                    disable=not process.is_main)
         document = analyze(model, cfg, dataset, threshold=args.threshold, file_names=names.__getitem__,
-                           model_id=model_id, max_size=args.max_size, batch_size=args.batch_size,
+                           model_id=source.name, max_size=args.max_size, batch_size=args.batch_size,
                            settings={"annotations": str(args.annotations), "images": str(args.images)},
                            on_image=lambda done, total: bar.update(done - bar.n))
         bar.close()

@@ -5,18 +5,18 @@ about the box, the image's ground truth loaded).
 
 Bounds, for a public page: at most MAX_SET_IMAGES images per run, each at most
 `io.images.MAX_SIDE` pixels a side, JSON files at most MAX_JSON_BYTES; images are read from the
-uploads, or from a server folder only when `DINO_DATA_DIRS` allows it (unset: no server folder).
+uploads, or from a server folder only when `DINO_DEMO_DATA_DIRS` allows it (unset: no server folder).
 
-`build(ui)` makes the components, `wire(ui, explorer, detect_event)` connects them (opening an
-item chains the page's Detect event and the Why? tab's question); handlers are plain functions.
+`build(ui)` makes the components, `wire(ui, page)` connects them through the page's events
+(`events.PageEvents`; opening an item is one event: the page's Detect and the Why? tab's question);
+handlers are plain functions.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
@@ -25,27 +25,20 @@ import pandas as pd
 from gradio import processing_utils
 from PIL import Image
 
+from .. import env
 from ..explore.analysis import SCHEMA, GroundTruth, analyze
 from ..io.images import MAX_SIDE
 from ..train.data import CocoDetectionSet
 from . import choices, gpu, inputs
-from .bound import bind
 from .files import write_atomically
-from .region_tab import RegionTruth, truth_for
+from .region_tab import ANY_CLASS, RegionRequest, RegionTruth, ask, truth_for, truth_views
 
-DATA_DIRS_VARIABLE = "DINO_DATA_DIRS"
 MAX_SET_IMAGES = 50
 MAX_JSON_BYTES = 32 * 1024 ** 2
 MAX_ROWS = 2000            # misses and false alarms listed
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 Views = dict[str, object]
-
-
-def data_dirs() -> tuple[Path, ...]:
-    """Server folders the tab may read images from (`DINO_DATA_DIRS`, `:`-separated; unset: none)."""
-    setting = os.environ.get(DATA_DIRS_VARIABLE, "")
-    return tuple(Path(p).expanduser().resolve() for p in setting.split(os.pathsep) if p.strip())
 
 
 @dataclass(frozen=True)
@@ -223,7 +216,25 @@ def open_item(loaded: LoadedAnalysis | None, row: int, cache_dir: str) -> Views:
     truth = _truth(loaded, item.file_name, size)
     x0, y0, x1, y1 = item.box
     return {"image_in": str(target), "region_x0": x0, "region_y0": y0, "region_x1": x1, "region_y1": y1,
-            "region_class": name, "region_truth": truth, "tabs": gr.Tabs(selected="region")}
+            "region_class": name, "region_truth": truth, "diagnose_tabs": gr.Tabs(selected="region")}
+
+
+def open_in_explorer(explorer, event, loaded: LoadedAnalysis | None, row: int, cache_dir: str,
+                     progress) -> Views:
+    """Item `row` opened: its image detected with the event's model and controls (every view the
+    Detect button draws), the Why? tab selected and asked about the item's box."""
+    opened = open_item(loaded, row, cache_dir)
+    detected = explorer.detect(replace(event, detect_values={**event.detect_values, "image_in": opened["image_in"]}),
+                               progress)
+    stored = explorer.stored(detected["session"])
+    threshold = event.controls.detection.threshold
+    box = [opened[f"region_{c}"] for c in ("x0", "y0", "x1", "y1")]
+    class_name = opened["region_class"] if opened["region_class"] in stored.result.class_names else ANY_CLASS
+    request = RegionRequest.parse(stored, *box, class_name, threshold)
+    truth = opened["region_truth"]
+    return {**detected, **opened, "region_class": gr.Dropdown(choices=[ANY_CLASS, *stored.result.class_names],
+                                                              value=class_name),
+            **ask(stored, request, truth), **truth_views(stored, truth, threshold)}
 
 
 def _truth(loaded: LoadedAnalysis, file_name: str, size: tuple[int, int]) -> RegionTruth | None:
@@ -264,10 +275,10 @@ def _items(document: dict) -> tuple[Item, ...]:
 
 
 def _folder_images(folder: str, uploads: Uploads) -> dict[str, str]:
-    allowed = data_dirs()
+    allowed = env.data_dirs()
     path = Path(folder).expanduser().resolve()
     if not allowed or not any(path.is_relative_to(a) for a in allowed):
-        raise ValueError(f"This app reads no server folder outside {DATA_DIRS_VARIABLE} "
+        raise ValueError(f"This app reads no server folder outside {env.DATA_DIRS_VARIABLE} "
                          f"({'unset' if not allowed else 'set elsewhere'}): upload the images instead.")
     if not path.is_dir():
         raise ValueError("No such folder among the allowed ones.")
@@ -290,8 +301,9 @@ def _read_json(path: Path, name: str):
 # -- events ----------------------------------------------------------------------------------------
 
 def build(ui: dict) -> None:
-    ui["analysis_state"] = gr.State(None)
     with gr.Tab("Data set", id="dataset"):
+        # States inside the Tab: one directly inside gr.Tabs takes a tab's place in its bar.
+        ui["analysis_state"] = gr.State(None)
         gr.Markdown("Misses and false alarms of a whole set: upload an **analysis.json** written by "
                     "`python -m dino_demo analyze` (with its images, to open them), or a **COCO annotation file "
                     f"with its images** (at most {MAX_SET_IMAGES}) to run the page's model on them.",
@@ -300,7 +312,7 @@ def build(ui: dict) -> None:
             ui["analysis_files"] = gr.File(file_count="multiple", label="analysis.json / annotations.json + images",
                                            elem_id="analysis-files", height=120)
             with gr.Column(min_width=240):
-                ui["analysis_folder"] = gr.Textbox(label=f"or a server image folder (only under {DATA_DIRS_VARIABLE})",
+                ui["analysis_folder"] = gr.Textbox(label=f"or a server image folder (only under {env.DATA_DIRS_VARIABLE})",
                                                    elem_id="analysis-folder")
                 ui["analysis_threshold"] = gr.Slider(0.0, 1.0, value=0.3, step=0.01, label="Threshold (for a run)",
                                                      elem_id="analysis-threshold")
@@ -315,26 +327,26 @@ def build(ui: dict) -> None:
                                             elem_id="analysis-items")
 
 
-def wire(ui: dict, explorer, detect_event: dict) -> None:
-    """Connect the tab; `detect_event` is the page's Detect event (kwargs of `.then`)."""
-    private = {"api_visibility": "private"}
+def wire(ui: dict, page) -> None:
+    """Connect the tab (`page`: the page's `events.PageEvents`). Opening a row is one event: the
+    item's image is detected as the Detect button would (the page's model and controls), then the
+    Why? tab is asked about the item's box with the image's ground truth."""
+    explorer = page.explorer
+    own = {ui.analysis_files, ui.analysis_folder, ui.analysis_threshold, ui.analysis_state}
+    on = {"inputs": page.inputs | own, "outputs": page.outputs, "api_visibility": "private", "preprocess": False,
+          "concurrency_id": "detect"}
 
-    def load(files, folder, model_choice, checkpoint, variant, threshold, progress=gr.Progress()):
-        model = choices.resolve(model_choice, checkpoint, variant)
-        return load_or_run(explorer, files, folder or "", model, inputs.number(threshold, "Threshold", 0, 1),
+    def load_set(event, values, progress):
+        model = choices.resolve(*(event.detect_values.get(name) for name in ("model_choice", "checkpoint",
+                                                                            "variant")))
+        threshold = inputs.number(values["analysis_threshold"], "Threshold", 0.0, 1.0)
+        return load_or_run(explorer, values["analysis_files"], values["analysis_folder"] or "", model, threshold,
                            ui.analysis_download.GRADIO_CACHE, progress)
 
-    def choose(loaded, evt: gr.SelectData):
-        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        return open_item(loaded, int(row), ui.image_in.GRADIO_CACHE)
+    def open_row(event, values, progress):
+        row = event.point[0] if isinstance(event.point, (list, tuple)) else event.point
+        return open_in_explorer(explorer, event, values["analysis_state"], int(row), ui.image_in.GRADIO_CACHE,
+                                progress)
 
-    ui.analysis_run.click(bind(ui, load), [ui.analysis_files, ui.analysis_folder, ui.model_choice, ui.checkpoint,
-                                           ui.variant, ui.analysis_threshold],
-                          [ui.analysis_state, ui.analysis_summary, ui.analysis_categories, ui.analysis_sizes,
-                           ui.analysis_items, ui.analysis_download],
-                          concurrency_id="detect", **private)
-    opened = ui.analysis_items.select(
-        bind(ui, choose), [ui.analysis_state],
-        [ui.image_in, ui.region_x0, ui.region_y0, ui.region_x1, ui.region_y1, ui.region_class, ui.region_truth,
-         ui.tabs], **private)
-    opened.success(**detect_event).success(**ui.region_ask_event)
+    gr.on([ui.analysis_run.click], page.tab(load_set), show_progress="full", **on)
+    gr.on([ui.analysis_items.select], page.tab(open_row, selected=True), show_progress="full", **on)

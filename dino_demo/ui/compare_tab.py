@@ -4,7 +4,8 @@ Swin-L, 12 and 36 epochs): their detections in a slider (A left, B right), match
 both. The two results live in the app's result store (its memory budget), the session keeps
 their keys.
 
-`build(ui)` makes the components, `wire(ui, explorer)` connects them; handlers are plain functions.
+`build(ui)` makes the components, `wire(ui, page, model_run)` connects them through the page's
+events (`events.PageEvents`); handlers are plain functions.
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from ..explore.inference import run
 from ..explore.visualize import draw_boxes
 from ..io.images import MAX_SIDE, load_image
 from ..sources import zoo
-from . import choices, gpu, inputs, panels
-from .bound import bind
-from .store import StoredResult
+from ..explore import panels
+from ..explore.options import SamplingOptions
+from ..explore.stored import StoredResult
+from . import choices, gpu, inputs
 
 Views = dict[str, object]
 
@@ -111,7 +113,7 @@ def detections_figure(stored: StoredResult, comparison: Comparison, side: str) -
 
 def sampling(stored: StoredResult, request: CompareRequest) -> np.ndarray:
     layer = min(request.layer, stored.result.num_layers) - 1
-    overlay, _, _ = panels.sampling_image(stored, request.slot, inputs.SamplingOptions(layer, None, None, "level"))
+    overlay, _, _ = panels.sampling_image(stored, request.slot, SamplingOptions(layer, None, None, "level"))
     return overlay
 
 
@@ -143,8 +145,9 @@ def table(comparison: Comparison, a: StoredResult, b: StoredResult) -> pd.DataFr
 # -- events ----------------------------------------------------------------------------------------
 
 def build(ui: dict, default_model: str) -> None:
-    ui["compare_state"] = gr.State(None)
     with gr.Tab("Compare", id="compare"):
+        # States inside the Tab: one directly inside gr.Tabs takes a tab's place in its bar.
+        ui["compare_state"] = gr.State(None)
         gr.Markdown("The page's image through two models: detections matched between them (same class, IoU ≥ 0.5), "
                     "what one finds and the other misses, and the same query slot's sampling in both.",
                     elem_classes=["caption"])
@@ -168,19 +171,25 @@ def build(ui: dict, default_model: str) -> None:
                                                 type="filepath")
 
 
-def wire(ui: dict, explorer) -> None:
-    private = {"api_visibility": "private"}
-    views = [ui.compare_state, ui.compare_slider, ui.compare_summary, ui.compare_table, ui.compare_sampling]
+def wire(ui: dict, page, model_run: dict) -> None:
+    """Connect the tab (`page`: the page's `events.PageEvents`; `model_run`: the Detect events'
+    concurrency, which a Compare's two runs share). The image and the score threshold are the
+    page's own (its PageEvent's)."""
+    explorer = page.explorer
+    own = {ui.compare_a, ui.compare_b, ui.compare_slot, ui.compare_layer, ui.compare_state}
+    on = {"inputs": page.inputs | own, "outputs": page.outputs, "api_visibility": "private", "preprocess": False}
 
-    def run_both(image, a, b, threshold, slot, layer, keys):
-        request = CompareRequest.parse(threshold, slot, layer)
-        return compare(explorer, image, choices.resolve(a, "", None), choices.resolve(b, "", None), request, keys)
+    def request(event, values) -> CompareRequest:
+        return CompareRequest.parse(event.controls.detection.threshold, values["compare_slot"],
+                                    values["compare_layer"])
 
-    def change(keys, threshold, slot, layer):
-        return redraw(explorer, keys, CompareRequest.parse(threshold, slot, layer))
+    def run_both(event, values, progress):
+        return compare(explorer, event.detect_values.get("image_in"), choices.resolve(values["compare_a"], "", None),
+                       choices.resolve(values["compare_b"], "", None), request(event, values),
+                       values["compare_state"])
 
-    ui.compare_run.click(bind(ui, run_both), [ui.image_in, ui.compare_a, ui.compare_b, ui.threshold, ui.compare_slot,
-                                              ui.compare_layer, ui.compare_state], views,
-                         preprocess=False, concurrency_id="detect", **private)
-    gr.on([ui.compare_slot.submit, ui.compare_layer.release], bind(ui, change),
-          [ui.compare_state, ui.threshold, ui.compare_slot, ui.compare_layer], views[1:], preprocess=False, **private)
+    def change(event, values, progress):
+        return redraw(explorer, values["compare_state"], request(event, values))
+
+    gr.on([ui.compare_run.click], page.tab(run_both), show_progress="full", **on, **model_run)
+    gr.on([ui.compare_slot.submit, ui.compare_layer.release], page.tab(change), show_progress="hidden", **on)

@@ -3,8 +3,9 @@ among the ground truth when annotations are loaded) and see the queries whose fi
 it most, the closest encoder proposals, the verdict, and the nearest query's boxes layer by layer
 and where it sampled; with annotations, every false alarm of the image with its kind.
 
-`build(ui)` makes the components inside the page's tabs, `wire(ui, explorer)` connects them; the
-handlers are plain functions of the session's stored result and typed values.
+`build(ui)` makes the components inside the page's tabs, `wire(ui, page)` connects them through
+the page's events (`events.PageEvents`); the handlers are plain functions of the session's stored
+result and typed values.
 """
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ from ..explore.diagnosis import (
 from ..explore.figures import REGION_COLOR, render_refinement, render_region
 from ..explore.views import refinement_view
 from ..explore.visualize import draw_boxes, draw_crosses
-from . import inputs, panels
-from .bound import bind
-from .store import StoredResult
+from ..explore import panels
+from ..explore.stored import StoredResult
+from . import inputs
 
 ANY_CLASS = "any class"
 MAX_ANNOTATION_BYTES = 32 * 1024 ** 2
@@ -270,9 +271,10 @@ def truth_for(coco: dict, file_name: str, size: tuple[int, int], images: list | 
 
 def build(ui: dict) -> None:
     """The tab's components, inside the page's gr.Tabs."""
-    ui["region_truth"] = gr.State(None)
-    ui["region_corner"] = gr.State(None)
     with gr.Tab("Why?", id="region") as ui["region_tab"]:
+        # States inside the Tab: one directly inside gr.Tabs takes a tab's place in its bar.
+        ui["region_truth"] = gr.State(None)
+        ui["region_corner"] = gr.State(None)
         gr.Markdown("Ask about any box: click two corners on the picture (or type them, or pick a ground-truth "
                     "box once annotations are loaded) and press **Ask**.", elem_classes=["caption"])
         with gr.Row(equal_height=False):
@@ -310,97 +312,101 @@ def build(ui: dict) -> None:
                                            "click one)", elem_id="region-alarms")
 
 
-def wire(ui: dict, explorer) -> None:
-    """Connect the tab's controls (`explorer.stored(session)` gives the session's result)."""
-    private = {"api_visibility": "private", "show_progress": "minimal"}
-    box = [ui.region_x0, ui.region_y0, ui.region_x1, ui.region_y1, ui.region_class, ui.threshold]
-    asked = [ui.region_x0, ui.region_y0, ui.region_x1, ui.region_y1, ui.region_image, ui.region_verdict,
-             ui.region_queries, ui.region_proposals, ui.region_slot, ui.region_layers, ui.region_sampling,
-             ui.region_layers_caption, ui.region_class_scores]
+def wire(ui: dict, page) -> None:
+    """Connect the tab's controls (`page`: the page's `events.PageEvents`). Each event sends the
+    page's controls (parsed into its PageEvent: the session, the score threshold) and the tab's own
+    values; a failure goes to the page's status line."""
+    explorer = page.explorer
+    own = {ui.region_x0, ui.region_y0, ui.region_x1, ui.region_y1, ui.region_class, ui.region_truth,
+           ui.region_corner, ui.region_annotations, ui.region_pick, ui.region_queries}
+    on = {"inputs": page.inputs | own, "outputs": page.outputs, "api_visibility": "private",
+          "show_progress": "minimal", "preprocess": False}
 
-    def ask_box(session, x0, y0, x1, y1, class_name, threshold, truth):
-        stored = explorer.stored(session)
-        request = RegionRequest.parse(stored, x0, y0, x1, y1, class_name, threshold)
-        return {**ask(stored, request, truth), **_truth_views(stored, truth, request.threshold)}
+    def when(triggers, method, selected=False):
+        gr.on(triggers, page.tab(method, selected=selected), **on)
 
-    def click(session, corner, x0, y0, x1, y1, class_name, threshold, truth, evt: gr.SelectData):
-        stored = explorer.stored(session)
-        x, y = (float(v) / stored.scale for v in evt.index)
+    def ask_box(event, values, progress=None):
+        stored = explorer.stored(event.session)
+        threshold = event.controls.detection.threshold
+        request = RegionRequest.parse(stored, *(values[f"region_{c}"] for c in ("x0", "y0", "x1", "y1")),
+                                      values["region_class"], threshold)
+        return {**ask(stored, request, values["region_truth"]), **truth_views(stored, values["region_truth"],
+                                                                              threshold)}
+
+    def click_corner(event, values, progress=None):
+        stored = explorer.stored(event.session)
+        x, y = (float(v) / stored.scale for v in event.point)
+        corner = values["region_corner"]
         if corner is None:
             marked = draw_crosses(stored.canvas, np.array([[x * stored.scale, y * stored.scale]]), REGION_COLOR,
                                   size=10)
             return {"region_corner": (x, y), "region_image": marked,
                     "region_verdict": f"First corner ({x:.0f}, {y:.0f}): click the opposite corner."}
-        (cx, cy) = corner
-        request = RegionRequest.parse(stored, min(x, cx), min(y, cy), max(x, cx), max(y, cy), class_name, threshold)
-        return {"region_corner": None, **ask(stored, request, truth)}
+        cx, cy = corner
+        request = RegionRequest.parse(stored, min(x, cx), min(y, cy), max(x, cx), max(y, cy), values["region_class"],
+                                      event.controls.detection.threshold)
+        return {"region_corner": None, **ask(stored, request, values["region_truth"])}
 
-    def load_truth(session, file, threshold):
-        stored = explorer.stored(session)
-        path = file.get("path") if isinstance(file, dict) else file
-        truth = read_truth(path, stored)
-        return {"region_truth": truth, **_truth_views(stored, truth, inputs.number(threshold, "Score threshold", 0, 1))}
+    def load_truth(event, values, progress=None):
+        stored = explorer.stored(event.session)
+        file = values["region_annotations"]
+        truth = read_truth(file.get("path") if isinstance(file, dict) else file, stored)
+        return {"region_truth": truth, **truth_views(stored, truth, event.controls.detection.threshold)}
 
-    def pick(session, truth, choice, threshold):
-        stored = explorer.stored(session)
+    def pick_truth(event, values, progress=None):
+        stored = explorer.stored(event.session)
+        truth = values["region_truth"]
         if truth is None or not truth.fits(stored):
             raise ValueError("Load the annotations of this image first.")
-        g = inputs.number(choice, "Ground-truth box", 0, len(truth.truth.categories) - 1, integer=True)
-        category = int(truth.truth.categories[g])
-        name = truth.names.get(category, "")
+        g = inputs.number(values["region_pick"], "Ground-truth box", 0, len(truth.truth.categories) - 1,
+                          integer=True)
+        name = truth.names.get(int(truth.truth.categories[g]), "")
         class_name = name if name in stored.result.class_names else ANY_CLASS
         request = RegionRequest(check_box(truth.truth.boxes[g], stored.result.size), class_name,
-                                inputs.number(threshold, "Score threshold", 0, 1))
+                                event.controls.detection.threshold)
         return {"region_class": class_name, **ask(stored, request, truth)}
 
-    def follow(session, x0, y0, x1, y1, evt: gr.SelectData):
-        stored = explorer.stored(session)
-        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        slot = inputs.number(evt.row_value[0] if evt.row_value else row, "Query slot", 0,
-                             stored.result.num_queries - 1, integer=True)
+    def follow_query(event, values, progress=None):
+        stored = explorer.stored(event.session)
+        rows = (values["region_queries"] or {}).get("data") or []
+        row = _row(event.point)
+        if not 0 <= row < len(rows):
+            raise ValueError("Pick a row of the nearest-queries table.")
+        slot = inputs.number(rows[row][0], "Query slot", 0, stored.result.num_queries - 1, integer=True)
         try:
-            outline = check_box([float(v) for v in (x0, y0, x1, y1)], stored.result.size)
+            outline = check_box([float(values[f"region_{c}"]) for c in ("x0", "y0", "x1", "y1")], stored.result.size)
         except (TypeError, ValueError):
             outline = None
-        title = f"query {slot}: IoU with the region by layer"
-        return {"region_slot": slot, **query_views(stored, slot, outline, title)}
+        return {"region_slot": slot, **query_views(stored, slot, outline, f"query {slot}: IoU with the region by layer")}
 
-    def alarm(session, truth, threshold, evt: gr.SelectData):
-        stored = explorer.stored(session)
-        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        return explain_alarm(stored, truth, inputs.number(threshold, "Score threshold", 0, 1), int(row))
+    def explain_row(event, values, progress=None):
+        stored = explorer.stored(event.session)
+        return explain_alarm(stored, values["region_truth"], event.controls.detection.threshold, _row(event.point))
 
-    def show_tab(session, truth, threshold):
-        stored = explorer.store.peek(session.result_key) if session is not None else None
+    def show_tab(event, values, progress=None):
+        stored = explorer.store.peek(event.session.result_key) if event.session is not None else None
         if stored is None:
             return {"region_verdict": "Run a detection first (Detect), then ask about any box of it."}
         return {"region_image": stored.canvas, "region_corner": None,
                 "region_class": gr.Dropdown(choices=[ANY_CLASS, *stored.result.class_names]),
-                **_truth_views(stored, truth, inputs.number(threshold, "Score threshold", 0, 1))}
+                **truth_views(stored, values["region_truth"], event.controls.detection.threshold)}
 
-    ui.region_ask.click(bind(ui, ask_box), [ui.session, *box, ui.region_truth],
-                        asked + [ui.region_pick, ui.region_alarms], **private)
-    ui.region_image.select(bind(ui, click), [ui.session, ui.region_corner, *box, ui.region_truth],
-                           asked + [ui.region_corner], **private)
-    ui.region_annotations.upload(bind(ui, load_truth), [ui.session, ui.region_annotations, ui.threshold],
-                                 [ui.region_truth, ui.region_pick, ui.region_alarms], **private)
-    ui.region_pick.input(bind(ui, pick), [ui.session, ui.region_truth, ui.region_pick, ui.threshold],
-                         asked + [ui.region_class], **private)
-    ui.region_queries.select(bind(ui, follow), [ui.session, ui.region_x0, ui.region_y0, ui.region_x1, ui.region_y1],
-                             [ui.region_slot, ui.region_layers, ui.region_sampling, ui.region_layers_caption,
-                              ui.region_class_scores],
-                             **private)
-    ui.region_alarms.select(bind(ui, alarm), [ui.session, ui.region_truth, ui.threshold],
-                            [ui.region_verdict, ui.region_slot, ui.region_layers, ui.region_sampling,
-                             ui.region_layers_caption, ui.region_class_scores], **private)
-    ui.region_tab.select(bind(ui, show_tab), [ui.session, ui.region_truth, ui.threshold],
-                         [ui.region_image, ui.region_corner, ui.region_class, ui.region_pick, ui.region_alarms,
-                          ui.region_verdict], **private)
-    # What the Data set tab chains after opening an image at a box (and a Detect).
-    ui["region_ask_event"] = {"fn": bind(ui, ask_box), "inputs": [ui.session, *box, ui.region_truth],
-                              "outputs": asked + [ui.region_pick, ui.region_alarms, ui.region_class], **private}
+    when([ui.region_ask.click], ask_box)
+    when([ui.region_image.select], click_corner, selected=True)
+    when([ui.region_annotations.upload], load_truth)
+    when([ui.region_pick.input], pick_truth)
+    when([ui.region_queries.select], follow_query, selected=True)
+    when([ui.region_alarms.select], explain_row, selected=True)
+    when([ui.region_tab.select], show_tab)
 
 
-def _truth_views(stored: StoredResult, truth: RegionTruth | None, threshold: float) -> Views:
+def _row(point) -> int:
+    """The row of a table click (Gradio's SelectData index: [row, column])."""
+    row = point[0] if isinstance(point, (list, tuple)) else point
+    return int(row) if row is not None else -1
+
+
+def truth_views(stored: StoredResult, truth: RegionTruth | None, threshold: float) -> Views:
+    """The ground-truth list (missed boxes marked) and the false-alarm table for `truth`."""
     return {"region_pick": gr.Dropdown(choices=truth_choices(stored, truth, threshold), value=None),
             "region_alarms": false_alarm_table(stored, truth, threshold)}
