@@ -105,6 +105,7 @@ def test_ask_about_a_typed_box_and_a_drawn_box(page):
     assert _first_slot(page) == expected.nearest.query_slot
     verdict = page.locator("#region-verdict").inner_text()
     assert expected.summary.split(":")[0] in verdict
+    page.locator("#region-layers").scroll_into_view_if_needed()  # drawn lazily: in view first
     page.wait_for_function("() => document.querySelector('#region-layers img')?.naturalWidth > 0")
     page.locator("#region-verdict").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "browser-region-typed.png"), full_page=True)

@@ -333,8 +333,7 @@ def wire(ui: dict, page) -> None:
     Why? tab is asked about the item's box with the image's ground truth."""
     explorer = page.explorer
     own = {ui.analysis_files, ui.analysis_folder, ui.analysis_threshold, ui.analysis_state}
-    on = {"inputs": page.inputs | own, "outputs": page.outputs, "api_visibility": "private", "preprocess": False,
-          "concurrency_id": "detect"}
+    on = {"inputs": page.inputs | own, "api_visibility": "private", "preprocess": False, "concurrency_id": "detect"}
 
     def load_set(event, values, progress):
         model = choices.resolve(*(event.detect_values.get(name) for name in ("model_choice", "checkpoint",
@@ -348,5 +347,8 @@ def wire(ui: dict, page) -> None:
         return open_in_explorer(explorer, event, values["analysis_state"], int(row), ui.image_in.GRADIO_CACHE,
                                 progress)
 
-    gr.on([ui.analysis_run.click], page.tab(load_set), show_progress="full", **on)
-    gr.on([ui.analysis_items.select], page.tab(open_row, selected=True), show_progress="full", **on)
+    gr.on([ui.analysis_run.click], page.tab(load_set), outputs=page.tab_outputs("analysis_"), show_progress="full",
+          show_progress_on=[ui.analysis_summary, ui.analysis_items], **on)
+    # Every view of the page changes, as with Detect.
+    gr.on([ui.analysis_items.select], page.tab(open_row, selected=True), outputs=page.outputs, show_progress="full",
+          **on)

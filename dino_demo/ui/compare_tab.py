@@ -177,7 +177,8 @@ def wire(ui: dict, page, model_run: dict) -> None:
     page's own (its PageEvent's)."""
     explorer = page.explorer
     own = {ui.compare_a, ui.compare_b, ui.compare_slot, ui.compare_layer, ui.compare_state}
-    on = {"inputs": page.inputs | own, "outputs": page.outputs, "api_visibility": "private", "preprocess": False}
+    on = {"inputs": page.inputs | own, "outputs": page.tab_outputs("compare_"), "api_visibility": "private",
+          "preprocess": False}
 
     def request(event, values) -> CompareRequest:
         return CompareRequest.parse(event.controls.detection.threshold, values["compare_slot"],
@@ -191,5 +192,6 @@ def wire(ui: dict, page, model_run: dict) -> None:
     def change(event, values, progress):
         return redraw(explorer, values["compare_state"], request(event, values))
 
-    gr.on([ui.compare_run.click], page.tab(run_both), show_progress="full", **on, **model_run)
+    gr.on([ui.compare_run.click], page.tab(run_both), show_progress="full",
+          show_progress_on=[ui.compare_slider, ui.compare_summary], **on, **model_run)
     gr.on([ui.compare_slot.submit, ui.compare_layer.release], page.tab(change), show_progress="hidden", **on)

@@ -106,6 +106,11 @@ class PageEvents:
             return self.respond(method, values, request)
         return on_change
 
+    def tab_outputs(self, prefix: str) -> list:
+        """What a tab's event may change: its views (names starting with `prefix`), the status line
+        and the controls a failure sets back."""
+        return [c for name, c in self.ui.items() if name.startswith(prefix)] + [self.ui[n] for n in ("status", *RESETS)]
+
     def tab(self, method: Callable, *, selected: bool = False) -> Callable:
         """The Gradio function of a tab's handler `method(event, values, progress)`: `event` the
         PageEvent every page event gets, `values` the raw values of the event's inputs by view name

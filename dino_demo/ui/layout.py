@@ -145,7 +145,7 @@ def build_layout(default_model: str, end_session) -> UI:
                     with gr.Tabs(elem_id="query-tabs"):
                         _query_tabs(ui, config)
                 _encoder_tab(ui, config)
-                with gr.Tab("Diagnose", id="diagnose"):
+                with gr.Tab("Diagnose", id="diagnose") as ui["diagnose_tab"]:
                     with gr.Tabs(elem_id="diagnose-tabs") as ui["diagnose_tabs"]:
                         region_tab.build(ui)
                         analysis_tab.build(ui)

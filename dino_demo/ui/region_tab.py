@@ -319,8 +319,8 @@ def wire(ui: dict, page) -> None:
     explorer = page.explorer
     own = {ui.region_x0, ui.region_y0, ui.region_x1, ui.region_y1, ui.region_class, ui.region_truth,
            ui.region_corner, ui.region_annotations, ui.region_pick, ui.region_queries}
-    on = {"inputs": page.inputs | own, "outputs": page.outputs, "api_visibility": "private",
-          "show_progress": "minimal", "preprocess": False}
+    on = {"inputs": page.inputs | own, "outputs": page.tab_outputs("region_"), "api_visibility": "private",
+          "show_progress": "minimal", "show_progress_on": [ui.region_verdict], "preprocess": False}
 
     def when(triggers, method, selected=False):
         gr.on(triggers, page.tab(method, selected=selected), **on)
@@ -397,7 +397,8 @@ def wire(ui: dict, page) -> None:
     when([ui.region_pick.input], pick_truth)
     when([ui.region_queries.select], follow_query, selected=True)
     when([ui.region_alarms.select], explain_row, selected=True)
-    when([ui.region_tab.select], show_tab)
+    # Opening the Diagnose tab shows the Why? tab first (or the one left open): its picture is drawn.
+    when([ui.region_tab.select, ui.diagnose_tab.select], show_tab)
 
 
 def _row(point) -> int:
