@@ -116,9 +116,11 @@ class DINO(nn.Module):
         batch, num_selected = selection.topk_indices.shape
         queries = transformer.content_queries(batch, num_selected)
         anchors = selection.anchors_unsigmoid
-        attn_mask, dn = None, None
-        if self.training and targets is not None and self.cfg.dn_number > 0:
+        attn_mask, dn = None, denoising
+        if dn is None and self.training and targets is not None and self.cfg.dn_number > 0:
             dn = self._denoising_queries(targets, num_selected)
+        if dn is not None:
+            dn = _fit_denoising(dn, batch, num_selected)
             queries = torch.cat([dn.content, queries], 1)
             anchors = torch.cat([dn.anchors_unsigmoid, anchors], 1)
             attn_mask = dn.attn_mask
