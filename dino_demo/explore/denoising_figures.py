@@ -93,7 +93,7 @@ def mask_picture(mask: np.ndarray, pad: int, groups: int) -> np.ndarray:
     return picture
 
 
-def render_attention_mask(mask: np.ndarray, pad: int, groups: int, *, side: int = 720) -> np.ndarray:
+def render_attention_mask(mask: np.ndarray, pad: int, groups: int, *, side: int = 560) -> np.ndarray:
     """The decoder self-attention mask [pad + Q, pad + Q] as a picture (row = the query that
     attends, column = the query it may see), `side` pixels wide, with the boundaries of the
     denoising part and of its groups."""

@@ -21,7 +21,7 @@ import numpy as np
 from .. import ops
 from ..sources import zoo
 from ..model.config import VARIANTS
-from . import choices, gpu, inputs
+from . import choices, denoising_tab, gpu, inputs
 from .callbacks import Explorer, example_files, max_input_label
 from .files import save_drawn_image
 from .settings import AppSettings
@@ -147,6 +147,7 @@ def build_layout(default_model: str, end_session) -> UI:
                     ui["refine_image"] = _view("refine-image")
                     ui["refine_table"] = gr.Dataframe(interactive=False, elem_id="refine-table")
                 _encoder_tab(ui)
+                denoising_tab.build(ui)
                 with gr.Tab("Runtime", id="runtime"):
                     ui["runtime"] = gr.Markdown("Run a detection to see the runtime.", elem_id="runtime")
     gr.HTML("", js_on_load=PAGE_JS % json.dumps(PAGE_CSS), container=False, padding=False)
@@ -360,6 +361,7 @@ def wire(ui: UI, explorer: Explorer, concurrency: int) -> None:
     ui.model_choice.change(_bind(ui, explorer.choose_model), [ui.model_choice],
                            [ui.checkpoint, ui.variant, ui.max_input, ui.shipped_note], api_visibility="private",
                            queue=False)
+    denoising_tab.wire(ui, explorer, _bind)
     ui.coco_model.click(lambda: choices.COCO_MODEL, None, ui.model_choice, api_visibility="private", queue=False)
 
 
