@@ -49,7 +49,7 @@ class DenoisingRequest:
 
     @classmethod
     def parse(cls, image, model_choice, checkpoint, variant, max_input, boxes, seed) -> "DenoisingRequest":
-        path, name = _image_file(image)
+        path, name = image_file(image)
         if not path:
             raise ValueError("Upload an image or pick an example first.")
         if not str(boxes or "").strip():
@@ -102,7 +102,7 @@ def run(explorer, session, request: DenoisingRequest, display_kinds, gr_request=
         loaded = load_image(request.image_path, max_side=MAX_SIDE)
     except ValueError as err:
         raise ValueError(f"Cannot use this image: {err}.") from None
-    model, cfg = _model(explorer, request.model)
+    model, cfg = load_model(explorer, request.model)
     truth = read_boxes_text(request.boxes, loaded.file_size, category_ids(cfg), request.file_name)
     try:
         result = _run_on_device(model, cfg, loaded.array, truth, request.seed, max_size=request.max_input,
@@ -177,12 +177,12 @@ def from_file(explorer, file, image, model_choice, checkpoint, variant) -> dict:
     path = Path(file if isinstance(file, str) else file.get("path", ""))
     if path.stat().st_size > MAX_DOCUMENT_BYTES:
         raise ValueError(f"The boxes file is larger than {MAX_DOCUMENT_BYTES} bytes.")
-    image_path, name = _image_file(image)
+    image_path, name = image_file(image)
     if not image_path:
         raise ValueError("Upload the image first: the boxes are read for it.")
     loaded = load_image(image_path, max_side=MAX_SIDE)
     model = choices.resolve(model_choice, checkpoint, variant)
-    cfg = model.config or _model(explorer, model)[1]
+    cfg = model.config or load_model(explorer, model)[1]
     text = path.read_text(errors="replace")
     truth = read_boxes_text(text, loaded.file_size, category_ids(cfg), name)
     return {"dn_boxes": boxes_text(truth, category_ids(cfg))}
@@ -254,7 +254,8 @@ def wire(ui, explorer, bind) -> None:
 _run_on_device = gpu.gpu_function(run_denoising)
 
 
-def _model(explorer, model: choices.ModelChoice):
+def load_model(explorer, model: choices.ModelChoice):
+    """(model, config) from the page's model cache; ValueError with a message for the page."""
     try:
         return explorer.models.get(model.source, model.variant)
     except ValueError as err:
@@ -264,7 +265,7 @@ def _model(explorer, model: choices.ModelChoice):
         raise ValueError("Loading the model failed (see the server log).") from None
 
 
-def _image_file(image) -> tuple[str | None, str]:
+def image_file(image) -> tuple[str | None, str]:
     """(path, original file name) of the image input (a FileData dict, unprocessed, or a path)."""
     if image is None:
         return None, ""

@@ -21,7 +21,7 @@ import numpy as np
 from .. import ops
 from ..sources import zoo
 from ..model.config import VARIANTS
-from . import choices, denoising_tab, gpu, inputs
+from . import choices, denoising_tab, gpu, inputs, steps_tab
 from .callbacks import Explorer, example_files, max_input_label
 from .files import save_drawn_image
 from .settings import AppSettings
@@ -135,6 +135,7 @@ def build_layout(default_model: str, end_session) -> UI:
             with gr.Tabs(elem_id="tabs"):
                 _detections_tab(ui)
                 _proposals_tab(ui)
+                steps_tab.build_selection_tab(ui)
                 _sampling_tab(ui)
                 with gr.Tab("Layers", id="layers"):
                     _caption("Every decoder layer of the selected query: its reference box (white), sampling points "
@@ -146,8 +147,10 @@ def build_layout(default_model: str, end_session) -> UI:
                              "class it predicts after each.")
                     ui["refine_image"] = _view("refine-image")
                     ui["refine_table"] = gr.Dataframe(interactive=False, elem_id="refine-table")
+                    steps_tab.build_refinement_extra(ui)
                 _encoder_tab(ui)
                 denoising_tab.build(ui)
+                steps_tab.build_trace_tab(ui)
                 with gr.Tab("Runtime", id="runtime"):
                     ui["runtime"] = gr.Markdown("Run a detection to see the runtime.", elem_id="runtime")
     gr.HTML("", js_on_load=PAGE_JS % json.dumps(PAGE_CSS), container=False, padding=False)
@@ -362,6 +365,7 @@ def wire(ui: UI, explorer: Explorer, concurrency: int) -> None:
                            [ui.checkpoint, ui.variant, ui.max_input, ui.shipped_note], api_visibility="private",
                            queue=False)
     denoising_tab.wire(ui, explorer, _bind)
+    steps_tab.wire(ui, explorer, _bind)
     ui.coco_model.click(lambda: choices.COCO_MODEL, None, ui.model_choice, api_visibility="private", queue=False)
 
 
