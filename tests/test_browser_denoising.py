@@ -56,6 +56,15 @@ ROWS_JS = """Array.from(document.querySelectorAll('#dn-table [role=row].virtual-
     .filter(cells => cells.length && cells[0] !== '')"""
 
 
+def _open_tab(page, name: str) -> None:
+    """Click the tab `name`, from the "More tabs" menu when the row has no room for it."""
+    tab = page.get_by_role("tab", name=name, exact=True)
+    if not tab.count():
+        page.locator("#tabs .overflow-menu button[aria-label='More tabs']").click()
+        tab = page.locator("#tabs .overflow-dropdown button").filter(has_text=name)
+    tab.first.click()
+
+
 def _table(page) -> list[list[str]]:
     return page.evaluate(f"() => {ROWS_JS}")
 
@@ -68,7 +77,7 @@ def test_denoising_tab_runs_the_official_queries_and_draws_them(page):
     page.click("#detect-button")
     _new_src(page, "#det-image img", None)
 
-    page.get_by_role("tab", name="Denoising").click()
+    _open_tab(page, "Denoising")
     page.click("#dn-take")
     page.wait_for_function("() => document.querySelector('#dn-boxes textarea').value.trim() !== ''")
     boxes = page.locator("#dn-boxes textarea").input_value()
@@ -104,3 +113,37 @@ def test_denoising_tab_runs_the_official_queries_and_draws_them(page):
         page.wait_for_function(f"() => ({ROWS_JS})[0]?.[0] === '{2 * run.max_targets}'")
     page.locator("#dn-mask img").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "browser-denoising-group2.png"), full_page=True)
+
+
+def test_query_selection_look_forward_twice_and_forward_pass(page):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.set_input_files("#image-in input[type=file]", str(IMAGE))
+    page.wait_for_selector("#image-in img")
+    page.click("#detect-button")
+    _new_src(page, "#det-image img", None)
+
+    _open_tab(page, "Proposals")
+    maps = _new_src(page, "#sel-maps img", None)
+    _new_src(page, "#sel-step img", None)
+    page.wait_for_function("() => document.querySelector('#sel-info').innerText.includes('tgt_embed')")
+    slot = page.locator("#slot input").input_value()
+    assert f"Query slot {slot}" in page.locator("#sel-info").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "browser-query-selection.png"), full_page=True)
+    # another query: the selection view follows it
+    other = "1" if slot != "1" else "2"
+    box = page.locator("#slot input")
+    box.fill(other)
+    box.press("Enter")
+    _new_src(page, "#sel-maps img", maps)
+    page.wait_for_function(f"() => document.querySelector('#sel-info').innerText.includes('Query slot {other}')")
+
+    _open_tab(page, "Refinement")
+    _new_src(page, "#twice-image img", None)
+    page.locator("#twice-image img").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "browser-look-forward-twice.png"), full_page=True)
+
+    _open_tab(page, "Forward pass")
+    page.click("#trace-run")
+    page.wait_for_function("""() => Array.from(document.querySelectorAll('#trace-table [role=gridcell]'))
+                                  .some(c => c.innerText.trim() === 'level_start_index')""")
+    page.screenshot(path=str(ARTIFACTS / "browser-forward-pass.png"), full_page=True)

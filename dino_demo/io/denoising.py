@@ -76,4 +76,4 @@ def write_denoising(run, path: str | Path, *, source: str = "") -> Path:
 
 def read_denoising(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     """(index, arrays) of a file `write_denoising` wrote; ValueError for anything else."""
-    return read_indexed(path, SCHEMA)
+    return read_indexed(path, SCHEMA, "denoising")

@@ -33,11 +33,12 @@ def write_indexed(path: str | Path, index: dict, arrays: dict[str, np.ndarray]) 
     return path
 
 
-def read_indexed(path: str | Path, schema: str) -> tuple[dict, dict[str, np.ndarray]]:
-    """(index, arrays) of a file `write_indexed` wrote with `schema`; ValueError for anything else."""
+def read_indexed(path: str | Path, schema: str, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """(index, arrays) of a file `write_indexed` wrote with `schema`; ValueError for anything else
+    (`kind` names the file in the message: "internals", "denoising")."""
     with np.load(path, allow_pickle=False) as file:
         if "index" not in file.files:
-            raise ValueError(f"{path} holds no index")
+            raise ValueError(f"{path} holds no {kind} index")
         index = json.loads(str(file["index"]))
         if index.get("schema") != schema:
             raise ValueError(f"{path} is not a {schema} file (schema {index.get('schema')!r})")

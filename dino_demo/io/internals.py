@@ -117,4 +117,4 @@ def write_internals(result, path: str | Path, *, source: str = "") -> Path:
 
 def read_internals(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     """(index, arrays) of a file `write_internals` wrote; ValueError for anything else."""
-    return read_indexed(path, SCHEMA)
+    return read_indexed(path, SCHEMA, "internals")

@@ -135,7 +135,6 @@ def build_layout(default_model: str, end_session) -> UI:
             with gr.Tabs(elem_id="tabs"):
                 _detections_tab(ui)
                 _proposals_tab(ui)
-                steps_tab.build_selection_tab(ui)
                 _sampling_tab(ui)
                 with gr.Tab("Layers", id="layers"):
                     _caption("Every decoder layer of the selected query: its reference box (white), sampling points "
@@ -149,10 +148,10 @@ def build_layout(default_model: str, end_session) -> UI:
                     ui["refine_table"] = gr.Dataframe(interactive=False, elem_id="refine-table")
                     steps_tab.build_refinement_extra(ui)
                 _encoder_tab(ui)
-                denoising_tab.build(ui)
-                steps_tab.build_trace_tab(ui)
                 with gr.Tab("Runtime", id="runtime"):
                     ui["runtime"] = gr.Markdown("Run a detection to see the runtime.", elem_id="runtime")
+                denoising_tab.build(ui)
+                steps_tab.build_trace_tab(ui)
     gr.HTML("", js_on_load=PAGE_JS % json.dumps(PAGE_CSS), container=False, padding=False)
     return ui
 
@@ -181,6 +180,7 @@ def _proposals_tab(ui: UI) -> None:
             ui["proposal_color"] = gr.Radio(list(inputs.PROPOSAL_COLORS), value="score", label="Colour by")
         _caption("The encoder's top-k proposals (the decoder's first boxes); click one to follow the query it seeded.")
         ui["proposal_image"] = _view("proposal-image")
+        steps_tab.build_selection_section(ui)
 
 
 @contextlib.contextmanager

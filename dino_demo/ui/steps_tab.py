@@ -1,6 +1,6 @@
-"""DINO's ideas step by step on the page: the Query selection tab (the encoder's score maps, the
-top-k picks, the selected query's token, fixed proposal and encoder box), the look-forward-twice
-panels of the Refinement tab, and the Forward pass tab (every stage's tensors, named as in the
+"""DINO's ideas step by step on the page: query selection under the Proposals tab (the encoder's
+score maps, the top-k picks, the selected query's token, fixed proposal and encoder box), the
+look-forward-twice panels of the Refinement tab, and the Forward pass tab (every stage's tensors, named as in the
 official code). Components are made by the `build_*` functions inside the page's tabs, events by
 `wire`; handlers are plain functions returning {view name: value}."""
 from __future__ import annotations
@@ -28,7 +28,7 @@ TWICE_HEADERS = ["layer", "r: reference in (xyxy px)", "b: box the loss sees", "
 # -- handlers --------------------------------------------------------------------------------------
 
 def query_views(stored: StoredResult | None, slot) -> dict:
-    """The Query selection tab and the look-forward-twice panels for query `slot` of a stored
+    """The query-selection section and the look-forward-twice panels for query `slot` of a stored
     result; empty views when there is no result yet."""
     if stored is None:
         return {"sel_maps": None, "sel_step": None, "sel_info": "Run a detection first.", "twice_image": None,
@@ -74,8 +74,9 @@ def walk(explorer, session, image, model_choice, checkpoint, variant, max_input,
 
 # -- layout ------------------------------------------------------------------------------------------
 
-def build_selection_tab(ui) -> None:
-    with gr.Tab("Query selection", id="selection") as ui["sel_tab"]:
+def build_selection_section(ui) -> None:
+    """Query selection step by step, under the Proposals tab's picture."""
+    with gr.Accordion("Query selection, step by step", open=True, elem_id="sel-section"):
         ui["sel_info"] = gr.Markdown("", elem_id="sel-info")
         gr.Markdown("The encoder scores every token (best class probability, a map per level); the top-k become "
                     "the decoder's queries (pink). The selected query's token is marked +.", elem_classes=["caption"])
@@ -104,7 +105,8 @@ def build_trace_tab(ui) -> None:
         with gr.Row():
             ui["trace_run"] = gr.Button("Walk the forward pass", variant="primary", elem_id="trace-run", scale=0)
             ui["trace_download"] = gr.DownloadButton("trace.json", size="sm", elem_id="trace-download", scale=0)
-        ui["trace_table"] = gr.Dataframe(headers=TRACE_HEADERS, interactive=False, wrap=True, elem_id="trace-table")
+        ui["trace_table"] = gr.Dataframe(headers=TRACE_HEADERS, interactive=False, wrap=True, max_height=640,
+                                          elem_id="trace-table")
         with gr.Accordion("trace.json", open=False):
             ui["trace_json"] = gr.JSON(label="Trace")
 
@@ -116,7 +118,7 @@ def wire(ui, explorer, bind) -> None:
         stored = explorer.store.peek(session.result_key) if session is not None else None
         return query_views(stored, slot)
 
-    gr.on([ui.slot.change, ui.runtime.change, ui.sel_tab.select], bind(ui, on_query), [ui.session, ui.slot],
+    gr.on([ui.slot.change, ui.runtime.change], bind(ui, on_query), [ui.session, ui.slot],
           [ui.sel_maps, ui.sel_step, ui.sel_info, ui.twice_image, ui.twice_table], show_progress="hidden", **raw)
 
     def on_walk(session, image, model_choice, checkpoint, variant, max_input, request: gr.Request = None):
