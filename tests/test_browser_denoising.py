@@ -56,6 +56,18 @@ ROWS_JS = """Array.from(document.querySelectorAll('#dn-table [role=row].virtual-
     .filter(cells => cells.length && cells[0] !== '')"""
 
 
+def _click_in_image(page, selector: str, x: float, y: float) -> None:
+    """Click at pixel (x, y) of the picture shown (maybe scaled down, centred) in the <img>."""
+    img = page.locator(selector)
+    img.scroll_into_view_if_needed()
+    natural = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    box = img.bounding_box()
+    scale = min(box["width"] / natural[0], box["height"] / natural[1], 1.0)
+    left = box["x"] + (box["width"] - natural[0] * scale) / 2
+    top = box["y"] + (box["height"] - natural[1] * scale) / 2
+    page.mouse.click(left + x * scale, top + y * scale)
+
+
 def _open_tab(page, name: str) -> None:
     """Click the tab `name`, from the "More tabs" menu when the row has no room for it."""
     tab = page.get_by_role("tab", name=name, exact=True)
@@ -80,7 +92,18 @@ def test_denoising_tab_runs_the_official_queries_and_draws_them(page):
     _open_tab(page, "Denoising")
     page.click("#dn-take")
     page.wait_for_function("() => document.querySelector('#dn-boxes textarea').value.trim() !== ''")
+    taken = page.locator("#dn-boxes textarea").input_value()
+    # Draw one more box: two clicks on the picture (its pixels: 3x the 256-pixel image).
+    page.click("#dn-draw")
+    _new_src(page, "#dn-image img", None)
+    _click_in_image(page, "#dn-image img", 3 * 20, 3 * 30)
+    page.wait_for_function("() => document.querySelector('#dn-info').innerText.includes('First corner')")
+    _click_in_image(page, "#dn-image img", 3 * 60, 3 * 90)
+    page.wait_for_function(f"() => document.querySelector('#dn-boxes textarea').value.trim().split('\\n').length"
+                           f" === {len(taken.strip().splitlines()) + 1}")
     boxes = page.locator("#dn-boxes textarea").input_value()
+    x, y, w, h, category = (float(v) for v in boxes.strip().splitlines()[-1].split())
+    np.testing.assert_allclose([x, y, w, h, category], [20, 30, 40, 60, 1], atol=1.0)
     box = page.locator("#dn-seed input[type=number]")
     box.fill(str(SEED))
     box.press("Enter")

@@ -13,7 +13,6 @@ from .visualize import (
     dim,
     draw_boxes,
     draw_path,
-    draw_title,
     line_width,
     with_legend,
 )
@@ -114,9 +113,9 @@ def render_attention_mask(mask: np.ndarray, pad: int, groups: int, *, side: int 
         p = int(round(pad * f))
         canvas[max(0, p - 1):p + 1, :] = (255, 200, 0)
         canvas[:, max(0, p - 1):p + 1] = (255, 200, 0)
-    canvas = draw_title(canvas, f"{pad} denoising + {n - pad} matching queries; {groups} groups")
     return with_legend(canvas, Legend(
         swatches=((MASK_COLORS["blocked"], "blocked (True)"), (MASK_COLORS["own group"], "own denoising group"),
                   (MASK_COLORS["matching"], "may see the matching queries")),
-        note="row: the query that attends; column: the query it would see. Yellow lines: where the denoising "
-             "slots end. Matching queries never see a denoising query; a group never sees another group."))
+        note=f"{pad} denoising + {n - pad} matching queries, {groups} groups. Row: the query that attends; column: "
+             "the query it would see. Yellow lines: where the denoising slots end. Matching queries never see a "
+             "denoising query; a group never sees another group."))

@@ -1,5 +1,6 @@
 """The Denoising tab: DINO's contrastive denoising for the current image and boxes the visitor
-gives (typed, from a COCO / BOXES.json file, or the current detections taken as ground truth).
+gives (typed, drawn with two clicks, from a COCO / BOXES.json file, or the current detections taken
+as ground truth).
 
 `build(ui)` makes the components inside the page's tabs; `wire(ui, explorer)` connects them. The
 handlers are plain functions of typed values (`DenoisingRequest`, `DenoisingDisplay`) returning
@@ -188,6 +189,42 @@ def from_file(explorer, file, image, model_choice, checkpoint, variant) -> dict:
     return {"dn_boxes": boxes_text(truth, category_ids(cfg))}
 
 
+def show_canvas(image) -> dict:
+    """The image to draw boxes on (in the run's picture): two clicks give a box's corners."""
+    path, _ = image_file(image)
+    if not path:
+        raise ValueError("Upload an image or pick an example first.")
+    canvas, _ = display_canvas(load_image(path, max_side=MAX_SIDE).array)
+    return {"dn_image": canvas, "dn_corner": None,
+            "dn_info": "Click two opposite corners of a box on the picture; it is added with the category id below."}
+
+
+def click_corner(image, corner, boxes, category, x: float, y: float) -> dict:
+    """A click at (x, y) in the picture's pixels: the first corner of a box, or the second (then
+    the box is added to the typed boxes, in the image file's pixels, with `category`)."""
+    path, _ = image_file(image)
+    if not path:
+        raise ValueError("Upload an image or pick an example first.")
+    loaded = load_image(path, max_side=MAX_SIDE)
+    canvas, scale = display_canvas(loaded.array)
+    if not (0 <= x < canvas.shape[1] and 0 <= y < canvas.shape[0]):
+        raise ValueError("Click on the picture itself, not on its key.")
+    file_scale = loaded.file_size[1] / loaded.array.shape[1]
+    point = (x / scale * file_scale, y / scale * file_scale)
+    if corner is None:
+        return {"dn_corner": point, "dn_info": f"First corner at ({point[0]:.0f}, {point[1]:.0f}): click the "
+                                               "opposite corner."}
+    try:
+        category_id = int(float(category))
+    except (TypeError, ValueError):
+        raise ValueError(f"The category id must be a whole number, got {category!r:.40}.") from None
+    (x0, y0), (x1, y1) = corner, point
+    line = (f"{min(x0, x1):.1f} {min(y0, y1):.1f} {abs(x1 - x0):.1f} {abs(y1 - y0):.1f} {category_id}")
+    text = str(boxes or "").rstrip()
+    return {"dn_corner": None, "dn_boxes": f"{text}\n{line}" if text else line,
+            "dn_info": f"Added the box {line} (x y w h category_id)."}
+
+
 # -- layout ------------------------------------------------------------------------------------------
 
 def build(ui) -> None:
@@ -205,6 +242,11 @@ def build(ui) -> None:
                 ui["dn_file"] = gr.File(label="…or a COCO / BOXES.json file", file_types=[".json"], height=90,
                                         elem_id="dn-file")
                 ui["dn_take"] = gr.Button("Current detections as ground truth", size="sm", elem_id="dn-take")
+                with gr.Row():
+                    ui["dn_draw"] = gr.Button("Draw boxes", size="sm", elem_id="dn-draw", min_width=90)
+                    ui["dn_category"] = gr.Number(value=1, label="category_id of drawn boxes", precision=0,
+                                                  min_width=120, elem_id="dn-category")
+                ui["dn_corner"] = gr.State(None)
                 ui["dn_seed"] = gr.Number(value=0, label="Seed (torch.manual_seed)", precision=0, elem_id="dn-seed")
                 ui["dn_run"] = gr.Button("Run denoising", variant="primary", elem_id="dn-run")
                 ui["dn_group"] = gr.Slider(1, 2, value=1, step=1, label="Group", elem_id="dn-group",
@@ -244,6 +286,14 @@ def wire(ui, explorer, bind) -> None:
           **raw)
     ui.dn_take.click(bind(ui, lambda session, threshold, most: from_detections(explorer, session, threshold, most)),
                      [ui.session, ui.threshold, ui.max_detections], [ui.dn_boxes], **raw)
+    ui.dn_draw.click(bind(ui, show_canvas), [ui.image_in], [ui.dn_image, ui.dn_corner, ui.dn_info], **raw)
+
+    def on_click(image, corner, boxes, category, evt: gr.SelectData):
+        x, y = evt.index
+        return click_corner(image, corner, boxes, category, float(x), float(y))
+
+    ui.dn_image.select(bind(ui, on_click), [ui.image_in, ui.dn_corner, ui.dn_boxes, ui.dn_category],
+                       [ui.dn_corner, ui.dn_boxes, ui.dn_info], **raw)
     ui.dn_file.upload(bind(ui, lambda file, image, choice, checkpoint, variant: from_file(
         explorer, file, image, choice, checkpoint, variant)),
         [ui.dn_file, ui.image_in, ui.model_choice, ui.checkpoint, ui.variant], [ui.dn_boxes], **raw)
