@@ -68,13 +68,19 @@ def _click_in_image(page, selector: str, x: float, y: float) -> None:
     page.mouse.click(left + x * scale, top + y * scale)
 
 
-def _open_tab(page, name: str) -> None:
-    """Click the tab `name`, from the "More tabs" menu when the row has no room for it."""
-    tab = page.get_by_role("tab", name=name, exact=True)
+def _open_tab(page, name: str, tabs: str = "#tabs") -> None:
+    """Click the tab `name` of the tab row `tabs`, from its "More tabs" menu when the row has no room for it."""
+    tab = page.locator(tabs).get_by_role("tab", name=name, exact=True)
     if not tab.count():
-        page.locator("#tabs .overflow-menu button[aria-label='More tabs']").click()
-        tab = page.locator("#tabs .overflow-dropdown button").filter(has_text=name)
+        page.locator(f"{tabs} .overflow-menu button[aria-label='More tabs']").first.click()
+        tab = page.locator(f"{tabs} .overflow-dropdown button").filter(has_text=name)
     tab.first.click()
+
+
+def _open_ideas_tab(page, name: str) -> None:
+    """A nested tab of "DINO's ideas" (Denoising, Forward pass)."""
+    _open_tab(page, "DINO's ideas")
+    _open_tab(page, name, "#ideas-tabs")
 
 
 def _table(page) -> list[list[str]]:
@@ -89,7 +95,7 @@ def test_denoising_tab_runs_the_official_queries_and_draws_them(page):
     page.click("#detect-button")
     _new_src(page, "#det-image img", None)
 
-    _open_tab(page, "Denoising")
+    _open_ideas_tab(page, "Denoising")
     page.click("#dn-take")
     page.wait_for_function("() => document.querySelector('#dn-boxes textarea').value.trim() !== ''")
     taken = page.locator("#dn-boxes textarea").input_value()
@@ -165,7 +171,7 @@ def test_query_selection_look_forward_twice_and_forward_pass(page):
     page.locator("#twice-image img").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "browser-look-forward-twice.png"), full_page=True)
 
-    _open_tab(page, "Forward pass")
+    _open_ideas_tab(page, "Forward pass")
     page.click("#trace-run")
     page.wait_for_function("""() => Array.from(document.querySelectorAll('#trace-table [role=gridcell]'))
                                   .some(c => c.innerText.trim() === 'level_start_index')""")

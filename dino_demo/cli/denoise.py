@@ -32,9 +32,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="ground-truth boxes: {\"boxes\": [{\"bbox\": [x, y, w, h], \"category_id\": k}]} in "
                              "pixels, or a COCO annotation file")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", help="checkpoint path or http(s) URL, or untrained:VARIANT "
-                                             "(default: the shipped weights/dino-tiny.pth)")
-    source.add_argument("--model", metavar="ZOO_ID", help="a model zoo entry, downloaded once")
+    source.add_argument("--checkpoint",
+                        help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), shipped, "
+                             "zoo:ID or untrained:VARIANT (default: shipped, weights/dino-tiny.pth)")
+    source.add_argument("--model", metavar="ZOO_ID",
+                        help="a model zoo entry (`python -m dino_demo zoo` lists them), downloaded once")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="force a variant instead of detecting it")
     parser.add_argument("--seed", type=int, required=True, help="torch.manual_seed before the queries are drawn")
     parser.add_argument("--max-size", type=int, default=None, help="cap on the longer side of the model input")
@@ -65,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         document = json.loads(args.boxes.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{args.boxes} is not JSON: {error}") from None
-    source, model_id = model_source(args)
+    source = model_source(args)
     model, cfg = load(source, args.variant, args.device)
     truth = boxes_from_document(document, image.file_size, category_ids(cfg), args.image.name)
     run = run_denoising(model, cfg, image.array, truth, args.seed, max_size=args.max_size,
-                        class_names=class_names(cfg), model_id=model_id)
+                        class_names=class_names(cfg), model_id=source.name)
     args.out.mkdir(parents=True, exist_ok=True)
     write_denoising(run, args.out / "denoising.npz", source=str(args.image))
     Image.fromarray(render_denoising_group(image.array, run, 0)).save(args.out / "denoising.png")

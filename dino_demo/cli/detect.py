@@ -1,8 +1,8 @@
 """`python -m dino_demo detect IMAGE... --out DIR`: detect objects, write annotated copies and
 detections.json.
 
-Images larger than 4096 px are downscaled to that (boxes are then in the downscaled pixels, as a
-log line says). Writes DIR/<image name>.png with the detections drawn (`<name>-1.png`, ... when two inputs share a
+Images larger than 4096 px are run downscaled to that; their boxes are scaled back to the pixels of
+the image as given. Writes DIR/<image name>.png with the detections drawn (`<name>-1.png`, ... when two inputs share a
 name) and DIR/detections.json in the format of `dino_demo.io.results` (model, settings, and per
 image its path as given, size and detections), plus DIR/coco_results.json, the same detections as
 the bare list `pycocotools` loads. With --save-internals, also DIR/<name>.internals.npz per image
@@ -32,7 +32,7 @@ from ..explore.figures import render_detections
 from ..io.images import MAX_SIDE, ImageError, load_image
 from ..io.results import coco_results, detections_document, image_record
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
-from . import model_source
+from . import INSTALL_EXPORT, model_source
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint",
-                        help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), or "
-                             "untrained:VARIANT (default: the shipped weights/dino-tiny.pth)")
+                        help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), shipped, "
+                             "zoo:ID or untrained:VARIANT (default: shipped, weights/dino-tiny.pth)")
     source.add_argument("--model", metavar="ZOO_ID",
                         help="a model zoo entry (`python -m dino_demo zoo` lists them), downloaded once")
     source.add_argument("--onnx", type=Path, help="an ONNX file written by `python -m dino_demo export`, run with "
@@ -98,7 +98,8 @@ def torch_detector(args: argparse.Namespace) -> Detector:
     from ..io.internals import write_internals
     from ..io.preprocess import model_input_size
 
-    source, model_id = model_source(args)
+    source = model_source(args)
+    model_id = source.name
     model, cfg = load(source, args.variant, args.device or "cpu")
 
     def detect(array: np.ndarray, internals_path: Path | None = None, source: str = "", trace_path: Path | None = None):
@@ -120,7 +121,7 @@ def onnx_detector(args: argparse.Namespace) -> Detector:
     try:
         from ..export.runtime import OnnxDetector, detection_view
     except ImportError as error:
-        raise ValueError(f"--onnx needs ONNX Runtime ({error}): pip install onnxruntime") from None
+        raise ValueError(f"--onnx needs ONNX Runtime, not installed here ({error}): {INSTALL_EXPORT}") from None
 
     detector = OnnxDetector(args.onnx)
 
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         trace = Path(annotated).stem + ".trace.json" if args.trace else None
         result, view = detector.detect(loaded.array, args.out / internals if internals else None, str(path),
                                        args.out / trace if trace else None)
-        entry = {**image_record(result, view, image_id=image_id, file_name=path.name, source=str(path)),
+        entry = {**image_record(result, view, image_id=image_id, file_name=path.name, source=str(path),
+                                given_size=loaded.file_size),
                  "annotated": annotated}
         if internals:
             entry["internals"] = internals

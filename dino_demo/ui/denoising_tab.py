@@ -2,10 +2,11 @@
 gives (typed, drawn with two clicks, from a COCO / BOXES.json file, or the current detections taken
 as ground truth).
 
-`build(ui)` makes the components inside the page's tabs; `wire(ui, explorer)` connects them. The
-handlers are plain functions of typed values (`DenoisingRequest`, `DenoisingDisplay`) returning
-{view name: value}; the run itself lives in `explore.denoising`, the figures in
-`explore.denoising_figures`.
+`build(ui)` makes the components inside the page's tabs; `wire(page, on, model_run)` connects them
+through the page's events (`events.PageEvents`): every handler is a method of `DenoisingTab` taking
+the page's `PageEvent` (the Detect controls, the typed page controls and this tab's own raw values,
+parsed here into `DenoisingRequest` / `DenoisingDisplay`) and returning {view name: value}. The run
+itself lives in `explore.denoising`, the figures in `explore.denoising_figures`.
 """
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ import pandas as pd
 
 from ..explore.denoising import DenoisingRun, denoising_rows, run_denoising
 from ..explore.denoising_figures import render_attention_mask, render_denoising_group
+from ..explore.views import detection_view
 from ..explore.visualize import display_canvas
 from ..io.boxes import GroundTruth, MAX_DOCUMENT_BYTES, boxes_text, read_boxes_text
 from ..io.denoising import write_denoising
-from ..io.images import MAX_SIDE, load_image
+from ..io.images import MAX_SIDE, LoadedImage, load_image
 from ..io.labels import category_ids, class_names
-from . import choices, gpu, inputs
+from . import gpu
+from .callbacks import DETECT_CONTROLS, PageEvent, Views
+from .inputs import DetectRequest, uploaded_file
 
 log = logging.getLogger("dino_explorer")
 
@@ -34,29 +38,29 @@ MAX_SEED = 2 ** 31 - 1
 TABLE_HEADERS = ["slot", "kind", "target", "given class", "flipped", "denoised to", "p", "focal", "L1", "1-GIoU"]
 BOXES_HELP = ("One box per line, `x y w h category_id` in the image's pixels (COCO convention), or a BOXES.json "
               "text `{\"boxes\": [{\"bbox\": [x, y, w, h], \"category_id\": k}]}`.")
+# This tab's controls that its events send besides the page's (`PageEvent.tab_values`).
+CONTROLS = ("dn_state", "dn_boxes", "dn_file", "dn_category", "dn_corner", "dn_seed", "dn_group", "dn_layer",
+            "dn_kinds")
 
 
 @dataclass(frozen=True)
 class DenoisingRequest:
-    """What a Run reads from the page, checked: the image file, its name, the model, the cap on the
-    model input's side, the boxes text and the seed."""
+    """What a Run reads, checked: the page's Detect request (image, model, cap on the model input's
+    side), the boxes text, the seed and the kinds of queries shown."""
 
-    image_path: str
-    file_name: str
-    model: choices.ModelChoice
-    max_input: int
+    detect: DetectRequest
     boxes: str
     seed: int
+    kinds: tuple[str, ...]
 
     @classmethod
-    def parse(cls, image, model_choice, checkpoint, variant, max_input, boxes, seed) -> "DenoisingRequest":
-        path, name = image_file(image)
-        if not path:
-            raise ValueError("Upload an image or pick an example first.")
-        if not str(boxes or "").strip():
+    def parse(cls, event: PageEvent) -> "DenoisingRequest":
+        detect = DetectRequest.parse(*(event.detect_values.get(name) for name in DETECT_CONTROLS))
+        tab = event.tab_values
+        boxes = str(tab.get("dn_boxes") or "")
+        if not boxes.strip():
             raise ValueError("Give at least one box (or take the current detections as ground truth).")
-        return cls(path, name, choices.resolve(model_choice, checkpoint, variant), inputs.max_input_side(max_input),
-                   str(boxes), parse_seed(seed))
+        return cls(detect, boxes, parse_seed(tab.get("dn_seed")), parse_kinds(tab.get("dn_kinds", KINDS)))
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,8 @@ class DenoisingDisplay:
 
     @classmethod
     def parse(cls, run: DenoisingRun, group, layer, kinds) -> "DenoisingDisplay":
-        shown = tuple(k for k in KINDS if k in (kinds or ()))
-        if set(kinds or ()) - set(KINDS):
-            raise ValueError(f"Show must be among {', '.join(KINDS)}.")
-        return cls(_index("Group", group, run.num_groups), _index("Decoder layer", layer, run.num_layers), shown)
+        return cls(_index("Group", group, run.num_groups), _index("Decoder layer", layer, run.num_layers),
+                   parse_kinds(kinds))
 
 
 @dataclass(frozen=True)
@@ -95,42 +97,104 @@ def parse_seed(seed) -> int:
     return int(value)
 
 
+def parse_kinds(kinds) -> tuple[str, ...]:
+    """The ticked kinds of queries shown (a subset of KINDS, in its order)."""
+    ticked = [] if kinds is None else [kinds] if isinstance(kinds, str) else list(kinds)
+    if set(ticked) - set(KINDS):
+        raise ValueError(f"Show must be among {', '.join(KINDS)}.")
+    return tuple(k for k in KINDS if k in ticked)
+
+
 # -- handlers --------------------------------------------------------------------------------------
 
-def run(explorer, session, request: DenoisingRequest, display_kinds, gr_request=None) -> dict:
-    """Run denoising for the request and draw group 1 after the last layer."""
-    try:
-        loaded = load_image(request.image_path, max_side=MAX_SIDE)
-    except ValueError as err:
-        raise ValueError(f"Cannot use this image: {err}.") from None
-    model, cfg = load_model(explorer, request.model)
-    truth = read_boxes_text(request.boxes, loaded.file_size, category_ids(cfg), request.file_name)
-    try:
-        result = _run_on_device(model, cfg, loaded.array, truth, request.seed, max_size=request.max_input,
-                                class_names=class_names(cfg), model_id=request.model.model_id)
-    except RuntimeError as err:
-        log.exception("denoising failed")
-        raise ValueError(f"Denoising failed: {err}") from None
-    session = explorer.session(session, gr_request)
-    path = write_denoising(result, session.downloads() / "denoising.npz", source=request.file_name)
-    canvas, _ = display_canvas(loaded.array)
-    stored = StoredRun(dataclasses.replace(result, input_image=np.zeros((3, 0, 0), np.float32)), canvas)
-    display = DenoisingDisplay(0, result.num_layers - 1, tuple(k for k in KINDS if k in (display_kinds or KINDS)))
-    return {"session": session, "dn_state": stored, "dn_download": str(path),
-            "dn_group": gr.Slider(minimum=1, maximum=result.num_groups, value=1, step=1),
-            "dn_layer": gr.Slider(minimum=1, maximum=result.num_layers, value=result.num_layers, step=1),
-            "dn_info": summary(result), "dn_mask": render_attention_mask(result.attn_mask, result.pad_size,
-                                                                         result.num_groups),
-            **draw(stored, display)}
+class DenoisingTab:
+    """The tab's handlers over the page's `Explorer` (its model cache, model slots and sessions)."""
+
+    def __init__(self, explorer):
+        self.explorer = explorer
+        self._run = gpu.gpu_function(run_denoising)
+
+    def run(self, event: PageEvent, progress=None) -> Views:
+        """Run denoising for the page's image and model and the tab's boxes and seed; draw group 1
+        after the last layer."""
+        request = DenoisingRequest.parse(event)
+        loaded = _image(request.detect.path)
+        model, cfg = self.explorer.load_model(request.detect.model)
+        truth = read_boxes_text(request.boxes, loaded.file_size, category_ids(cfg), request.detect.file_name)
+        try:
+            with self.explorer.model_slot:
+                result = self._run(model, cfg, loaded.array, truth, request.seed, max_size=request.detect.max_input,
+                                   class_names=class_names(cfg), model_id=request.detect.model.model_id)
+        except RuntimeError as err:
+            log.exception("denoising failed")
+            raise ValueError(f"Denoising failed: {err}") from None
+        session = self.explorer.session(event.session, event.request)
+        path = write_denoising(result, session.downloads() / "denoising.npz", source=request.detect.file_name)
+        canvas, _ = display_canvas(loaded.array)
+        stored = StoredRun(dataclasses.replace(result, input_image=np.zeros((3, 0, 0), np.float32)), canvas)
+        display = DenoisingDisplay(0, result.num_layers - 1, request.kinds)
+        return {"session": session, "dn_state": stored, "dn_download": str(path),
+                "dn_group": gr.Slider(minimum=1, maximum=result.num_groups, value=1, step=1),
+                "dn_layer": gr.Slider(minimum=1, maximum=result.num_layers, value=result.num_layers, step=1),
+                "dn_info": summary(result),
+                "dn_mask": render_attention_mask(result.attn_mask, result.pad_size, result.num_groups),
+                **draw(stored, display)}
+
+    def redraw(self, event: PageEvent, progress=None) -> Views:
+        """Group, layer or kinds changed: the stored run drawn again."""
+        tab = event.tab_values
+        stored = tab.get("dn_state")
+        if stored is None:
+            raise ValueError("Run denoising first.")
+        return draw(stored, DenoisingDisplay.parse(stored.run, tab.get("dn_group"), tab.get("dn_layer"),
+                                                   tab.get("dn_kinds")))
+
+    def take_detections(self, event: PageEvent, progress=None) -> Views:
+        """The current result's detections (the page's threshold and maximum) as typed boxes."""
+        stored = self.explorer.stored(event.session)
+        options = event.controls.detection
+        view = detection_view(stored.result, options.threshold, options.max_detections)
+        if not len(view.boxes):
+            raise ValueError("No detections above the threshold to take as ground truth.")
+        boxes = np.asarray(view.boxes, dtype=np.float64).reshape(-1, 4)
+        # Boxes in the pixels of the image as given (the result may be of a downscaled copy).
+        boxes = boxes * np.tile(np.asarray(stored.result.source_scale, dtype=np.float64), 2)
+        truth = GroundTruth(np.asarray(view.labels, dtype=np.int64),
+                            np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], -1), stored.result.given_size)
+        return {"dn_boxes": boxes_text(truth, stored.result.category_ids)}
+
+    def read_file(self, event: PageEvent, progress=None) -> Views:
+        """An uploaded BOXES.json or COCO annotation file, as typed boxes for the page's image."""
+        file = event.tab_values.get("dn_file")
+        if file is None:
+            return {}
+        path = Path(file if isinstance(file, str) else file.get("path", ""))
+        if path.stat().st_size > MAX_DOCUMENT_BYTES:
+            raise ValueError(f"The boxes file is larger than {MAX_DOCUMENT_BYTES} bytes.")
+        request = DetectRequest.parse(*(event.detect_values.get(name) for name in DETECT_CONTROLS))
+        loaded = _image(request.path)
+        cfg = request.model.config or self.explorer.load_model(request.model)[1]
+        truth = read_boxes_text(path.read_text(errors="replace"), loaded.file_size, category_ids(cfg),
+                                request.file_name)
+        return {"dn_boxes": boxes_text(truth, category_ids(cfg))}
+
+    def show_canvas(self, event: PageEvent, progress=None) -> Views:
+        """The page's image to draw boxes on (in the run's picture): two clicks give a box's corners."""
+        canvas, _ = display_canvas(_page_image(event).array)
+        return {"dn_image": canvas, "dn_corner": None,
+                "dn_info": "Click two opposite corners of a box on the picture; it is added with the category id "
+                           "below."}
+
+    def click_corner(self, event: PageEvent, progress=None) -> Views:
+        """A click on the picture (`event.point`, its pixels): the first corner of a box, or the second
+        (then the box is added to the typed boxes, in the image file's pixels, with the chosen category)."""
+        tab = event.tab_values
+        x, y = (float(v) for v in event.point)
+        return click_corner(_page_image(event), tab.get("dn_corner"), tab.get("dn_boxes"), tab.get("dn_category"),
+                            x, y)
 
 
-def redraw(stored: StoredRun | None, group, layer, kinds) -> dict:
-    if stored is None:
-        raise ValueError("Run denoising first.")
-    return draw(stored, DenoisingDisplay.parse(stored.run, group, layer, kinds))
-
-
-def draw(stored: StoredRun, display: DenoisingDisplay) -> dict:
+def draw(stored: StoredRun, display: DenoisingDisplay) -> Views:
     return {"dn_image": render_denoising_group(stored.canvas, stored.run, display.group, layer=display.layer,
                                                kinds=display.kinds),
             "dn_table": table(stored.run, display)}
@@ -156,56 +220,9 @@ def summary(result: DenoisingRun) -> str:
             f"boxes × groups.")
 
 
-def from_detections(explorer, session, threshold, max_detections) -> dict:
-    """The current result's detections above the threshold, as typed boxes."""
-    from ..explore.views import detection_view
-
-    options = inputs.DetectionOptions.parse(threshold, max_detections)
-    stored = explorer.stored(session)
-    view = detection_view(stored.result, options.threshold, options.max_detections)
-    if not len(view.boxes):
-        raise ValueError("No detections above the threshold to take as ground truth.")
-    boxes = np.asarray(view.boxes, dtype=np.float64).reshape(-1, 4)
-    truth = GroundTruth(np.asarray(view.labels, dtype=np.int64), np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], -1),
-                        stored.result.size)
-    return {"dn_boxes": boxes_text(truth, stored.result.category_ids)}
-
-
-def from_file(explorer, file, image, model_choice, checkpoint, variant) -> dict:
-    """An uploaded BOXES.json or COCO annotation file, as typed boxes for the current image."""
-    if file is None:
-        return {}
-    path = Path(file if isinstance(file, str) else file.get("path", ""))
-    if path.stat().st_size > MAX_DOCUMENT_BYTES:
-        raise ValueError(f"The boxes file is larger than {MAX_DOCUMENT_BYTES} bytes.")
-    image_path, name = image_file(image)
-    if not image_path:
-        raise ValueError("Upload the image first: the boxes are read for it.")
-    loaded = load_image(image_path, max_side=MAX_SIDE)
-    model = choices.resolve(model_choice, checkpoint, variant)
-    cfg = model.config or load_model(explorer, model)[1]
-    text = path.read_text(errors="replace")
-    truth = read_boxes_text(text, loaded.file_size, category_ids(cfg), name)
-    return {"dn_boxes": boxes_text(truth, category_ids(cfg))}
-
-
-def show_canvas(image) -> dict:
-    """The image to draw boxes on (in the run's picture): two clicks give a box's corners."""
-    path, _ = image_file(image)
-    if not path:
-        raise ValueError("Upload an image or pick an example first.")
-    canvas, _ = display_canvas(load_image(path, max_side=MAX_SIDE).array)
-    return {"dn_image": canvas, "dn_corner": None,
-            "dn_info": "Click two opposite corners of a box on the picture; it is added with the category id below."}
-
-
-def click_corner(image, corner, boxes, category, x: float, y: float) -> dict:
-    """A click at (x, y) in the picture's pixels: the first corner of a box, or the second (then
-    the box is added to the typed boxes, in the image file's pixels, with `category`)."""
-    path, _ = image_file(image)
-    if not path:
-        raise ValueError("Upload an image or pick an example first.")
-    loaded = load_image(path, max_side=MAX_SIDE)
+def click_corner(loaded: LoadedImage, corner, boxes, category, x: float, y: float) -> Views:
+    """A click at (x, y) in the drawn picture's pixels: the first corner of a box, or the second
+    (then the box is added to the typed boxes, in the image file's pixels, with `category`)."""
     canvas, scale = display_canvas(loaded.array)
     if not (0 <= x < canvas.shape[1] and 0 <= y < canvas.shape[0]):
         raise ValueError("Click on the picture itself, not on its key.")
@@ -266,63 +283,38 @@ def build(ui) -> None:
                                              buttons=["download", "fullscreen"])
 
 
-def wire(ui, explorer, bind) -> None:
-    """Connect the tab's controls; `bind(ui, fn)` maps a handler's {name: value} onto components
-    and turns ValueError into a message on the page (the page's own `_bind`)."""
-    raw = {"api_visibility": "private", "preprocess": False}
-    run_views = [ui.session, ui.dn_state, ui.dn_download, ui.dn_group, ui.dn_layer, ui.dn_info, ui.dn_mask,
-                 ui.dn_image, ui.dn_table]
+def wire(page, on: dict, model_run: dict) -> None:
+    """Connect the tab's controls through the page's events (`page`: `events.PageEvents`; `on`: the
+    page events' Gradio arguments; `model_run`: the concurrency of events that run the model)."""
+    ui, tab = page.ui, DenoisingTab(page.explorer)
+    events = {**on, "inputs": page.inputs | {ui[name] for name in CONTROLS}}
 
-    def on_run(session, image, model_choice, checkpoint, variant, max_input, boxes, seed, kinds,
-               request: gr.Request = None):
-        parsed = DenoisingRequest.parse(image, model_choice, checkpoint, variant, max_input, boxes, seed)
-        return run(explorer, session, parsed, kinds, request)
+    def when(triggers, method, selected=False, **extra):
+        gr.on(triggers, page.handler(method, selected=selected, redraw=False), **{**events, **extra})
 
-    ui.dn_run.click(bind(ui, on_run), [ui.session, ui.image_in, ui.model_choice, ui.checkpoint, ui.variant,
-                                       ui.max_input, ui.dn_boxes, ui.dn_seed, ui.dn_kinds], run_views,
-                    concurrency_id="detect", **raw)
-    gr.on([ui.dn_group.release, ui.dn_layer.release, ui.dn_kinds.input], bind(ui, redraw),
-          [ui.dn_state, ui.dn_group, ui.dn_layer, ui.dn_kinds], [ui.dn_image, ui.dn_table], show_progress="hidden",
-          **raw)
-    ui.dn_take.click(bind(ui, lambda session, threshold, most: from_detections(explorer, session, threshold, most)),
-                     [ui.session, ui.threshold, ui.max_detections], [ui.dn_boxes], **raw)
-    ui.dn_draw.click(bind(ui, show_canvas), [ui.image_in], [ui.dn_image, ui.dn_corner, ui.dn_info], **raw)
-
-    def on_click(image, corner, boxes, category, evt: gr.SelectData):
-        x, y = evt.index
-        return click_corner(image, corner, boxes, category, float(x), float(y))
-
-    ui.dn_image.select(bind(ui, on_click), [ui.image_in, ui.dn_corner, ui.dn_boxes, ui.dn_category],
-                       [ui.dn_corner, ui.dn_boxes, ui.dn_info], **raw)
-    ui.dn_file.upload(bind(ui, lambda file, image, choice, checkpoint, variant: from_file(
-        explorer, file, image, choice, checkpoint, variant)),
-        [ui.dn_file, ui.image_in, ui.model_choice, ui.checkpoint, ui.variant], [ui.dn_boxes], **raw)
+    when([ui.dn_run.click], tab.run, show_progress="full", **model_run)
+    when([ui.dn_group.release, ui.dn_layer.release, ui.dn_kinds.input], tab.redraw)
+    when([ui.dn_take.click], tab.take_detections)
+    when([ui.dn_draw.click], tab.show_canvas)
+    when([ui.dn_image.select], tab.click_corner, selected=True)
+    when([ui.dn_file.upload], tab.read_file)
 
 
 # -- helpers -------------------------------------------------------------------------------------------
 
-_run_on_device = gpu.gpu_function(run_denoising)
-
-
-def load_model(explorer, model: choices.ModelChoice):
-    """(model, config) from the page's model cache; ValueError with a message for the page."""
+def _image(path: str) -> LoadedImage:
     try:
-        return explorer.models.get(model.source, model.variant)
+        return load_image(path, max_side=MAX_SIDE)
     except ValueError as err:
-        raise ValueError(f"Cannot use this checkpoint: {err}") from None
-    except (OSError, RuntimeError) as err:
-        log.warning("loading %s failed: %s", model.model_id, err)
-        raise ValueError("Loading the model failed (see the server log).") from None
+        raise ValueError(f"Cannot use this image: {err}.") from None
 
 
-def image_file(image) -> tuple[str | None, str]:
-    """(path, original file name) of the image input (a FileData dict, unprocessed, or a path)."""
-    if image is None:
-        return None, ""
-    if isinstance(image, dict):
-        path = image.get("path")
-        return path, Path(image.get("orig_name") or path or "").name
-    return str(image), Path(str(image)).name
+def _page_image(event: PageEvent) -> LoadedImage:
+    """The page's image (the Detect controls' image input)."""
+    path, _ = uploaded_file(event.detect_values.get("image_in"))
+    if not path:
+        raise ValueError("Upload an image or pick an example first.")
+    return _image(path)
 
 
 def _index(name: str, value, size: int) -> int:
