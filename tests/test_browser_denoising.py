@@ -152,18 +152,18 @@ def test_query_selection_look_forward_twice_and_forward_pass(page):
     _new_src(page, "#det-image img", None)
 
     _open_tab(page, "Proposals")
-    maps = _new_src(page, "#sel-maps img", None)
-    _new_src(page, "#sel-step img", None)
+    _new_src(page, "#sel-maps img", None)
+    step = _new_src(page, "#sel-step img", None)
     page.wait_for_function("() => document.querySelector('#sel-info').innerText.includes('tgt_embed')")
     slot = page.locator("#slot input").input_value()
     assert f"Query slot {slot}" in page.locator("#sel-info").inner_text()
     page.screenshot(path=str(ARTIFACTS / "browser-query-selection.png"), full_page=True)
-    # another query: the selection view follows it
+    # another query: the selection step follows it (the score maps are the same for every query)
     other = "1" if slot != "1" else "2"
     box = page.locator("#slot input")
     box.fill(other)
     box.press("Enter")
-    _new_src(page, "#sel-maps img", maps)
+    _new_src(page, "#sel-step img", step)
     page.wait_for_function(f"() => document.querySelector('#sel-info').innerText.includes('Query slot {other}')")
 
     _open_tab(page, "Refinement")

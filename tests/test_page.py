@@ -225,6 +225,9 @@ def test_the_tabs_of_dinos_ideas_answer_through_the_page_events(app, events, tmp
     drawn = page.call("detect")
     assert f"Query slot {page.values['slot']}" in drawn["sel_info"] and "tgt_embed" in drawn["sel_info"]
     assert drawn["sel_maps"] is not None and drawn["sel_step"] is not None
+    chosen = page.call("type_slot", slot=page.values["slot"] + 1)
+    assert f"Query slot {page.values['slot']}" in chosen["sel_info"] and "sel_maps" not in chosen
+    assert chosen["sel_step"] is not None and chosen["twice_image"] is not None
     assert len(drawn["twice_table"]) == drawn["refine_table"].shape[0] - 1  # one row per decoder layer
 
     tab = DenoisingTab(app.explorer)

@@ -226,19 +226,22 @@ def look_forward_panels(stored: StoredResult, slot: int):
             pd.DataFrame(look_forward_rows(steps), columns=LOOK_FORWARD_COLUMNS))
 
 
-def selection_panels(stored: StoredResult, slot: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """Mixed query selection for query `slot`: (the encoder's class score of every token as a map
-    per level with the top-k picks and the slot's token marked, its token's cell next to the fixed
-    proposal and the encoder box made of it, a Markdown line on where its query came from)."""
-    result = stored.result
-    step = selection_step(result, slot)
+def score_maps_image(stored: StoredResult) -> np.ndarray:
+    """Mixed query selection, the same for every query: the encoder's class score of every token as
+    a map per level, with the top-k picks."""
+    return render_score_maps(stored.canvas, stored.scale, level_scores(stored.result))
+
+
+def selection_panels(stored: StoredResult, slot: int) -> tuple[np.ndarray, str]:
+    """Mixed query selection for query `slot`: (its token's cell next to the fixed proposal and the
+    encoder box made of it, a Markdown line on where its query came from)."""
+    step = selection_step(stored.result, slot)
     lineage = step.lineage
     info = (f"**Query slot {slot}**: token {lineage.token} (level {lineage.level + 1}, cell {lineage.cell}) ranked "
             f"{lineage.rank + 1} of {lineage.num_queries} by encoder score ({lineage.encoder_score:.3f}). Its decoder "
             f"query = content `tgt_embed[{slot}]` (learned, image-independent) + position: the encoder box "
             f"(detached), the first reference.")
-    return (render_score_maps(stored.canvas, stored.scale, level_scores(result), step=step),
-            render_selection_step(stored.canvas, stored.scale, step), info)
+    return render_selection_step(stored.canvas, stored.scale, step), info
 
 
 def encoder_prompt(stored: StoredResult) -> np.ndarray:

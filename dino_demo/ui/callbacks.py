@@ -231,6 +231,7 @@ class Explorer:
             **self._query_views(stored, view, slot, sampling_options(controls, result), _heatmap(controls, result),
                                 controls.detection),
             "proposal_image": panels.proposals_image(stored, view, controls.proposals, slot),
+            "sel_maps": panels.score_maps_image(stored),
             "runtime": panels.runtime_markdown(stored, session.reused),
             "download_internals": str(internals),
             **_control_ranges(result, controls.proposals.top_n),
@@ -487,12 +488,12 @@ class Explorer:
             return views
         refine_image, refine_table = panels.refinement_panels(stored, slot)
         twice_image, twice_table = panels.look_forward_panels(stored, slot)
-        sel_maps, sel_step, sel_info = panels.selection_panels(stored, slot)
+        sel_step, sel_info = panels.selection_panels(stored, slot)
         return {**views, **self.sampling_views(stored, slot, sampling),
                 "query_info": panels.lineage_markdown(stored, slot, view, options.threshold),
                 "layer_grid": panels.layer_grid_image(stored, slot),
                 "refine_image": refine_image, "refine_table": refine_table, "twice_image": twice_image,
-                "twice_table": twice_table, "sel_maps": sel_maps, "sel_step": sel_step, "sel_info": sel_info}
+                "twice_table": twice_table, "sel_step": sel_step, "sel_info": sel_info}
 
     def sampling_views(self, stored: StoredResult, slot: int, options: SamplingOptions) -> Views:
         overlay, points, mass = panels.sampling_image(stored, slot, options)

@@ -63,7 +63,7 @@ def build_selection_section(ui) -> None:
     with gr.Accordion("Query selection, step by step", open=True, elem_id="sel-section"):
         ui["sel_info"] = gr.Markdown("", elem_id="sel-info")
         gr.Markdown("The encoder scores every token (best class probability, a map per level); the top-k become "
-                    "the decoder's queries (pink). The selected query's token is marked +.", elem_classes=["caption"])
+                    "the decoder's queries (pink).", elem_classes=["caption"])
         ui["sel_maps"] = gr.Image(interactive=False, show_label=False, elem_id="sel-maps", format="png",
                                   elem_classes=["view-image"], buttons=["download", "fullscreen"])
         gr.Markdown("Its token's cell, the fixed proposal made of it and the box the encoder head made of that.",
