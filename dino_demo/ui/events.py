@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 import gradio as gr
 import numpy as np
 
-from . import choices, inputs
+from . import choices, denoising_tab, inputs, steps_tab
 from .api import ApiEndpoints
 from .callbacks import DETECT_CONTROLS, Explorer, PageEvent, Views, example_files
 from .files import save_drawn_image
@@ -65,20 +65,23 @@ class PageEvents:
     def __init__(self, ui, explorer: Explorer):
         self.ui, self.explorer = ui, explorer
         self.names = {component: name for name, component in ui.items()}
-        # What every page event sends: the controls, the Detect inputs and the two states.
+        # What every page event sends: the controls, the Detect inputs and the two states (a tab's
+        # events add its own controls, handed over as `PageEvent.tab_values`).
         self.inputs = {ui[name] for name in (*inputs.DEFAULTS, *DETECT_CONTROLS, "session", "enc_token")}
-        # What any page event may change (each returns only the views it changed).
+        # What any page event may change (each returns only the views it changed); buttons change never.
         self.outputs = [component for name, component in ui.items()
-                        if name not in ("detect", "coco_model", "seed_token", "examples_slot", "shipped_note",
-                                        "image_in", "model_choice", "checkpoint", "variant", "max_input")]
+                        if name not in ("examples_slot", "shipped_note", "image_in", "model_choice", "checkpoint",
+                                        "variant", "max_input")
+                        and not isinstance(component, gr.Button)]
         self.outputs.append(ui["image_in"])  # set back when it holds no usable image
 
     def respond(self, method: Callable, values: dict, request, point=None, progress=None, redraw=True) -> dict:
         """Run `method` on the parsed event; its views, or the status line when it failed."""
         raw = {self.names[component]: value for component, value in values.items()}
+        tab = {self.names[component]: value for component, value in values.items() if component not in self.inputs}
         try:
             event = PageEvent(raw["session"], PageControls.parse({name: raw[name] for name in inputs.DEFAULTS}),
-                              raw["enc_token"], point, {name: raw[name] for name in DETECT_CONTROLS}, request)
+                              raw["enc_token"], point, {name: raw[name] for name in DETECT_CONTROLS}, request, tab)
             if redraw:
                 views = self.explorer.redraw(method, event)
             else:
@@ -89,17 +92,19 @@ class PageEvents:
             else:
                 log.exception("%s failed", method.__name__)
             return reply(self.ui, failure_views(err, raw))
-        return reply(self.ui, {**views, "status": ""}) if views else {}
+        # Nothing changed: every output skipped (an empty dict would be read as too few values).
+        return reply(self.ui, {**views, "status": ""}) if views else gr.skip()
 
-    def handler(self, method: Callable, *, selected: bool = False) -> Callable:
-        """The Gradio function of a re-drawing method (`selected`: it reads where a click landed)."""
+    def handler(self, method: Callable, *, selected: bool = False, redraw: bool = True) -> Callable:
+        """The Gradio function of a re-drawing method (`selected`: it reads where a click landed;
+        `redraw=False`: a method `(event, progress)` that needs no stored result)."""
         if selected:
             def on_select(values: dict, evt: gr.SelectData, request: gr.Request):
-                return self.respond(method, values, request, point=evt.index)
+                return self.respond(method, values, request, point=evt.index, redraw=redraw)
             return on_select
 
         def on_change(values: dict, request: gr.Request):
-            return self.respond(method, values, request)
+            return self.respond(method, values, request, redraw=redraw)
         return on_change
 
     def detect(self, values: dict, request: gr.Request, progress=gr.Progress()):
@@ -180,6 +185,8 @@ def wire(ui, explorer: Explorer, concurrency: int) -> None:
                            [ui.checkpoint, ui.variant, ui.max_input, ui.shipped_note], api_visibility="private",
                            queue=False)
     ui.coco_model.click(lambda: choices.COCO_MODEL, None, ui.model_choice, api_visibility="private", queue=False)
+    denoising_tab.wire(page, on, model_run)
+    steps_tab.wire(page, on, model_run)
 
 
 def _api_endpoints(ui, endpoints: ApiEndpoints, raw: dict, model_run: dict) -> None:

@@ -21,7 +21,7 @@ from .. import ops
 from ..explore.options import HEATMAP_SOURCES, POINT_COLORS, PROPOSAL_COLORS
 from ..model.config import VARIANTS, DINOConfig
 from ..sources import zoo
-from . import choices, gpu, inputs
+from . import choices, denoising_tab, gpu, inputs, steps_tab
 from .callbacks import Explorer, max_input_label
 from .session import Session
 from .events import wire
@@ -151,7 +151,11 @@ def build_layout(default_model: str, end_session) -> UI:
                              "class it predicts after each.")
                     ui["refine_image"] = _view("refine-image")
                     ui["refine_table"] = gr.Dataframe(interactive=False, elem_id="refine-table")
+                    steps_tab.build_refinement_extra(ui)
                 _encoder_tab(ui, config)
+                with gr.Tab("DINO's ideas", id="ideas"), gr.Tabs(elem_id="ideas-tabs"):
+                    denoising_tab.build(ui)
+                    steps_tab.build_trace_tab(ui)
                 with gr.Tab("Runtime", id="runtime"):
                     ui["runtime"] = gr.Markdown("Run a detection to see the runtime.", elem_id="runtime")
     gr.HTML("", js_on_load=PAGE_JS % json.dumps(PAGE_CSS), container=False, padding=False)
@@ -209,6 +213,7 @@ def _proposals_tab(ui: UI, config: DINOConfig) -> None:
                                             label="Colour by")
         _caption("The encoder's top-k proposals (the decoder's first boxes); click one to follow the query it seeded.")
         ui["proposal_image"] = _view("proposal-image")
+        steps_tab.build_selection_section(ui)
 
 
 @contextlib.contextmanager
