@@ -544,7 +544,7 @@ def test_encoder_redraws_of_a_known_token_never_ask_for_the_model(explorer, monk
     def no_model(*args, **kwargs):
         raise AssertionError("a re-draw asked for the model")
 
-    monkeypatch.setattr(explorer, "_load_model", no_model)
+    monkeypatch.setattr(explorer, "load_model", no_model)
     for layer, head, level, color in ((1, "all", "all", "level"), (3, "2", "1", "head"), (2, "all", "2", "level")):
         redrawn = explorer.redraw(explorer.inspect_encoder, _event(session, token=token, enc_layer=layer,
                                                                    enc_head=head, enc_level=level, enc_color=color))

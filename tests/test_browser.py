@@ -248,19 +248,20 @@ def test_the_shipped_models_note_and_the_examples_are_above_the_fold(url, width,
         browser.close()
 
 
-TAB_BARS = {"tabs": ["Detections", "Query", "Encoder", "Diagnose", "Runtime"],
+TAB_BARS = {"tabs": ["Detections", "Query", "Encoder", "DINO's ideas", "Diagnose", "Runtime"],
             "query-tabs": ["Proposals", "Sampling points", "Layers", "Heatmaps", "Refinement"],
+            "ideas-tabs": ["Denoising", "Forward pass"],
             "diagnose-tabs": ["Why?", "Data set", "Compare"]}
 
 
 def test_every_tab_shows_once_at_1366x768(page):
-    """The selected query's views and the diagnosis views each sit under one tab, so that at
+    """The selected query's views, DINO's ideas and the diagnosis views each sit under one tab, so that at
     1366x768 every tab bar shows all its tabs, each once, and no "more tabs" menu."""
     ARTIFACTS.mkdir(exist_ok=True)
     for bar, names in TAB_BARS.items():
-        open_tab(page, *{"query-tabs": ["Query"], "diagnose-tabs": ["Diagnose"]}.get(bar, []))
+        open_tab(page, *{"query-tabs": ["Query"], "ideas-tabs": ["DINO's ideas"], "diagnose-tabs": ["Diagnose"]}.get(bar, []))
         shown = page.evaluate("""(bar) => {
-            const own = (e) => e.closest('#tabs, #query-tabs, #diagnose-tabs').id === bar;
+            const own = (e) => e.closest('#tabs, #query-tabs, #ideas-tabs, #diagnose-tabs').id === bar;
             const tabs = [...document.querySelectorAll(`#${bar} [role=tab]`)].filter(own);
             const menu = [...document.querySelectorAll(`#${bar} .overflow-menu`)].filter(own);
             return {names: tabs.filter(b => b.offsetParent !== null).map(b => b.innerText.trim()),

@@ -19,6 +19,8 @@ from .figures import (
     render_sampling,
 )
 from .options import SELECTED_QUERY, HeatmapOptions, ProposalOptions, SamplingOptions
+from .refinement import look_forward_rows, look_forward_twice, render_look_forward_twice
+from .selection import level_scores, render_score_maps, render_selection_step, selection_step
 from .stored import StoredResult
 from .views import (
     DetectionView,
@@ -38,6 +40,8 @@ from .visualize import Legend, dim, palette_color, with_legend
 
 HIGHLIGHT = "background-color: #fde68a; font-weight: 600"
 TABLE_COLUMNS = ["#", "label", "score", "slot", "x0", "y0", "x1", "y1"]
+LOOK_FORWARD_COLUMNS = ["layer", "r: reference in (xyxy px)", "b: box the loss sees", "r': next reference",
+                        "max |b - r'|"]
 
 
 def detection_table(view: DetectionView, slot: int | None):
@@ -212,6 +216,32 @@ def refinement_panels(stored: StoredResult, slot: int):
     table = pd.DataFrame(rows, columns=["stage", "best class", "score", f"{final_name} score", "moved (px)",
                                         "x0", "y0", "x1", "y1"])
     return render_refinement(stored.canvas, boxes * stored.scale), table
+
+
+def look_forward_panels(stored: StoredResult, slot: int):
+    """(figure, table) of look forward twice for query `slot`: per decoder layer, the reference it
+    starts from, the box the loss sees and the next layer's (detached) reference."""
+    steps = look_forward_twice(stored.result, slot)
+    return (render_look_forward_twice(stored.canvas, stored.scale, steps),
+            pd.DataFrame(look_forward_rows(steps), columns=LOOK_FORWARD_COLUMNS))
+
+
+def score_maps_image(stored: StoredResult) -> np.ndarray:
+    """Mixed query selection, the same for every query: the encoder's class score of every token as
+    a map per level, with the top-k picks."""
+    return render_score_maps(stored.canvas, stored.scale, level_scores(stored.result))
+
+
+def selection_panels(stored: StoredResult, slot: int) -> tuple[np.ndarray, str]:
+    """Mixed query selection for query `slot`: (its token's cell next to the fixed proposal and the
+    encoder box made of it, a Markdown line on where its query came from)."""
+    step = selection_step(stored.result, slot)
+    lineage = step.lineage
+    info = (f"**Query slot {slot}**: token {lineage.token} (level {lineage.level + 1}, cell {lineage.cell}) ranked "
+            f"{lineage.rank + 1} of {lineage.num_queries} by encoder score ({lineage.encoder_score:.3f}). Its decoder "
+            f"query = content `tgt_embed[{slot}]` (learned, image-independent) + position: the encoder box "
+            f"(detached), the first reference.")
+    return render_selection_step(stored.canvas, stored.scale, step), info
 
 
 def encoder_prompt(stored: StoredResult) -> np.ndarray:

@@ -335,20 +335,24 @@ def wire(ui: dict, page) -> None:
     own = {ui.analysis_files, ui.analysis_folder, ui.analysis_threshold, ui.analysis_state}
     on = {"inputs": page.inputs | own, "api_visibility": "private", "preprocess": False, "concurrency_id": "detect"}
 
-    def load_set(event, values, progress):
+    def load_set(event, progress=None):
+        values = event.tab_values
         model = choices.resolve(*(event.detect_values.get(name) for name in ("model_choice", "checkpoint",
                                                                             "variant")))
         threshold = inputs.number(values["analysis_threshold"], "Threshold", 0.0, 1.0)
         return load_or_run(explorer, values["analysis_files"], values["analysis_folder"] or "", model, threshold,
                            ui.analysis_download.GRADIO_CACHE, progress)
 
-    def open_row(event, values, progress):
+    def open_row(event, progress=None):
+        values = event.tab_values
         row = event.point[0] if isinstance(event.point, (list, tuple)) else event.point
         return open_in_explorer(explorer, event, values["analysis_state"], int(row), ui.image_in.GRADIO_CACHE,
                                 progress)
 
-    gr.on([ui.analysis_run.click], page.tab(load_set), outputs=page.tab_outputs("analysis_"), show_progress="full",
+    gr.on([ui.analysis_run.click], page.handler(load_set, redraw=False), outputs=page.tab_outputs("analysis_"),
+          show_progress="full",
           show_progress_on=[ui.analysis_summary, ui.analysis_items], **on)
     # Every view of the page changes, as with Detect.
-    gr.on([ui.analysis_items.select], page.tab(open_row, selected=True), outputs=page.outputs, show_progress="full",
+    gr.on([ui.analysis_items.select], page.handler(open_row, selected=True, redraw=False), outputs=page.outputs,
+          show_progress="full",
           **on)

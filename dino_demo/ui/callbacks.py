@@ -65,7 +65,9 @@ class PageEvent:
     """One user action on the page: the visitor's `session` (None before the first Detect), the
     parsed `controls`, the encoder `token` picked earlier (None before a pick), `point` where a
     click on a picture or table landed (Gradio's SelectData index; None for other events), the
-    Detect controls' raw values (`detect_values`, parsed by `detect` alone) and the `request`."""
+    Detect controls' raw values (`detect_values`, parsed by `detect` and the tabs that run the model),
+    the `request`, and the raw values of a tab's own controls when its events send them
+    (`tab_values`, by view name; each tab parses its own)."""
 
     session: Session | None
     controls: PageControls
@@ -73,6 +75,7 @@ class PageEvent:
     point: object = None
     detect_values: Mapping[str, object] = field(default_factory=dict)
     request: gr.Request | None = None
+    tab_values: Mapping[str, object] = field(default_factory=dict)
 
 
 class Explorer:
@@ -83,9 +86,9 @@ class Explorer:
         self.settings = settings
         self.models = ModelCache(capacity=2, device=settings.device)
         self.store = ResultStore(result_budget_bytes or settings.result_budget_mb * 1024**2)
-        # Model runs at a time. Taken only around the run itself: loading (downloading) a model, or
-        # reading an image, never holds up another visitor's run.
-        self._model_slot = threading.BoundedSemaphore(settings.model_concurrency)
+        # Model runs at a time (every tab's). Taken only around the run itself: loading (downloading) a
+        # model, or reading an image, never holds up another visitor's run.
+        self.model_slot = threading.BoundedSemaphore(settings.model_concurrency)
         self._run = gpu.gpu_function(run)  # on ZeroGPU, the GPU is held only while the model runs
         self._token_attention = gpu.gpu_function(encoder.token_attention, gpu.BASE_SECONDS)
         self._files = tempfile.TemporaryDirectory(prefix="dino-explorer-")
@@ -161,7 +164,7 @@ class Explorer:
 
         model_id = request.model.model_id
         progress(0.15, desc=f"Loading {model_id}")
-        model, cfg = self._load_model(request.model, progress)
+        model, cfg = self.load_model(request.model, progress)
         h, w = loaded.array.shape[:2]
         input_size = model_input_size(cfg, h, w, request.max_input)
 
@@ -173,7 +176,7 @@ class Explorer:
             return stored, key, True
         progress(0.3, desc=f"Running DINO on {input_size[1]}x{input_size[0]} pixels: backbone")
         try:
-            with self._model_slot:
+            with self.model_slot:
                 result = self._run(model, cfg, loaded.array, max_size=request.max_input,
                                    precision=self.settings.precision, model_id=model_id,
                                    source_size=loaded.file_size,
@@ -186,9 +189,11 @@ class Explorer:
 
     def preload(self, model_choice: str) -> None:
         """Load a model now (on ZeroGPU: at start-up, outside any GPU function, as it requires)."""
-        self._load_model(choices.resolve(model_choice, "", None))
+        self.load_model(choices.resolve(model_choice, "", None))
 
-    def _load_model(self, model: choices.ModelChoice, progress: Callable | None = None):
+    def load_model(self, model: choices.ModelChoice, progress: Callable | None = None):
+        """(model, config) of `model` from the app's model cache; a ValueError with a message for the
+        page when it cannot be downloaded or used."""
         def downloaded(done: int, total: int | None) -> None:  # bytes so far, of total
             if progress is not None:
                 progress((done, total) if total else 0.15, desc=f"Downloading {model.model_id}", unit="bytes")
@@ -226,6 +231,7 @@ class Explorer:
             **self._query_views(stored, view, slot, sampling_options(controls, result), _heatmap(controls, result),
                                 controls.detection),
             "proposal_image": panels.proposals_image(stored, view, controls.proposals, slot),
+            "sel_maps": panels.score_maps_image(stored),
             "runtime": panels.runtime_markdown(stored, session.reused),
             "download_internals": str(internals),
             **_control_ranges(result, controls.proposals.top_n),
@@ -421,9 +427,9 @@ class Explorer:
         """One pass through the encoder (a model run: it takes a model slot, and the GPU on ZeroGPU)."""
         if stored.model is None:
             raise ValueError("This result does not say which model made it: press Detect again.")
-        model, _ = self._load_model(stored.model)
+        model, _ = self.load_model(stored.model)
         try:
-            with self._model_slot:
+            with self.model_slot:
                 return self._token_attention(model, stored.result, [token], precision=self.settings.precision)[0]
         except RuntimeError as err:
             log.exception("encoder attention failed")
@@ -481,10 +487,13 @@ class Explorer:
         if slot is None:
             return views
         refine_image, refine_table = panels.refinement_panels(stored, slot)
+        twice_image, twice_table = panels.look_forward_panels(stored, slot)
+        sel_step, sel_info = panels.selection_panels(stored, slot)
         return {**views, **self.sampling_views(stored, slot, sampling),
                 "query_info": panels.lineage_markdown(stored, slot, view, options.threshold),
                 "layer_grid": panels.layer_grid_image(stored, slot),
-                "refine_image": refine_image, "refine_table": refine_table}
+                "refine_image": refine_image, "refine_table": refine_table, "twice_image": twice_image,
+                "twice_table": twice_table, "sel_step": sel_step, "sel_info": sel_info}
 
     def sampling_views(self, stored: StoredResult, slot: int, options: SamplingOptions) -> Views:
         overlay, points, mass = panels.sampling_image(stored, slot, options)

@@ -180,18 +180,22 @@ def wire(ui: dict, page, model_run: dict) -> None:
     on = {"inputs": page.inputs | own, "outputs": page.tab_outputs("compare_"), "api_visibility": "private",
           "preprocess": False}
 
-    def request(event, values) -> CompareRequest:
+    def request(event) -> CompareRequest:
+        values = event.tab_values
         return CompareRequest.parse(event.controls.detection.threshold, values["compare_slot"],
                                     values["compare_layer"])
 
-    def run_both(event, values, progress):
+    def run_both(event, progress=None):
+        values = event.tab_values
         return compare(explorer, event.detect_values.get("image_in"), choices.resolve(values["compare_a"], "", None),
-                       choices.resolve(values["compare_b"], "", None), request(event, values),
+                       choices.resolve(values["compare_b"], "", None), request(event),
                        values["compare_state"])
 
-    def change(event, values, progress):
-        return redraw(explorer, values["compare_state"], request(event, values))
+    def change(event, progress=None):
+        values = event.tab_values
+        return redraw(explorer, values["compare_state"], request(event))
 
-    gr.on([ui.compare_run.click], page.tab(run_both), show_progress="full",
+    gr.on([ui.compare_run.click], page.handler(run_both, redraw=False), show_progress="full",
           show_progress_on=[ui.compare_slider, ui.compare_summary], **on, **model_run)
-    gr.on([ui.compare_slot.submit, ui.compare_layer.release], page.tab(change), show_progress="hidden", **on)
+    gr.on([ui.compare_slot.submit, ui.compare_layer.release], page.handler(change, redraw=False),
+          show_progress="hidden", **on)

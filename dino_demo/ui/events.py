@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 import gradio as gr
 import numpy as np
 
-from . import analysis_tab, choices, compare_tab, inputs, region_tab
+from . import analysis_tab, choices, compare_tab, denoising_tab, inputs, region_tab, steps_tab
 from .api import ApiEndpoints
 from .callbacks import DETECT_CONTROLS, Explorer, PageEvent, Views, example_files
 from .files import save_drawn_image
@@ -69,20 +69,23 @@ class PageEvents:
     def __init__(self, ui, explorer: Explorer):
         self.ui, self.explorer = ui, explorer
         self.names = {component: name for name, component in ui.items()}
-        # What every page event sends: the controls, the Detect inputs and the two states.
+        # What every page event sends: the controls, the Detect inputs and the two states (a tab's
+        # events add its own controls, handed over as `PageEvent.tab_values`).
         self.inputs = {ui[name] for name in (*inputs.DEFAULTS, *DETECT_CONTROLS, "session", "enc_token")}
-        # What any page event may change (each returns only the views it changed).
+        # What any page event may change (each returns only the views it changed); buttons change never.
         self.outputs = [component for name, component in ui.items()
-                        if name not in ("detect", "coco_model", "seed_token", "examples_slot", "shipped_note",
-                                        "image_in", "model_choice", "checkpoint", "variant", "max_input")]
+                        if name not in ("examples_slot", "shipped_note", "image_in", "model_choice", "checkpoint",
+                                        "variant", "max_input")
+                        and not isinstance(component, gr.Button)]
         self.outputs.append(ui["image_in"])  # set back when it holds no usable image
 
     def respond(self, method: Callable, values: dict, request, point=None, progress=None, redraw=True) -> dict:
         """Run `method` on the parsed event; its views, or the status line when it failed."""
         raw = {self.names[component]: value for component, value in values.items()}
+        tab = {self.names[component]: value for component, value in values.items() if component not in self.inputs}
         try:
             event = PageEvent(raw["session"], PageControls.parse({name: raw[name] for name in inputs.DEFAULTS}),
-                              raw["enc_token"], point, {name: raw[name] for name in DETECT_CONTROLS}, request)
+                              raw["enc_token"], point, {name: raw[name] for name in DETECT_CONTROLS}, request, tab)
             if redraw:
                 views = self.explorer.redraw(method, event)
             else:
@@ -93,44 +96,26 @@ class PageEvents:
             else:
                 log.exception("%s failed", method.__name__)
             return reply(self.ui, failure_views(err, raw))
-        return reply(self.ui, {**views, "status": ""}) if views else {}
+        # Nothing changed: every output skipped (an empty dict would be read as too few values).
+        return reply(self.ui, {**views, "status": ""}) if views else gr.skip()
 
-    def handler(self, method: Callable, *, selected: bool = False) -> Callable:
-        """The Gradio function of a re-drawing method (`selected`: it reads where a click landed)."""
+    def handler(self, method: Callable, *, selected: bool = False, redraw: bool = True) -> Callable:
+        """The Gradio function of a re-drawing method (`selected`: it reads where a click landed;
+        `redraw=False`: a method `(event, progress)` that needs no stored result; `progress` is Gradio's
+        bar, shown where the event's `show_progress` allows)."""
         if selected:
-            def on_select(values: dict, evt: gr.SelectData, request: gr.Request):
-                return self.respond(method, values, request, point=evt.index)
+            def on_select(values: dict, evt: gr.SelectData, request: gr.Request, progress=gr.Progress()):
+                return self.respond(method, values, request, point=evt.index, progress=progress, redraw=redraw)
             return on_select
 
-        def on_change(values: dict, request: gr.Request):
-            return self.respond(method, values, request)
+        def on_change(values: dict, request: gr.Request, progress=gr.Progress()):
+            return self.respond(method, values, request, progress=progress, redraw=redraw)
         return on_change
 
     def tab_outputs(self, prefix: str) -> list:
         """What a tab's event may change: its views (names starting with `prefix`), the status line
         and the controls a failure sets back."""
         return [c for name, c in self.ui.items() if name.startswith(prefix)] + [self.ui[n] for n in ("status", *RESETS)]
-
-    def tab(self, method: Callable, *, selected: bool = False) -> Callable:
-        """The Gradio function of a tab's handler `method(event, values, progress)`: `event` the
-        PageEvent every page event gets, `values` the raw values of the event's inputs by view name
-        (the tab's own controls among them). Its views, or the status line, as `respond`."""
-        def run(values: dict, request, point, progress):
-            raw = {self.names[component]: value for component, value in values.items()}
-
-            def call(event, progress):
-                return method(event, raw, progress)
-            call.__name__ = method.__name__
-            return self.respond(call, values, request, point=point, progress=progress, redraw=False)
-
-        if selected:
-            def on_select(values: dict, evt: gr.SelectData, request: gr.Request, progress=gr.Progress()):
-                return run(values, request, evt.index, progress)
-            return on_select
-
-        def on_event(values: dict, request: gr.Request, progress=gr.Progress()):
-            return run(values, request, None, progress)
-        return on_event
 
     def detect(self, values: dict, request: gr.Request, progress=gr.Progress()):
         """The Detect button (and an example picked)."""
@@ -210,6 +195,8 @@ def wire(ui, explorer: Explorer, concurrency: int) -> None:
                            [ui.checkpoint, ui.variant, ui.max_input, ui.shipped_note], api_visibility="private",
                            queue=False)
     ui.coco_model.click(lambda: choices.COCO_MODEL, None, ui.model_choice, api_visibility="private", queue=False)
+    denoising_tab.wire(page, on, model_run)
+    steps_tab.wire(page, on, model_run)
     # The Diagnose tabs: their own controls, the same event design.
     region_tab.wire(ui, page)
     analysis_tab.wire(ui, page)

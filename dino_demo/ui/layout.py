@@ -21,7 +21,7 @@ from .. import ops
 from ..explore.options import HEATMAP_SOURCES, POINT_COLORS, PROPOSAL_COLORS
 from ..model.config import VARIANTS, DINOConfig
 from ..sources import zoo
-from . import analysis_tab, choices, compare_tab, gpu, inputs, region_tab
+from . import analysis_tab, choices, compare_tab, denoising_tab, gpu, inputs, region_tab, steps_tab
 from .callbacks import Explorer, max_input_label
 from .session import Session
 from .events import wire
@@ -137,14 +137,17 @@ def build_layout(default_model: str, end_session) -> UI:
                                        minimum=0, maximum=config.num_queries - 1)
             ui["candidates"] = gr.Radio([], label="Boxes under the cursor", visible=False, elem_id="candidates")
             ui["query_info"] = gr.Markdown("", elem_id="query-info")
-            # Five tabs (room for more at 1366 px): the selected query's views and the diagnosis
-            # views each under one tab, with their own tabs inside.
+            # Six tabs (every one shown at 1366 px): the selected query's views, DINO's ideas and the
+            # diagnosis views each under one tab, with their own tabs inside.
             with gr.Tabs(elem_id="tabs"):
                 _detections_tab(ui)
                 with gr.Tab("Query", id="query-views"):
                     with gr.Tabs(elem_id="query-tabs"):
                         _query_tabs(ui, config)
                 _encoder_tab(ui, config)
+                with gr.Tab("DINO's ideas", id="ideas"), gr.Tabs(elem_id="ideas-tabs"):
+                    denoising_tab.build(ui)
+                    steps_tab.build_trace_tab(ui)
                 with gr.Tab("Diagnose", id="diagnose") as ui["diagnose_tab"]:
                     with gr.Tabs(elem_id="diagnose-tabs") as ui["diagnose_tabs"]:
                         region_tab.build(ui)
@@ -171,6 +174,7 @@ def _query_tabs(ui: UI, config: DINOConfig) -> None:
                  "class it predicts after each.")
         ui["refine_image"] = _view("refine-image")
         ui["refine_table"] = gr.Dataframe(interactive=False, elem_id="refine-table")
+        steps_tab.build_refinement_extra(ui)
 
 
 def _input_column(ui: UI, default_model: str, config: DINOConfig) -> None:
@@ -224,6 +228,7 @@ def _proposals_tab(ui: UI, config: DINOConfig) -> None:
                                             label="Colour by")
         _caption("The encoder's top-k proposals (the decoder's first boxes); click one to follow the query it seeded.")
         ui["proposal_image"] = _view("proposal-image")
+        steps_tab.build_selection_section(ui)
 
 
 @contextlib.contextmanager

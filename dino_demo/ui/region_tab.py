@@ -323,9 +323,10 @@ def wire(ui: dict, page) -> None:
           "show_progress": "minimal", "show_progress_on": [ui.region_verdict], "preprocess": False}
 
     def when(triggers, method, selected=False):
-        gr.on(triggers, page.tab(method, selected=selected), **on)
+        gr.on(triggers, page.handler(method, selected=selected, redraw=False), **on)
 
-    def ask_box(event, values, progress=None):
+    def ask_box(event, progress=None):
+        values = event.tab_values
         stored = explorer.stored(event.session)
         threshold = event.controls.detection.threshold
         request = RegionRequest.parse(stored, *(values[f"region_{c}"] for c in ("x0", "y0", "x1", "y1")),
@@ -333,7 +334,8 @@ def wire(ui: dict, page) -> None:
         return {**ask(stored, request, values["region_truth"]), **truth_views(stored, values["region_truth"],
                                                                               threshold)}
 
-    def click_corner(event, values, progress=None):
+    def click_corner(event, progress=None):
+        values = event.tab_values
         stored = explorer.stored(event.session)
         x, y = (float(v) / stored.scale for v in event.point)
         corner = values["region_corner"]
@@ -347,13 +349,15 @@ def wire(ui: dict, page) -> None:
                                       event.controls.detection.threshold)
         return {"region_corner": None, **ask(stored, request, values["region_truth"])}
 
-    def load_truth(event, values, progress=None):
+    def load_truth(event, progress=None):
+        values = event.tab_values
         stored = explorer.stored(event.session)
         file = values["region_annotations"]
         truth = read_truth(file.get("path") if isinstance(file, dict) else file, stored)
         return {"region_truth": truth, **truth_views(stored, truth, event.controls.detection.threshold)}
 
-    def pick_truth(event, values, progress=None):
+    def pick_truth(event, progress=None):
+        values = event.tab_values
         stored = explorer.stored(event.session)
         truth = values["region_truth"]
         if truth is None or not truth.fits(stored):
@@ -366,7 +370,8 @@ def wire(ui: dict, page) -> None:
                                 event.controls.detection.threshold)
         return {"region_class": class_name, **ask(stored, request, truth)}
 
-    def follow_query(event, values, progress=None):
+    def follow_query(event, progress=None):
+        values = event.tab_values
         stored = explorer.stored(event.session)
         rows = (values["region_queries"] or {}).get("data") or []
         row = _row(event.point)
@@ -379,11 +384,13 @@ def wire(ui: dict, page) -> None:
             outline = None
         return {"region_slot": slot, **query_views(stored, slot, outline, f"query {slot}: IoU with the region by layer")}
 
-    def explain_row(event, values, progress=None):
+    def explain_row(event, progress=None):
+        values = event.tab_values
         stored = explorer.stored(event.session)
         return explain_alarm(stored, values["region_truth"], event.controls.detection.threshold, _row(event.point))
 
-    def show_tab(event, values, progress=None):
+    def show_tab(event, progress=None):
+        values = event.tab_values
         stored = explorer.store.peek(event.session.result_key) if event.session is not None else None
         if stored is None:
             return {"region_verdict": "Run a detection first (Detect), then ask about any box of it."}
