@@ -259,7 +259,8 @@ def test_every_tab_shows_once_at_1366x768(page):
     1366x768 every tab bar shows all its tabs, each once, and no "more tabs" menu."""
     ARTIFACTS.mkdir(exist_ok=True)
     for bar, names in TAB_BARS.items():
-        open_tab(page, *{"query-tabs": ["Query"], "ideas-tabs": ["DINO's ideas"], "diagnose-tabs": ["Diagnose"]}.get(bar, []))
+        holder = {"query-tabs": ["Query"], "ideas-tabs": ["DINO's ideas"], "diagnose-tabs": ["Diagnose"]}
+        open_tab(page, *holder.get(bar, []))
         shown = page.evaluate("""(bar) => {
             const own = (e) => e.closest('#tabs, #query-tabs, #ideas-tabs, #diagnose-tabs').id === bar;
             const tabs = [...document.querySelectorAll(`#${bar} [role=tab]`)].filter(own);

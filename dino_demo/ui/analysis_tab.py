@@ -312,7 +312,8 @@ def build(ui: dict) -> None:
             ui["analysis_files"] = gr.File(file_count="multiple", label="analysis.json / annotations.json + images",
                                            elem_id="analysis-files", height=120)
             with gr.Column(min_width=240):
-                ui["analysis_folder"] = gr.Textbox(label=f"or a server image folder (only under {env.DATA_DIRS_VARIABLE})",
+                folder_label = f"or a server image folder (only under {env.DATA_DIRS_VARIABLE})"
+                ui["analysis_folder"] = gr.Textbox(label=folder_label,
                                                    elem_id="analysis-folder")
                 ui["analysis_threshold"] = gr.Slider(0.0, 1.0, value=0.3, step=0.01, label="Threshold (for a run)",
                                                      elem_id="analysis-threshold")

@@ -382,7 +382,8 @@ def wire(ui: dict, page) -> None:
             outline = check_box([float(values[f"region_{c}"]) for c in ("x0", "y0", "x1", "y1")], stored.result.size)
         except (TypeError, ValueError):
             outline = None
-        return {"region_slot": slot, **query_views(stored, slot, outline, f"query {slot}: IoU with the region by layer")}
+        title = f"query {slot}: IoU with the region by layer"
+        return {"region_slot": slot, **query_views(stored, slot, outline, title)}
 
     def explain_row(event, progress=None):
         values = event.tab_values
