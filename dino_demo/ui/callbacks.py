@@ -23,6 +23,7 @@ import numpy as np
 
 from ..explore import encoder
 from ..explore.figures import render_detections
+from ..explore import precision as precisions
 from ..explore.inference import InferenceResult, run
 from ..explore.models import ModelCache
 from ..explore.views import DetectionView, detections_at, detection_view
@@ -57,6 +58,7 @@ class DetectRequest:
     model: choices.ModelChoice
     max_input: int
     options: inputs.DetectionOptions
+    precision: str = "float32"
 
 
 class Explorer:
@@ -107,15 +109,17 @@ class Explorer:
         return self.store.get(session.result_key)
 
     # -- Detect -----------------------------------------------------------------------------
-    def parse_detect(self, image, model_choice, checkpoint, variant, max_input, threshold, max_detections
-                     ) -> DetectRequest:
+    def parse_detect(self, image, model_choice, checkpoint, variant, max_input, threshold, max_detections,
+                     precision=None) -> DetectRequest:
+        """`precision` None: the app's (DINO_PRECISION)."""
         options = inputs.DetectionOptions.parse(threshold, max_detections)
+        precision = inputs.one_of(precision or self.settings.precision, "Precision", precisions.PRECISIONS)
         model = choices.resolve(model_choice, checkpoint, variant)
         side = inputs.max_input_side(max_input)
         path, file_name = _uploaded_file(image)
         if not path:
             raise ValueError("Upload an image or pick an example first.")
-        return DetectRequest(path, file_name, model, side, options)
+        return DetectRequest(path, file_name, model, side, options, precision)
 
     def compute(self, request: DetectRequest, session: Session, progress: Callable) -> StoredResult:
         """Run the model for a Detect (or reuse the example cache) and store the result."""
@@ -133,14 +137,14 @@ class Explorer:
         h, w = loaded.array.shape[:2]
         input_size = model_input_size(cfg, h, w, request.max_input)
 
-        example = self._example_key(request.path, request.model, input_size)
+        example = self._example_key(request.path, request.model, input_size, request.precision)
         stored = self.store.peek(example) if example else None
         if stored is None:
             progress(0.3, desc=f"Running DINO on {input_size[1]}x{input_size[0]} pixels: backbone")
             try:
                 with self._model_slot:
                     result = self._run(model, cfg, loaded.array, max_size=request.max_input,
-                                       precision=self.settings.precision, model_id=model_id,
+                                       precision=request.precision, model_id=model_id,
                                        on_stage=None if gpu.on_zerogpu() else _stage_progress(progress))
             except RuntimeError as err:
                 log.exception("inference failed")
@@ -177,10 +181,12 @@ class Explorer:
 
     def detect(self, session, image, model_choice, checkpoint, variant, max_input, threshold, max_detections,
                top_n, proposal_color, layer, head, level, point_color, show=None,
-               heat_source=inputs.HEATMAP_SOURCES[0], request: gr.Request = None, progress=gr.Progress()) -> Views:
+               heat_source=inputs.HEATMAP_SOURCES[0], precision=None, request: gr.Request = None,
+               progress=gr.Progress()) -> Views:
         """The Detect button: run the model, then draw every view once (the first detection's
         query selected; the encoder view waits for a click)."""
-        parsed = self.parse_detect(image, model_choice, checkpoint, variant, max_input, threshold, max_detections)
+        parsed = self.parse_detect(image, model_choice, checkpoint, variant, max_input, threshold, max_detections,
+                                   precision)
         proposals = inputs.ProposalOptions.parse(top_n, proposal_color)
         inputs.one_of(point_color, "Colour points by", inputs.POINT_COLORS)
         ticked = inputs.extras(show)
@@ -532,7 +538,8 @@ class Explorer:
                                  selected=int(hits[0]) if hits.size else None)
 
     # -- the example cache -------------------------------------------------------------------
-    def _example_key(self, path: str, model: choices.ModelChoice, input_size: tuple[int, int]) -> str | None:
+    def _example_key(self, path: str, model: choices.ModelChoice, input_size: tuple[int, int],
+                     precision: str = "float32") -> str | None:
         """Store key of an example image's result (shared by every session), when `path` holds one
         of the example images (Gradio hands over a copy), else None."""
         with self._example_lock:
@@ -546,7 +553,8 @@ class Explorer:
             return None
         if digest not in self._example_digests.values():
             return None
-        return "example:" + hashlib.sha256(repr((digest, model.source, model.variant, input_size)).encode()).hexdigest()
+        key = (digest, model.source, model.variant, input_size) + (() if precision == "float32" else (precision,))
+        return "example:" + hashlib.sha256(repr(key).encode()).hexdigest()
 
 
 # -- small pure helpers ---------------------------------------------------------------------
@@ -664,6 +672,7 @@ def _runtime_markdown(stored: StoredResult, reused: bool) -> str:
     return (
         f"**Model** {result.model_id} · **device** `{result.device}` · **deformable-attention op** "
         f"`{backend}` ({reason})\n\n"
+        f"**Precision** {result.precision}: {precisions.support(result.device).note(result.precision)}\n\n"
         f"**Image** {w}x{h} px → **model input** {in_w}x{in_h} px (padded {result.padded_size[1]}x"
         f"{result.padded_size[0]}) · {result.num_queries} queries, {result.num_layers} decoder layers, "
         f"{m} heads × {l} levels × {p} points\n\n| stage | time{cached} |\n|---|---|\n{rows}"

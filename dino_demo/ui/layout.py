@@ -19,6 +19,7 @@ import gradio as gr
 import numpy as np
 
 from .. import ops
+from ..explore import precision as precisions
 from ..sources import zoo
 from ..model.config import VARIANTS
 from . import choices, gpu, inputs
@@ -91,7 +92,13 @@ def _head_and_level(ui: UI, prefix: str, elem_prefix: str) -> None:
                                     elem_id=f"{elem_prefix}level")
 
 
-def build_layout(default_model: str, end_session) -> UI:
+def precision_choice(default: str, device: str) -> gr.Radio:
+    """The precision of the model runs; its note says whether this device has native bfloat16."""
+    note = precisions.support(device).note("bfloat16")
+    return gr.Radio(list(precisions.PRECISIONS), value=default, label="Precision", info=note, elem_id="precision")
+
+
+def build_layout(default_model: str, end_session, precision: str = "float32", device: str = "cpu") -> UI:
     """Create the components (inside a gr.Blocks context); `end_session(session)` is called when a
     session's state is deleted."""
     ui = UI()
@@ -120,6 +127,7 @@ def build_layout(default_model: str, end_session) -> UI:
                 ui["max_input"] = gr.Slider(32, max_side, value=max_side, step=1, elem_id="max-input",
                                             label=max_input_label(config) if config else "Max input side (px)",
                                             elem_classes=["commit-on-enter"])
+                ui["precision"] = precision_choice(precision, device)
                 with gr.Column(visible=default_model == choices.SHIPPED) as ui["shipped_note"]:
                     gr.Markdown(SHIPPED_NOTE)
                     ui["coco_model"] = gr.Button(f"Use {zoo.get(choices.COCO_MODEL).name}", size="sm",
@@ -312,7 +320,7 @@ def wire(ui: UI, explorer: Explorer, concurrency: int) -> None:
     # The image is decoded by dino_demo.io.images with its own limits, so Gradio's preprocessing is off.
     ui_detect = {"fn": _bind(ui, explorer.detect),
                  "inputs": detect_inputs + [ui.top_n, ui.proposal_color, *sampling_controls, ui.point_extras,
-                                            ui.heat_source],
+                                            ui.heat_source, ui.precision],
                  "outputs": every_view, "api_visibility": "private", **raw, **model_run}
     ui.detect.click(**ui_detect)
     with ui.examples_slot:
@@ -371,7 +379,7 @@ def build_demo(settings: AppSettings | None = None, **explorer_options) -> gr.Bl
     if gpu.on_zerogpu():
         explorer.preload(choices.default_choice())  # moved to "cuda" at start-up, as ZeroGPU requires
     with gr.Blocks(title=TITLE, fill_width=True, delete_cache=(1800, 3600), analytics_enabled=False) as demo:
-        ui = build_layout(choices.default_choice(), explorer.close_session)
+        ui = build_layout(choices.default_choice(), explorer.close_session, settings.precision, settings.device)
         wire(ui, explorer, settings.model_concurrency)
         # Checkpoints copied into weights/ while the app runs appear on the next page load.
         demo.load(lambda choice: gr.Dropdown(choices=choices.model_choices(), value=choice), ui.model_choice,
