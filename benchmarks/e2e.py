@@ -10,7 +10,8 @@ process (so that peak RSS is each one's own); runs alternate between them after 
 the medians are reported. Without --checkpoint the weights are the parity kit's recipe.
 
 With `--precision bfloat16` (or float16) the candidate runs under autocast while the baseline
-stays float32; the two are then expected to differ a little, and their agreement is reported
+stays float32 (a float32 candidate runs alongside, `median_seconds.candidate_float32`, so that one
+run gives all three times); the two are then expected to differ a little, and their agreement is reported
 instead of checked: top-900 selection overlap, detections matched (each of the baseline's
 detections scoring >= 0.3, or its top 20 when fewer, has a candidate detection of the same label
 at IoU > 0.9), largest score and box differences of the matched ones.
@@ -162,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     runners = {"baseline": _start("baseline", args, "reference", fast=False),
                "candidate": _start("candidate", args, args.backend, fast=not args.no_fast_path,
                                    precision=args.precision)}
+    if args.precision != "float32":  # the float32 candidate too, so that one run has all three times
+        runners["candidate_float32"] = _start("candidate_float32", args, args.backend, fast=not args.no_fast_path)
     samples = {name: [] for name in runners}
     outputs = {}
     for round_ in range(args.repeats + 1):  # round 0 warms up
@@ -181,10 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     medians = {name: {s: statistics.median(t[s] for t in runs) for s in STAGES} for name, runs in samples.items()}
     print(f"\n{args.variant} at {args.size[0]}x{args.size[1]}, median of {args.repeats} "
           f"(python {platform.python_version()}, {platform.machine()})")
-    print(f"{'stage':12s} {'baseline s':>11s} {'candidate s':>12s} {'ratio':>7s}")
+    print(f"{'stage':12s} {'baseline s':>11s} {'candidate s':>12s} {'ratio':>7s}"
+          + (f" {'float32 candidate s':>20s} {'ratio':>7s}" if "candidate_float32" in medians else ""))
     for stage in STAGES:
         b, c = medians["baseline"][stage], medians["candidate"][stage]
-        print(f"{stage:12s} {b:11.3f} {c:12.3f} {c / b if b else float('nan'):7.3f}")
+        line = f"{stage:12s} {b:11.3f} {c:12.3f} {c / b if b else float('nan'):7.3f}"
+        if "candidate_float32" in medians:
+            f = medians["candidate_float32"][stage]
+            line += f" {f:20.3f} {f / b if b else float('nan'):7.3f}"
+        print(line)
     print(f"{'peak RSS MiB':12s} {peak['baseline']:11.0f} {peak['candidate']:12.0f} "
           f"{peak['candidate'] / peak['baseline']:7.3f}")
 

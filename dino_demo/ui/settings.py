@@ -5,7 +5,7 @@ the checkpoint folders on every use (so that they can change without a restart).
 |---|---|---|
 | `DINO_DEVICE` | where models run | `cuda` when available, else `cpu` |
 | `DINO_MODEL_CONCURRENCY` | model runs at a time (re-drawing runs alongside) | 1 |
-| `DINO_PRECISION` | `float32`, or `float16` / `bfloat16` (autocast, for GPUs) | `float32` |
+| `DINO_PRECISION` | the page's default precision: `float32`, or `bfloat16` / `float16` (autocast: GPUs, CPUs with AVX-512 BF16 / AMX) | `float32` |
 | `DINO_RESULT_BUDGET_MB` | memory for stored results, all sessions together (least recently used dropped) | 512 |
 | `DINO_CHECKPOINT_DIRS` | folders the checkpoint box may open (`:`-separated), or `any` | `weights/` and the download cache |
 | `DINO_UNTRAINED_VARIANTS` | variants offered with random weights (`,`-separated), `all` or `none` | `all`; on a Space all but Swin-L |
