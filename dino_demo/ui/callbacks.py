@@ -443,7 +443,7 @@ class Explorer:
         model, _ = self._model_for(stored)
         try:
             with self._model_slot:
-                return self._token_attention(model, stored.result, [token], precision=self.settings.precision)[0]
+                return self._token_attention(model, stored.result, [token], precision=stored.result.precision)[0]
         except RuntimeError as err:
             log.exception("encoder attention failed")
             raise ValueError(f"Computing the encoder's attention failed: {err}") from None
