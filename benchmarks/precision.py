@@ -2,7 +2,7 @@
 
     python benchmarks/precision.py --precision float16 --device cuda [--variant dino-4scale-r50] [--count 20]
     python benchmarks/precision.py --precision bfloat16 --device cpu --checkpoint weights/dino-tiny.pth
-    python benchmarks/precision.py --precision bfloat16 --device cpu --variant dino-4scale-r50 --count 4
+    python benchmarks/precision.py --precision bfloat16 --device cpu --variant dino-4scale-r50 --count 4 --max-size 512
 
 For each image (synthetic shape scenes, seed 4242) the model, loaded as the app loads it
 (`explore.models.load`: inference fast paths), runs through `explore.inference.run` in float32
@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--size", type=int, default=256, help="side of the synthetic scenes")
     parser.add_argument("--threshold", type=float, default=0.3)
+    parser.add_argument("--max-size", type=int, default=None,
+                        help="cap on the model input's longer side (default: the variant's resize, 800 px short side "
+                             "for the official variants)")
     parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args(argv)
     if args.count < 1:
@@ -64,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     for index in range(args.count):
         image = generate_scene(4242, index, SceneSpec(size=args.size)).image
         start = time.perf_counter()
-        full = run(model, cfg, image)
+        full = run(model, cfg, image, max_size=args.max_size)
         seconds["float32"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        half = run(model, cfg, image, precision=args.precision)
+        half = run(model, cfg, image, precision=args.precision, max_size=args.max_size)
         seconds[args.precision].append(time.perf_counter() - start)
         score_diff = max(score_diff, float((full.detections.scores[:10] - half.detections.scores[:10]).abs().max()))
         memory_diff = max(memory_diff, float((full.output.memory - half.output.memory).abs().max()))
@@ -81,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             matched += int(((iou > 0.9) & same_class).any(1).sum())
     report = {
         "model": args.checkpoint or f"{args.variant} (recipe weights)", "device": args.device,
+        "input_size": list(full.input_size),
         "precision": args.precision, "images": args.count,
         "encoder_output_max_abs_diff": round(memory_diff, 5),
         "topk_set_overlap_min": round(min(overlap), 4), "topk_set_overlap_mean": round(sum(overlap) / len(overlap), 4),
