@@ -1,34 +1,72 @@
 """torch.compile (inductor, CPU) against eager on the app's inference path: the first compiled call
 (compile included) and the median of later calls, on synthetic scenes.
 
-    TORCH_LOGS=graph_breaks python benchmarks/compile_probe.py weights/dino-tiny.pth
+    TORCH_LOGS=graph_breaks python benchmarks/compile_probe.py [--model weights/dino-tiny.pth] [--images 4]
 
-Inductor needs `freezing` for the pre-packed oneDNN linear layers of `explore.speed` (without it:
-"weight must be a graph constant"). Prints one JSON line with the seconds.
+The model is loaded as the app loads it (`explore.models.load`). Inductor needs `freezing` for
+the pre-packed oneDNN linear layers of `explore.speed` (without it: "weight must be a graph
+constant"). Eager runs before and after the compiled ones, so that load on a shared machine shows
+up as the spread between the two. Prints one JSON line of seconds.
 """
-import time, json, sys, torch, numpy as np
-from dino_demo.explore.models import load
-from dino_demo.explore.inference import run
-from dino_demo.train.synthetic import SceneSpec, generate_scene
-src = sys.argv[1]
-model, cfg = load(src)
-imgs = [generate_scene(4242, i, SceneSpec(size=256)).image for i in range(4)]
-def med(m):
-    ts=[]
-    for im in imgs:
-        t=time.perf_counter(); run(m, cfg, im); ts.append(time.perf_counter()-t)
-    return sorted(ts)[len(ts)//2]
-run(model, cfg, imgs[0])
-eager = med(model)
+from __future__ import annotations
+
+import argparse
+import json
 import resource
-import torch._inductor.config as inductor_config
-inductor_config.freezing = True
-compiled = torch.compile(model, dynamic=False)
-cpu0 = resource.getrusage(resource.RUSAGE_SELF); cpu0 = cpu0.ru_utime + cpu0.ru_stime
-t=time.perf_counter(); run(compiled, cfg, imgs[0]); first=time.perf_counter()-t
-cpu1 = resource.getrusage(resource.RUSAGE_SELF); cpu1 = cpu1.ru_utime + cpu1.ru_stime
-print(json.dumps({"first_compiled_call_s": first, "first_compiled_call_cpu_s": cpu1 - cpu0, "eager_s": eager}), flush=True)
-comp = med(compiled)
-eager2 = med(model)
-print(json.dumps({"eager_s": eager, "eager_again_s": eager2, "compiled_s": comp, "first_compiled_call_s": first,
-                  "graph_breaks_note": "see TORCH_LOGS"}), flush=True)
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(ROOT / "weights" / "dino-tiny.pth"))
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--size", type=int, default=256, help="side of the synthetic scenes")
+    args = parser.parse_args(argv)
+    if args.images < 1:
+        parser.error("--images must be >= 1")
+
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from dino_demo.explore.inference import run
+    from dino_demo.explore.models import load
+    from dino_demo.train.synthetic import SceneSpec, generate_scene
+
+    model, cfg = load(args.model)
+    images = [generate_scene(4242, i, SceneSpec(size=args.size)).image for i in range(args.images)]
+
+    def median_seconds(m) -> float:
+        times = []
+        for image in images:
+            start = time.perf_counter()
+            run(m, cfg, image)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    run(model, cfg, images[0])  # warm-up
+    eager_before = median_seconds(model)
+    inductor_config.freezing = True
+    compiled = torch.compile(model, dynamic=False)
+    cpu_before, start = _cpu_seconds(), time.perf_counter()
+    run(compiled, cfg, images[0])
+    first_wall, first_cpu = time.perf_counter() - start, _cpu_seconds() - cpu_before
+    compiled_median = median_seconds(compiled)
+    eager_after = median_seconds(model)
+    print(json.dumps({"model": args.model, "first_compiled_call_s": round(first_wall, 3),
+                      "first_compiled_call_cpu_s": round(first_cpu, 3), "compiled_s": round(compiled_median, 4),
+                      "eager_before_s": round(eager_before, 4), "eager_after_s": round(eager_after, 4)}))
+    return 0
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+if __name__ == "__main__":
+    sys.exit(main())
