@@ -320,3 +320,12 @@ def test_cuda_bad_inputs_raise_value_error():
     for message, grad_output in bad_grad_outputs(output).items():
         with pytest.raises(ValueError, match=message):
             torch.ops.dino_demo.ms_deform_attn_backward(grad_output, *inputs)
+
+
+def test_build_check_covers_the_mixed_precision_form():
+    """`python -m dino_demo.ops.build --check`'s comparison, in the form the model uses under autocast."""
+    from dino_demo.ops.selfcheck import compare_with_reference
+
+    forward, backward = torch.ops.dino_demo.ms_deform_attn, torch.ops.dino_demo.ms_deform_attn_backward
+    assert compare_with_reference(forward, backward, "cpu", torch.bfloat16) is None
+    assert "output differs" in compare_with_reference(lambda *a: forward(*a) * 1.05, backward, "cpu", torch.bfloat16)
