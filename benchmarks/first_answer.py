@@ -4,7 +4,7 @@
 
 Each run is a new Python process doing what the app does for its first Detect: import the
 library (torch included), get the op's backend for the CPU (loading the compiled kernel from
-its cache: build it once beforehand with `python -m dino_demo.ops.build`), load the model
+its cache: build it once beforehand with `python -m dino_demo build-ops`), load the model
 (`explore.models.ModelCache`, inference fast paths), read the image and run it through
 `explore.inference.run` with internals, as the page does. Reported per stage, median over the
 runs, and the second Detect of the same process for comparison (the first call's allocations

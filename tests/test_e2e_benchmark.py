@@ -11,6 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Slow: about 15 s of CPU per precision (each timed run a fresh process importing torch), 30 s for both:
+# over the fast subset's budget.
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_e2e_benchmark_json_in_both_precisions(tmp_path, precision):
     out = tmp_path / "e2e.json"

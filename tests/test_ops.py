@@ -323,7 +323,7 @@ def test_cuda_bad_inputs_raise_value_error():
 
 
 def test_build_check_covers_the_mixed_precision_form():
-    """`python -m dino_demo.ops.build --check`'s comparison, in the form the model uses under autocast."""
+    """`python -m dino_demo build-ops --check`'s comparison, in the form the model uses under autocast."""
     from dino_demo.ops.selfcheck import compare_with_reference
 
     forward, backward = torch.ops.dino_demo.ms_deform_attn, torch.ops.dino_demo.ms_deform_attn_backward

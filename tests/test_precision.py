@@ -121,7 +121,7 @@ def test_support_notes_say_what_to_expect(monkeypatch):
         fast.note("float8")
 
 
-# -- the choice on the command line and on the page --------------------------------------------------
+# -- the choice on the command line (on the page: tests/test_page.py) ------------------------------
 
 def test_cli_detect_runs_in_the_chosen_precision(tmp_path, caplog):
     import logging
@@ -139,28 +139,3 @@ def test_cli_detect_runs_in_the_chosen_precision(tmp_path, caplog):
     assert "precision: bfloat16 on this CPU" in caplog.text
     with pytest.raises(SystemExit):  # argparse: not a precision
         main(["detect", str(image), "--precision", "float8", "--out", str(tmp_path / "out")])
-
-
-def test_page_offers_the_precision_and_the_runtime_panel_says_which_ran():
-    from dino_demo.paths import EXAMPLES_DIR
-    from dino_demo.ui import build_demo
-
-    demo = build_demo()
-    radio = next(c for c in demo.config["components"] if c.get("props", {}).get("elem_id") == "precision")
-    assert [choice[0] for choice in radio["props"]["choices"]] == list(precision.PRECISIONS)
-    assert radio["props"]["value"] == "float32"
-    assert "native bfloat16" in radio["props"]["info"]
-
-    class Request:
-        session_hash = "precision-test"
-
-    def detect(choice):
-        return demo.explorer.detect(None, str(EXAMPLES_DIR / "shapes-90210-8.png"), "untrained:dino-tiny", "",
-                                    "auto", 128, 0.0, 20, 100, "score", 6, "all", "all", "level",
-                                    precision=choice, request=Request(), progress=lambda *a, **k: None)
-
-    runtime = detect("bfloat16")["runtime"]
-    assert "**Precision** bfloat16: " + precision.support("cpu").note("bfloat16") in runtime
-    assert "**Precision** float32" in detect("float32")["runtime"]
-    with pytest.raises(ValueError, match="Precision must be one of"):
-        detect("float8")
