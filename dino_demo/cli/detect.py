@@ -95,12 +95,11 @@ def torch_detector(args: argparse.Namespace) -> Detector:
     """The PyTorch path (`explore.inference.run`)."""
     from ..explore.inference import run
     from ..explore.models import load
+    from ..explore.precision import support
     from ..explore.trace import trace_document, traced_run
     from ..explore.views import detection_view
     from ..io.internals import write_internals
     from ..io.preprocess import model_input_size
-
-    from ..explore.precision import support
 
     source = model_source(args)
     model_id = source.name

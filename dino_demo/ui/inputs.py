@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..explore.inference import PRECISIONS
 from ..explore.options import (
     HEATMAP_SOURCES,
     POINT_COLORS,
@@ -23,7 +24,6 @@ from ..explore.options import (
     ProposalOptions,
     SamplingOptions,
 )
-from ..explore.inference import PRECISIONS
 from ..io.images import MAX_SIDE
 from ..model.config import MIN_INPUT_SIDE
 from . import choices
