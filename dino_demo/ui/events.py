@@ -75,7 +75,7 @@ class PageEvents:
         # What any page event may change (each returns only the views it changed); buttons change never.
         self.outputs = [component for name, component in ui.items()
                         if name not in ("examples_slot", "shipped_note", "image_in", "model_choice", "checkpoint",
-                                        "variant", "max_input")
+                                        "variant", "max_input", "precision")
                         and not isinstance(component, gr.Button)]
         self.outputs.append(ui["image_in"])  # set back when it holds no usable image
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from .. import ops
+from ..explore import precision as precisions
 from ..explore.options import HEATMAP_SOURCES, POINT_COLORS, PROPOSAL_COLORS
 from ..model.config import VARIANTS, DINOConfig
 from ..sources import zoo
@@ -117,9 +118,16 @@ def page_config(default_model: str) -> DINOConfig:
     return config or DINOConfig()
 
 
-def build_layout(default_model: str, end_session) -> UI:
+def precision_choice(default: str, device: str) -> gr.Radio:
+    """The precision of the model runs; its note says whether this device has native bfloat16."""
+    note = precisions.support(device).note("bfloat16")
+    return gr.Radio(list(precisions.PRECISIONS), value=default, label="Precision", info=note, elem_id="precision")
+
+
+def build_layout(default_model: str, end_session, precision: str = "float32", device: str = "cpu") -> UI:
     """Create the components (inside a gr.Blocks context); `end_session(session)` is called when a
-    session's state is deleted."""
+    session's state is deleted; `precision` is the Precision choice's default, `device` where the
+    models run (its note says what that device offers)."""
     ui = UI()
     config = page_config(default_model)
     ui["session"] = gr.State(Session(), delete_callback=end_session)
@@ -127,7 +135,7 @@ def build_layout(default_model: str, end_session) -> UI:
     gr.Markdown(INTRO)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
-            _input_column(ui, default_model, config)
+            _input_column(ui, default_model, config, precision, device)
         with gr.Column(scale=3):
             ui["status"] = gr.Markdown("", elem_id="status")
             ui["notice"] = gr.Markdown("", elem_id="notice")
@@ -177,7 +185,7 @@ def _query_tabs(ui: UI, config: DINOConfig) -> None:
         steps_tab.build_refinement_extra(ui)
 
 
-def _input_column(ui: UI, default_model: str, config: DINOConfig) -> None:
+def _input_column(ui: UI, default_model: str, config: DINOConfig, precision: str, device: str) -> None:
     """Image, Detect, model, the shipped model's note and the examples (all above the fold at
     1366x768), then the detection settings."""
     ui["image_in"] = gr.Image(label="Image", show_label=False, type="filepath", image_mode=None,
@@ -200,6 +208,7 @@ def _input_column(ui: UI, default_model: str, config: DINOConfig) -> None:
                                     label="Variant of the checkpoint",
                                     visible=not choices.variant_is_fixed(default_model))
         ui["max_input"] = _slider("max_input", 32, config.max_size, config.max_size, max_input_label(config))
+        ui["precision"] = precision_choice(precision, device)
 
 
 def _detections_tab(ui: UI) -> None:
@@ -307,7 +316,7 @@ def build_app(settings: AppSettings | None = None, **explorer_options) -> App:
     if gpu.on_zerogpu():
         explorer.preload(choices.default_choice())  # moved to "cuda" at start-up, as ZeroGPU requires
     with gr.Blocks(title=TITLE, fill_width=True, delete_cache=(1800, 3600), analytics_enabled=False) as demo:
-        ui = build_layout(choices.default_choice(), explorer.close_session)
+        ui = build_layout(choices.default_choice(), explorer.close_session, settings.precision, settings.device)
         wire(ui, explorer, settings.model_concurrency)
         # Checkpoints copied into weights/ while the app runs appear on the next page load.
         demo.load(lambda choice: gr.Dropdown(choices=choices.model_choices(), value=choice), ui.model_choice,
