@@ -261,6 +261,8 @@ def test_every_tab_shows_once_at_1366x768(page):
     for bar, names in TAB_BARS.items():
         holder = {"query-tabs": ["Query"], "ideas-tabs": ["DINO's ideas"], "diagnose-tabs": ["Diagnose"]}
         open_tab(page, *holder.get(bar, []))
+        page.wait_for_function("([bar, n]) => [...document.querySelectorAll(`#${bar} [role=tab]`)]"
+                               ".filter(b => b.offsetParent !== null).length >= n", arg=[bar, len(names)])
         shown = page.evaluate("""(bar) => {
             const own = (e) => e.closest('#tabs, #query-tabs, #ideas-tabs, #diagnose-tabs').id === bar;
             const tabs = [...document.querySelectorAll(`#${bar} [role=tab]`)].filter(own);
