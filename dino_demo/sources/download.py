@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import ipaddress
 import logging
 import os
 import socket
@@ -44,6 +43,7 @@ from filelock import FileLock, Timeout
 
 from ..checksum import file_sha256, record_path, recorded_sha256, remember, write_record
 from ..env import positive_number
+from .address import AddressError, is_public, resolve_public
 
 log = logging.getLogger(__name__)
 
@@ -253,19 +253,16 @@ def check_url(url: str, policy: Policy) -> urllib.parse.SplitResult:
 
 
 def _public_address(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    """See `sources.address.is_public` (IPv6 forms that embed an IPv4 address are judged by it)."""
+    return is_public(address)
 
 
 def _resolve(host: str, port: int, policy: Policy) -> str:
     """The address to connect to; in public mode every address the name resolves to must be public."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as e:
-        raise _Failure(f"cannot resolve {host}: {e}") from None
-    addresses = [info[4][0] for info in infos]
+        addresses = resolve_public(host, port, public_only=False)
+    except AddressError as e:
+        raise _Failure(str(e)) from None
     if policy.public:
         inward = [a for a in addresses if not _public_address(a)]
         if inward:

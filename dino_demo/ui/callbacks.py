@@ -273,7 +273,7 @@ class Explorer:
         shown (Enter and then a click elsewhere would otherwise draw every view twice)."""
         try:
             unchanged = shown is not None and float(slot) == float(shown)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             unchanged = False  # select_query says what is wrong with the value
         return {} if unchanged else self.select_query(session, slot, *options)
 

@@ -99,7 +99,7 @@ def resolve(choice: str, checkpoint: str | None, variant: str | None) -> ModelCh
         source = (checkpoint or "").strip()
         if not source:
             raise ValueError("Enter a checkpoint path or an http(s) URL, or choose another model.")
-        if re.match(r"^https?://", source):
+        if re.match(r"(?i)https?://", source):  # schemes are case-insensitive (RFC 3986)
             return ModelChoice(source, variant, source, forced)
         return ModelChoice(local_checkpoint(source), variant, Path(source).name, forced)
     if choice in {value for _, value in model_choices()}:
