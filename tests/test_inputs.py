@@ -75,4 +75,4 @@ def test_typing_a_401_digit_slot_is_no_overflow():
     from dino_demo.ui.settings import AppSettings
 
     explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))
-    assert explorer.type_slot(None, HUGE, 5) == {}  # nothing detected yet: nothing to select, no OverflowError
+    assert explorer.type_slot(None, HUGE, 5, 0.3, 100, 6, "all", "all", "level") == {}  # nothing detected yet: nothing to select, no OverflowError
