@@ -7,12 +7,15 @@ the plain model (official modules, for export);
 """
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from ..sources import zoo
 from ..sources.checkpoint import load_model
 from ..sources.download import Progress
 from ..model.config import DINOConfig, get_config
@@ -22,23 +25,43 @@ from .speed import optimize_for_inference
 UNTRAINED_PREFIX = "untrained:"
 
 
+class ModelsBusy(ValueError):
+    """Every load slot is taken by other requests' loads (downloads): try again shortly."""
+
+
 class ModelCache:
-    """Loaded models by (source, variant), least recently used dropped beyond `capacity`.
+    """Loaded models by (source, variant), least recently used dropped beyond `capacity` models or
+    `max_bytes` of weights (the newest is always kept, even if it alone is larger).
 
     A source is a checkpoint path, an http(s) URL, "zoo:<id>" (a model zoo entry, downloaded
     once; see sources/zoo.py), or "untrained:<variant>" (random weights, seeded, for exploring a
     variant's structure). Thread-safe: concurrent requests for the same source load it once, and
     loading one source does not hold up requests for loaded ones. `progress(done_bytes,
     total_bytes)` hears about a download the request causes.
+
+    `load_slots`: how many loads (downloads) may run at once; a request for a model that is not
+    loaded when all are taken raises ModelsBusy at once instead of waiting, so that stalled
+    downloads hold at most that many of a server's workers. Before a load, models are dropped
+    until the new one's expected size fits `max_bytes`, so that two large models are never
+    resident together on a small machine; `released()` is called after models are dropped (the
+    app hands memory back to the operating system there).
     """
 
-    def __init__(self, capacity: int = 2, device: str | torch.device = "cpu"):
+    def __init__(self, capacity: int = 2, device: str | torch.device = "cpu", *, max_bytes: int | None = None,
+                 load_slots: int | None = None, released: Callable[[], None] | None = None):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.capacity, self.device = capacity, torch.device(device)
-        self._models: OrderedDict[tuple[str, str | None], tuple[torch.nn.Module, DINOConfig]] = OrderedDict()
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        if load_slots is not None and load_slots < 1:
+            raise ValueError(f"load_slots must be >= 1, got {load_slots}")
+        self.capacity, self.device, self.max_bytes = capacity, torch.device(device), max_bytes
+        self._models: OrderedDict[tuple[str, str | None], tuple[torch.nn.Module, DINOConfig, int]] = OrderedDict()
         self._loading: dict[tuple[str, str | None], threading.Lock] = {}
         self._lock = threading.Lock()
+        self._load_slots = threading.BoundedSemaphore(load_slots) if load_slots else None
+        self.load_slots = load_slots
+        self._released = released
 
     def get(self, source: str | Path, variant: str | None = None,
             progress: Progress | None = None) -> tuple[torch.nn.Module, DINOConfig]:
@@ -46,32 +69,122 @@ class ModelCache:
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
-                return self._models[key]
+                return self._models[key][:2]
+        if self._load_slots is not None and not self._load_slots.acquire(blocking=False):
+            raise ModelsBusy(f"{self.load_slots} model(s) are being loaded or downloaded for other visitors: "
+                             "try again in a minute, or use a model that is already loaded.")
+        try:
+            return self._load(key, progress)
+        finally:
+            if self._load_slots is not None:
+                self._load_slots.release()
+
+    def _load(self, key: tuple[str, str | None], progress: Progress | None) -> tuple[torch.nn.Module, DINOConfig]:
+        with self._lock:
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:
             with self._lock:
                 if key in self._models:  # loaded by another request meanwhile
-                    return self._models[key]
+                    return self._models[key][:2]
+            self._make_room(expected_bytes(*key))
             try:
-                entry = load(str(source), variant, self.device, progress)
+                model, cfg = load(key[0], key[1], self.device, progress)
             except BaseException:
                 with self._lock:
                     self._loading.pop(key, None)
                 raise
+            self._hold(key, model, cfg)
             with self._lock:
-                self._models[key] = entry
                 self._loading.pop(key, None)
-                while len(self._models) > self.capacity:
-                    self._models.popitem(last=False)
-            return entry
+            return model, cfg
 
     def add(self, source: str | Path, variant: str | None, model: torch.nn.Module, config: DINOConfig) -> None:
         """Hold an already loaded (model, config) under (source, variant), as `get` would."""
+        self._hold((str(source), variant or None), model, config)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the weights of the models held."""
         with self._lock:
-            self._models[(str(source), variant or None)] = (model, config)
-            self._models.move_to_end((str(source), variant or None))
-            while len(self._models) > self.capacity:
-                self._models.popitem(last=False)
+            return sum(entry[2] for entry in self._models.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._models)
+
+    def _hold(self, key: tuple[str, str | None], model: torch.nn.Module, cfg: DINOConfig) -> None:
+        with self._lock:
+            self._models.pop(key, None)
+            self._models[key] = (model, cfg, model_bytes(model))
+            dropped = self._drop_beyond(0)
+        self._after_drop(dropped)
+
+    def _make_room(self, incoming: int) -> None:
+        """Drop models before a load so that the new one fits (by count, and by bytes when known)."""
+        with self._lock:
+            dropped = self._drop_beyond(incoming, loading=True)
+        self._after_drop(dropped)
+
+    def _drop_beyond(self, incoming: int, loading: bool = False) -> list:
+        """Under the lock: pop least recently used entries beyond the bounds; the newest stays."""
+        dropped = []
+        keep = 0 if loading else 1
+        slots = self.capacity - (1 if loading else 0)
+        while len(self._models) > keep and (
+                len(self._models) > slots
+                or (self.max_bytes is not None and sum(e[2] for e in self._models.values()) + incoming > self.max_bytes)):
+            dropped.append(self._models.popitem(last=False))
+        return dropped
+
+    def _after_drop(self, dropped: list) -> None:
+        if dropped:
+            dropped.clear()  # the last references (unless a running request still holds the model)
+            if self._released is not None:
+                self._released()
+
+
+@functools.lru_cache(maxsize=None)
+def _variant_bytes(name: str) -> int:
+    """Bytes of a variant's float32 weights, counted on the meta device (nothing allocated)."""
+    try:
+        cfg = get_config(name)
+    except ValueError:
+        return 0
+    with torch.device("meta"):
+        skeleton = build_model(cfg)
+    return sum(t.numel() * 4 for t in [*skeleton.parameters(), *skeleton.buffers()])
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes of a model's parameters and buffers (each storage counted once)."""
+    storages = {}
+    for tensor in [*model.parameters(), *model.buffers()]:
+        try:
+            storage = tensor.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        except (NotImplementedError, RuntimeError):  # opaque layouts (e.g. prepacked weights): their own size
+            storages[("opaque", id(tensor))] = tensor.numel() * tensor.element_size()
+    return sum(storages.values())
+
+
+def expected_bytes(source: str, variant: str | None = None) -> int:
+    """What loading `source` will about take (float32 weights), from its variant when known
+    (untrained and zoo models, a forced variant), else from a local file's size; 0 if unknown."""
+    name = variant
+    if source.startswith(UNTRAINED_PREFIX):
+        name = source[len(UNTRAINED_PREFIX):]
+    elif source.startswith(zoo.ZOO_PREFIX):
+        try:
+            name = zoo.get(source).variant
+        except ValueError:
+            return 0
+    if name:
+        return _variant_bytes(name)
+    path = Path(source)
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except OSError:
+        return 0
 
 
 def load(source: str, variant: str | None = None, device: str | torch.device = "cpu",

@@ -42,6 +42,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from ..checksum import file_sha256, record_path, recorded_sha256, remember, write_record
+from .. import env
 from ..env import positive_number
 from .address import AddressError, is_public, resolve_public
 
@@ -53,6 +54,8 @@ PUBLIC_VARIABLE = "DINO_DEMO_PUBLIC"
 HOSTS_VARIABLE = "DINO_DEMO_ALLOWED_HOSTS"
 QUOTA_VARIABLE = "DINO_DEMO_CACHE_QUOTA_GB"
 DEADLINE_VARIABLE = "DINO_DEMO_DOWNLOAD_DEADLINE"
+RETRY_AFTER_VARIABLE = env.DOWNLOAD_RETRY_AFTER
+DEFAULT_RETRY_AFTER_S = 120.0
 PUBLIC_DEADLINE_S = 600.0
 OFFLINE_VARIABLES = ("DINO_DEMO_OFFLINE", "HF_HUB_OFFLINE")
 MAX_DOWNLOAD_BYTES = 2 * 1024**3
@@ -78,7 +81,9 @@ class Policy:
     """What downloads may do. `public`: the protections of public mode (https only unless
     `allow_http`, public addresses only, one failure text). `allowed_hosts`: host names, `.suffix`
     patterns (any subdomain), or None for any host. `quota_bytes`: the most the download folders
-    may hold, or None."""
+    may hold, or None. `deadline_s`: the most a download may take in all, whatever the download
+    library retries; `stall_s`: the most a Hub download may go without receiving a byte;
+    `retry_after_s`: how long a file that failed fails at once for the next request (0: never)."""
 
     public: bool = False
     allow_http: bool = False
@@ -88,13 +93,15 @@ class Policy:
     read_timeout_s: float = 30.0
     max_redirects: int = 5
     quota_bytes: int | None = None
+    stall_s: float = 60.0
+    retry_after_s: float = DEFAULT_RETRY_AFTER_S
 
     @classmethod
     def from_env(cls, **overrides) -> "Policy":
         """The policy the environment asks for (see the module docstring)."""
-        env = os.environ
-        public = bool(env.get("SPACE_ID")) or env.get(PUBLIC_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
-        hosts_setting = env.get(HOSTS_VARIABLE, "").strip()
+        environ = os.environ
+        public = bool(environ.get("SPACE_ID")) or environ.get(PUBLIC_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+        hosts_setting = environ.get(HOSTS_VARIABLE, "").strip()
         if hosts_setting == "*":
             hosts = None
         elif hosts_setting:
@@ -105,6 +112,9 @@ class Policy:
         quota_bytes = int(quota * 1024**3) if quota is not None else (PUBLIC_QUOTA_BYTES if public else None)
         deadline = positive_number(DEADLINE_VARIABLE)
         values = dict(public=public, allowed_hosts=hosts, quota_bytes=quota_bytes)
+        retry_after = env.non_negative_number(RETRY_AFTER_VARIABLE)
+        if retry_after is not None:
+            values["retry_after_s"] = retry_after
         if deadline is not None:
             values["deadline_s"] = deadline
         elif public:  # a visitor's slow-drip server must not hold one of the app's workers for long
@@ -157,6 +167,37 @@ class _TargetLock:
     def __exit__(self, *exc):
         self.file.release()
         self.local.release()
+
+
+# -- recent failures -------------------------------------------------------------------------------
+_failures: dict[str, tuple[float, str]] = {}  # file key -> (time.monotonic() until which it fails, message)
+_failures_guard = threading.Lock()
+
+
+def _recent_failure(key: str, policy: Policy) -> DownloadError | None:
+    """The error to raise at once for a file whose download failed less than `retry_after_s` ago."""
+    with _failures_guard:
+        until, message = _failures.get(key, (0.0, ""))
+    left = until - time.monotonic()
+    if left <= 0:
+        return None
+    return DownloadError(f"{message} (it failed moments ago; try again in {left:.0f} s)")
+
+
+def _remember_failure(key: str, error: DownloadError, policy: Policy) -> DownloadError:
+    if policy.retry_after_s > 0:
+        with _failures_guard:
+            now = time.monotonic()
+            for stale in [k for k, (until, _) in _failures.items() if until < now]:
+                del _failures[stale]
+            _failures[key] = (now + policy.retry_after_s, str(error))
+    return error
+
+
+def forget_failures() -> None:
+    """Let every file that failed recently be tried again at once."""
+    with _failures_guard:
+        _failures.clear()
 
 
 # -- hashes --------------------------------------------------------------------------------------
@@ -375,6 +416,9 @@ def fetch_url(url: str, target: str | os.PathLike, *, sha256: str | None = None,
                 record_path(target).unlink(missing_ok=True)
         if offline():
             raise DownloadError(f"downloads are switched off ({' / '.join(OFFLINE_VARIABLES)})")
+        failed = _recent_failure(url, policy)
+        if failed is not None:
+            raise failed
         remove_stale_parts(target.parent, policy.deadline_s + 60)
         part = target.with_name(target.name + ".part")
         part.unlink(missing_ok=True)
@@ -384,7 +428,7 @@ def fetch_url(url: str, target: str | os.PathLike, *, sha256: str | None = None,
             os.replace(part, target)
             remember(target, digest)  # a rename keeps size and mtime: the next use reads no byte again
         except _Failure as e:
-            raise _network_error(url, str(e), policy) from None
+            raise _remember_failure(url, _network_error(url, str(e), policy), policy) from None
         except DownloadError as e:
             record_path(target).unlink(missing_ok=True)
             if policy.public:
@@ -470,42 +514,125 @@ class _Reporter:
 
 # -- Hugging Face Hub ----------------------------------------------------------------------------
 def fetch_hub(repo_id: str, filename: str, *, revision: str = "main", progress: Progress | None = None,
-              policy: Policy | None = None) -> Path:
+              policy: Policy | None = None, endpoint: str | None = None, cache_dir: str | os.PathLike | None = None
+              ) -> Path:
     """A file of a Hub repository from the huggingface_hub cache, downloaded there if missing
     (resumable; honours HF_HUB_OFFLINE). Progress, the size cap and the deadline act through the
     progress hook huggingface_hub reports to."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     policy = policy or Policy.from_env()
-    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
+    cached = try_to_load_from_cache(repo_id, filename, revision=revision, cache_dir=cache_dir)
     if isinstance(cached, str):
         return Path(cached)
     if offline():
         raise DownloadError(f"downloads are switched off ({' / '.join(OFFLINE_VARIABLES)})")
-    key = f"hub:{repo_id}/{revision}/{filename}"
+    key = f"hub:{endpoint or ''}{repo_id}/{revision}/{filename}"
+    url = f"{endpoint or 'https://huggingface.co'}/{repo_id}/resolve/{revision}/{filename}"
+    failed = _recent_failure(key, policy)  # before waiting for the lock: a failure is answered at once
+    if failed is not None:
+        raise failed
     with _process_locks_guard:
         lock = _process_locks.setdefault(key, threading.Lock())
-    if not lock.acquire(timeout=policy.deadline_s):
+    # A download of the file under way (or one given up on, winding down): wait as long as a stall may last.
+    if not lock.acquire(timeout=min(policy.deadline_s, policy.stall_s)):
         raise DownloadError("another download of this file is still running; try again later")
+    watch = _Watch(policy, release=lock.release)
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision,
-                                    tqdm_class=_hub_progress_class(progress, policy)))
-    except DownloadError:
-        raise
-    except Exception as e:  # huggingface_hub's and httpx's errors: no network, 404, gated, ...
-        raise _network_error(f"https://huggingface.co/{repo_id}/resolve/{revision}/{filename}",
-                             f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}",
-                             policy) from None
+        failed = _recent_failure(key, policy)
+        if failed is not None:
+            raise failed
+        try:
+            return Path(watch.run(lambda: hf_hub_download(repo_id, filename, revision=revision, endpoint=endpoint,
+                                                          cache_dir=cache_dir,
+                                                          etag_timeout=min(10.0, policy.read_timeout_s),
+                                                          tqdm_class=_hub_progress_class(progress, policy, watch))))
+        except _Failure as e:
+            raise _remember_failure(key, _network_error(url, str(e), policy), policy) from None
+        except DownloadError as e:
+            raise _remember_failure(key, _network_error(url, str(e), policy) if policy.public else e, policy) from None
+        except Exception as e:  # huggingface_hub's and httpx's errors: no network, 404, gated, ...
+            detail = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+            raise _remember_failure(key, _network_error(url, detail, policy), policy) from None
     finally:
-        lock.release()
+        watch.release_unless_abandoned()
 
 
-def _hub_progress_class(progress: Progress | None, policy: Policy):
-    """A tqdm class for huggingface_hub that reports to `progress` and stops a download past the
-    size cap or the deadline."""
+class _Watch:
+    """Runs a download library's call in a thread of its own and gives up on it when the policy's
+    total deadline passes or no byte arrives for `stall_s`, whatever the library retries meanwhile.
+    The abandoned call stops at its next progress report (`cancelled`) or at its own timeouts; its
+    thread is a daemon (it never holds up the caller or the process's exit) and calls `release`
+    (the file's lock) when it ends, so that no second download of the file starts beside it."""
+
+    def __init__(self, policy: Policy, release: Callable[[], None]):
+        self.policy = policy
+        self.deadline = time.monotonic() + policy.deadline_s
+        self.last_activity = time.monotonic()
+        self.cancelled = False
+        self._release = release
+        self._state = threading.Lock()
+        self._running = False  # the worker thread has not ended
+        self._released = False
+
+    def release_unless_abandoned(self) -> None:
+        """The caller is done: release the lock now, or, while an abandoned call still runs, when it ends."""
+        with self._state:
+            self.cancelled = True
+            if self._running or self._released:
+                return
+            self._released = True
+        self._release()
+
+    def _worker_ended(self) -> None:
+        with self._state:
+            self._running = False
+            if not self.cancelled or self._released:
+                return
+            self._released = True
+        self._release()
+
+    def alive(self) -> None:
+        """A byte arrived (called from the progress hook); raises once the watch gave up."""
+        self.last_activity = time.monotonic()
+        if self.cancelled:
+            raise DownloadError("the download was abandoned (deadline or stall)")
+
+    def run(self, call: Callable[[], object]) -> object:
+        outcome: dict = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                outcome["value"] = call()
+            except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
+                outcome["error"] = error
+            finally:
+                done.set()
+                self._worker_ended()
+
+        with self._state:
+            self._running = True
+        threading.Thread(target=work, name="dino-demo-download", daemon=True).start()
+        while not done.wait(0.1):
+            now = time.monotonic()
+            if now > self.deadline:
+                self.cancelled = True
+                raise _Failure(f"the download took longer than its deadline of {self.policy.deadline_s:.0f} s")
+            if now - self.last_activity > self.policy.stall_s:
+                self.cancelled = True
+                raise _Failure(f"no data for {self.policy.stall_s:.0f} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+
+def _hub_progress_class(progress: Progress | None, policy: Policy, watch: _Watch):
+    """A tqdm class for huggingface_hub that reports to `progress` and to `watch`, and stops a
+    download past the size cap or the deadline."""
     from huggingface_hub.utils import tqdm as hub_tqdm
 
-    deadline = time.monotonic() + policy.deadline_s
+    deadline = watch.deadline
 
     class HubProgress(hub_tqdm):
         def __init__(self, *args, **kwargs):
@@ -519,6 +646,7 @@ def _hub_progress_class(progress: Progress | None, policy: Policy):
                 raise DownloadError(f"the file ({self.bytes_total} bytes) is over the limit of {policy.max_bytes} bytes")
 
         def update(self, n=1):
+            watch.alive()
             self.bytes_done += n or 0
             if time.monotonic() > deadline:
                 raise DownloadError(f"the download took longer than its deadline of {policy.deadline_s:.0f} s")

@@ -8,6 +8,7 @@ A Detect runs the model once (`explore.inference.run`) and stores the result in 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ import numpy as np
 from ..explore import encoder
 from ..explore.figures import render_detections
 from ..explore.inference import InferenceResult, run
-from ..explore.models import ModelCache
+from ..explore.models import ModelCache, ModelsBusy
 from ..explore.views import DetectionView, detections_at, detection_view
 from ..io.images import MAX_SIDE, load_image
 from ..io.internals import write_internals
@@ -65,7 +66,9 @@ class Explorer:
 
     def __init__(self, settings: AppSettings, *, result_budget_bytes: int | None = None):
         self.settings = settings
-        self.models = ModelCache(capacity=2, device=settings.device)
+        self.models = ModelCache(capacity=2, device=settings.device, load_slots=settings.load_concurrency,
+                                 max_bytes=settings.model_cache_mb * 1024**2 if settings.model_cache_mb else None,
+                                 released=functools.partial(release_freed_memory, collect=True))
         self.store = ResultStore(result_budget_bytes or settings.result_budget_mb * 1024**2)
         # Model runs at a time. Taken only around the run itself: loading (downloading) a model, or
         # reading an image, never holds up another visitor's run.
@@ -166,6 +169,8 @@ class Explorer:
 
         try:
             return self.models.get(model.source, model.variant, downloaded)
+        except ModelsBusy as err:
+            raise ValueError(str(err)) from None
         except ValueError as err:  # CheckpointError and config errors carry a message for the user
             failure = ValueError(f"Cannot use this checkpoint: {err}")
         except (OSError, RuntimeError) as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 
 
 @functools.cache
@@ -21,8 +22,11 @@ def _libc():
     return libc if libc is not None and hasattr(libc, "malloc_trim") else None
 
 
-def release_freed_memory() -> None:
-    """Return the heap's free pages to the operating system (glibc only; elsewhere nothing)."""
+def release_freed_memory(collect: bool = False) -> None:
+    """Return the heap's free pages to the operating system (glibc only; elsewhere nothing);
+    `collect`: first free what only reference cycles still hold (a dropped model's modules)."""
+    if collect:
+        gc.collect()
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
