@@ -22,7 +22,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from ..explore import encoder
+from ..explore import cost, encoder
 from ..explore.figures import render_detections
 from ..explore.inference import InferenceResult, run
 from ..explore.models import ModelCache, ModelsBusy
@@ -32,6 +32,7 @@ from ..io.internals import write_internals
 from ..io.preprocess import model_input_size
 from ..io.results import coco_image_id, coco_results, detections_document, image_record
 from ..paths import EXAMPLES_DIR
+from ..sources.download import Policy
 from . import choices, gpu, inputs, panels
 from .files import write_atomically
 from .memory import release_freed_memory
@@ -134,21 +135,26 @@ class Explorer:
         progress(0.15, desc=f"Loading {model_id}")
         model, cfg = self._load_model(request.model, progress)
         h, w = loaded.array.shape[:2]
-        input_size = model_input_size(cfg, h, w, request.max_input)
+        max_input = cost.bounded_max_input(cfg, request.max_input, Policy.from_env().public)
+        if max_input < min(request.max_input, cfg.max_size):
+            gr.Warning(f"This server caps the model input at {max_input} px (the usual maximum of {cfg.name}).")
+        input_size = model_input_size(cfg, h, w, max_input)
+        estimate = cost.request_cost(cfg, input_size)
+        log.info("detect with %s: %s", model_id, estimate.describe())
 
         example = self._example_key(request.path, request.model, input_size)
         stored = self.store.peek(example) if example else None
         if stored is None:
-            progress(0.3, desc=f"Running DINO on {input_size[1]}x{input_size[0]} pixels: backbone")
+            progress(0.3, desc=f"Running DINO: {estimate.describe()}; backbone")
             try:
                 with self._model_slot:
-                    result = self._run(model, cfg, loaded.array, max_size=request.max_input,
+                    result = self._run(model, cfg, loaded.array, max_size=max_input,
                                        precision=self.settings.precision, model_id=model_id,
                                        on_stage=None if gpu.on_zerogpu() else _stage_progress(progress))
             except RuntimeError as err:
                 log.exception("inference failed")
                 raise ValueError(f"Detection failed: {err}") from None
-            stored, reused = StoredResult.of(result, request.file_name, min(request.max_input, cfg.max_size),
+            stored, reused = StoredResult.of(result, request.file_name, min(max_input, cfg.max_size),
                                              request.model, cfg.enc_layers), False
         else:
             reused = True
