@@ -80,3 +80,87 @@ def test_the_public_input_bound_is_configurable(monkeypatch):
     assert cost.bounded_max_input(cfg, 300, public=True) == 300
     big = cost.request_cost(cfg, (4096, 4096))
     assert big.relative == pytest.approx(4096 * 4096 / (256 * 512)) and big.tokens > 300_000
+
+
+# -- disk ----------------------------------------------------------------------------------------
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.utime(item, (then, then))
+
+
+def test_files_of_sessions_that_never_leave_expire_by_age_and_size(monkeypatch):
+    """A session that never opens a heartbeat is never closed: its files go by age, and the oldest
+    go first when all together pass the quota."""
+    from dino_demo.ui import cleanup
+    from dino_demo.ui.callbacks import Explorer
+    from dino_demo.ui.settings import AppSettings
+
+    explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))
+    folders = []
+    for name, size, age in (("old", 1000, 7200), ("big", 3 << 20, 600), ("fresh", 1000, 10)):
+        session = explorer.session(None, _Request(name))
+        (session.downloads() / "internals.npz").write_bytes(b"x" * size)
+        _age(session.folder, age)
+        folders.append(session.folder)
+    limits = cleanup.FileLimits(max_age_s=3600, quota_bytes=2 << 20)
+    swept = cleanup.sweep([explorer.files_folder], limits, keep=(cleanup.OWNER_FILE,))
+    assert [p.name for p in swept.removed] == ["old", "big"]  # the expired one, then the oldest over the quota
+    assert not folders[0].exists() and not folders[1].exists() and folders[2].exists()
+    assert (explorer.files_folder / cleanup.OWNER_FILE).is_file()
+    assert swept.held_bytes < 2 << 20
+
+
+def test_the_app_sweeps_its_files_and_on_a_public_server_uploads_never_detected(tmp_path, monkeypatch):
+    from dino_demo.ui import build_demo, cleanup
+
+    uploads = tmp_path / "gradio"
+    never_detected = uploads / "0123abcd"
+    never_detected.mkdir(parents=True)
+    (never_detected / "upload.png").write_bytes(b"x" * 4096)
+    _age(never_detected, 30)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    monkeypatch.setenv("DINO_DEMO_PUBLIC", "1")
+    monkeypatch.setenv("DINO_DEMO_FILES_MAX_AGE_H", str(5 / 3600))  # 5 s: swept every second
+    demo = build_demo()
+    try:
+        session = demo.explorer.session(None, _Request("no-heartbeat"))
+        (session.downloads() / "detections.json").write_text("{}")
+        _age(session.folder, 30)
+        deadline = time.time() + 10
+        while (never_detected.exists() or session.folder.exists()) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not never_detected.exists() and not session.folder.exists()
+        assert demo.sweeper.limits.max_age_s == pytest.approx(5)
+    finally:
+        demo.sweeper.stop()
+
+
+def test_folders_left_by_a_killed_process_are_removed_at_start(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import tempfile
+
+    from dino_demo.ui import cleanup
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    left = tmp_path / "dino-explorer-killed"
+    (left / "session").mkdir(parents=True)
+    (left / cleanup.OWNER_FILE).write_text(str(killed.pid))
+    (left / "session" / "internals.npz").write_bytes(b"x" * 1000)
+    killed.kill()  # SIGKILL: nothing of the process removes its folder
+    killed.wait()
+    running = tmp_path / "dino-explorer-running"
+    running.mkdir()
+    (running / cleanup.OWNER_FILE).write_text(str(os.getpid()))
+    unmarked_new = tmp_path / "dino-explorer-new"  # being created by a process starting right now
+    unmarked_new.mkdir()
+
+    from dino_demo.ui.callbacks import Explorer
+    from dino_demo.ui.settings import AppSettings
+
+    explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))  # an app starting
+    assert not left.exists() and running.exists() and unmarked_new.exists()
+    assert explorer.files_folder.parent == tmp_path
+    assert (explorer.files_folder / cleanup.OWNER_FILE).read_text() == str(os.getpid())

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import re
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from ..io.preprocess import model_input_size
 from ..io.results import coco_image_id, coco_results, detections_document, image_record
 from ..paths import EXAMPLES_DIR
 from ..sources.download import Policy
-from . import choices, gpu, inputs, panels
+from . import choices, cleanup, gpu, inputs, panels
 from .files import write_atomically
 from .memory import release_freed_memory
 from .session import Session
@@ -76,10 +75,16 @@ class Explorer:
         self._model_slot = threading.BoundedSemaphore(settings.model_concurrency)
         self._run = gpu.gpu_function(run)  # on ZeroGPU, the GPU is held only while the model runs
         self._token_attention = gpu.gpu_function(encoder.token_attention, gpu.BASE_SECONDS)
-        self._files = tempfile.TemporaryDirectory(prefix="dino-explorer-")
+        cleanup.remove_stale_app_folders()  # left by a killed process
+        self._files = cleanup.make_app_folder()
         self._example_digests: dict[int, str] | None = None
         self.token_attention = encoder.TokenAttentionCache()
         self._example_lock = threading.Lock()
+
+    @property
+    def files_folder(self) -> Path:
+        """The folder of the sessions' download files (one subfolder per session)."""
+        return Path(self._files.name)
 
     # -- sessions ---------------------------------------------------------------------------
     def session(self, session: Session | None, request: gr.Request | None) -> Session:

@@ -21,7 +21,8 @@ import numpy as np
 from .. import ops
 from ..sources import zoo
 from ..model.config import VARIANTS
-from . import choices, gpu, inputs
+from ..sources.download import Policy
+from . import choices, cleanup, gpu, inputs
 from .callbacks import Explorer, example_files, max_input_label
 from .files import save_drawn_image
 from .settings import AppSettings
@@ -379,5 +380,10 @@ def build_demo(settings: AppSettings | None = None, **explorer_options) -> gr.Bl
         demo.load(lambda choice: gr.Dropdown(choices=choices.model_choices(), value=choice), ui.model_choice,
                   ui.model_choice, api_visibility="private", queue=False)
         demo.unload(explorer.unload)
+    # Files of sessions that never say goodbye (no heartbeat), and on a public server uploads never
+    # detected, expire by age and total size.
+    swept = [explorer.files_folder] + ([cleanup.gradio_upload_folder()] if Policy.from_env().public else [])
+    demo.sweeper = cleanup.Sweeper(swept, cleanup.FileLimits.from_env(), keep=(cleanup.OWNER_FILE,))
+    demo.sweeper.start()
     demo.explorer = explorer  # for tests and benchmarks
     return demo.queue(default_concurrency_limit=4, max_size=64)
