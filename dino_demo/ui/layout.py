@@ -22,7 +22,7 @@ from .. import ops
 from ..sources import zoo
 from ..model.config import VARIANTS
 from ..sources.download import Policy
-from . import choices, cleanup, gpu, inputs
+from . import choices, cleanup, gpu, inputs, memory
 from .callbacks import Explorer, example_files, max_input_label
 from .files import save_drawn_image
 from .settings import AppSettings
@@ -369,6 +369,7 @@ def wire(ui: UI, explorer: Explorer, concurrency: int) -> None:
 def build_demo(settings: AppSettings | None = None, **explorer_options) -> gr.Blocks:
     """The whole app, queued: one model run at a time (DINO_MODEL_CONCURRENCY), re-drawing alongside."""
     settings = settings or AppSettings.from_env()
+    memory.tune_allocator()  # freed activations and dropped models go back to the system
     ops.prepare_in_background(settings.device)  # the reference op serves until the kernel is built
     explorer = Explorer(settings, **explorer_options)
     if gpu.on_zerogpu():
