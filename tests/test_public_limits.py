@@ -164,3 +164,26 @@ def test_folders_left_by_a_killed_process_are_removed_at_start(tmp_path, monkeyp
     assert not left.exists() and running.exists() and unmarked_new.exists()
     assert explorer.files_folder.parent == tmp_path
     assert (explorer.files_folder / cleanup.OWNER_FILE).read_text() == str(os.getpid())
+
+
+def test_the_result_budget_counts_what_is_really_held():
+    """A small view keeps its whole storage alive, and a storage shared by two fields is held once:
+    the store's budget counts storages, not the elements of each field."""
+    from dataclasses import dataclass
+
+    import numpy as np
+    import torch
+
+    from dino_demo.ui.store import _nbytes
+
+    @dataclass
+    class Held:
+        view: torch.Tensor
+        same: torch.Tensor
+        rows: np.ndarray
+
+    big = torch.zeros(1000, 1000)  # 4 MB
+    pixels = np.zeros((1000, 1000), np.uint8)  # 1 MB
+    held = Held(view=big[:1], same=big[1:2], rows=pixels[:10])
+    assert _nbytes(held) == big.nbytes + pixels.nbytes
+    assert _nbytes([torch.zeros(10), torch.zeros(10)]) == 80
