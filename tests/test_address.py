@@ -52,7 +52,11 @@ def test_resolve_public_refuses_a_name_with_one_inward_address(monkeypatch):
                                   "[2001:0:4136:e378:8000:63bf:80ff:fffe]"])
 def test_public_mode_never_connects_to_an_embedded_inward_address(host, tmp_path, monkeypatch):
     attempts = []
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: attempts.append(a) or (_ for _ in ()).throw(OSError("no")))
+    def connect(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("no connection in this test")
+
+    monkeypatch.setattr(socket, "create_connection", connect)
     for name in ("DINO_DEMO_OFFLINE", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(DownloadError) as info:

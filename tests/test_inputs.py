@@ -75,4 +75,5 @@ def test_typing_a_401_digit_slot_is_no_overflow():
     from dino_demo.ui.settings import AppSettings
 
     explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))
-    assert explorer.type_slot(None, HUGE, 5, 0.3, 100, 6, "all", "all", "level") == {}  # nothing detected yet: nothing to select, no OverflowError
+    # Nothing detected yet: nothing to select, and no OverflowError on the way.
+    assert explorer.type_slot(None, HUGE, 5, 0.3, 100, 6, "all", "all", "level") == {}

@@ -132,7 +132,8 @@ class ModelCache:
         slots = self.capacity - (1 if loading else 0)
         while len(self._models) > keep and (
                 len(self._models) > slots
-                or (self.max_bytes is not None and sum(e[2] for e in self._models.values()) + incoming > self.max_bytes)):
+                or (self.max_bytes is not None
+                    and sum(entry[2] for entry in self._models.values()) + incoming > self.max_bytes)):
             dropped.append(self._models.popitem(last=False))
         return dropped
 

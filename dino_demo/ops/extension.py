@@ -196,7 +196,8 @@ def _load(kind: str, require_gpu: bool) -> LoadResult:
                       LoadResult(True, f"compiled{archs}, in a temporary folder (the kernel cache is not writable: "
                                        f"{problem})"))
     if not result.ok:
-        return LoadResult(False, f"{result.reason} (in a temporary folder: the kernel cache is not writable: {problem})")
+        return LoadResult(False, f"{result.reason} (in a temporary folder: the kernel cache is not writable: "
+                                 f"{problem})")
     return result
 
 

@@ -100,7 +100,8 @@ class Policy:
     def from_env(cls, **overrides) -> "Policy":
         """The policy the environment asks for (see the module docstring)."""
         environ = os.environ
-        public = bool(environ.get("SPACE_ID")) or environ.get(PUBLIC_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+        public = bool(environ.get("SPACE_ID")) or \
+            environ.get(PUBLIC_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
         hosts_setting = environ.get(HOSTS_VARIABLE, "").strip()
         if hosts_setting == "*":
             hosts = None
