@@ -296,8 +296,9 @@ def _upload_only(url: str, image: str) -> None:
 
 
 def scenario_disk(args, url: str, sampler: "Sampler", tmp: Path) -> dict:
-    """`--sessions` visitors that never open a heartbeat (the client's is stopped at once), each
-    uploading `--upload-side` images: one detected, `--uploads` more never detected. The app's
+    """`--sessions` visitors that never open a heartbeat, each uploading `--upload-side` noise
+    images (as large as photos): one detected (and its internals.npz fetched), `--uploads` more
+    never detected. The app's
     temporary folder (TMPDIR and GRADIO_TEMP_DIR, set by `main`) is measured after them and
     `--settle` seconds later."""
     import numpy as np
@@ -305,7 +306,8 @@ def scenario_disk(args, url: str, sampler: "Sampler", tmp: Path) -> dict:
     from PIL import Image
 
     Client._stream_heartbeat = staticmethod(lambda *a, **k: None)  # visitors whose page never says it is alive
-    pixels = np.asarray(Image.open(args.image).convert("RGB")).copy()
+    side = args.upload_side or 2048  # noise: a PNG as large as a photo's (about 12 MB at 2048 px)
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
     errors = []
 
     def distinct(index: int) -> str:  # Gradio keeps one copy of identical uploads: each is another image
@@ -319,6 +321,7 @@ def scenario_disk(args, url: str, sampler: "Sampler", tmp: Path) -> dict:
         try:
             client.predict(handle_file(distinct(number * (args.uploads + 1))), "shipped", "", "auto", args.max_input,
                            0.3, 100, api_name="/detect")
+            client.predict(api_name="/internals")  # the session's arrays, written to its folder
         except Exception as error:  # noqa: BLE001 - reported
             errors.append(f"{type(error).__name__}: {str(error)[:120]}")
         for extra in range(args.uploads):

@@ -38,8 +38,8 @@ def non_negative_number(variable: str, default: float | None = None) -> float | 
 # -- the limits of a public server (docs/deployment.md) ----------------------------------------
 # Seconds a download that failed fails at once for the next request of the same file (0: never).
 DOWNLOAD_RETRY_AFTER = "DINO_DEMO_DOWNLOAD_RETRY_AFTER"
-# Models being loaded or downloaded at a time; further requests for unloaded models are refused.
-LOAD_CONCURRENCY = "DINO_DEMO_LOAD_CONCURRENCY"
+# Model downloads at a time; further requests that must download are refused at once.
+DOWNLOAD_CONCURRENCY = "DINO_DEMO_DOWNLOAD_CONCURRENCY"
 # Memory for loaded models (MiB), least recently used dropped first.
 MODEL_CACHE_MB = "DINO_DEMO_MODEL_CACHE_MB"
 # Hours after which a session's files, served files and unused uploads are removed.

@@ -628,7 +628,7 @@ def test_stalled_downloads_leave_detect_to_other_visitors(served, url, monkeypat
         for thread in threads:
             thread.join(60)
         assert waited < 5, f"a visitor waited {waited:.1f} s behind stalled downloads"
-        busy = [t for message, t in outcomes.values() if "being loaded or downloaded" in message]
+        busy = [t for message, t in outcomes.values() if "being downloaded for other visitors" in message]
         failed = [t for message, t in outcomes.values() if "download failed" in message or "could not get" in message]
         assert len(busy) == 2 and max(busy) < 3, outcomes
         assert len(failed) == 2 and all(6 < t < 15 for t in failed), outcomes

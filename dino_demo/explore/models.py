@@ -8,6 +8,7 @@ the plain model (official modules, for export);
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -16,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ..sources import zoo
-from ..sources.checkpoint import load_model
+from ..paths import url_checkpoints_dir
+from ..sources.checkpoint import load_model, url_file_name
 from ..sources.download import Progress
 from ..model.config import DINOConfig, get_config
 from ..model.detector import DINO, build_model
@@ -25,8 +27,8 @@ from .speed import optimize_for_inference
 UNTRAINED_PREFIX = "untrained:"
 
 
-class ModelsBusy(ValueError):
-    """Every load slot is taken by other requests' loads (downloads): try again shortly."""
+class DownloadsBusy(ValueError):
+    """Every download slot is taken by other requests' downloads: try again shortly."""
 
 
 class ModelCache:
@@ -39,28 +41,29 @@ class ModelCache:
     loading one source does not hold up requests for loaded ones. `progress(done_bytes,
     total_bytes)` hears about a download the request causes.
 
-    `load_slots`: how many loads (downloads) may run at once; a request for a model that is not
-    loaded when all are taken raises ModelsBusy at once instead of waiting, so that stalled
-    downloads hold at most that many of a server's workers. Before a load, models are dropped
+    `download_slots`: how many loads that must download their file may run at once; such a
+    request when all are taken raises DownloadsBusy at once instead of waiting, so that stalled
+    downloads hold at most that many of a server's workers (loads from this machine's disk, an
+    untrained variant or a file already downloaded, take no slot). Before a load, models are dropped
     until the new one's expected size fits `max_bytes`, so that two large models are never
     resident together on a small machine; `released()` is called after models are dropped (the
     app hands memory back to the operating system there).
     """
 
     def __init__(self, capacity: int = 2, device: str | torch.device = "cpu", *, max_bytes: int | None = None,
-                 load_slots: int | None = None, released: Callable[[], None] | None = None):
+                 download_slots: int | None = None, released: Callable[[], None] | None = None):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         if max_bytes is not None and max_bytes < 1:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-        if load_slots is not None and load_slots < 1:
-            raise ValueError(f"load_slots must be >= 1, got {load_slots}")
+        if download_slots is not None and download_slots < 1:
+            raise ValueError(f"download_slots must be >= 1, got {download_slots}")
         self.capacity, self.device, self.max_bytes = capacity, torch.device(device), max_bytes
         self._models: OrderedDict[tuple[str, str | None], tuple[torch.nn.Module, DINOConfig, int]] = OrderedDict()
         self._loading: dict[tuple[str, str | None], threading.Lock] = {}
         self._lock = threading.Lock()
-        self._load_slots = threading.BoundedSemaphore(load_slots) if load_slots else None
-        self.load_slots = load_slots
+        self._download_slots = threading.BoundedSemaphore(download_slots) if download_slots else None
+        self.download_slots = download_slots
         self._released = released
 
     def get(self, source: str | Path, variant: str | None = None,
@@ -70,14 +73,15 @@ class ModelCache:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key][:2]
-        if self._load_slots is not None and not self._load_slots.acquire(blocking=False):
-            raise ModelsBusy(f"{self.load_slots} model(s) are being loaded or downloaded for other visitors: "
-                             "try again in a minute, or use a model that is already loaded.")
+        slot = self._download_slots if self._download_slots is not None and needs_download(key[0]) else None
+        if slot is not None and not slot.acquire(blocking=False):
+            raise DownloadsBusy(f"{self.download_slots} model(s) are being downloaded for other visitors: try again "
+                                "in a minute, or use a model that is already on this server.")
         try:
             return self._load(key, progress)
         finally:
-            if self._load_slots is not None:
-                self._load_slots.release()
+            if slot is not None:
+                slot.release()
 
     def _load(self, key: tuple[str, str | None], progress: Progress | None) -> tuple[torch.nn.Module, DINOConfig]:
         with self._lock:
@@ -154,6 +158,19 @@ def _variant_bytes(name: str) -> int:
     with torch.device("meta"):
         skeleton = build_model(cfg)
     return sum(t.numel() * 4 for t in [*skeleton.parameters(), *skeleton.buffers()])
+
+
+def needs_download(source: str) -> bool:
+    """Whether loading `source` downloads its file first: a zoo entry or an http(s) URL whose
+    file is not on this machine yet (looks at the disk only)."""
+    if source.startswith(zoo.ZOO_PREFIX):
+        try:
+            return zoo.cached_path(zoo.get(source)) is None
+        except ValueError:
+            return False
+    if re.match(r"(?i)https?://", source):
+        return not (url_checkpoints_dir() / url_file_name(source)).is_file()
+    return False
 
 
 def model_bytes(model: torch.nn.Module) -> int:

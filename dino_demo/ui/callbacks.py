@@ -24,7 +24,7 @@ import numpy as np
 from ..explore import cost, encoder
 from ..explore.figures import render_detections
 from ..explore.inference import InferenceResult, run
-from ..explore.models import ModelCache, ModelsBusy
+from ..explore.models import DownloadsBusy, ModelCache
 from ..explore.views import DetectionView, detections_at, detection_view
 from ..io.images import MAX_SIDE, load_image
 from ..io.internals import write_internals
@@ -66,7 +66,7 @@ class Explorer:
 
     def __init__(self, settings: AppSettings, *, result_budget_bytes: int | None = None):
         self.settings = settings
-        self.models = ModelCache(capacity=2, device=settings.device, load_slots=settings.load_concurrency,
+        self.models = ModelCache(capacity=2, device=settings.device, download_slots=settings.download_concurrency,
                                  max_bytes=settings.model_cache_mb * 1024**2 if settings.model_cache_mb else None,
                                  released=functools.partial(release_freed_memory, collect=True))
         self.store = ResultStore(result_budget_bytes or settings.result_budget_mb * 1024**2)
@@ -182,7 +182,7 @@ class Explorer:
 
         try:
             return self.models.get(model.source, model.variant, downloaded)
-        except ModelsBusy as err:
+        except DownloadsBusy as err:
             raise ValueError(str(err)) from None
         except ValueError as err:  # CheckpointError and config errors carry a message for the user
             failure = ValueError(f"Cannot use this checkpoint: {err}")

@@ -294,10 +294,10 @@ def wire(ui: UI, explorer: Explorer, concurrency: int) -> None:
         ui.layer, ui.head, ui.level, ui.top_n, ui.heat_layer, ui.heat_head, *encoder_views, ui.enc_layer,
         ui.enc_head, ui.enc_level]))
     # Detects run side by side (loading models and reading images); the model run itself takes one of
-    # `concurrency` slots inside the callback. Loads (downloads) have slots of their own on top
-    # (ModelCache's load_slots, refused at once when taken), so stalled downloads never take all.
+    # `concurrency` slots inside the callback. Downloads have slots of their own on top
+    # (ModelCache's download_slots, refused at once when taken), so stalled ones never take all.
     model_run = {"concurrency_id": "detect",
-                 "concurrency_limit": max(4, concurrency) + (explorer.models.load_slots or 0)}
+                 "concurrency_limit": max(4, concurrency) + (explorer.models.download_slots or 0)}
     raw = {"preprocess": False}
     private = {"api_visibility": "private", "show_progress": "hidden", **raw}
 

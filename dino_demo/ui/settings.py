@@ -6,7 +6,7 @@ the checkpoint folders on every use (so that they can change without a restart).
 | `DINO_DEVICE` | where models run | `cuda` when available, else `cpu` |
 | `DINO_MODEL_CONCURRENCY` | model runs at a time (re-drawing runs alongside) | 1 |
 | `DINO_PRECISION` | `float32`, or `float16` / `bfloat16` (autocast, for GPUs) | `float32` |
-| `DINO_DEMO_LOAD_CONCURRENCY` | models loaded (downloaded) at a time, beside the model runs; more are refused at once | 2 |
+| `DINO_DEMO_DOWNLOAD_CONCURRENCY` | model downloads at a time, beside the model runs; more are refused at once | 2 |
 | `DINO_DEMO_MODEL_CACHE_MB` | memory for loaded models (least recently used dropped, one always kept) | 1024 in public mode, else 4096 |
 | `DINO_RESULT_BUDGET_MB` | memory for stored results, all sessions together (least recently used dropped) | 512 |
 | `DINO_CHECKPOINT_DIRS` | folders the checkpoint box may open (`:`-separated), or `any` | `weights/` and the download cache |
@@ -34,14 +34,14 @@ LARGE_VARIANTS = ("dino-4scale-swinl", "dino-5scale-swinl")
 class AppSettings:
     """device: torch device models run on; model_concurrency: model runs at a time;
     result_budget_mb: memory for the stored results of all sessions together; precision: of the
-    model runs (see `explore.inference.run_batch`); load_concurrency: model loads (downloads) at a
+    model runs (see `explore.inference.run_batch`); download_concurrency: model downloads at a
     time; model_cache_mb: memory for loaded models (None: bounded by count only)."""
 
     device: str
     model_concurrency: int
     result_budget_mb: int = 512
     precision: str = "float32"
-    load_concurrency: int = 2
+    download_concurrency: int = 2
     model_cache_mb: int | None = None
 
     @classmethod
@@ -57,7 +57,7 @@ class AppSettings:
         public = Policy.from_env().public
         return cls(device=device, model_concurrency=positive_number("DINO_MODEL_CONCURRENCY", 1, integer=True),
                    result_budget_mb=positive_number("DINO_RESULT_BUDGET_MB", 512, integer=True), precision=precision,
-                   load_concurrency=positive_number(env.LOAD_CONCURRENCY, 2, integer=True),
+                   download_concurrency=positive_number(env.DOWNLOAD_CONCURRENCY, 2, integer=True),
                    model_cache_mb=positive_number(env.MODEL_CACHE_MB, 1024 if public else 4096, integer=True))
 
 
