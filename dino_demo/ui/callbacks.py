@@ -159,8 +159,6 @@ class Explorer:
             except RuntimeError as err:
                 log.exception("inference failed")
                 raise ValueError(f"Detection failed: {err}") from None
-            finally:
-                release_freed_memory()  # the run's activations, freed: back to the system
             stored, reused = StoredResult.of(result, request.file_name, min(max_input, cfg.max_size),
                                              request.model, cfg.enc_layers), False
         else:

@@ -33,9 +33,8 @@ def tune_allocator(arenas: int = 2, mmap_threshold: int = 1 << 20) -> bool:
     of `mmap_threshold` bytes or more (activations, weights) always mapped on their own, so that
     freeing one returns it (glibc otherwise raises the threshold as large blocks are freed, and
     they stay in the heap). A setting the operator made (MALLOC_ARENA_MAX,
-    MALLOC_MMAP_THRESHOLD_) is left alone. Measured switching R50 4-/5-scale and the shipped model
-    (benchmarks/RESULTS.md): peak and final memory lower by a quarter to a third. Returns whether
-    glibc took the settings (False elsewhere)."""
+    MALLOC_MMAP_THRESHOLD_) is left alone. Measured in benchmarks/RESULTS.md (issue 25). Returns
+    whether glibc took the settings (False elsewhere)."""
     libc = _libc()
     if libc is None or not hasattr(libc, "mallopt"):
         return False
