@@ -11,13 +11,18 @@ and know nothing of public servers. Either way:
   lock across processes), then uses its result;
 - progress goes to a callback `progress(done_bytes, total_bytes_or_None)` (the app feeds it to
   `gr.Progress`), or to a tqdm bar on the command line;
-- every download has a size cap, a per-read timeout and a total deadline;
+- every download has a size cap, a per-read timeout and a total deadline; a Hub download runs
+  under a watch (`_Watch`) that holds the deadline, and gives up after `stall_s` without a byte,
+  whatever huggingface_hub retries meanwhile;
+- a file whose download failed fails at once, without a connection, for the next request during
+  DINO_DEMO_DOWNLOAD_RETRY_AFTER seconds (default 120; 0: never);
 - a file whose sha256 was not known in advance has the hash of its first download recorded next
   to it (`<file>.sha256`) and checked whenever it is used again.
 
 Public mode (`SPACE_ID` set, as on a Hugging Face Space, or DINO_DEMO_PUBLIC=1) is for a server
 whose visitors type URLs: only https, only to public addresses (every host of every redirect is
-resolved and checked, and the connection goes to the checked address), only to the hosts of
+resolved and checked by `sources.address`, IPv6 forms embedding an IPv4 address included, and the
+connection goes to the checked address), only to the hosts of
 DINO_DEMO_ALLOWED_HOSTS (default: the model zoo's; `*` for any public host); every network
 failure reads the same to the visitor (the detail goes to the server log, one line); the
 download cache has a quota (DINO_DEMO_CACHE_QUOTA_GB, default 10 in public mode), least recently
