@@ -154,14 +154,17 @@ def test_folders_left_by_a_killed_process_are_removed_at_start(tmp_path, monkeyp
     running = tmp_path / "dino-explorer-running"
     running.mkdir()
     (running / cleanup.OWNER_FILE).write_text(str(os.getpid()))
-    unmarked_new = tmp_path / "dino-explorer-new"  # being created by a process starting right now
+    unmarked_new = tmp_path / "dino-explorer-new"  # being created right now, or an older version's
     unmarked_new.mkdir()
+    unmarked_old = tmp_path / "dino-explorer-old"  # an older version's, untouched for two days
+    (unmarked_old / "session").mkdir(parents=True)
+    _age(unmarked_old, 2 * 86400)
 
     from dino_demo.ui.callbacks import Explorer
     from dino_demo.ui.settings import AppSettings
 
     explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))  # an app starting
-    assert not left.exists() and running.exists() and unmarked_new.exists()
+    assert not left.exists() and running.exists() and unmarked_new.exists() and not unmarked_old.exists()
     assert explorer.files_folder.parent == tmp_path
     assert (explorer.files_folder / cleanup.OWNER_FILE).read_text() == str(os.getpid())
 

@@ -138,9 +138,10 @@ def make_app_folder() -> tempfile.TemporaryDirectory:
     return folder
 
 
-def remove_stale_app_folders(root: Path | None = None, min_age_s: float = 60.0) -> list[Path]:
+def remove_stale_app_folders(root: Path | None = None, min_age_s: float = 86400.0) -> list[Path]:
     """Remove `<tmp>/dino-explorer-*` folders of this user whose process is gone (killed before it
-    could remove them); a folder without an owner file is removed once `min_age_s` old."""
+    could remove them). A folder without an owner file (made by an older version, which may still
+    be running) is removed only when nothing in it was written for `min_age_s` (a day)."""
     root = Path(tempfile.gettempdir()) if root is None else root
     removed = []
     for folder in root.glob(APP_FOLDER_PREFIX + "*"):
@@ -153,8 +154,8 @@ def remove_stale_app_folders(root: Path | None = None, min_age_s: float = 60.0) 
                 text = owner.read_text().strip()
                 if text.isdigit() and _alive(int(text)):
                     continue
-            elif time.time() - info.st_mtime < min_age_s:
-                continue  # another process may be creating it right now
+            elif time.time() - _entry_stats(folder)[0] < min_age_s:
+                continue  # its process may still be running (or creating it right now)
         except OSError:
             continue
         shutil.rmtree(folder, ignore_errors=True)
