@@ -104,3 +104,18 @@ def test_the_app_settings_bound_the_model_cache(monkeypatch):
     assert explorer.models.max_bytes == 1024**3 and explorer.models.download_slots == 2
     monkeypatch.setenv("DINO_DEMO_MODEL_CACHE_MB", "300")
     assert AppSettings.from_env().model_cache_mb == 300
+
+
+def test_a_failed_download_drops_no_model(monkeypatch):
+    from dino_demo.sources.download import DownloadError
+
+    def failing(source, **kwargs):
+        raise DownloadError("the download failed")
+
+    monkeypatch.setattr(models, "needs_download", lambda source: source.startswith("zoo:"))
+    monkeypatch.setattr(models, "resolve_source", failing)
+    cache = ModelCache(capacity=1, max_bytes=20 * 1024**2)
+    cache.get(TINY)
+    with pytest.raises(DownloadError):
+        cache.get("zoo:dino-5scale-swinl")
+    assert len(cache) == 1  # the resident model stays

@@ -18,7 +18,7 @@ import torch
 
 from ..sources import zoo
 from ..paths import url_checkpoints_dir
-from ..sources.checkpoint import load_model, url_file_name
+from ..sources.checkpoint import load_model, resolve_source, url_file_name
 from ..sources.download import Progress
 from ..model.config import DINOConfig, get_config
 from ..model.detector import DINO, build_model
@@ -44,10 +44,11 @@ class ModelCache:
     `download_slots`: how many loads that must download their file may run at once; such a
     request when all are taken raises DownloadsBusy at once instead of waiting, so that stalled
     downloads hold at most that many of a server's workers (loads from this machine's disk, an
-    untrained variant or a file already downloaded, take no slot). Before a load, models are dropped
-    until the new one's expected size fits `max_bytes`, so that two large models are never
-    resident together on a small machine; `released()` is called after models are dropped (the
-    app hands memory back to the operating system there).
+    untrained variant or a file already downloaded, take no slot). Before a load (after its
+    download: a failed one drops nothing), models are dropped until the new one's expected size
+    fits `max_bytes`, so that two large models are never resident together on a small machine;
+    `released()` is called after models are dropped (the app hands memory back to the operating
+    system there).
     """
 
     def __init__(self, capacity: int = 2, device: str | torch.device = "cpu", *, max_bytes: int | None = None,
@@ -90,8 +91,10 @@ class ModelCache:
             with self._lock:
                 if key in self._models:  # loaded by another request meanwhile
                     return self._models[key][:2]
-            self._make_room(expected_bytes(*key))
             try:
+                if needs_download(key[0]):  # the file first: a download that fails drops no model
+                    resolve_source(key[0], progress=progress)
+                self._make_room(expected_bytes(*key))
                 model, cfg = load(key[0], key[1], self.device, progress)
             except BaseException:
                 with self._lock:
