@@ -14,8 +14,8 @@ def test_numbers_too_large_for_a_float_are_value_errors(value):
     with pytest.raises(ValueError, match="between") as info:
         inputs.number(value, "Query slot", 0, 899, integer=True)
     assert len(str(info.value)) < 120  # the value is shortened, not echoed in full
-    with pytest.raises(ValueError):
-        inputs.DetectionOptions.parse(0.3, value)
+    with pytest.raises(inputs.ControlError, match="between"):
+        inputs.PageControls.parse(max_detections=value)
     with pytest.raises(ValueError):
         inputs.index_or_all(value, "Head", 8)
 
@@ -26,6 +26,9 @@ def test_booleans_are_not_numbers(value):
         inputs.query_slot(value, 900)
     with pytest.raises(ValueError, match="must be a number"):
         inputs.index_or_all(value, "Level", 4)
+    with pytest.raises(inputs.ControlError, match="must be a number") as info:
+        inputs.PageControls.parse(slot=value)
+    assert info.value.control == "slot"
 
 
 def test_ordinary_numbers_still_parse():
@@ -71,9 +74,8 @@ def test_a_capitalised_url_is_downloaded(tmp_path, monkeypatch):
 
 
 def test_typing_a_401_digit_slot_is_no_overflow():
-    from dino_demo.ui.callbacks import Explorer
-    from dino_demo.ui.settings import AppSettings
-
-    explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))
-    # Nothing detected yet: nothing to select, and no OverflowError on the way.
-    assert explorer.type_slot(None, HUGE, 5, 0.3, 100, 6, "all", "all", "level") == {}
+    """The page's controls are parsed once (PageControls): a slot past any float is the slot box's
+    range error (the page resets that box), never an OverflowError."""
+    with pytest.raises(inputs.ControlError, match="between") as info:
+        inputs.PageControls.parse(slot=HUGE, query=5)
+    assert info.value.control == "slot" and len(str(info.value)) < 120

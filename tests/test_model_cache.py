@@ -16,17 +16,16 @@ needs_weights = pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason="shi
 
 
 def test_stalled_downloads_take_only_their_slots(monkeypatch):
+    from dino_demo.sources.download import DownloadError
+
     release = threading.Event()
-    real_load = models.load
 
-    def load(source, variant=None, device="cpu", progress=None):
-        if source.startswith("zoo:"):
-            release.wait(30)  # a download that never answers
-            raise ValueError("the download failed")
-        return real_load(source, variant, device, progress)
+    def stalled_download(source, **kwargs):  # the file is fetched before the model is built
+        release.wait(30)  # a download that never answers
+        raise DownloadError("the download failed")
 
-    monkeypatch.setattr(models, "load", load)
-    monkeypatch.setattr(models, "needs_download", lambda source: source.startswith("zoo:"))
+    monkeypatch.setattr(models, "resolve_source", stalled_download)
+    monkeypatch.setattr(models, "needs_download", lambda source: str(source).startswith("zoo:"))
     cache = ModelCache(capacity=2, download_slots=2)
     cache.get(TINY)  # loaded before the downloads start
     stalled = [threading.Thread(target=lambda: pytest.raises(ValueError, cache.get, "zoo:dino-4scale-r50"))
@@ -112,7 +111,7 @@ def test_a_failed_download_drops_no_model(monkeypatch):
     def failing(source, **kwargs):
         raise DownloadError("the download failed")
 
-    monkeypatch.setattr(models, "needs_download", lambda source: source.startswith("zoo:"))
+    monkeypatch.setattr(models, "needs_download", lambda source: str(source).startswith("zoo:"))
     monkeypatch.setattr(models, "resolve_source", failing)
     cache = ModelCache(capacity=1, max_bytes=20 * 1024**2)
     cache.get(TINY)

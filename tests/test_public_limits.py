@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from dino_demo.model.config import get_config
 from dino_demo.model.detector import build_model
@@ -28,7 +27,7 @@ def huge_input_checkpoint(tmp_path, monkeypatch):
     model = build_model(get_config("dino-tiny").replace(min_size=4096, max_size=4096))
     path = tmp_path / "weights" / "huge-input.pth"
     save_checkpoint(model, path)
-    monkeypatch.setenv("DINO_CHECKPOINT_DIRS", str(path.parent))
+    monkeypatch.setenv("DINO_DEMO_CHECKPOINT_DIRS", str(path.parent))
     return path
 
 
@@ -51,6 +50,8 @@ def _explorer_recording_runs(monkeypatch):
 def test_a_stored_config_cannot_raise_the_input_size_of_a_public_server(huge_input_checkpoint, monkeypatch, public):
     import gradio as gr
 
+    from dino_demo.ui.api import ApiEndpoints
+
     monkeypatch.setattr(gr, "Warning", lambda message: warnings.append(message))
     warnings, described = [], []
     for variable in ("SPACE_ID", "DINO_DEMO_PUBLIC", "DINO_DEMO_INPUT_SIDE_FACTOR"):
@@ -60,8 +61,8 @@ def test_a_stored_config_cannot_raise_the_input_size_of_a_public_server(huge_inp
     explorer, runs = _explorer_recording_runs(monkeypatch)
     progress = lambda *args, desc="", **kwargs: described.append(desc)  # noqa: E731
     with pytest.raises(_Ran):
-        explorer.detect_api(None, str(EXAMPLES_DIR / "chelsea.png"), "custom", str(huge_input_checkpoint), "auto",
-                            4096, 0.3, 10, request=_Request("cost"), progress=progress)
+        ApiEndpoints(explorer).detect(None, str(EXAMPLES_DIR / "chelsea.png"), "custom", str(huge_input_checkpoint),
+                                      "auto", 4096, 0.3, 10, request=_Request("cost"), progress=progress)
     if public:  # dino-tiny's usual maximum, not the file's 4096
         assert runs == [512] and any("caps the model input at 512" in w for w in warnings)
     else:
@@ -112,7 +113,7 @@ def test_files_of_sessions_that_never_leave_expire_by_age_and_size(monkeypatch):
 
 
 def test_the_app_sweeps_its_files_and_on_a_public_server_uploads_never_detected(tmp_path, monkeypatch):
-    from dino_demo.ui import build_demo, cleanup
+    from dino_demo.ui import build_app
 
     uploads = tmp_path / "gradio"
     never_detected = uploads / "0123abcd"
@@ -122,18 +123,18 @@ def test_the_app_sweeps_its_files_and_on_a_public_server_uploads_never_detected(
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
     monkeypatch.setenv("DINO_DEMO_PUBLIC", "1")
     monkeypatch.setenv("DINO_DEMO_FILES_MAX_AGE_H", str(5 / 3600))  # 5 s: swept every second
-    demo = build_demo()
+    app = build_app()
     try:
-        session = demo.explorer.session(None, _Request("no-heartbeat"))
+        session = app.explorer.session(None, _Request("no-heartbeat"))
         (session.downloads() / "detections.json").write_text("{}")
         _age(session.folder, 30)
         deadline = time.time() + 10
         while (never_detected.exists() or session.folder.exists()) and time.time() < deadline:
             time.sleep(0.2)
         assert not never_detected.exists() and not session.folder.exists()
-        assert demo.sweeper.limits.max_age_s == pytest.approx(5)
+        assert app.sweeper.limits.max_age_s == pytest.approx(5)
     finally:
-        demo.sweeper.stop()
+        app.sweeper.stop()
 
 
 def test_folders_left_by_a_killed_process_are_removed_at_start(tmp_path, monkeypatch):
@@ -177,7 +178,7 @@ def test_the_result_budget_counts_what_is_really_held():
     import numpy as np
     import torch
 
-    from dino_demo.ui.store import _nbytes
+    from dino_demo.explore.stored import _nbytes
 
     @dataclass
     class Held:

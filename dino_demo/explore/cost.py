@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 
 from .. import env
-from ..env import positive_number
 from ..model.config import VARIANTS, DINOConfig
 
 
@@ -62,7 +61,7 @@ def usual_range(cfg: DINOConfig) -> tuple[int, int]:
 def public_max_input(cfg: DINOConfig) -> int:
     """The cap on the model input's longer side on a public server: the variant's usual maximum
     times DINO_DEMO_INPUT_SIDE_FACTOR (default 1)."""
-    factor = positive_number(env.INPUT_SIDE_FACTOR, 1.0)
+    factor = env.positive_number(env.INPUT_SIDE_FACTOR, 1.0)
     return max(1, int(usual_range(cfg)[1] * factor))
 
 

@@ -1,14 +1,14 @@
-"""Models ready for inference, loaded once: from a checkpoint path or URL, a model zoo entry, or an
-untrained variant.
+"""Models ready for inference, loaded once from any model source (`sources.Source`: the shipped
+model, a zoo entry, a checkpoint path or URL, an untrained variant, a Hub id or a folder).
 
 `load` returns (model, config) with the inference fast paths of `explore.speed` applied, `build`
-the plain model (official modules, for export);
-`ModelCache` keeps the most recently used ones, thread-safe, for the app.
+(from `sources.loader`, the one place that decides which loader takes which kind of source) the
+plain model (official modules, for export); `ModelCache` keeps the most recently used ones, thread-safe, for
+the app.
 """
 from __future__ import annotations
 
 import functools
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -16,15 +16,18 @@ from pathlib import Path
 
 import torch
 
-from ..sources import zoo
-from ..paths import url_checkpoints_dir
-from ..sources.checkpoint import load_model, resolve_source, url_file_name
-from ..sources.download import Progress
 from ..model.config import DINOConfig, get_config
-from ..model.detector import DINO, build_model
+from ..model.detector import build_model
+from ..paths import url_checkpoints_dir
+from ..sources import zoo
+from ..sources.checkpoint import resolve_source, url_file_name
+from ..sources.download import Progress
+from ..sources.loader import build
+from ..sources.source import UNTRAINED_PREFIX, Source, SourceKind
 from .speed import optimize_for_inference
 
-UNTRAINED_PREFIX = "untrained:"
+__all__ = ["DownloadsBusy", "ModelCache", "UNTRAINED_PREFIX", "build", "expected_bytes", "load", "model_bytes",
+           "needs_download"]
 
 
 class DownloadsBusy(ValueError):
@@ -35,9 +38,8 @@ class ModelCache:
     """Loaded models by (source, variant), least recently used dropped beyond `capacity` models or
     `max_bytes` of weights (the newest is always kept, even if it alone is larger).
 
-    A source is a checkpoint path, an http(s) URL, "zoo:<id>" (a model zoo entry, downloaded
-    once; see sources/zoo.py), or "untrained:<variant>" (random weights, seeded, for exploring a
-    variant's structure). Thread-safe: concurrent requests for the same source load it once, and
+    A source is a `Source` or its text (see sources/source.py: a checkpoint path, an http(s) URL,
+    "shipped", "zoo:<id>", "untrained:<variant>", ...). Thread-safe: concurrent requests for the same source load it once, and
     loading one source does not hold up requests for loaded ones. `progress(done_bytes,
     total_bytes)` hears about a download the request causes.
 
@@ -67,24 +69,26 @@ class ModelCache:
         self.download_slots = download_slots
         self._released = released
 
-    def get(self, source: str | Path, variant: str | None = None,
+    def get(self, source: str | Path | Source, variant: str | None = None,
             progress: Progress | None = None) -> tuple[torch.nn.Module, DINOConfig]:
+        source = Source.parse(source)
         key = (str(source), variant or None)
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key][:2]
-        slot = self._download_slots if self._download_slots is not None and needs_download(key[0]) else None
+        slot = self._download_slots if self._download_slots is not None and needs_download(source) else None
         if slot is not None and not slot.acquire(blocking=False):
             raise DownloadsBusy(f"{self.download_slots} model(s) are being downloaded for other visitors: try again "
                                 "in a minute, or use a model that is already on this server.")
         try:
-            return self._load(key, progress)
+            return self._load(source, key, progress)
         finally:
             if slot is not None:
                 slot.release()
 
-    def _load(self, key: tuple[str, str | None], progress: Progress | None) -> tuple[torch.nn.Module, DINOConfig]:
+    def _load(self, source: Source, key: tuple[str, str | None],
+              progress: Progress | None) -> tuple[torch.nn.Module, DINOConfig]:
         with self._lock:
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:
@@ -92,10 +96,10 @@ class ModelCache:
                 if key in self._models:  # loaded by another request meanwhile
                     return self._models[key][:2]
             try:
-                if needs_download(key[0]):  # the file first: a download that fails drops no model
-                    resolve_source(key[0], progress=progress)
-                self._make_room(expected_bytes(*key))
-                model, cfg = load(key[0], key[1], self.device, progress)
+                if source.kind in (SourceKind.ZOO, SourceKind.URL) and needs_download(source):
+                    resolve_source(source, progress=progress)  # the file first: a failed download drops no model
+                self._make_room(expected_bytes(source, key[1]))
+                model, cfg = load(source, key[1], self.device, progress)
             except BaseException:
                 with self._lock:
                     self._loading.pop(key, None)
@@ -105,9 +109,9 @@ class ModelCache:
                 self._loading.pop(key, None)
             return model, cfg
 
-    def add(self, source: str | Path, variant: str | None, model: torch.nn.Module, config: DINOConfig) -> None:
+    def add(self, source: str | Path | Source, variant: str | None, model: torch.nn.Module, config: DINOConfig) -> None:
         """Hold an already loaded (model, config) under (source, variant), as `get` would."""
-        self._hold((str(source), variant or None), model, config)
+        self._hold((str(Source.parse(source)), variant or None), model, config)
 
     @property
     def nbytes(self) -> int:
@@ -163,17 +167,15 @@ def _variant_bytes(name: str) -> int:
     return sum(t.numel() * 4 for t in [*skeleton.parameters(), *skeleton.buffers()])
 
 
-def needs_download(source: str) -> bool:
-    """Whether loading `source` downloads its file first: a zoo entry or an http(s) URL whose
-    file is not on this machine yet (looks at the disk only)."""
-    if source.startswith(zoo.ZOO_PREFIX):
-        try:
-            return zoo.cached_path(zoo.get(source)) is None
-        except ValueError:
-            return False
-    if re.match(r"(?i)https?://", source):
-        return not (url_checkpoints_dir() / url_file_name(source)).is_file()
-    return False
+def needs_download(source: str | Path | Source) -> bool:
+    """Whether loading `source` downloads first: a zoo entry or an http(s) URL whose file is not on
+    this machine yet (looks at the disk only), or a Hub model."""
+    source = Source.parse(source)
+    if source.kind is SourceKind.ZOO:
+        return zoo.cached_path(zoo.get(source.value)) is None
+    if source.kind is SourceKind.URL:
+        return not (url_checkpoints_dir() / url_file_name(source.value)).is_file()
+    return source.needs_download
 
 
 def model_bytes(model: torch.nn.Module) -> int:
@@ -188,42 +190,28 @@ def model_bytes(model: torch.nn.Module) -> int:
     return sum(storages.values())
 
 
-def expected_bytes(source: str, variant: str | None = None) -> int:
+def expected_bytes(source: str | Path | Source, variant: str | None = None) -> int:
     """What loading `source` will about take (float32 weights), from its variant when known
     (untrained and zoo models, a forced variant), else from a local file's size; 0 if unknown."""
+    source = Source.parse(source)
     name = variant
-    if source.startswith(UNTRAINED_PREFIX):
-        name = source[len(UNTRAINED_PREFIX):]
-    elif source.startswith(zoo.ZOO_PREFIX):
-        try:
-            name = zoo.get(source).variant
-        except ValueError:
-            return 0
+    if source.kind is SourceKind.UNTRAINED:
+        name = source.value
+    elif source.kind is SourceKind.ZOO:
+        name = zoo.get(source.value).variant
     if name:
         return _variant_bytes(name)
-    path = Path(source)
+    if source.kind not in (SourceKind.SHIPPED, SourceKind.FILE):
+        return 0
     try:
-        return path.stat().st_size if path.is_file() else 0
+        return source.path.stat().st_size if source.path.is_file() else 0
     except OSError:
         return 0
 
 
-def load(source: str, variant: str | None = None, device: str | torch.device = "cpu",
+def load(source: str | Path | Source, variant: str | None = None, device: str | torch.device = "cpu",
          progress: Progress | None = None) -> tuple[torch.nn.Module, DINOConfig]:
     """(model ready for inference, its config) for a source as `ModelCache` describes: in eval
     mode, with the inference fast paths of `speed.optimize_for_inference`."""
     model, cfg = build(source, variant, device, progress)
     return optimize_for_inference(model), cfg
-
-
-def build(source: str, variant: str | None = None, device: str | torch.device = "cpu",
-          progress: Progress | None = None) -> tuple[DINO, DINOConfig]:
-    """(model, config) for a source as `ModelCache` describes, in eval mode with the official
-    modules and state_dict layout (what exporting and saving need)."""
-    if source.startswith(UNTRAINED_PREFIX):
-        cfg = get_config(source[len(UNTRAINED_PREFIX):])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = build_model(cfg)
-        return model.to(device).eval(), cfg
-    return load_model(source, variant=variant, device=device, progress=progress)

@@ -32,6 +32,14 @@ class AddressError(ValueError):
     """A host that cannot be resolved, or resolves to an address that is not public."""
 
 
+class Unresolvable(AddressError):
+    """A host name that does not resolve; `reason` is the resolver's word for why."""
+
+    def __init__(self, host: str, reason: str):
+        super().__init__(f"cannot resolve {host}: {reason}")
+        self.host, self.reason = host, reason
+
+
 def parse(address: str | IPAddress) -> IPAddress:
     """An address object from text (an IPv6 zone, `%eth0`, is dropped); ValueError for other text."""
     if isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
@@ -83,7 +91,7 @@ def resolve_public(host: str, port: int, *, public_only: bool = True) -> list[st
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, OSError) as e:
-        raise AddressError(f"cannot resolve {host}: {e}") from None
+        raise Unresolvable(host, str(e.args[-1] if e.args else e)) from None
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     if public_only:
         inward = [a for a in addresses if not is_public(a)]

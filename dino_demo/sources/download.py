@@ -48,8 +48,7 @@ from filelock import FileLock, Timeout
 
 from ..checksum import file_sha256, record_path, recorded_sha256, remember, write_record
 from .. import env
-from ..env import positive_number
-from .address import AddressError, is_public, resolve_public
+from .address import AddressError, Unresolvable, is_public, resolve_public
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +63,19 @@ DEFAULT_RETRY_AFTER_S = 120.0
 PUBLIC_DEADLINE_S = 600.0
 OFFLINE_VARIABLES = ("DINO_DEMO_OFFLINE", "HF_HUB_OFFLINE")
 MAX_DOWNLOAD_BYTES = 2 * 1024**3
+# A host that opens no connection in this time counts as unreachable (instead of waiting out the
+# read timeout, or a download library's retries).
+CONNECT_TIMEOUT_S = 5.0
 PUBLIC_QUOTA_BYTES = 10 * 1024**3
 # What a visitor of a public server reads for every network failure (no port-scan oracle).
 GENERIC_FAILURE = "the download failed (the address is not allowed or did not answer as expected)"
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 1 << 20
 USER_AGENT = "dino-explorer"
+# Hosts the model zoo downloads from and the hosts their downloads redirect to (the Hub and GitHub
+# serve files from CDNs): the default allow-list of a public server. ".x" means x's subdomains.
+ZOO_HOSTS = ("huggingface.co", ".huggingface.co", ".hf.co", "github.com", ".githubusercontent.com",
+             "download.openmmlab.com")
 
 
 class DownloadError(ValueError):
@@ -77,8 +83,25 @@ class DownloadError(ValueError):
     the person who asked for it."""
 
 
+class Unreachable(DownloadError):
+    """No connection to the host opened: this machine is offline, or the host is down. The
+    message is one short line naming the host."""
+
+    def __init__(self, host: str, reason: str):
+        super().__init__(f"{host} is unreachable ({reason}): this machine looks offline, or the host is down")
+        self.host = host
+
+
 class _Failure(Exception):
     """Internal: a network failure whose detail a public server keeps to its log."""
+
+
+class _HostUnreachable(_Failure):
+    """Internal: no connection opened (name not resolved, refused, no route, no answer in time)."""
+
+    def __init__(self, host: str, reason: str):
+        super().__init__(f"{host} is unreachable ({reason})")
+        self.host, self.reason = host, reason
 
 
 @dataclass(frozen=True)
@@ -104,19 +127,17 @@ class Policy:
     @classmethod
     def from_env(cls, **overrides) -> "Policy":
         """The policy the environment asks for (see the module docstring)."""
-        environ = os.environ
-        public = bool(environ.get("SPACE_ID")) or \
-            environ.get(PUBLIC_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
-        hosts_setting = environ.get(HOSTS_VARIABLE, "").strip()
+        public = bool(env.text("SPACE_ID")) or env.flag(PUBLIC_VARIABLE)
+        hosts_setting = (env.text(HOSTS_VARIABLE) or "").strip()
         if hosts_setting == "*":
             hosts = None
         elif hosts_setting:
             hosts = frozenset(h.strip().lower() for h in hosts_setting.split(",") if h.strip())
         else:
-            hosts = _zoo_hosts() if public else None
-        quota = positive_number(QUOTA_VARIABLE)
+            hosts = frozenset(ZOO_HOSTS) if public else None
+        quota = env.positive_number(QUOTA_VARIABLE)
         quota_bytes = int(quota * 1024**3) if quota is not None else (PUBLIC_QUOTA_BYTES if public else None)
-        deadline = positive_number(DEADLINE_VARIABLE)
+        deadline = env.positive_number(DEADLINE_VARIABLE)
         values = dict(public=public, allowed_hosts=hosts, quota_bytes=quota_bytes)
         retry_after = env.non_negative_number(RETRY_AFTER_VARIABLE)
         if retry_after is not None:
@@ -136,13 +157,7 @@ class Policy:
 
 def offline() -> bool:
     """Whether downloads are switched off (DINO_DEMO_OFFLINE or HF_HUB_OFFLINE)."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in OFFLINE_VARIABLES)
-
-
-def _zoo_hosts() -> frozenset[str]:
-    from .zoo import DOWNLOAD_HOSTS  # the zoo imports this module
-
-    return frozenset(DOWNLOAD_HOSTS)
+    return any(env.flag(v, strict=v.startswith(env.PREFIX)) for v in OFFLINE_VARIABLES)
 
 
 # -- locks -----------------------------------------------------------------------------------------
@@ -308,6 +323,8 @@ def _resolve(host: str, port: int, policy: Policy) -> str:
     """The address to connect to; in public mode every address the name resolves to must be public."""
     try:
         addresses = resolve_public(host, port, public_only=False)
+    except Unresolvable as e:
+        raise _HostUnreachable(host, f"its name does not resolve: {e.reason}") from None
     except AddressError as e:
         raise _Failure(str(e)) from None
     if policy.public:
@@ -325,7 +342,7 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
         self.address = address
 
     def connect(self):
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = _connect(self.host, self.address, self.port, self.timeout)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -336,8 +353,39 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.address = address
 
     def connect(self):
-        sock = socket.create_connection((self.address, self.port), self.timeout)
+        sock = _connect(self.host, self.address, self.port, self.timeout)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def _connect(host: str, address: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to `address`, opened within CONNECT_TIMEOUT_S (else _HostUnreachable),
+    then reading with `timeout`."""
+    try:
+        sock = socket.create_connection((address, port), min(timeout, CONNECT_TIMEOUT_S))
+    except TimeoutError:
+        raise _HostUnreachable(host, f"no answer within {min(timeout, CONNECT_TIMEOUT_S):g} s") from None
+    except OSError as e:
+        raise _HostUnreachable(host, (e.strerror or type(e).__name__).lower()) from None
+    sock.settimeout(timeout)
+    return sock
+
+
+def probe(url: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise Unreachable (one line naming the host) unless a TCP connection to the host of `url`,
+    or to the proxy configured for it, opens within `timeout` seconds."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = None if urllib.request.proxy_bypass(host) else urllib.request.getproxies().get(parts.scheme)
+    if proxy:
+        proxy_parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_parts.hostname or "", proxy_parts.port or 80
+    try:
+        address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
+        _connect(host, address, port, timeout).close()
+    except (socket.gaierror, UnicodeError) as e:
+        raise Unreachable(host, f"its name does not resolve: {e.args[-1] if e.args else e}") from None
+    except _HostUnreachable as e:
+        raise Unreachable(e.host, e.reason) from None
 
 
 def _connection(parts: urllib.parse.SplitResult, policy: Policy, timeout: float) -> tuple[http.client.HTTPConnection, str]:
@@ -434,7 +482,7 @@ def fetch_url(url: str, target: str | os.PathLike, *, sha256: str | None = None,
             os.replace(part, target)
             remember(target, digest)  # a rename keeps size and mtime: the next use reads no byte again
         except _Failure as e:
-            raise _remember_failure(url, _network_error(url, str(e), policy), policy) from None
+            raise _remember_failure(url, _network_error(url, e, policy), policy) from None
         except DownloadError as e:
             record_path(target).unlink(missing_ok=True)
             if policy.public:
@@ -445,10 +493,12 @@ def fetch_url(url: str, target: str | os.PathLike, *, sha256: str | None = None,
         return target
 
 
-def _network_error(url: str, detail: str, policy: Policy) -> DownloadError:
+def _network_error(url: str, detail: str | _Failure, policy: Policy) -> DownloadError:
     if policy.public:
         log.warning("download failed: %s: %s", url[:300], detail)
         return DownloadError(GENERIC_FAILURE)
+    if isinstance(detail, _HostUnreachable):
+        return Unreachable(detail.host, detail.reason)
     return DownloadError(f"could not download {url}: {detail}")
 
 
@@ -523,18 +573,21 @@ def fetch_hub(repo_id: str, filename: str, *, revision: str = "main", progress: 
               policy: Policy | None = None, endpoint: str | None = None, cache_dir: str | os.PathLike | None = None
               ) -> Path:
     """A file of a Hub repository from the huggingface_hub cache, downloaded there if missing
-    (resumable; honours HF_HUB_OFFLINE). Progress, the size cap and the deadline act through the
-    progress hook huggingface_hub reports to."""
+    (resumable; honours HF_HUB_OFFLINE). The Hub's host is probed first (Unreachable within
+    CONNECT_TIMEOUT_S when offline), then the download runs under a `_Watch`; progress, the size cap
+    and the deadline act through the progress hook huggingface_hub reports to."""
+    from huggingface_hub import constants as hub_constants
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     policy = policy or Policy.from_env()
+    endpoint = endpoint or hub_constants.ENDPOINT
     cached = try_to_load_from_cache(repo_id, filename, revision=revision, cache_dir=cache_dir)
     if isinstance(cached, str):
         return Path(cached)
     if offline():
         raise DownloadError(f"downloads are switched off ({' / '.join(OFFLINE_VARIABLES)})")
-    key = f"hub:{endpoint or ''}{repo_id}/{revision}/{filename}"
-    url = f"{endpoint or 'https://huggingface.co'}/{repo_id}/resolve/{revision}/{filename}"
+    key = f"hub:{endpoint}/{repo_id}/{revision}/{filename}"
+    url = f"{endpoint}/{repo_id}/resolve/{revision}/{filename}"
     failed = _recent_failure(key, policy)  # before waiting for the lock: a failure is answered at once
     if failed is not None:
         raise failed
@@ -549,12 +602,15 @@ def fetch_hub(repo_id: str, filename: str, *, revision: str = "main", progress: 
         if failed is not None:
             raise failed
         try:
+            probe(endpoint)  # offline: one short error now, not after the library's retries
             return Path(watch.run(lambda: hf_hub_download(repo_id, filename, revision=revision, endpoint=endpoint,
                                                           cache_dir=cache_dir,
                                                           etag_timeout=min(10.0, policy.read_timeout_s),
                                                           tqdm_class=_hub_progress_class(progress, policy, watch))))
+        except Unreachable as e:  # the Hub's own host, not a visitor's address: said as it is
+            raise _remember_failure(key, e, policy) from None
         except _Failure as e:
-            raise _remember_failure(key, _network_error(url, str(e), policy), policy) from None
+            raise _remember_failure(key, _network_error(url, e, policy), policy) from None
         except DownloadError as e:
             raise _remember_failure(key, _network_error(url, str(e), policy) if policy.public else e, policy) from None
         except Exception as e:  # huggingface_hub's and httpx's errors: no network, 404, gated, ...

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import env
-from ..env import positive_number
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +44,8 @@ class FileLimits:
 
     @classmethod
     def from_env(cls) -> "FileLimits":
-        max_age_s = positive_number(env.FILES_MAX_AGE_H, DEFAULT_MAX_AGE_H) * 3600
-        quota = positive_number(env.FILES_QUOTA_MB, DEFAULT_QUOTA_MB)
+        max_age_s = env.positive_number(env.FILES_MAX_AGE_H, DEFAULT_MAX_AGE_H) * 3600
+        quota = env.positive_number(env.FILES_QUOTA_MB, DEFAULT_QUOTA_MB)
         return cls(max_age_s=max_age_s, quota_bytes=int(quota * 2**20), every_s=min(60.0, max(1.0, max_age_s / 10)))
 
 
@@ -179,4 +178,4 @@ def _alive(pid: int) -> bool:
 
 def gradio_upload_folder() -> Path:
     """Where Gradio keeps uploads and the files it serves (GRADIO_TEMP_DIR)."""
-    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+    return Path(env.text("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")

@@ -1,16 +1,17 @@
 """Giving freed memory back to the operating system, and reading how much the process holds.
 
 CPython and PyTorch free tensors into glibc's heap, which keeps much of it: after a failed load of
-an official R50 checkpoint the process stayed 140 MB larger (measured) until `malloc_trim` handed
-the pages back. The app calls `release_freed_memory` after dropping results or failing a load.
+an official checkpoint the process stays larger (figure in benchmarks/RESULTS.md) until
+`malloc_trim` hands the pages back. The app calls `release_freed_memory` after dropping results or failing a load.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
-import os
 import gc
+
+from .. import env
 
 
 @functools.cache
@@ -39,9 +40,9 @@ def tune_allocator(arenas: int = 2, mmap_threshold: int = 1 << 20) -> bool:
     if libc is None or not hasattr(libc, "mallopt"):
         return False
     ok = True
-    if "MALLOC_ARENA_MAX" not in os.environ:
+    if env.text("MALLOC_ARENA_MAX") is None:
         ok &= bool(libc.mallopt(_M_ARENA_MAX, arenas))
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+    if env.text("MALLOC_MMAP_THRESHOLD_") is None:
         ok &= bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold))
     return ok
 
