@@ -22,7 +22,7 @@ from ..explore.options import HEATMAP_SOURCES, POINT_COLORS, PROPOSAL_COLORS
 from ..model.config import VARIANTS, DINOConfig
 from ..sources import zoo
 from ..sources.download import Policy
-from . import choices, cleanup, denoising_tab, gpu, inputs, memory, steps_tab
+from . import analysis_tab, choices, cleanup, compare_tab, denoising_tab, gpu, inputs, memory, region_tab, steps_tab
 from .callbacks import Explorer, max_input_label
 from .session import Session
 from .events import wire
@@ -140,29 +140,44 @@ def build_layout(default_model: str, end_session) -> UI:
                                        minimum=0, maximum=config.num_queries - 1)
             ui["candidates"] = gr.Radio([], label="Boxes under the cursor", visible=False, elem_id="candidates")
             ui["query_info"] = gr.Markdown("", elem_id="query-info")
+            # Six tabs (every one shown at 1366 px): the selected query's views, DINO's ideas and the
+            # diagnosis views each under one tab, with their own tabs inside.
             with gr.Tabs(elem_id="tabs"):
                 _detections_tab(ui)
-                _proposals_tab(ui, config)
-                _sampling_tab(ui, config)
-                with gr.Tab("Layers", id="layers"):
-                    _caption("Every decoder layer of the selected query: its reference box (white), sampling points "
-                             "(colour: level; size and opacity: weight) and the box after the layer (yellow).")
-                    ui["layer_grid"] = _view("layer-grid", format="png")
-                _heatmaps_tab(ui, config)
-                with gr.Tab("Refinement", id="refinement"):
-                    _caption("The selected query's box from its proposal through every decoder layer, with the "
-                             "class it predicts after each.")
-                    ui["refine_image"] = _view("refine-image")
-                    ui["refine_table"] = gr.Dataframe(interactive=False, elem_id="refine-table")
-                    steps_tab.build_refinement_extra(ui)
+                with gr.Tab("Query", id="query-views"):
+                    with gr.Tabs(elem_id="query-tabs"):
+                        _query_tabs(ui, config)
                 _encoder_tab(ui, config)
                 with gr.Tab("DINO's ideas", id="ideas"), gr.Tabs(elem_id="ideas-tabs"):
                     denoising_tab.build(ui)
                     steps_tab.build_trace_tab(ui)
+                with gr.Tab("Diagnose", id="diagnose") as ui["diagnose_tab"]:
+                    with gr.Tabs(elem_id="diagnose-tabs") as ui["diagnose_tabs"]:
+                        region_tab.build(ui)
+                        analysis_tab.build(ui)
+                        compare_tab.build(ui, default_model)
                 with gr.Tab("Runtime", id="runtime"):
                     ui["runtime"] = gr.Markdown("Run a detection to see the runtime.", elem_id="runtime")
     gr.HTML("", js_on_load=PAGE_JS % json.dumps(PAGE_CSS), container=False, padding=False)
     return ui
+
+
+def _query_tabs(ui: UI, config: DINOConfig) -> None:
+    """The selected query's views: its proposal among the others, its sampling points, every layer,
+    the attention heatmaps and its box's refinement."""
+    _proposals_tab(ui, config)
+    _sampling_tab(ui, config)
+    with gr.Tab("Layers", id="layers"):
+        _caption("Every decoder layer of the selected query: its reference box (white), sampling points "
+                 "(colour: level; size and opacity: weight) and the box after the layer (yellow).")
+        ui["layer_grid"] = _view("layer-grid", format="png")
+    _heatmaps_tab(ui, config)
+    with gr.Tab("Refinement", id="refinement"):
+        _caption("The selected query's box from its proposal through every decoder layer, with the "
+                 "class it predicts after each.")
+        ui["refine_image"] = _view("refine-image")
+        ui["refine_table"] = gr.Dataframe(interactive=False, elem_id="refine-table")
+        steps_tab.build_refinement_extra(ui)
 
 
 def _input_column(ui: UI, default_model: str, config: DINOConfig) -> None:
