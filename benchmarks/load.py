@@ -2,6 +2,10 @@
 
     python benchmarks/load.py --sessions 32 --rounds 3 [--model shipped] [--max-input 1333] [--json OUT]
     python benchmarks/load.py --sessions 50 --parallel 1 --rounds 1 --inspects 0 --upload-side 4096
+    python benchmarks/load.py --scenario switch --sessions 2 --rounds 12 --max-input 512
+    python benchmarks/load.py --scenario stalled --stalled 4
+    python benchmarks/load.py --scenario disk --sessions 20 --uploads 1 --upload-side 2048 --settle 90 \
+        --env DINO_DEMO_FILES_MAX_AGE_H=0.01
 
 Starts `python app.py` on a free 127.0.0.1 port (`--app-dir` serves another checkout's app.py),
 then runs `--sessions` clients (visitors), `--parallel` at a time (default: all at once), each doing
@@ -9,6 +13,11 @@ then runs `--sessions` clients (visitors), `--parallel` at a time (default: all 
 The second line above is 50 visitors one after the other, each uploading a 4096 x 4096 PNG. Reports successes and errors, the p50 and
 p95 latency of each call, and the server's resident memory (sampled every 0.5 s: at start, peak,
 end). Only 127.0.0.1 is ever contacted; the number of sessions and the total time are bounded.
+
+`--scenario` runs one of issue 25's instead (see each `scenario_*` function): `switch` (memory across
+models, and how long another visitor waits), `stalled` (a Hub that accepts connections and never
+answers: HF_ENDPOINT points the app at a local socket), `disk` (sessions that never heartbeat and
+uploads never detected: what stays in the app's temporary folders).
 """
 from __future__ import annotations
 
@@ -58,7 +67,9 @@ class Sampler(threading.Thread):
 
 
 def start_app(app_dir: Path, port: int, env: dict) -> subprocess.Popen:
+    # The served checkout's own package, whatever PYTHONPATH this script runs with.
     process = subprocess.Popen([sys.executable, "app.py"], cwd=app_dir, env={**os.environ, **env,
+                               "PYTHONPATH": str(app_dir.resolve()),
                                "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -106,6 +117,225 @@ def session(url: str, image: str, args, deadline: float) -> dict:
     return {"timings": timings, "errors": errors}
 
 
+# -- scenarios of issue 25: model switching, a stalled download host, disk ----------------------------
+def _detect_once(client, image: str, model: str, max_input: int) -> tuple[float, str]:
+    """(seconds, "" or the error) of one /detect."""
+    from gradio_client import handle_file
+
+    start = time.perf_counter()
+    try:
+        client.predict(handle_file(image), model, "", "auto", max_input, 0.3, 100, api_name="/detect")
+        return time.perf_counter() - start, ""
+    except Exception as error:  # noqa: BLE001 - reported
+        return time.perf_counter() - start, f"{type(error).__name__}: {str(error)[:160]}"
+
+
+class Bystander(threading.Thread):
+    """Another visitor: /detect with `model` on a small image, again and again, until stopped;
+    how long each waited."""
+
+    def __init__(self, url: str, image: str, model: str, max_input: int):
+        super().__init__(daemon=True)
+        from gradio_client import Client
+
+        self.client, self.image, self.model, self.max_input = Client(url, verbose=False), image, model, max_input
+        self.waits: list[float] = []
+        self.errors: list[str] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            seconds, error = _detect_once(self.client, self.image, self.model, self.max_input)
+            self.waits.append(round(seconds, 2))
+            if error:
+                self.errors.append(error)
+            self._stop_event.wait(0.5)
+
+    def stop(self) -> dict:
+        self._stop_event.set()
+        self.join(timeout=900)
+        return {"detects": len(self.waits), "max_wait_s": max(self.waits, default=None),
+                "p50_s": round(statistics.median(self.waits), 2) if self.waits else None, "errors": self.errors[:5]}
+
+
+def _small_image(folder: Path) -> str:
+    from PIL import Image
+
+    path = folder / "small.png"
+    Image.open(ROOT / "examples" / "chelsea.png").convert("RGB").crop((0, 0, 200, 150)).save(path)
+    return str(path)
+
+
+def scenario_switch(args, url: str, sampler: "Sampler", tmp: Path) -> dict:
+    """`--sessions` visitors each doing `--rounds` Detects, cycling through `--models`; a bystander
+    detects with the shipped model meanwhile. RSS after switching: 5 s after the last Detect."""
+    from gradio_client import Client
+
+    chosen = args.models.split(",")
+    bystander = Bystander(url, _small_image(tmp), "shipped", 256)
+    bystander.start()
+
+    def visitor(index: int) -> list:
+        client = Client(url, verbose=False)
+        return [_detect_once(client, args.image, chosen[(index + r) % len(chosen)], args.max_input)
+                for r in range(args.rounds)]
+
+    with ThreadPoolExecutor(args.sessions) as pool:
+        runs = [run for runs in pool.map(visitor, range(args.sessions)) for run in runs]
+    waited = bystander.stop()
+    time.sleep(5.0)
+    after = rss_mib(sampler.pid)
+    return {"models": chosen, "detects": len(runs), "errors": sorted({e for _, e in runs if e})[:5],
+            "detect_p50_s": round(statistics.median(t for t, _ in runs), 2), "bystander": waited,
+            "rss_after_switching_mib": round(after, 1)}
+
+
+class SilentHost(threading.Thread):
+    """A socket on 127.0.0.1 that accepts every connection and never answers."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self.connections.append(self.listener.accept()[0])
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+        for connection in self.connections:
+            connection.close()
+        self.listener.close()
+
+
+def _timed_wave(clients: list, image: str, model: str, limit_s: float) -> list:
+    """/detect of `model` by every client at once, in daemon threads: (seconds, answer) of each,
+    or (limit_s, "still waiting") for those not answered within `limit_s`."""
+    answers: list = [None] * len(clients)
+
+    def ask(index: int) -> None:
+        answers[index] = _detect_once(clients[index], image, model, 256)
+
+    threads = [threading.Thread(target=ask, args=(i,), daemon=True) for i in range(len(clients))]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, limit_s - (time.perf_counter() - start)))
+    return [answer or (limit_s, "still waiting") for answer in answers]
+
+
+def scenario_stalled(args, url: str, sampler: "Sampler", tmp: Path) -> dict:
+    """`--stalled` visitors ask at once for a zoo model whose Hub (HF_ENDPOINT, set for the app by
+    `main`) accepts connections and never answers; 2 s later a bystander detects with the shipped
+    model until they are answered (at most `--time-limit` s); then as many ask for the same file
+    again (at most 120 s)."""
+    from gradio_client import Client
+
+    image = _small_image(tmp)
+    clients = [Client(url, verbose=False) for _ in range(2 * args.stalled + 1)]
+    _detect_once(clients[-1], image, "shipped", 256)  # the bystander's model is loaded first
+    first: dict = {}
+    wave = threading.Thread(target=lambda: first.update(
+        runs=_timed_wave(clients[:args.stalled], image, args.zoo_model, args.time_limit)), daemon=True)
+    wave.start()
+    time.sleep(2.0)
+    waits, pending = [], [None]
+
+    def bystander() -> None:
+        while wave.is_alive():
+            pending[0] = time.perf_counter()
+            seconds, _ = _detect_once(clients[-1], image, "shipped", 256)
+            pending[0] = None
+            waits.append(round(seconds, 2))
+            time.sleep(0.5)
+
+    threading.Thread(target=bystander, daemon=True).start()
+    wave.join()
+    if pending[0] is not None:  # still waiting for a slot when the stalled requests were given up on
+        waits.append(round(time.perf_counter() - pending[0], 2))
+    again = _timed_wave(clients[args.stalled:2 * args.stalled], image, args.zoo_model, 120.0)
+
+    def summary(runs: list) -> dict:
+        return {"seconds": sorted(round(t, 1) for t, _ in runs), "answers": sorted({e[:140] for _, e in runs})}
+
+    return {"zoo_model": args.zoo_model, "stalled_requests": summary(first["runs"]),
+            "bystander": {"detects": len(waits), "max_wait_s": max(waits, default=None)},
+            "same_file_again": summary(again)}
+
+
+def _folder_mib(folder: Path) -> float:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:
+            pass
+    return round(total / 2**20, 1)
+
+
+def _upload_only(url: str, image: str) -> None:
+    """An upload that is never detected (what a page does when an image is dropped on it)."""
+    boundary = "dinoexplorerbench"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"up.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode() + Path(image).read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{url}/gradio_api/upload", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    urllib.request.urlopen(request, timeout=60).close()
+
+
+def scenario_disk(args, url: str, sampler: "Sampler", tmp: Path) -> dict:
+    """`--sessions` visitors that never open a heartbeat, each uploading `--upload-side` noise
+    images (as large as photos): one detected (and its internals.npz fetched), `--uploads` more
+    never detected. The app's
+    temporary folder (TMPDIR and GRADIO_TEMP_DIR, set by `main`) is measured after them and
+    `--settle` seconds later."""
+    import numpy as np
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    Client._stream_heartbeat = staticmethod(lambda *a, **k: None)  # visitors whose page never says it is alive
+    side = args.upload_side or 2048  # noise: a PNG as large as a photo's (about 12 MB at 2048 px)
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    errors = []
+
+    def distinct(index: int) -> str:  # Gradio keeps one copy of identical uploads: each is another image
+        pixels[0, 0] = (index % 256, index // 256 % 256, 7)
+        path = tmp / f"upload-{index}.png"
+        Image.fromarray(pixels).save(path)
+        return str(path)
+
+    for number in range(args.sessions):
+        client = Client(url, verbose=False)
+        try:
+            client.predict(handle_file(distinct(number * (args.uploads + 1))), "shipped", "", "auto", args.max_input,
+                           0.3, 100, api_name="/detect")
+            client.predict(api_name="/internals")  # the session's arrays, written to its folder
+        except Exception as error:  # noqa: BLE001 - reported
+            errors.append(f"{type(error).__name__}: {str(error)[:120]}")
+        for extra in range(args.uploads):
+            _upload_only(url, distinct(number * (args.uploads + 1) + 1 + extra))
+    after = _folder_mib(tmp / "app-tmp")
+    time.sleep(args.settle)
+    return {"sessions": args.sessions, "uploads_never_detected": args.sessions * args.uploads,
+            "errors": errors[:5], "disk_after_sessions_mib": after,
+            f"disk_{args.settle:.0f}_s_later_mib": _folder_mib(tmp / "app-tmp")}
+
+
+SCENARIOS = {"switch": scenario_switch, "stalled": scenario_stalled, "disk": scenario_disk}
+
+
 def _percentiles(values: list[float]) -> dict:
     if not values:
         return {"count": 0}
@@ -130,6 +360,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-dir", type=Path, default=ROOT, help="checkout whose app.py is served")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="for the app process")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--scenario", choices=["visitors", *SCENARIOS], default="visitors",
+                        help="visitors: the default above; switch: Detects cycling through --models while a "
+                             "bystander detects; stalled: zoo requests to a Hub that never answers while a "
+                             "bystander detects; disk: sessions without a heartbeat and never-detected uploads")
+    parser.add_argument("--models", default="untrained:dino-4scale-r50,untrained:dino-5scale-r50,shipped")
+    parser.add_argument("--stalled", type=int, default=4, help="stalled: zoo requests at once")
+    parser.add_argument("--zoo-model", default="zoo:dino-4scale-r50")
+    parser.add_argument("--uploads", type=int, default=1, help="disk: never-detected uploads per session")
+    parser.add_argument("--settle", type=float, default=60.0, help="disk: seconds before the second measure")
     args = parser.parse_args(argv)
     if not 1 <= args.sessions <= MAX_SESSIONS:
         parser.error(f"--sessions must be in 1..{MAX_SESSIONS}")
@@ -145,8 +384,18 @@ def main(argv: list[str] | None = None) -> int:
             pixels = np.stack([np.add.outer(ramp, ramp) / 2, np.tile(ramp, (side, 1)), np.tile(ramp[:, None], side)], -1)
             image = str(Path(tmp) / f"upload-{side}.png")
             Image.fromarray(pixels.astype(np.uint8)).save(image, optimize=True)
+            args.image = image
         port = _free_port()
         env = dict(item.split("=", 1) for item in args.env)
+        silent = None
+        if args.scenario == "stalled":
+            silent = SilentHost()
+            silent.start()
+            env.update(HF_ENDPOINT=f"http://127.0.0.1:{silent.port}", HF_HUB_CACHE=str(Path(tmp) / "hub"))
+        if args.scenario == "disk":
+            app_tmp = Path(tmp) / "app-tmp"
+            (app_tmp / "gradio").mkdir(parents=True)
+            env.update(TMPDIR=str(app_tmp), GRADIO_TEMP_DIR=str(app_tmp / "gradio"))
         process = start_app(args.app_dir, port, env)
         sampler = Sampler(process.pid)
         sampler.start()
@@ -154,15 +403,31 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.0)
             started = time.perf_counter()
             deadline = time.time() + args.time_limit
-            with ThreadPoolExecutor(args.parallel or args.sessions) as pool:
-                outcomes = list(pool.map(lambda _: session(f"http://127.0.0.1:{port}", image, args, deadline),
-                                         range(args.sessions)))
+            if args.scenario != "visitors":
+                outcome = SCENARIOS[args.scenario](args, f"http://127.0.0.1:{port}", sampler, Path(tmp))
+            else:
+                with ThreadPoolExecutor(args.parallel or args.sessions) as pool:
+                    outcomes = list(pool.map(lambda _: session(f"http://127.0.0.1:{port}", image, args, deadline),
+                                             range(args.sessions)))
             elapsed = time.perf_counter() - started
             time.sleep(2.0)
         finally:
             sampler.stop()
             process.terminate()
             process.wait(timeout=60)
+            if silent is not None:
+                silent.stop()
+
+    if args.scenario != "visitors":
+        rss = [value for _, value in sampler.samples]
+        report = {"scenario": args.scenario, "app_dir": str(args.app_dir), "elapsed_s": round(elapsed, 1), **outcome,
+                  "rss_mib": {"start": rss[1] if len(rss) > 1 else None, "peak": max(rss, default=None),
+                              "end": rss[-1] if rss else None}, "max_input": args.max_input}
+        print(json.dumps(report, indent=1))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({**report, "rss_samples": sampler.samples}, indent=1))
+        return 0
 
     errors = [e for outcome in outcomes for e in outcome["errors"]]
     detects = [t for outcome in outcomes for t in outcome["timings"]["detect"]]

@@ -98,6 +98,21 @@ def choice(variable: str, options: tuple[str, ...], default: str) -> str:
     return value
 
 
+def non_negative_number(variable: str, default: float | None = None) -> float | None:
+    """The number (zero or more) in `$variable`, or `default` when it is unset or empty (0 switches a
+    safeguard off where its description says so). ValueError naming the variable otherwise."""
+    value = (text(variable) or "").strip()
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise bad_value(variable, "a number, 0 or more", value) from None
+    if not number >= 0:
+        raise bad_value(variable, "a number, 0 or more", value)
+    return number
+
+
 MCP_VARIABLE = "DINO_DEMO_MCP"
 
 
@@ -114,3 +129,18 @@ def data_dirs() -> tuple[Path, ...]:
     (`:`-separated, resolved); unset or empty: none."""
     setting = text(DATA_DIRS_VARIABLE) or ""
     return tuple(Path(p).expanduser().resolve() for p in setting.split(os.pathsep) if p.strip())
+
+
+# -- the limits of a public server (docs/deployment.md) ----------------------------------------
+# Seconds a download that failed fails at once for the next request of the same file (0: never).
+DOWNLOAD_RETRY_AFTER = "DINO_DEMO_DOWNLOAD_RETRY_AFTER"
+# Model downloads at a time; further requests that must download are refused at once.
+DOWNLOAD_CONCURRENCY = "DINO_DEMO_DOWNLOAD_CONCURRENCY"
+# Memory for loaded models (MiB), least recently used dropped first.
+MODEL_CACHE_MB = "DINO_DEMO_MODEL_CACHE_MB"
+# Hours after which a session's files, served files and unused uploads are removed.
+FILES_MAX_AGE_H = "DINO_DEMO_FILES_MAX_AGE_H"
+# MiB the app's temporary files (sessions' files, Gradio's cache) may take on disk.
+FILES_QUOTA_MB = "DINO_DEMO_FILES_QUOTA_MB"
+# The model input's longer side in public mode is at most this factor of the variant's own maximum.
+INPUT_SIDE_FACTOR = "DINO_DEMO_INPUT_SIDE_FACTOR"

@@ -602,3 +602,65 @@ def test_the_notice_says_when_nothing_passes_and_when_the_reference_op_served(ex
     stored.result = dataclasses.replace(stored.result, backend=("reference", "disabled by DINO_DEMO_OP=reference"))
     assert "reference" not in _redraw(explorer, "change_detection_options", session, threshold=0.0,
                                       max_detections=20)["notice"]
+
+
+def test_stalled_downloads_leave_detect_to_other_visitors(served, url, monkeypatch, tmp_path):
+    """Four visitors ask for a zoo model whose host accepts connections and never answers: the
+    loads take their own slots (two wait on the host, two are refused at once), another visitor's
+    Detect runs meanwhile, and the next request for the failed file fails at once."""
+    import socket
+    import threading
+    import time
+
+    from dino_demo.sources import download, zoo
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)  # connections complete in the backlog and are never answered
+    entry = zoo.ZooEntry("silent-host", "A host that never answers", "dino-tiny", "official", "official",
+                         (f"http://127.0.0.1:{listener.getsockname()[1]}/w.pth",), 7, 0.0, 1, "test", "tests")
+    monkeypatch.setattr(zoo, "ENTRIES", (*zoo.ENTRIES, entry))
+    monkeypatch.setattr(zoo, "_BY_ID", {**zoo._BY_ID, entry.id: entry})
+    monkeypatch.setattr(zoo, "folder", lambda: tmp_path / "zoo")
+    monkeypatch.setenv("DINO_DEMO_DOWNLOAD_DEADLINE", "8")
+    for variable in ("SPACE_ID", "DINO_DEMO_PUBLIC", "DINO_DEMO_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+    download.forget_failures()
+    image = tmp_path / "small.png"
+    Image.open(EXAMPLES / "chelsea.png").crop((0, 0, 160, 120)).save(image)
+    _detect(Client(url, verbose=False), image, max_input=256)  # the bystander's model is loaded
+    outcomes = {}
+
+    clients = [Client(url, verbose=False) for _ in range(6)]
+
+    def stalled(i):
+        start = time.perf_counter()
+        try:
+            _detect(clients[i], image, model=entry.source_id)
+            outcomes[i] = ("detected", time.perf_counter() - start)
+        except AppError as error:
+            outcomes[i] = (str(error), time.perf_counter() - start)
+
+    try:
+        threads = [threading.Thread(target=stalled, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+        start = time.perf_counter()
+        _detect(clients[4], image, max_input=256)
+        waited = time.perf_counter() - start
+        for thread in threads:
+            thread.join(60)
+        assert waited < 5, f"a visitor waited {waited:.1f} s behind stalled downloads"
+        busy = [t for message, t in outcomes.values() if "being downloaded for other visitors" in message]
+        failed = [t for message, t in outcomes.values()
+                  if any(said in message.lower() for said in ("download failed", "could not download", "could not get"))]
+        assert len(busy) == 2 and max(busy) < 3, outcomes
+        assert len(failed) == 2 and all(6 < t < 15 for t in failed), outcomes
+        start = time.perf_counter()
+        with pytest.raises(AppError, match="try again in"):
+            _detect(clients[5], image, model=entry.source_id)
+        assert time.perf_counter() - start < 3
+    finally:
+        listener.close()
+        download.forget_failures()

@@ -159,6 +159,34 @@ def test_a_compressed_archive_is_refused_before_it_expands(tmp_path):
     assert outcome.startswith("refused") and growth < 32
 
 
+def test_a_tensor_bomb_is_refused_before_it_is_converted(tmp_path, tiny):
+    """A 12000 x 12000 float16 view of a 2-byte storage (stride 0): a 2 KB file that widening to
+    float32 would make 550 MiB. Refused from sizes, strides and storage sizes alone."""
+    state = {k: v.half() for k, v in tiny.state_dict().items()}
+    state["transformer.level_embed"] = torch.zeros(1, dtype=torch.float16).expand(12000, 12000)
+    path = tmp_path / "bomb.pth"
+    torch.save({"model": state}, path)
+    growth, outcome = _peak_load_mib(path)
+    assert outcome.startswith("refused") and "view of a storage of 2 bytes" in outcome, outcome
+    assert growth < 64, f"peak memory grew by {growth} MiB for a {path.stat().st_size // 1024} KiB file"
+
+
+def test_views_larger_than_the_file_and_odd_layouts_are_refused(tmp_path):
+    from dino_demo.sources.checkpoint import check_tensors, model_from_checkpoint
+
+    storage = torch.zeros(1000)
+    aliases = {f"alias.{i}": storage for i in range(300)}  # 300 names of one 4 KB storage: 1.2 MB as float32
+    with pytest.raises(CheckpointError, match="more than 0 MiB"):
+        check_tensors({"model": aliases}, "aliases", max_bytes=100_000)
+    check_tensors({"model": aliases}, "aliases", max_bytes=2_000_000)  # within the bound: fine
+    with pytest.raises(CheckpointError, match="sparse"):
+        check_tensors({"model": {"w": torch.eye(3).to_sparse()}})
+    with pytest.raises(CheckpointError, match="view of a storage"):  # a dict handed over directly
+        model_from_checkpoint({"model": {"w": torch.ones(1, dtype=torch.float16).expand(5000, 5000)}})
+    with pytest.raises(CheckpointError, match="args.x is a"):  # found inside an argparse.Namespace too
+        check_tensors({"args": argparse.Namespace(x=torch.zeros(1).expand(10, 10))})
+
+
 @pytest.mark.slow
 def test_wrong_num_classes_lists_mismatching_keys(tmp_path):
     """A 2-class checkpoint forced into the 91-class official variant."""

@@ -84,6 +84,7 @@ def environment(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     # The zoo's folder only: the cache also holds the compiled op, which must not be rebuilt here.
     monkeypatch.setattr(zoo, "folder", lambda: tmp_path / "cache" / "zoo")
+    download.forget_failures()  # each test starts with no failure remembered
 
 
 def files(folder: Path) -> list[str]:
@@ -316,3 +317,93 @@ def test_public_mode_total_deadline_stops_a_slow_drip(server, tmp_path, monkeypa
                   progress=lambda *a: None)
     assert time.monotonic() - start < 5
     assert files(tmp_path) == []
+
+
+# -- a host that accepts connections and never answers ----------------------------------------------
+@pytest.fixture()
+def silent_host():
+    """A socket on 127.0.0.1 that accepts every connection and never sends a byte."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.2)
+    accepted, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1], accepted
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    listener.close()
+
+
+@pytest.fixture()
+def hub_at(tmp_path):
+    """fetch_hub's keyword arguments for a local endpoint on `port`, with an empty cache."""
+    download.forget_failures()
+    yield lambda port: {"endpoint": f"http://127.0.0.1:{port}", "cache_dir": tmp_path / "hub"}
+    download.forget_failures()
+
+
+def test_a_silent_hub_is_given_up_at_the_deadline_whatever_the_library_retries(silent_host, hub_at):
+    port, accepted = silent_host
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="deadline of 2 s"):
+        download.fetch_hub("someone/model", "w.pth", progress=lambda *a: None, **hub_at(port),
+                           policy=Policy(deadline_s=2.0, stall_s=60.0, retry_after_s=0))
+    assert time.monotonic() - start < 4.0  # not the ~390 s of huggingface_hub's own timeouts and retries
+    assert accepted  # it did connect: the silence is what was given up on
+
+
+def test_a_stalled_hub_download_fails_fast_for_the_next_request(silent_host, hub_at):
+    port, accepted = silent_host
+    policy = Policy(deadline_s=600.0, stall_s=1.5, retry_after_s=30.0)
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="no data for 2 s"):
+        download.fetch_hub("someone/model", "w.pth", progress=lambda *a: None, policy=policy, **hub_at(port))
+    assert time.monotonic() - start < 4.0
+    connections = len(accepted)
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="try again in (29|30) s"):
+        download.fetch_hub("someone/model", "w.pth", progress=lambda *a: None, policy=policy, **hub_at(port))
+    assert time.monotonic() - start < 0.5 and len(accepted) == connections  # no new connection
+    # Once the failure is forgotten, the abandoned download still winding down is not doubled.
+    download.forget_failures()
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="still running"):
+        download.fetch_hub("someone/model", "w.pth", progress=lambda *a: None, policy=policy, **hub_at(port))
+    assert time.monotonic() - start < 3.0
+
+
+def test_a_failed_url_fails_fast_then_is_tried_again_after_the_wait(server, tmp_path, monkeypatch):
+    base, routes = server
+    policy = Policy(retry_after_s=0.5)
+    with pytest.raises(DownloadError, match="404"):
+        fetch_url(f"{base}/later.pth", tmp_path / "later.pth", policy=policy)
+    routes["/later.pth"] = send(PAYLOAD, len(PAYLOAD))
+    with pytest.raises(DownloadError, match="404.*try again in"):
+        fetch_url(f"{base}/later.pth", tmp_path / "later.pth", policy=policy)
+    assert Handler.hits["/later.pth"] == 1  # the second request never reached the server
+    time.sleep(0.6)
+    assert fetch_url(f"{base}/later.pth", tmp_path / "later.pth", policy=policy,
+                     progress=lambda *a: None).read_bytes() == PAYLOAD
+
+
+def test_the_retry_wait_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv(download.RETRY_AFTER_VARIABLE, "0")
+    assert Policy.from_env().retry_after_s == 0
+    monkeypatch.setenv(download.RETRY_AFTER_VARIABLE, "45")
+    assert Policy.from_env().retry_after_s == 45
+    monkeypatch.delenv(download.RETRY_AFTER_VARIABLE)
+    assert Policy.from_env().retry_after_s == download.DEFAULT_RETRY_AFTER_S

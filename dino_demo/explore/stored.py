@@ -43,8 +43,9 @@ class StoredResult:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the arrays and tensors of this entry."""
-        return _nbytes(self.result) + self.canvas.nbytes
+        """Bytes held by the arrays and tensors of this entry (whole storages, each counted once)."""
+        seen: set = set()
+        return _nbytes(self.result, seen) + _nbytes(self.canvas, seen)
 
 
 def compact(result: InferenceResult) -> InferenceResult:
@@ -60,16 +61,33 @@ def compact(result: InferenceResult) -> InferenceResult:
 HALF_PRECISION_OUTPUTS = ("memory", "decoder_features")
 
 
-def _nbytes(obj) -> int:
-    """Bytes of every tensor and array reachable through dataclass fields, tuples and dicts."""
+def _nbytes(obj, seen: set | None = None) -> int:
+    """Bytes really held by the tensors and arrays reachable through dataclass fields, tuples,
+    lists and dicts: a view holds its whole storage (a small slice can keep a large tensor alive),
+    and a storage shared by several fields is counted once."""
+    seen = set() if seen is None else seen
     if isinstance(obj, torch.Tensor):
-        return obj.element_size() * obj.nelement()
+        try:
+            storage = obj.untyped_storage()
+            key, size = ("storage", storage.data_ptr()), storage.nbytes()
+        except (NotImplementedError, RuntimeError):  # opaque layouts: their own elements
+            key, size = ("tensor", id(obj)), obj.element_size() * obj.nelement()
+        if key in seen:
+            return 0
+        seen.add(key)
+        return size
     if isinstance(obj, np.ndarray):
-        return obj.nbytes
-    if dataclasses.is_dataclass(obj):
-        return sum(_nbytes(getattr(obj, f.name)) for f in dataclasses.fields(obj))
+        base = obj
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        if ("array", id(base)) in seen:
+            return 0
+        seen.add(("array", id(base)))
+        return base.nbytes
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return sum(_nbytes(getattr(obj, f.name), seen) for f in dataclasses.fields(obj))
     if isinstance(obj, (tuple, list)):
-        return sum(_nbytes(item) for item in obj)
+        return sum(_nbytes(item, seen) for item in obj)
     if isinstance(obj, dict):
-        return sum(_nbytes(item) for item in obj.values())
+        return sum(_nbytes(item, seen) for item in obj.values())
     return 0

@@ -28,6 +28,11 @@ torch does, at the newest this torch build has kernels for, with PTX for the new
 newer card can still run it), else `DEFAULT_CUDA_ARCH_LIST` (only reachable when compiling
 without a GPU, as `build --cuda` does).
 
+A cache that cannot be written (a read-only image, a path that cannot be made) is used as it is
+when it holds a sound library (checked against its record), else the library is built in a
+private temporary folder (`<tmp>/dino_demo-<uid>/`), else the op serves with the reference; the
+reason says which, and the app's Runtime panel shows it.
+
 Nothing here raises: a library that cannot be built or loaded gives a `LoadResult` whose
 reason `dino_demo.ops.backend()` reports, and the op falls back to Triton or the reference.
 """
@@ -120,7 +125,11 @@ def load(kind: str, *, require_gpu: bool = True) -> LoadResult:
         with _lock:
             if key in _results:
                 return _results[key]
-        result = _load(kind, require_gpu)
+        try:
+            result = _load(kind, require_gpu)
+        except (OSError, subprocess.SubprocessError) as error:  # the docstring's promise: nothing here raises
+            logger.warning("dino_demo %s kernels unavailable: %s", kind, error)
+            result = LoadResult(False, f"not compiled: {type(error).__name__} in the kernel cache")
         with _lock:
             _results[key] = result
         return result
@@ -165,10 +174,68 @@ def _load(kind: str, require_gpu: bool) -> LoadResult:
     arch_list = _cuda_arch_list() if kind == "cuda" else None
     name = f"dino_demo_ops_{kind}"
     build_dir = cache_dir(f"ops-{kind}-{_build_hash(kind, arch_list)}")
-    build_dir.mkdir(parents=True, exist_ok=True)
-    library = build_dir / f"{name}.so"
     archs = f" for sm {arch_list}" if arch_list else ""
-    loaded_from = LoadResult(True, f"compiled{archs}, cache {build_dir.name}")
+    problem = _unwritable(build_dir)
+    if problem is None:
+        return _load_in(build_dir, name, kind, arch_list, LoadResult(True, f"compiled{archs}, cache {build_dir.name}"))
+    library = build_dir / f"{name}.so"
+    if library.is_file() and recorded_sha256(library) == _sha256(library):
+        # A read-only cache (an image built beforehand): its sound library loads without a lock,
+        # since nobody can write there either.
+        try:
+            torch.ops.load_library(str(library))
+        except Exception as error:  # noqa: BLE001 - loading must never break the caller
+            return LoadResult(False, f"load failed: {_first_error_line(str(error))}")
+        return LoadResult(True, f"compiled{archs}, read-only cache {build_dir.name}")
+    fallback = _temporary_build_dir(build_dir.name)
+    logger.warning("the dino_demo kernel cache %s is not writable (%s): using %s", build_dir, problem,
+                   fallback or "the reference op")
+    if fallback is None:
+        return LoadResult(False, f"not compiled: the kernel cache is not writable ({problem}) and no private "
+                                 "temporary folder could be made")
+    result = _load_in(fallback, name, kind, arch_list,
+                      LoadResult(True, f"compiled{archs}, in a temporary folder (the kernel cache is not writable: "
+                                       f"{problem})"))
+    if not result.ok:
+        return LoadResult(False, f"{result.reason} (in a temporary folder: the kernel cache is not writable: "
+                                 f"{problem})")
+    return result
+
+
+def _unwritable(build_dir: Path) -> str | None:
+    """Why `build_dir` cannot hold a build (it cannot be made, or a file cannot be created in it),
+    or None when it can."""
+    try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+        probe = build_dir / f".write-test-{os.getpid()}-{threading.get_ident()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        return type(error).__name__
+    return None
+
+
+def _temporary_build_dir(name: str) -> Path | None:
+    """`<tmp>/dino_demo-<uid>/<name>`, when that folder is this user's alone (another user could
+    otherwise plant a library there); else a new private folder; None when neither can be made."""
+    import tempfile
+
+    try:
+        root = Path(tempfile.gettempdir()) / f"dino_demo-{os.getuid()}"
+        root.mkdir(mode=0o700, exist_ok=True)
+        info = root.lstat()
+        if root.is_symlink() or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            root = Path(tempfile.mkdtemp(prefix="dino_demo-ops-"))
+        folder = root / name
+        folder.mkdir(exist_ok=True)
+        return folder if _unwritable(folder) is None else None
+    except OSError:
+        return None
+
+
+def _load_in(build_dir: Path, name: str, kind: str, arch_list: str | None, loaded_from: LoadResult) -> LoadResult:
+    """Load the library cached in the writable `build_dir`, building it there when needed."""
+    library = build_dir / f"{name}.so"
     # An OS lock on the build directory, released when its holder dies.
     with FileLock(str(build_dir / "dino_demo.lock")):
         damaged = False
@@ -201,7 +268,10 @@ def _load(kind: str, require_gpu: bool) -> LoadResult:
             reason = f"build failed: {error}"
             logger.warning("dino_demo %s kernels unavailable: %s (build log in %s)", kind, reason, build_dir)
             return LoadResult(False, reason)
-        write_record(library, _sha256(library))
+        try:
+            write_record(library, _sha256(library))
+        except OSError as error:  # loaded all the same; the next start checks it in a child process
+            logger.warning("could not record the kernel library's checksum: %s", error)
     return loaded_from
 
 

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = SHIPPED_CHECKPOINT  # found from the package: works from any working directory
 MAX_DOWNLOAD_BYTES = download.MAX_DOWNLOAD_BYTES
+# What a file's tensors may take as float32 beyond twice its size (aliased heads, small tensors).
+TENSOR_SLACK_BYTES = 64 << 20
 # Modules whose pickled objects foreign checkpoints carry as metadata; they load as Opaque.
 _METADATA_MODULES = ("mmengine.", "mmdet.", "mmcv.", "detectron2.", "fvcore.", "detrex.", "omegaconf.", "iopath.",
                      "libreyolo.")
@@ -88,7 +90,53 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             f"plain data ({first[:200]})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path.name}: expected a dict of tensors, found {type(obj).__name__}")
+    check_tensors(obj, path.name, max_bytes=2 * path.stat().st_size + TENSOR_SLACK_BYTES)
     return obj
+
+
+def check_tensors(obj: object, name: str = "checkpoint", max_bytes: int | None = None) -> None:
+    """Refuse tensors that converting them could expand beyond what the file holds, looking only
+    at sizes, strides and storage sizes (nothing is read, copied or converted).
+
+    A tensor in a file is a view of a storage: `torch.save` keeps an expanded view (stride 0) of
+    a 2-byte storage as 2 bytes, and widening it to float32 would allocate every element (a 4 KB
+    file whose 30000 x 30000 float16 view took a process from 1.0 to 4.45 GB). Refused: views with
+    more elements than their storage holds past their offset, tensors that are not plain strided
+    ones (sparse, quantized, nested), and, with `max_bytes` (twice the file's size and some slack
+    for a file: what its float16 tensors take as float32), more float32 bytes over all tensors
+    (shared storages counted once per tensor, as a conversion copies them) than that.
+    """
+    total = 0
+    for key, tensor in _tensors(obj):
+        if tensor.layout != torch.strided or tensor.is_quantized or tensor.is_nested:
+            raise CheckpointError(f"{name}: refused: {key} is a {tensor.layout} tensor; checkpoints hold dense ones")
+        itemsize = tensor.element_size()
+        available = tensor.untyped_storage().nbytes() - tensor.storage_offset() * itemsize
+        if tensor.numel() * itemsize > available:
+            raise CheckpointError(
+                f"{name}: refused: {key} is a {tuple(tensor.shape)} view of a storage of {max(available, 0)} bytes "
+                f"(strides {tuple(tensor.stride())}): converting it would allocate {tensor.numel() * 4} bytes")
+        total += tensor.numel() * max(itemsize, 4)
+        if max_bytes is not None and total > max_bytes:
+            raise CheckpointError(f"{name}: refused: its tensors would take more than {max_bytes >> 20} MiB as "
+                                  "float32, more than the file can hold")
+
+
+def _tensors(obj: object, max_depth: int = 16):
+    """(dotted key, tensor) of every tensor in dicts, lists, tuples and Namespaces nested in `obj`."""
+    stack = [("", obj, 0)]
+    while stack:
+        key, value, depth = stack.pop()
+        if isinstance(value, torch.Tensor):
+            yield key or "<root>", value
+        elif depth >= max_depth:
+            continue
+        elif isinstance(value, dict):
+            stack += [(f"{key}.{k}" if key else str(k), v, depth + 1) for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            stack += [(f"{key}[{i}]", v, depth + 1) for i, v in enumerate(value)]
+        elif isinstance(value, argparse.Namespace):
+            stack += [(f"{key}.{k}", v, depth + 1) for k, v in vars(value).items()]
 
 
 def _check_archive(path: Path) -> None:
@@ -158,6 +206,7 @@ def _legacy_unsafe_globals(path: Path) -> list[str]:
 def convert_checkpoint(checkpoint: dict, flavour: str | None = None) -> Converted:
     """The checkpoint's weights under official names (converted from detrex or MMDetection when
     needed, half precision widened to float32) and what follows from the file (see layouts)."""
+    check_tensors(checkpoint)  # a dict handed over directly has not been through read_checkpoint
     try:
         converted = layouts.to_official(checkpoint, flavour)
     except LayoutError as e:

@@ -11,13 +11,18 @@ and know nothing of public servers. Either way:
   lock across processes), then uses its result;
 - progress goes to a callback `progress(done_bytes, total_bytes_or_None)` (the app feeds it to
   `gr.Progress`), or to a tqdm bar on the command line;
-- every download has a size cap, a per-read timeout and a total deadline;
+- every download has a size cap, a per-read timeout and a total deadline; a Hub download runs
+  under a watch (`_Watch`) that holds the deadline, and gives up after `stall_s` without a byte,
+  whatever huggingface_hub retries meanwhile;
+- a file whose download failed fails at once, without a connection, for the next request during
+  DINO_DEMO_DOWNLOAD_RETRY_AFTER seconds (default 120; 0: never);
 - a file whose sha256 was not known in advance has the hash of its first download recorded next
   to it (`<file>.sha256`) and checked whenever it is used again.
 
 Public mode (`SPACE_ID` set, as on a Hugging Face Space, or DINO_DEMO_PUBLIC=1) is for a server
 whose visitors type URLs: only https, only to public addresses (every host of every redirect is
-resolved and checked, and the connection goes to the checked address), only to the hosts of
+resolved and checked by `sources.address`, IPv6 forms embedding an IPv4 address included, and the
+connection goes to the checked address), only to the hosts of
 DINO_DEMO_ALLOWED_HOSTS (default: the model zoo's; `*` for any public host); every network
 failure reads the same to the visitor (the detail goes to the server log, one line); the
 download cache has a quota (DINO_DEMO_CACHE_QUOTA_GB, default 10 in public mode), least recently
@@ -27,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import ipaddress
 import logging
 import os
 import socket
@@ -44,6 +48,7 @@ from filelock import FileLock, Timeout
 
 from ..checksum import file_sha256, record_path, recorded_sha256, remember, write_record
 from .. import env
+from .address import AddressError, Unresolvable, is_public, resolve_public
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,8 @@ PUBLIC_VARIABLE = "DINO_DEMO_PUBLIC"
 HOSTS_VARIABLE = "DINO_DEMO_ALLOWED_HOSTS"
 QUOTA_VARIABLE = "DINO_DEMO_CACHE_QUOTA_GB"
 DEADLINE_VARIABLE = "DINO_DEMO_DOWNLOAD_DEADLINE"
+RETRY_AFTER_VARIABLE = env.DOWNLOAD_RETRY_AFTER
+DEFAULT_RETRY_AFTER_S = 120.0
 PUBLIC_DEADLINE_S = 600.0
 OFFLINE_VARIABLES = ("DINO_DEMO_OFFLINE", "HF_HUB_OFFLINE")
 MAX_DOWNLOAD_BYTES = 2 * 1024**3
@@ -102,7 +109,9 @@ class Policy:
     """What downloads may do. `public`: the protections of public mode (https only unless
     `allow_http`, public addresses only, one failure text). `allowed_hosts`: host names, `.suffix`
     patterns (any subdomain), or None for any host. `quota_bytes`: the most the download folders
-    may hold, or None."""
+    may hold, or None. `deadline_s`: the most a download may take in all, whatever the download
+    library retries; `stall_s`: the most a Hub download may go without receiving a byte;
+    `retry_after_s`: how long a file that failed fails at once for the next request (0: never)."""
 
     public: bool = False
     allow_http: bool = False
@@ -112,6 +121,8 @@ class Policy:
     read_timeout_s: float = 30.0
     max_redirects: int = 5
     quota_bytes: int | None = None
+    stall_s: float = 60.0
+    retry_after_s: float = DEFAULT_RETRY_AFTER_S
 
     @classmethod
     def from_env(cls, **overrides) -> "Policy":
@@ -128,6 +139,9 @@ class Policy:
         quota_bytes = int(quota * 1024**3) if quota is not None else (PUBLIC_QUOTA_BYTES if public else None)
         deadline = env.positive_number(DEADLINE_VARIABLE)
         values = dict(public=public, allowed_hosts=hosts, quota_bytes=quota_bytes)
+        retry_after = env.non_negative_number(RETRY_AFTER_VARIABLE)
+        if retry_after is not None:
+            values["retry_after_s"] = retry_after
         if deadline is not None:
             values["deadline_s"] = deadline
         elif public:  # a visitor's slow-drip server must not hold one of the app's workers for long
@@ -174,6 +188,37 @@ class _TargetLock:
     def __exit__(self, *exc):
         self.file.release()
         self.local.release()
+
+
+# -- recent failures -------------------------------------------------------------------------------
+_failures: dict[str, tuple[float, str]] = {}  # file key -> (time.monotonic() until which it fails, message)
+_failures_guard = threading.Lock()
+
+
+def _recent_failure(key: str, policy: Policy) -> DownloadError | None:
+    """The error to raise at once for a file whose download failed less than `retry_after_s` ago."""
+    with _failures_guard:
+        until, message = _failures.get(key, (0.0, ""))
+    left = until - time.monotonic()
+    if left <= 0:
+        return None
+    return DownloadError(f"{message} (it failed moments ago; try again in {left:.0f} s)")
+
+
+def _remember_failure(key: str, error: DownloadError, policy: Policy) -> DownloadError:
+    if policy.retry_after_s > 0:
+        with _failures_guard:
+            now = time.monotonic()
+            for stale in [k for k, (until, _) in _failures.items() if until < now]:
+                del _failures[stale]
+            _failures[key] = (now + policy.retry_after_s, str(error))
+    return error
+
+
+def forget_failures() -> None:
+    """Let every file that failed recently be tried again at once."""
+    with _failures_guard:
+        _failures.clear()
 
 
 # -- hashes --------------------------------------------------------------------------------------
@@ -270,19 +315,18 @@ def check_url(url: str, policy: Policy) -> urllib.parse.SplitResult:
 
 
 def _public_address(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    """See `sources.address.is_public` (IPv6 forms that embed an IPv4 address are judged by it)."""
+    return is_public(address)
 
 
 def _resolve(host: str, port: int, policy: Policy) -> str:
     """The address to connect to; in public mode every address the name resolves to must be public."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as e:
-        raise _HostUnreachable(host, f"its name does not resolve: {e.args[-1] if e.args else e}") from None
-    addresses = [info[4][0] for info in infos]
+        addresses = resolve_public(host, port, public_only=False)
+    except Unresolvable as e:
+        raise _HostUnreachable(host, f"its name does not resolve: {e.reason}") from None
+    except AddressError as e:
+        raise _Failure(str(e)) from None
     if policy.public:
         inward = [a for a in addresses if not _public_address(a)]
         if inward:
@@ -426,6 +470,9 @@ def fetch_url(url: str, target: str | os.PathLike, *, sha256: str | None = None,
                 record_path(target).unlink(missing_ok=True)
         if offline():
             raise DownloadError(f"downloads are switched off ({' / '.join(OFFLINE_VARIABLES)})")
+        failed = _recent_failure(url, policy)
+        if failed is not None:
+            raise failed
         remove_stale_parts(target.parent, policy.deadline_s + 60)
         part = target.with_name(target.name + ".part")
         part.unlink(missing_ok=True)
@@ -435,7 +482,7 @@ def fetch_url(url: str, target: str | os.PathLike, *, sha256: str | None = None,
             os.replace(part, target)
             remember(target, digest)  # a rename keeps size and mtime: the next use reads no byte again
         except _Failure as e:
-            raise _network_error(url, e, policy) from None
+            raise _remember_failure(url, _network_error(url, e, policy), policy) from None
         except DownloadError as e:
             record_path(target).unlink(missing_ok=True)
             if policy.public:
@@ -523,44 +570,131 @@ class _Reporter:
 
 # -- Hugging Face Hub ----------------------------------------------------------------------------
 def fetch_hub(repo_id: str, filename: str, *, revision: str = "main", progress: Progress | None = None,
-              policy: Policy | None = None) -> Path:
+              policy: Policy | None = None, endpoint: str | None = None, cache_dir: str | os.PathLike | None = None
+              ) -> Path:
     """A file of a Hub repository from the huggingface_hub cache, downloaded there if missing
-    (resumable; honours HF_HUB_OFFLINE). Progress, the size cap and the deadline act through the
-    progress hook huggingface_hub reports to."""
+    (resumable; honours HF_HUB_OFFLINE). The Hub's host is probed first (Unreachable within
+    CONNECT_TIMEOUT_S when offline), then the download runs under a `_Watch`; progress, the size cap
+    and the deadline act through the progress hook huggingface_hub reports to."""
     from huggingface_hub import constants as hub_constants
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     policy = policy or Policy.from_env()
-    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
+    endpoint = endpoint or hub_constants.ENDPOINT
+    cached = try_to_load_from_cache(repo_id, filename, revision=revision, cache_dir=cache_dir)
     if isinstance(cached, str):
         return Path(cached)
     if offline():
         raise DownloadError(f"downloads are switched off ({' / '.join(OFFLINE_VARIABLES)})")
-    key = f"hub:{repo_id}/{revision}/{filename}"
+    key = f"hub:{endpoint}/{repo_id}/{revision}/{filename}"
+    url = f"{endpoint}/{repo_id}/resolve/{revision}/{filename}"
+    failed = _recent_failure(key, policy)  # before waiting for the lock: a failure is answered at once
+    if failed is not None:
+        raise failed
     with _process_locks_guard:
         lock = _process_locks.setdefault(key, threading.Lock())
-    if not lock.acquire(timeout=policy.deadline_s):
+    # A download of the file under way (or one given up on, winding down): wait as long as a stall may last.
+    if not lock.acquire(timeout=min(policy.deadline_s, policy.stall_s)):
         raise DownloadError("another download of this file is still running; try again later")
+    watch = _Watch(policy, release=lock.release)
     try:
-        probe(hub_constants.ENDPOINT)  # offline: one short error now, not after the library's retries
-        return Path(hf_hub_download(repo_id, filename, revision=revision, endpoint=hub_constants.ENDPOINT,
-                                    tqdm_class=_hub_progress_class(progress, policy)))
-    except DownloadError:
-        raise
-    except Exception as e:  # huggingface_hub's and httpx's errors: no network, 404, gated, ...
-        raise _network_error(f"https://huggingface.co/{repo_id}/resolve/{revision}/{filename}",
-                             f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}",
-                             policy) from None
+        failed = _recent_failure(key, policy)
+        if failed is not None:
+            raise failed
+        try:
+            probe(endpoint)  # offline: one short error now, not after the library's retries
+            return Path(watch.run(lambda: hf_hub_download(repo_id, filename, revision=revision, endpoint=endpoint,
+                                                          cache_dir=cache_dir,
+                                                          etag_timeout=min(10.0, policy.read_timeout_s),
+                                                          tqdm_class=_hub_progress_class(progress, policy, watch))))
+        except Unreachable as e:  # the Hub's own host, not a visitor's address: said as it is
+            raise _remember_failure(key, e, policy) from None
+        except _Failure as e:
+            raise _remember_failure(key, _network_error(url, e, policy), policy) from None
+        except DownloadError as e:
+            raise _remember_failure(key, _network_error(url, str(e), policy) if policy.public else e, policy) from None
+        except Exception as e:  # huggingface_hub's and httpx's errors: no network, 404, gated, ...
+            detail = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+            raise _remember_failure(key, _network_error(url, detail, policy), policy) from None
     finally:
-        lock.release()
+        watch.release_unless_abandoned()
 
 
-def _hub_progress_class(progress: Progress | None, policy: Policy):
-    """A tqdm class for huggingface_hub that reports to `progress` and stops a download past the
-    size cap or the deadline."""
+class _Watch:
+    """Runs a download library's call in a thread of its own and gives up on it when the policy's
+    total deadline passes or no byte arrives for `stall_s`, whatever the library retries meanwhile.
+    The abandoned call stops at its next progress report (`cancelled`) or at its own timeouts; its
+    thread is a daemon (it never holds up the caller or the process's exit) and calls `release`
+    (the file's lock) when it ends, so that no second download of the file starts beside it."""
+
+    def __init__(self, policy: Policy, release: Callable[[], None]):
+        self.policy = policy
+        self.deadline = time.monotonic() + policy.deadline_s
+        self.last_activity = time.monotonic()
+        self.cancelled = False
+        self._release = release
+        self._state = threading.Lock()
+        self._running = False  # the worker thread has not ended
+        self._released = False
+
+    def release_unless_abandoned(self) -> None:
+        """The caller is done: release the lock now, or, while an abandoned call still runs, when it ends."""
+        with self._state:
+            self.cancelled = True
+            if self._running or self._released:
+                return
+            self._released = True
+        self._release()
+
+    def _worker_ended(self) -> None:
+        with self._state:
+            self._running = False
+            if not self.cancelled or self._released:
+                return
+            self._released = True
+        self._release()
+
+    def alive(self) -> None:
+        """A byte arrived (called from the progress hook); raises once the watch gave up."""
+        self.last_activity = time.monotonic()
+        if self.cancelled:
+            raise DownloadError("the download was abandoned (deadline or stall)")
+
+    def run(self, call: Callable[[], object]) -> object:
+        outcome: dict = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                outcome["value"] = call()
+            except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
+                outcome["error"] = error
+            finally:
+                done.set()
+                self._worker_ended()
+
+        with self._state:
+            self._running = True
+        threading.Thread(target=work, name="dino-demo-download", daemon=True).start()
+        while not done.wait(0.1):
+            now = time.monotonic()
+            if now > self.deadline:
+                self.cancelled = True
+                raise _Failure(f"the download took longer than its deadline of {self.policy.deadline_s:.0f} s")
+            if now - self.last_activity > self.policy.stall_s:
+                self.cancelled = True
+                raise _Failure(f"no data for {self.policy.stall_s:.0f} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+
+def _hub_progress_class(progress: Progress | None, policy: Policy, watch: _Watch):
+    """A tqdm class for huggingface_hub that reports to `progress` and to `watch`, and stops a
+    download past the size cap or the deadline."""
     from huggingface_hub.utils import tqdm as hub_tqdm
 
-    deadline = time.monotonic() + policy.deadline_s
+    deadline = watch.deadline
 
     class HubProgress(hub_tqdm):
         def __init__(self, *args, **kwargs):
@@ -574,6 +708,7 @@ def _hub_progress_class(progress: Progress | None, policy: Policy):
                 raise DownloadError(f"the file ({self.bytes_total} bytes) is over the limit of {policy.max_bytes} bytes")
 
         def update(self, n=1):
+            watch.alive()
             self.bytes_done += n or 0
             if time.monotonic() > deadline:
                 raise DownloadError(f"the download took longer than its deadline of {policy.deadline_s:.0f} s")

@@ -10,11 +10,11 @@ one guard that fetches the session's result.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import re
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..explore import encoder, panels
+from ..explore import cost, encoder, panels
 from ..explore.detections import query_rows
 from ..explore.inference import InferenceResult, run
-from ..explore.models import ModelCache
+from ..explore.models import DownloadsBusy, ModelCache
 from ..explore.options import SELECTED_QUERY, DetectionOptions, SamplingOptions
 from ..explore.stored import StoredResult
 from ..explore.views import DetectionView, detection_view, detections_at
@@ -35,8 +35,8 @@ from ..io.preprocess import model_input_size
 from ..io.results import coco_image_id, coco_results, detections_document, image_record
 from ..paths import EXAMPLES_DIR
 from ..sources import zoo
-from ..sources.download import DownloadError
-from . import choices, gpu, inputs
+from ..sources.download import DownloadError, Policy
+from . import choices, cleanup, gpu, inputs
 from .files import write_atomically
 from .inputs import ControlError, DetectRequest, PageControls
 from .memory import release_freed_memory
@@ -84,17 +84,25 @@ class Explorer:
 
     def __init__(self, settings: AppSettings, *, result_budget_bytes: int | None = None):
         self.settings = settings
-        self.models = ModelCache(capacity=2, device=settings.device)
+        self.models = ModelCache(capacity=2, device=settings.device, download_slots=settings.download_concurrency,
+                                 max_bytes=settings.model_cache_mb * 1024**2 if settings.model_cache_mb else None,
+                                 released=functools.partial(release_freed_memory, collect=True))
         self.store = ResultStore(result_budget_bytes or settings.result_budget_mb * 1024**2)
         # Model runs at a time (every tab's). Taken only around the run itself: loading (downloading) a
         # model, or reading an image, never holds up another visitor's run.
         self.model_slot = threading.BoundedSemaphore(settings.model_concurrency)
         self._run = gpu.gpu_function(run)  # on ZeroGPU, the GPU is held only while the model runs
         self._token_attention = gpu.gpu_function(encoder.token_attention, gpu.BASE_SECONDS)
-        self._files = tempfile.TemporaryDirectory(prefix="dino-explorer-")
+        cleanup.remove_stale_app_folders()  # left by a killed process
+        self._files = cleanup.make_app_folder()
         self._example_digests: dict[int, str] | None = None
         self.token_attention = encoder.TokenAttentionCache()
         self._example_lock = threading.Lock()
+
+    @property
+    def files_folder(self) -> Path:
+        """The folder of the sessions' download files (one subfolder per session)."""
+        return Path(self._files.name)
 
     # -- sessions ---------------------------------------------------------------------------
     def session(self, session: Session | None, request: gr.Request | None) -> Session:
@@ -166,7 +174,12 @@ class Explorer:
         progress(0.15, desc=f"Loading {model_id}")
         model, cfg = self.load_model(request.model, progress)
         h, w = loaded.array.shape[:2]
-        input_size = model_input_size(cfg, h, w, request.max_input)
+        max_input = cost.bounded_max_input(cfg, request.max_input, Policy.from_env().public)
+        if max_input < min(request.max_input, cfg.max_size):
+            gr.Warning(f"This server caps the model input at {max_input} px (the usual maximum of {cfg.name}).")
+        input_size = model_input_size(cfg, h, w, max_input)
+        estimate = cost.request_cost(cfg, input_size)
+        log.info("detect with %s: %s", model_id, estimate.describe())
 
         key = self._example_key(request.path, request.model, input_size, request.precision)
         if key is None and by_content:
@@ -174,17 +187,17 @@ class Explorer:
         stored = self.store.peek(key) if key else None
         if stored is not None:
             return stored, key, True
-        progress(0.3, desc=f"Running DINO on {input_size[1]}x{input_size[0]} pixels: backbone")
+        progress(0.3, desc=f"Running DINO: {estimate.describe()}; backbone")
         try:
             with self.model_slot:
-                result = self._run(model, cfg, loaded.array, max_size=request.max_input,
+                result = self._run(model, cfg, loaded.array, max_size=max_input,
                                    precision=request.precision, model_id=model_id,
                                    source_size=loaded.file_size,
                                    on_stage=None if gpu.on_zerogpu() else _stage_progress(progress))
         except RuntimeError as err:
             log.exception("inference failed")
             raise ValueError(f"Detection failed: {err}") from None
-        return StoredResult.of(result, request.file_name, min(request.max_input, cfg.max_size), request.model,
+        return StoredResult.of(result, request.file_name, min(max_input, cfg.max_size), request.model,
                                cfg.enc_layers), key, False
 
     def preload(self, model_choice: str) -> None:
@@ -200,6 +213,8 @@ class Explorer:
 
         try:
             return self.models.get(model.source, model.variant, downloaded)
+        except DownloadsBusy as err:  # said as it is: try again shortly
+            raise ValueError(str(err)) from None
         except DownloadError as err:  # its first sentence says why; the rest names server folders
             log.warning("downloading %s failed: %s", model.model_id, err)
             what = model.model_id if model.source.startswith(zoo.ZOO_PREFIX) else "the checkpoint"  # one answer per URL

@@ -152,8 +152,10 @@ def wire(ui, explorer: Explorer, concurrency: int) -> None:
     """
     page = PageEvents(ui, explorer)
     # Detects run side by side (loading models and reading images); the model run itself takes one of
-    # `concurrency` slots inside the callback, so that a download never holds up others' runs.
-    model_run = {"concurrency_id": "detect", "concurrency_limit": max(4, concurrency)}
+    # `concurrency` slots inside the callback. Downloads have slots of their own on top
+    # (ModelCache's download_slots, refused at once when taken), so stalled ones never take all.
+    model_run = {"concurrency_id": "detect",
+                 "concurrency_limit": max(4, concurrency) + (explorer.models.download_slots or 0)}
     raw = {"preprocess": False}
     _api_endpoints(ui, ApiEndpoints(explorer), raw, model_run)
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..explore.inference import PRECISIONS
 from ..explore.options import (
     HEATMAP_SOURCES,
@@ -59,18 +61,32 @@ class ControlError(ValueError):
 
 
 def number(value, name: str, lo: float, hi: float, *, integer: bool = False, control: str = "") -> float | int:
-    """`value` as a number in [lo, hi] (a whole number when `integer`)."""
+    """`value` as a number in [lo, hi] (a whole number when `integer`). Booleans are refused (JSON's
+    `true` is no slot 1), and so are integers too large for a float (a 401-digit number)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ControlError(control, f"{name} must be a number, got {value!r}.")
     try:
         result = float(value)
     except (TypeError, ValueError):
-        raise ControlError(control, f"{name} must be a number, got {value!r}.") from None
+        raise ControlError(control, f"{name} must be a number, got {_shown(value)}.") from None
+    except OverflowError:
+        result = math.inf
     if not math.isfinite(result) or not lo <= result <= hi:
-        raise ControlError(control, f"{name} must be between {lo:g} and {hi:g}, got {value!r}.")
+        raise ControlError(control, f"{name} must be between {lo:g} and {hi:g}, got {_shown(value)}.")
     if integer:
         if result != int(result):
-            raise ControlError(control, f"{name} must be a whole number, got {value!r}.")
+            raise ControlError(control, f"{name} must be a whole number, got {_shown(value)}.")
         return int(result)
     return result
+
+
+def _shown(value) -> str:
+    """A value as an error message quotes it: at most 40 characters."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer past Python's digit limit for str()
+        return "a number of too many digits"
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def optional_number(value, name: str, lo: float, hi: float, *, control: str = "") -> int | None:
@@ -82,13 +98,13 @@ def optional_number(value, name: str, lo: float, hi: float, *, control: str = ""
 
 def one_of(value, name: str, allowed: tuple[str, ...], *, control: str = "") -> str:
     if value not in allowed:
-        raise ControlError(control, f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}.")
+        raise ControlError(control, f"{name} must be one of {', '.join(map(repr, allowed))}, got {_shown(value)}.")
     return value
 
 
 def index_or_all(value, name: str, count: int, *, control: str = "") -> int | None:
     """'all' -> None; '1'..str(count) -> the 0-based index."""
-    if value is None or str(value).strip().lower() == ALL:
+    if value is None or (isinstance(value, str) and value.strip().lower() == ALL):
         return None
     return number(value, name, 1, count, integer=True, control=control) - 1
 

@@ -22,7 +22,8 @@ from ..explore import precision as precisions
 from ..explore.options import HEATMAP_SOURCES, POINT_COLORS, PROPOSAL_COLORS
 from ..model.config import VARIANTS, DINOConfig
 from ..sources import zoo
-from . import analysis_tab, choices, compare_tab, denoising_tab, gpu, inputs, region_tab, steps_tab
+from ..sources.download import Policy
+from . import analysis_tab, choices, cleanup, compare_tab, denoising_tab, gpu, inputs, memory, region_tab, steps_tab
 from .callbacks import Explorer, max_input_label
 from .session import Session
 from .events import wire
@@ -79,11 +80,13 @@ class UI(dict):
 @dataclass(frozen=True)
 class App:
     """The served page (`demo`) and the behaviour behind it (`explorer`: its model cache and
-    result store; tests and benchmarks call its methods directly)."""
+    result store; tests and benchmarks call its methods directly); `sweeper` removes the sessions'
+    expired files (started; `sweeper.stop()` ends it)."""
 
     demo: gr.Blocks
     explorer: Explorer
     ui: UI
+    sweeper: cleanup.Sweeper
 
 
 def _caption(text: str) -> gr.Markdown:
@@ -309,8 +312,9 @@ def _encoder_tab(ui: UI, config: DINOConfig) -> None:
 
 
 def build_app(settings: AppSettings | None = None, **explorer_options) -> App:
-    """The whole app, queued: one model run at a time (DINO_MODEL_CONCURRENCY), re-drawing alongside."""
+    """The whole app, queued: one model run at a time (DINO_DEMO_MODEL_CONCURRENCY), re-drawing alongside."""
     settings = settings or AppSettings.from_env()
+    memory.tune_allocator()  # freed activations and dropped models go back to the system
     ops.prepare_in_background(settings.device)  # the reference op serves until the kernel is built
     explorer = Explorer(settings, **explorer_options)
     if gpu.on_zerogpu():
@@ -322,7 +326,12 @@ def build_app(settings: AppSettings | None = None, **explorer_options) -> App:
         demo.load(lambda choice: gr.Dropdown(choices=choices.model_choices(), value=choice), ui.model_choice,
                   ui.model_choice, api_visibility="private", queue=False)
         demo.unload(explorer.unload)
-    return App(demo.queue(default_concurrency_limit=4, max_size=64), explorer, ui)
+    # Files of sessions that never say goodbye (no heartbeat), and on a public server uploads never
+    # detected, expire by age and total size.
+    swept = [explorer.files_folder] + ([cleanup.gradio_upload_folder()] if Policy.from_env().public else [])
+    sweeper = cleanup.Sweeper(swept, cleanup.FileLimits.from_env(), keep=(cleanup.OWNER_FILE,))
+    sweeper.start()
+    return App(demo.queue(default_concurrency_limit=4, max_size=64), explorer, ui, sweeper)
 
 
 def build_demo(settings: AppSettings | None = None, **explorer_options) -> gr.Blocks:

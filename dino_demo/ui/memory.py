@@ -9,6 +9,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
+
+from .. import env
 
 
 @functools.cache
@@ -21,8 +24,34 @@ def _libc():
     return libc if libc is not None and hasattr(libc, "malloc_trim") else None
 
 
-def release_freed_memory() -> None:
-    """Return the heap's free pages to the operating system (glibc only; elsewhere nothing)."""
+# glibc's mallopt parameters (malloc.h)
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
+
+
+def tune_allocator(arenas: int = 2, mmap_threshold: int = 1 << 20) -> bool:
+    """Make glibc's heap give memory back as a server switching models needs: at most `arenas`
+    heaps for all threads (one per thread, the default, strands freed memory in each), and blocks
+    of `mmap_threshold` bytes or more (activations, weights) always mapped on their own, so that
+    freeing one returns it (glibc otherwise raises the threshold as large blocks are freed, and
+    they stay in the heap). A setting the operator made (MALLOC_ARENA_MAX,
+    MALLOC_MMAP_THRESHOLD_) is left alone. Measured in benchmarks/RESULTS.md (issue 25). Returns
+    whether glibc took the settings (False elsewhere)."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    ok = True
+    if env.text("MALLOC_ARENA_MAX") is None:
+        ok &= bool(libc.mallopt(_M_ARENA_MAX, arenas))
+    if env.text("MALLOC_MMAP_THRESHOLD_") is None:
+        ok &= bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold))
+    return ok
+
+
+def release_freed_memory(collect: bool = False) -> None:
+    """Return the heap's free pages to the operating system (glibc only; elsewhere nothing);
+    `collect`: first free what only reference cycles still hold (a dropped model's modules)."""
+    if collect:
+        gc.collect()
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)

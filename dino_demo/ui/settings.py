@@ -6,6 +6,8 @@ the checkpoint folders on every use (so that they can change without a restart).
 | `DINO_DEMO_DEVICE` | where models run | `cuda` when available, else `cpu` |
 | `DINO_DEMO_MODEL_CONCURRENCY` | model runs at a time (re-drawing runs alongside) | 1 |
 | `DINO_DEMO_PRECISION` | the page's default precision: `float32`, or `bfloat16` / `float16` (autocast: GPUs, CPUs with AVX-512 BF16 / AMX) | `float32` |
+| `DINO_DEMO_DOWNLOAD_CONCURRENCY` | model downloads at a time, beside the model runs; more are refused at once | 2 |
+| `DINO_DEMO_MODEL_CACHE_MB` | memory for loaded models (least recently used dropped, one always kept) | 1024 in public mode, else 4096 |
 | `DINO_DEMO_RESULT_BUDGET_MB` | memory for stored results, all sessions together (least recently used dropped) | 512 |
 | `DINO_DEMO_CHECKPOINT_DIRS` | folders the checkpoint box may open (`:`-separated), or `any` | `weights/` and the download cache |
 | `DINO_DEMO_UNTRAINED_VARIANTS` | variants offered with random weights (`,`-separated), `all` or `none` | `all`; on a Space all but Swin-L |
@@ -34,22 +36,30 @@ class AppSettings:
     """device: torch device models run on; model_concurrency: model runs at a time;
     result_budget_mb: memory for the stored results of all sessions together; precision: the
     page's default Precision choice and the API endpoints' precision (see
-    `explore.inference.run_batch`)."""
+    `explore.inference.run_batch`); download_concurrency: model downloads at a
+    time; model_cache_mb: memory for loaded models (None: bounded by count only)."""
 
     device: str
     model_concurrency: int
     result_budget_mb: int = 512
     precision: str = "float32"
+    download_concurrency: int = 2
+    model_cache_mb: int | None = None
 
     @classmethod
     def from_env(cls) -> "AppSettings":
         import torch
 
+        from ..sources.download import Policy
+
         device = env.text("DINO_DEMO_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
         precision = env.choice("DINO_DEMO_PRECISION", ("float32", "float16", "bfloat16"), "float32")
+        public = Policy.from_env().public
         return cls(device=device, model_concurrency=env.positive_number("DINO_DEMO_MODEL_CONCURRENCY", 1, integer=True),
                    result_budget_mb=env.positive_number("DINO_DEMO_RESULT_BUDGET_MB", 512, integer=True),
-                   precision=precision)
+                   precision=precision,
+                   download_concurrency=env.positive_number(env.DOWNLOAD_CONCURRENCY, 2, integer=True),
+                   model_cache_mb=env.positive_number(env.MODEL_CACHE_MB, 1024 if public else 4096, integer=True))
 
 
 def on_space() -> bool:
