@@ -316,27 +316,46 @@ def wire(ui: dict, page) -> None:
     """Connect the tab's controls (`page`: the page's `events.PageEvents`). Each event sends the
     page's controls (parsed into its PageEvent: the session, the score threshold) and the tab's own
     values; a failure goes to the page's status line."""
-    explorer = page.explorer
     own = {ui.region_x0, ui.region_y0, ui.region_x1, ui.region_y1, ui.region_class, ui.region_truth,
            ui.region_corner, ui.region_annotations, ui.region_pick, ui.region_queries}
     on = {"inputs": page.inputs | own, "outputs": page.tab_outputs("region_"), "api_visibility": "private",
           "show_progress": "minimal", "show_progress_on": [ui.region_verdict], "preprocess": False}
+    actions = RegionEvents(page.explorer)
 
     def when(triggers, method, selected=False):
         gr.on(triggers, page.handler(method, selected=selected, redraw=False), **on)
 
-    def ask_box(event, progress=None):
+    when([ui.region_ask.click], actions.ask_box)
+    when([ui.region_image.select], actions.click_corner, selected=True)
+    when([ui.region_annotations.upload], actions.load_truth)
+    when([ui.region_pick.input], actions.pick_truth)
+    when([ui.region_queries.select], actions.follow_query, selected=True)
+    when([ui.region_alarms.select], actions.explain_row, selected=True)
+    # Opening the Diagnose tab shows the Why? tab first (or the one left open): its picture is drawn.
+    when([ui.region_tab.select, ui.diagnose_tab.select], actions.show_tab)
+
+
+class RegionEvents:
+    """The tab's user actions over the page's `Explorer`: one method `(event, progress)` per action
+    (an `events.PageEvent` with the tab's values in `tab_values`), answering {view name: value}."""
+
+    def __init__(self, explorer):
+        self.explorer = explorer
+
+    def ask_box(self, event, progress=None):
+        """The Ask button: the typed box."""
         values = event.tab_values
-        stored = explorer.stored(event.session)
+        stored = self.explorer.stored(event.session)
         threshold = event.controls.detection.threshold
         request = RegionRequest.parse(stored, *(values[f"region_{c}"] for c in ("x0", "y0", "x1", "y1")),
                                       values["region_class"], threshold)
         return {**ask(stored, request, values["region_truth"]), **truth_views(stored, values["region_truth"],
                                                                               threshold)}
 
-    def click_corner(event, progress=None):
+    def click_corner(self, event, progress=None):
+        """A click on the picture: the first corner is marked, the second asks about the box."""
         values = event.tab_values
-        stored = explorer.stored(event.session)
+        stored = self.explorer.stored(event.session)
         x, y = (float(v) / stored.scale for v in event.point)
         corner = values["region_corner"]
         if corner is None:
@@ -349,16 +368,18 @@ def wire(ui: dict, page) -> None:
                                       event.controls.detection.threshold)
         return {"region_corner": None, **ask(stored, request, values["region_truth"])}
 
-    def load_truth(event, progress=None):
+    def load_truth(self, event, progress=None):
+        """An annotation file uploaded: the image's ground truth, listed with its false alarms."""
         values = event.tab_values
-        stored = explorer.stored(event.session)
+        stored = self.explorer.stored(event.session)
         file = values["region_annotations"]
         truth = read_truth(file.get("path") if isinstance(file, dict) else file, stored)
         return {"region_truth": truth, **truth_views(stored, truth, event.controls.detection.threshold)}
 
-    def pick_truth(event, progress=None):
+    def pick_truth(self, event, progress=None):
+        """A ground-truth box picked from the list (its class when the model knows it)."""
         values = event.tab_values
-        stored = explorer.stored(event.session)
+        stored = self.explorer.stored(event.session)
         truth = values["region_truth"]
         if truth is None or not truth.fits(stored):
             raise ValueError("Load the annotations of this image first.")
@@ -370,9 +391,10 @@ def wire(ui: dict, page) -> None:
                                 event.controls.detection.threshold)
         return {"region_class": class_name, **ask(stored, request, truth)}
 
-    def follow_query(event, progress=None):
+    def follow_query(self, event, progress=None):
+        """A row of the nearest-queries table: that query's layers against the region."""
         values = event.tab_values
-        stored = explorer.stored(event.session)
+        stored = self.explorer.stored(event.session)
         rows = (values["region_queries"] or {}).get("data") or []
         row = _row(event.point)
         if not 0 <= row < len(rows):
@@ -385,28 +407,21 @@ def wire(ui: dict, page) -> None:
         title = f"query {slot}: IoU with the region by layer"
         return {"region_slot": slot, **query_views(stored, slot, outline, title)}
 
-    def explain_row(event, progress=None):
+    def explain_row(self, event, progress=None):
+        """A row of the false-alarm table: why it is one, layer by layer."""
         values = event.tab_values
-        stored = explorer.stored(event.session)
+        stored = self.explorer.stored(event.session)
         return explain_alarm(stored, values["region_truth"], event.controls.detection.threshold, _row(event.point))
 
-    def show_tab(event, progress=None):
+    def show_tab(self, event, progress=None):
+        """The tab opened: the result's picture, classes and ground truth (or a hint to detect first)."""
         values = event.tab_values
-        stored = explorer.store.peek(event.session.result_key) if event.session is not None else None
+        stored = self.explorer.store.peek(event.session.result_key) if event.session is not None else None
         if stored is None:
             return {"region_verdict": "Run a detection first (Detect), then ask about any box of it."}
         return {"region_image": stored.canvas, "region_corner": None,
                 "region_class": gr.Dropdown(choices=[ANY_CLASS, *stored.result.class_names]),
                 **truth_views(stored, values["region_truth"], event.controls.detection.threshold)}
-
-    when([ui.region_ask.click], ask_box)
-    when([ui.region_image.select], click_corner, selected=True)
-    when([ui.region_annotations.upload], load_truth)
-    when([ui.region_pick.input], pick_truth)
-    when([ui.region_queries.select], follow_query, selected=True)
-    when([ui.region_alarms.select], explain_row, selected=True)
-    # Opening the Diagnose tab shows the Why? tab first (or the one left open): its picture is drawn.
-    when([ui.region_tab.select, ui.diagnose_tab.select], show_tab)
 
 
 def _row(point) -> int:
