@@ -3,17 +3,12 @@ switch head and level, and the sampling-point overlay changes. Screenshots go to
 Every wait is for a condition on the page (a new image loaded, a value shown), never a fixed sleep."""
 import io
 import re
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-playwright = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not Path(CHROMIUM).is_file():
-    pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+from browser_support import ARTIFACTS, BROWSER_MARKS, open_page
 
 from gradio_client import Client, handle_file  # noqa: E402
 
@@ -21,26 +16,16 @@ from dino_demo.explore.views import DetectionView, detection_at  # noqa: E402
 from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
 from dino_demo.paths import PROJECT_ROOT as ROOT  # noqa: E402
 
-ARTIFACTS = ROOT / "test-artifacts"
 IMAGE = ROOT / "examples" / "shapes-90210-9.png"
 MODEL = "shipped" if DEFAULT_CHECKPOINT.is_file() else "untrained:dino-tiny"
 MAX_DETECTIONS = 20
-# Gradio's own use of pandas warns under pandas 3; not this project's concern.
-pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture
 def page(url):
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1366, "height": 768})
-        page.set_default_timeout(60_000)
-        page.goto(url)
-        page.wait_for_selector("#detect-button")
+    with open_page(url) as page:
         yield page
-        browser.close()
 
 
 def _element_pixels(page, selector: str) -> np.ndarray:
@@ -233,10 +218,7 @@ def test_layers_heatmaps_proposals_and_encoder(page, url):
 def test_the_shipped_models_note_and_the_examples_are_above_the_fold(url, width, height):
     """A newcomer sees, without scrolling, what the shipped model knows and the examples to try."""
     ARTIFACTS.mkdir(exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": width, "height": height})
-        page.goto(url)
+    with open_page(url, width=width, height=height) as page:
         page.wait_for_selector("#examples .gallery-item img")
         page.wait_for_function("() => [...document.querySelectorAll('#examples .gallery-item img')]"
                                ".every(e => e.complete && e.naturalWidth > 0)")
@@ -245,7 +227,6 @@ def test_the_shipped_models_note_and_the_examples_are_above_the_fold(url, width,
                 ["#shipped-note"] if DEFAULT_CHECKPOINT.is_file() else []):
             box = page.locator(selector).last.bounding_box()  # the last example too
             assert box is not None and box["y"] + box["height"] <= height, f"{selector} is below the fold"
-        browser.close()
 
 
 TAB_BARS = {"tabs": ["Detections", "Query", "Encoder", "DINO's ideas", "Diagnose", "Runtime"],

@@ -1,16 +1,11 @@
 """A real browser uses the Denoising tab: detect, take the detections as ground truth, run the
 contrastive denoising with a seed, switch the group. The page's table is checked against the
 library's run for the same model, boxes and seed; screenshots go to test-artifacts/."""
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-playwright = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not Path(CHROMIUM).is_file():
-    pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+from browser_support import ARTIFACTS, BROWSER_MARKS, open_page
 
 from dino_demo.explore.denoising import denoising_rows, run_denoising  # noqa: E402
 from dino_demo.explore.models import load  # noqa: E402
@@ -20,24 +15,15 @@ from dino_demo.io.labels import category_ids, class_names  # noqa: E402
 from dino_demo.paths import PROJECT_ROOT as ROOT  # noqa: E402
 from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
 
-ARTIFACTS = ROOT / "test-artifacts"
 IMAGE = ROOT / "examples" / "shapes-90210-9.png"
 SEED = 5
-pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture
 def page(url):
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1366, "height": 900})
-        page.set_default_timeout(60_000)
-        page.goto(url)
-        page.wait_for_selector("#detect-button")
+    with open_page(url, height=900) as page:
         yield page
-        browser.close()
 
 
 def _new_src(page, selector: str, old: str | None) -> str:
