@@ -32,6 +32,8 @@ def model_source(args: argparse.Namespace) -> tuple[str, str]:
     from ..sources import zoo
     from ..sources.checkpoint import DEFAULT_CHECKPOINT
 
+    if args.model and args.model.startswith("hf:"):  # a transformers detector on the Hub (dino_demo.families)
+        return args.model, args.model
     if args.model:
         entry = zoo.get(args.model)
         return entry.source_id, entry.id

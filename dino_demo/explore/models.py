@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from ..families.load import is_family_source
+from ..families.load import load as load_family
 from ..sources.checkpoint import load_model
 from ..sources.download import Progress
 from ..model.config import DINOConfig, get_config
@@ -77,7 +79,11 @@ class ModelCache:
 def load(source: str, variant: str | None = None, device: str | torch.device = "cpu",
          progress: Progress | None = None) -> tuple[torch.nn.Module, DINOConfig]:
     """(model ready for inference, its config) for a source as `ModelCache` describes: in eval
-    mode, with the inference fast paths of `speed.optimize_for_inference`."""
+    mode, with the inference fast paths of `speed.optimize_for_inference`. A transformers model
+    folder or an "hf:ORG/NAME" id gives a `families.load.FamilyModel` and its settings instead."""
+    if is_family_source(source):
+        handle = load_family(source, device, progress=progress)
+        return handle, handle.settings
     model, cfg = build(source, variant, device, progress)
     return optimize_for_inference(model), cfg
 
