@@ -168,6 +168,8 @@ def splat(locations: np.ndarray, weights: np.ndarray, shape: tuple[int, int]) ->
     rows, cols = shape
     locations = np.asarray(locations, dtype=np.float64).reshape(-1, 2)
     weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+    finite = np.isfinite(locations).all(-1)  # a family's padding points (NaN, weight 0) are no points
+    locations, weights = locations[finite], weights[finite]
     px, py = locations[:, 0] * cols - 0.5, locations[:, 1] * rows - 0.5
     x0, y0 = np.floor(px).astype(np.int64), np.floor(py).astype(np.int64)
     fx, fy = px - x0, py - y0

@@ -28,11 +28,12 @@ def selection(model, outputs, spatial_shapes, level_start_index):
     return None
 
 
-def _family(name: str, model_type: str, model_class: str) -> Family:
+def _family(name: str, model_type: str, model_class: str, top_k: int | None) -> Family:
     return Family(name=name, model_types=(model_type,), model_class=model_class, predictions=predictions,
-                  selection=selection, refines=lambda config: False,
+                  selection=selection, refines=lambda config: False, top_k=top_k,
                   unavailable={"encoder": NO_ENCODER.format(name=name), "proposals": NO_TOKENS.format(name=name)})
 
 
-FAMILY = _family("LW-DETR", "lw_detr", "LwDetrForObjectDetection")
-RF_FAMILY = _family("RF-DETR", "rf_detr", "RfDetrForObjectDetection")
+# top_k: as their processors keep (LW-DETR's is Deformable DETR's, 100; RF-DETR's one per query)
+FAMILY = _family("LW-DETR", "lw_detr", "LwDetrForObjectDetection", 100)
+RF_FAMILY = _family("RF-DETR", "rf_detr", "RfDetrForObjectDetection", None)

@@ -10,14 +10,16 @@ CUDA kernel, Triton or the reference: the backend `ops.backend` chooses, as for 
 RT-DETR v2 calls a module-level function instead of a kernel layer; its attention module is made
 kernel-replaceable with `kernels.replace_kernel_forward_from_hub` (the library's way to extend a
 third-party layer) and mapped to `RTDetrV2OpAttention`, whose forward is the module's own with the
-core served by our op. D-FINE keeps its core as a per-instance attribute
-(`ms_deformable_attn_core`), which `use_op` sets to `OpCoreV2`.
+core served by our op (`RTDetrV2RecordedAttention` when our op is off: transformers' core,
+reported). D-FINE keeps its core as a per-instance attribute (`ms_deformable_attn_core`), which
+`use_op` sets to `CoreV2`.
 
 The replacement layers also report the sampling locations and weights they were given to the
 recorder of `capture` (when one is active), so that captured internals are what was used.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import kernels
@@ -26,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from ..ops.reference import ms_deform_attn_reference
 from . import capture
 
 LAYER_NAME = "MultiScaleDeformableAttention"
@@ -78,16 +79,18 @@ def pad_points(locations: torch.Tensor, weights: torch.Tensor, points_per_level:
 
 
 def core_v2(value, level_shapes, sampling_locations, attention_weights, points_per_level, method="default",
-            *, use_op: bool):
+            *, use_op: bool, stock=None):
     """The deformable core of RT-DETR v2 and D-FINE (locations [N, Q, M, sum(P_l), 2] (x, y) in [0, 1],
-    weights [N, Q, M, sum(P_l)]) through our op (`use_op`) or the reference, for method "default"
-    (bilinear); reports the call to the active recorder. Levels with fewer points are padded with
-    zero-weight points (`pad_points`), which leaves the sum unchanged."""
-    if method != "default":
-        raise ValueError(f"the {method!r} sampling method is not bilinear: only transformers' own core serves it")
+    weights [N, Q, M, sum(P_l)]), reporting the call to the active recorder, then computed by our op
+    (`use_op`, bilinear method "default" only: levels with fewer points are padded with zero-weight
+    points, which leaves the sum unchanged) or by transformers' own function (`stock`, default RT-DETR
+    v2's `multi_scale_deformable_attention_v2`)."""
     recorder = capture.active()
     if recorder is not None:
         recorder.record_flat(sampling_locations, attention_weights, points_per_level, level_shapes)
+    if not use_op or method != "default":
+        return (stock or _transformers_core_v2())(value, level_shapes, sampling_locations, attention_weights, points_per_level,
+                                       method)
     shapes, start = level_start(level_shapes, value.device)
     if len(set(points_per_level)) == 1:
         n, q, m = attention_weights.shape[:3]
@@ -96,82 +99,73 @@ def core_v2(value, level_shapes, sampling_locations, attention_weights, points_p
     else:
         locations, weights = pad_points(sampling_locations, attention_weights, points_per_level)
         locations = torch.nan_to_num(locations, nan=-1.0)  # off the map: read as zeros, and weighted 0
-    if use_op:
-        return deformable_attention(value, shapes, start, locations, weights, level_shapes)
-    return ms_deform_attn_reference(value, shapes, start, locations, weights.to(value.dtype),
-                                    [tuple(int(v) for v in s) for s in level_shapes])
+    return deformable_attention(value, shapes, start, locations, weights, level_shapes)
 
 
-class OpCoreV2:
-    """D-FINE's `ms_deformable_attn_core`: `core_v2` through our op, or (`fallback`) transformers'
-    own function for the "discrete" method our op does not have; reports every call."""
+class CoreV2:
+    """D-FINE's per-instance `ms_deformable_attn_core`: `core_v2` with our op, or with `stock`, the
+    function transformers put there."""
 
-    def __init__(self, fallback):
-        self.fallback = fallback
+    def __init__(self, use_op: bool, stock):
+        self.use_op, self.stock = use_op, stock
 
     def __call__(self, value, level_shapes, sampling_locations, attention_weights, points_per_level,
                  method="default"):
-        if method != "default":
-            recorder = capture.active()
-            if recorder is not None:
-                recorder.record_flat(sampling_locations, attention_weights, points_per_level, level_shapes)
-            return self.fallback(value, level_shapes, sampling_locations, attention_weights, points_per_level, method)
         return core_v2(value, level_shapes, sampling_locations, attention_weights, points_per_level, method,
-                       use_op=True)
+                       use_op=self.use_op, stock=self.stock)
 
 
-class RecordingCoreV2:
-    """D-FINE's own `ms_deformable_attn_core`, reporting its inputs to the active recorder."""
-
-    def __init__(self, core):
-        self.core = core
-
-    def __call__(self, value, level_shapes, sampling_locations, attention_weights, points_per_level,
-                 method="default"):
-        recorder = capture.active()
-        if recorder is not None:
-            recorder.record_flat(sampling_locations, attention_weights, points_per_level, level_shapes)
-        return self.core(value, level_shapes, sampling_locations, attention_weights, points_per_level, method)
+def _v2_forward(module, hidden_states, attention_mask, encoder_hidden_states, position_embeddings, reference_points,
+                spatial_shapes, spatial_shapes_list, use_op: bool):
+    """`RTDetrV2MultiscaleDeformableAttention.forward` (transformers 5) with its core `core_v2`."""
+    if position_embeddings is not None:
+        hidden_states = hidden_states + position_embeddings
+    batch, queries, _ = hidden_states.shape
+    _, length, _ = encoder_hidden_states.shape
+    value = module.value_proj(encoder_hidden_states)
+    if attention_mask is not None:
+        value = value.masked_fill(~attention_mask[..., None], 0.0)
+    value = value.view(batch, length, module.n_heads, module.d_model // module.n_heads)
+    offsets = module.sampling_offsets(hidden_states).view(batch, queries, module.n_heads,
+                                                          module.n_levels * module.n_points, 2)
+    weights = F.softmax(module.attention_weights(hidden_states).view(batch, queries, module.n_heads, -1), -1)
+    if reference_points.shape[-1] == 2:
+        normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
+        locations = reference_points[:, :, None, :, None, :] + offsets.view(
+            batch, queries, module.n_heads, module.n_levels, module.n_points, 2) / normalizer[None, None, None, :, None]
+        locations = locations.flatten(3, 4)
+    elif reference_points.shape[-1] == 4:
+        scale = module.n_points_scale.to(dtype=hidden_states.dtype).unsqueeze(-1)
+        locations = (reference_points[:, :, None, :, :2]
+                     + offsets * scale * reference_points[:, :, None, :, 2:] * module.offset_scale)
+    else:
+        raise ValueError(f"Last dim of reference_points must be 2 or 4, but got {reference_points.shape[-1]}")
+    output = core_v2(value, spatial_shapes_list, locations, weights, module.n_points_list, module.method,
+                     use_op=use_op)
+    return module.output_proj(output), weights
 
 
 class RTDetrV2OpAttention(nn.Module):
-    """RT-DETR v2's `RTDetrV2MultiscaleDeformableAttention.forward` with its core served by
-    `core_v2` (our op for the bilinear method, transformers' function for "discrete")."""
+    """RT-DETR v2's attention with its core served by our op (bilinear method) and reported."""
 
     def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
                 position_embeddings=None, reference_points=None, spatial_shapes=None, spatial_shapes_list=None,
                 level_start_index=None, **kwargs):
-        if position_embeddings is not None:
-            hidden_states = hidden_states + position_embeddings
-        batch, queries, _ = hidden_states.shape
-        _, length, _ = encoder_hidden_states.shape
-        value = self.value_proj(encoder_hidden_states)
-        if attention_mask is not None:
-            value = value.masked_fill(~attention_mask[..., None], 0.0)
-        value = value.view(batch, length, self.n_heads, self.d_model // self.n_heads)
-        offsets = self.sampling_offsets(hidden_states).view(batch, queries, self.n_heads, self.n_levels * self.n_points,
-                                                            2)
-        weights = F.softmax(self.attention_weights(hidden_states).view(batch, queries, self.n_heads, -1), -1)
-        if reference_points.shape[-1] == 2:
-            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
-            locations = reference_points[:, :, None, :, None, :] + offsets.view(
-                batch, queries, self.n_heads, self.n_levels, self.n_points, 2) / normalizer[None, None, None, :, None, :]
-            locations = locations.flatten(3, 4)
-        elif reference_points.shape[-1] == 4:
-            scale = self.n_points_scale.to(dtype=hidden_states.dtype).unsqueeze(-1)
-            locations = (reference_points[:, :, None, :, :2]
-                         + offsets * scale * reference_points[:, :, None, :, 2:] * self.offset_scale)
-        else:
-            raise ValueError(f"Last dim of reference_points must be 2 or 4, but got {reference_points.shape[-1]}")
-        if self.method == "default":
-            output = core_v2(value, spatial_shapes_list, locations, weights, self.n_points_list, use_op=True)
-        else:
-            output = OpCoreV2(_rt_detr_v2_core())(value, spatial_shapes_list, locations, weights, self.n_points_list,
-                                                  self.method)
-        return self.output_proj(output), weights
+        return _v2_forward(self, hidden_states, attention_mask, encoder_hidden_states, position_embeddings,
+                           reference_points, spatial_shapes, spatial_shapes_list, use_op=True)
 
 
-def _rt_detr_v2_core():
+class RTDetrV2RecordedAttention(nn.Module):
+    """RT-DETR v2's attention with transformers' own core, reported (its path when our op is off)."""
+
+    def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
+                position_embeddings=None, reference_points=None, spatial_shapes=None, spatial_shapes_list=None,
+                level_start_index=None, **kwargs):
+        return _v2_forward(self, hidden_states, attention_mask, encoder_hidden_states, position_embeddings,
+                           reference_points, spatial_shapes, spatial_shapes_list, use_op=False)
+
+
+def _transformers_core_v2():
     from transformers.models.rt_detr_v2 import modeling_rt_detr_v2
 
     return modeling_rt_detr_v2.multi_scale_deformable_attention_v2
@@ -196,8 +190,10 @@ class _Layer:
         return f"dino_demo {self.layer.__name__}"
 
 
-_MAPPING = {LAYER_NAME: {device: _Layer(OpMultiScaleDeformableAttention) for device in DEVICE_TYPES},
-            V2_LAYER_NAME: {device: _Layer(RTDetrV2OpAttention) for device in DEVICE_TYPES}}
+_OUR_MAPPING = {LAYER_NAME: {device: _Layer(OpMultiScaleDeformableAttention) for device in DEVICE_TYPES},
+                V2_LAYER_NAME: {device: _Layer(RTDetrV2OpAttention) for device in DEVICE_TYPES}}
+# Without our op: transformers' forward for its kernel layer (no mapping), RT-DETR v2's reported.
+_STOCK_MAPPING = {V2_LAYER_NAME: {device: _Layer(RTDetrV2RecordedAttention) for device in DEVICE_TYPES}}
 
 
 def _mark_layers(model: nn.Module) -> None:
@@ -220,13 +216,16 @@ def use_op(model: nn.Module, enabled: bool = True) -> nn.Module:
     if device.type not in DEVICE_TYPES:
         raise ValueError(f"our op serves {', '.join(DEVICE_TYPES)} tensors, not {device.type!r}")
     _mark_layers(model)
-    mapping = _MAPPING if enabled else {}
-    with kernels.use_kernel_mapping(mapping, inherit_mapping=False):
-        kernels.kernelize(model, mode=kernels.Mode.INFERENCE, device=device.type, use_fallback=True)
+    kernels_log = logging.getLogger("kernels")
+    level = kernels_log.level
+    kernels_log.setLevel(logging.ERROR)  # "no mapping, original forward" is what we ask for when disabling
+    try:
+        with kernels.use_kernel_mapping(_OUR_MAPPING if enabled else _STOCK_MAPPING, inherit_mapping=False):
+            kernels.kernelize(model, mode=kernels.Mode.INFERENCE, device=device.type, use_fallback=True)
+    finally:
+        kernels_log.setLevel(level)
     for module in model.modules():
         core = getattr(module, "ms_deformable_attn_core", None)
-        if core is None:
-            continue
-        stock = core.fallback if isinstance(core, OpCoreV2) else core.core if isinstance(core, RecordingCoreV2) else core
-        module.ms_deformable_attn_core = OpCoreV2(stock) if enabled else RecordingCoreV2(stock)
+        if core is not None:
+            module.ms_deformable_attn_core = CoreV2(enabled, core.stock if isinstance(core, CoreV2) else core)
     return model
