@@ -58,7 +58,7 @@ def _lw(cls, backbone_cls):
 
 def configs() -> dict[str, tuple[object, str, object]]:
     """name -> (config, model class name, image processor)."""
-    detr_processor = T.DeformableDetrImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})
+    detr_processor = T.DeformableDetrImageProcessor(size={"shortest_edge": 128, "longest_edge": 192})
     rt_processor = T.RTDetrImageProcessor(size={"height": 64, "width": 64})
     return {
         "deformable-detr": (T.DeformableDetrConfig(
@@ -76,7 +76,7 @@ def configs() -> dict[str, tuple[object, str, object]]:
             text_config=T.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1,
                                      num_attention_heads=2, intermediate_size=32, max_position_embeddings=64),
             **_detr_backbone()), "GroundingDinoForObjectDetection",
-            T.GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})),
+            T.GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 192})),
         "rt-detr": (_rt(T.RTDetrConfig), "RTDetrForObjectDetection", rt_processor),
         "rt-detr-v2": (_rt(T.RTDetrV2Config), "RTDetrV2ForObjectDetection", rt_processor),
         "d-fine": (T.DFineConfig(

@@ -31,7 +31,7 @@ from ..io.internals import write_internals
 from ..io.preprocess import model_input_size
 from ..io.results import coco_image_id, coco_results, detections_document, image_record
 from ..paths import EXAMPLES_DIR
-from . import choices, gpu, inputs, panels
+from . import choices, families_ui, gpu, inputs, panels
 from .files import write_atomically
 from .memory import release_freed_memory
 from .session import Session
@@ -57,6 +57,7 @@ class DetectRequest:
     model: choices.ModelChoice
     max_input: int
     options: inputs.DetectionOptions
+    prompt: str = ""
 
 
 class Explorer:
@@ -107,15 +108,15 @@ class Explorer:
         return self.store.get(session.result_key)
 
     # -- Detect -----------------------------------------------------------------------------
-    def parse_detect(self, image, model_choice, checkpoint, variant, max_input, threshold, max_detections
-                     ) -> DetectRequest:
+    def parse_detect(self, image, model_choice, checkpoint, variant, max_input, threshold, max_detections,
+                     prompt="") -> DetectRequest:
         options = inputs.DetectionOptions.parse(threshold, max_detections)
         model = choices.resolve(model_choice, checkpoint, variant)
         side = inputs.max_input_side(max_input)
         path, file_name = _uploaded_file(image)
         if not path:
             raise ValueError("Upload an image or pick an example first.")
-        return DetectRequest(path, file_name, model, side, options)
+        return DetectRequest(path, file_name, model, side, options, families_ui.parse_prompt(prompt))
 
     def compute(self, request: DetectRequest, session: Session, progress: Callable) -> StoredResult:
         """Run the model for a Detect (or reuse the example cache) and store the result."""
@@ -133,7 +134,7 @@ class Explorer:
         h, w = loaded.array.shape[:2]
         input_size = model_input_size(cfg, h, w, request.max_input)
 
-        example = self._example_key(request.path, request.model, input_size)
+        example = None if request.prompt else self._example_key(request.path, request.model, input_size)
         stored = self.store.peek(example) if example else None
         if stored is None:
             progress(0.3, desc=f"Running DINO on {input_size[1]}x{input_size[0]} pixels: backbone")
@@ -141,7 +142,8 @@ class Explorer:
                 with self._model_slot:
                     result = self._run(model, cfg, loaded.array, max_size=request.max_input,
                                        precision=self.settings.precision, model_id=model_id,
-                                       on_stage=None if gpu.on_zerogpu() else _stage_progress(progress))
+                                       on_stage=None if gpu.on_zerogpu() else _stage_progress(progress),
+                                       **({"prompt": request.prompt} if request.prompt else {}))
             except RuntimeError as err:
                 log.exception("inference failed")
                 raise ValueError(f"Detection failed: {err}") from None
@@ -177,10 +179,12 @@ class Explorer:
 
     def detect(self, session, image, model_choice, checkpoint, variant, max_input, threshold, max_detections,
                top_n, proposal_color, layer, head, level, point_color, show=None,
-               heat_source=inputs.HEATMAP_SOURCES[0], request: gr.Request = None, progress=gr.Progress()) -> Views:
+               heat_source=inputs.HEATMAP_SOURCES[0], prompt="", request: gr.Request = None,
+               progress=gr.Progress()) -> Views:
         """The Detect button: run the model, then draw every view once (the first detection's
         query selected; the encoder view waits for a click)."""
-        parsed = self.parse_detect(image, model_choice, checkpoint, variant, max_input, threshold, max_detections)
+        parsed = self.parse_detect(image, model_choice, checkpoint, variant, max_input, threshold, max_detections,
+                                   prompt)
         proposals = inputs.ProposalOptions.parse(top_n, proposal_color)
         inputs.one_of(point_color, "Colour points by", inputs.POINT_COLORS)
         ticked = inputs.extras(show)
@@ -456,7 +460,8 @@ class Explorer:
         prompt = panels.encoder_prompt(stored)
         return {"enc_image": prompt, "enc_heatmap": None, "enc_points": None, "enc_mass": None, "token_info": "",
                 "enc_token": None, "token_row": None, "token_col": None,
-                "enc_layer": gr.Slider(minimum=1, maximum=layers, value=layers, step=1),
+                # a model without a deformable encoder has 0 layers here (its encoder view says why)
+                "enc_layer": gr.Slider(minimum=1, maximum=max(layers, 2), value=max(layers, 1), step=1),
                 "enc_head": gr.Radio(choices=[inputs.ALL] + [str(i) for i in range(1, m + 1)], value=inputs.ALL),
                 "enc_level": gr.Radio(choices=[inputs.ALL] + [str(i) for i in range(1, l + 1)], value=inputs.ALL),
                 "token_level": gr.Radio(choices=[str(i) for i in range(1, l + 1)], value="1")}
@@ -518,6 +523,7 @@ class Explorer:
             return views
         refine_image, refine_table = panels.refinement_panels(stored, slot)
         return {**views, **self._sampling_views(stored, slot, sampling),
+                "token_scores": families_ui.token_scores_markdown(stored.result, slot),
                 "query_info": panels.lineage_markdown(stored, slot, view, threshold),
                 "layer_grid": panels.layer_grid_image(stored, slot),
                 "refine_image": refine_image, "refine_table": refine_table}
@@ -658,7 +664,8 @@ def _runtime_markdown(stored: StoredResult, reused: bool) -> str:
     h, w = result.size
     in_h, in_w = result.input_size
     rows = "\n".join(f"| {stage} | {t.get(stage, 0.0) * 1000:.1f} ms |"
-                     for stage in ("preprocess", "backbone", "encoder", "decoder", "postprocess", "total"))
+                     for stage in ("preprocess", "backbone", "encoder", "decoder", "model", "postprocess", "total")
+                     if stage != "model" or stage in t)  # "model": a transformers detector's one stage
     m, l, p = result.attention_shape
     cached = " (an earlier run's, reused for this example)" if reused else ""
     return (

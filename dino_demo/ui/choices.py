@@ -2,8 +2,9 @@
 
 A choice is one of: "shipped" (weights/dino-tiny.pth), "zoo:<id>" (a published COCO model of the
 model zoo, downloaded once), "weights/<file>.pth" (any other checkpoint in weights/),
-"untrained:<variant>" (random weights, to look at a variant's structure), or "custom" (a checkpoint
-path or http(s) URL typed into the box below the list).
+"untrained:<variant>" (random weights, to look at a variant's structure), "hf:ORG/NAME" (a
+transformers detector on the Hub, see dino_demo.families), or "custom" (a checkpoint path, a
+transformers model folder, an hf: id or an http(s) URL typed into the box below the list).
 
 The default is `DINO_DEMO_MODEL` when set, else the first zoo model already on this machine, else
 the shipped model (which works offline).
@@ -16,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..explore.models import UNTRAINED_PREFIX
+from ..families import hub
+from ..families.load import is_model_folder
 from ..sources import zoo
 from ..sources.checkpoint import DEFAULT_CHECKPOINT
 from ..model.config import VARIANTS, DINOConfig
 from ..paths import PROJECT_ROOT, WEIGHTS_DIR, url_checkpoints_dir
+from . import families_ui
 from .settings import CHECKPOINT_DIRS_VARIABLE, checkpoint_dirs, untrained_variants
 
 SHIPPED = "shipped"
@@ -49,6 +53,7 @@ def model_choices() -> list[tuple[str, str]]:
     if DEFAULT_CHECKPOINT.is_file():
         choices.append(("dino-tiny, shipped · 8 synthetic shapes · works offline", SHIPPED))
     choices += [(zoo_label(status), status.entry.source_id) for status in zoo.status()]
+    choices += families_ui.hub_choices()
     for path in sorted(WEIGHTS_DIR.glob("*.pth")):
         if path.resolve() != DEFAULT_CHECKPOINT.resolve() and _allowed(path.resolve()):
             choices.append((f"weights/{path.name}", f"weights/{path.name}"))
@@ -89,6 +94,9 @@ def resolve(choice: str, checkpoint: str | None, variant: str | None) -> ModelCh
     if choice.startswith(zoo.ZOO_PREFIX):
         entry = zoo.get(choice)
         return ModelChoice(entry.source_id, None, entry.name, VARIANTS[entry.variant])
+    if choice.startswith(hub.HUB_PREFIX):  # a transformers detector on the Hub (dino_demo.families)
+        hub.parse(choice)
+        return ModelChoice(choice, None, choice, None)
     if choice.startswith(UNTRAINED_PREFIX):
         name = choice[len(UNTRAINED_PREFIX):]
         if name not in untrained_variants():
@@ -101,6 +109,12 @@ def resolve(choice: str, checkpoint: str | None, variant: str | None) -> ModelCh
             raise ValueError("Enter a checkpoint path or an http(s) URL, or choose another model.")
         if re.match(r"^https?://", source):
             return ModelChoice(source, variant, source, forced)
+        if source.startswith(hub.HUB_PREFIX):
+            hub.parse(source)
+            return ModelChoice(source, None, source, None)
+        folder = Path(source).expanduser().resolve()
+        if is_model_folder(folder) and _allowed(folder):  # a transformers model folder (save_pretrained)
+            return ModelChoice(str(folder), None, folder.name, None)
         return ModelChoice(local_checkpoint(source), variant, Path(source).name, forced)
     if choice in {value for _, value in model_choices()}:
         return ModelChoice(local_checkpoint(str(PROJECT_ROOT / choice)), variant, choice, forced)

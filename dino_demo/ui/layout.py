@@ -21,7 +21,7 @@ import numpy as np
 from .. import ops
 from ..sources import zoo
 from ..model.config import VARIANTS
-from . import choices, gpu, inputs
+from . import choices, families_ui, gpu, inputs
 from .callbacks import Explorer, example_files, max_input_label
 from .files import save_drawn_image
 from .settings import AppSettings
@@ -112,6 +112,7 @@ def build_layout(default_model: str, end_session) -> UI:
                                                  elem_id="model-choice")
                 ui["checkpoint"] = gr.Textbox(label="Checkpoint path or URL", placeholder="https://…/checkpoint.pth",
                                               visible=False)
+                families_ui.build_prompt(ui)
                 ui["variant"] = gr.Dropdown([choices.AUTO_VARIANT, *VARIANTS], value=choices.AUTO_VARIANT,
                                             label="Variant of the checkpoint",
                                             visible=not default_model.startswith(("untrained:", "zoo:")))
@@ -132,6 +133,7 @@ def build_layout(default_model: str, end_session) -> UI:
                 ui["slot"] = gr.Number(value=0, label="Query slot (Enter)", precision=0, scale=1, elem_id="slot")
             ui["candidates"] = gr.Radio([], label="Boxes under the cursor", visible=False, elem_id="candidates")
             ui["query_info"] = gr.Markdown("", elem_id="query-info")
+            families_ui.build_token_scores(ui)
             with gr.Tabs(elem_id="tabs"):
                 _detections_tab(ui)
                 _proposals_tab(ui)
@@ -283,7 +285,7 @@ def wire(ui: UI, explorer: Explorer, concurrency: int) -> None:
                      ui.proposal_color, *heat_controls]
     query_views = [ui.query, ui.slot, ui.candidates, ui.query_info, ui.det_image, ui.table, ui.proposal_image,
                    ui.sampling_image, ui.points_json, ui.mass, ui.layer_grid, ui.heatmap_image, ui.refine_image,
-                   ui.refine_table]
+                   ui.refine_table, ui.token_scores]
     detection_views = [ui.det_image, ui.det_json, ui.table, ui.download_json, ui.download_coco, ui.query, ui.slot,
                        ui.notice, ui.candidates]
     encoder_views = [ui.enc_image, ui.enc_points, ui.enc_mass, ui.enc_heatmap, ui.token_info, ui.token_level,
@@ -312,7 +314,7 @@ def wire(ui: UI, explorer: Explorer, concurrency: int) -> None:
     # The image is decoded by dino_demo.io.images with its own limits, so Gradio's preprocessing is off.
     ui_detect = {"fn": _bind(ui, explorer.detect),
                  "inputs": detect_inputs + [ui.top_n, ui.proposal_color, *sampling_controls, ui.point_extras,
-                                            ui.heat_source],
+                                            ui.heat_source, ui.prompt],
                  "outputs": every_view, "api_visibility": "private", **raw, **model_run}
     ui.detect.click(**ui_detect)
     with ui.examples_slot:

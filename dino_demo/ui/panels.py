@@ -28,6 +28,7 @@ from ..explore.views import (
     query_lineage,
     refinement_view,
     sampling_view,
+    unavailable,
 )
 from ..explore.visualize import Legend, dim, palette_color, with_legend
 from . import inputs
@@ -48,6 +49,9 @@ def detection_table(view: DetectionView, slot: int | None):
 def lineage_markdown(stored: StoredResult, slot: int, view: DetectionView, threshold: float) -> str:
     """Where query `slot` came from (its encoder token and proposal) and where it ended."""
     result = stored.result
+    reason = unavailable(result, "proposals")
+    if reason:
+        return f"**Query slot {slot}**: {reason}."
     lineage = query_lineage(result, slot)
     row, col = lineage.cell
     x0, y0, x1, y1 = lineage.anchor_box
@@ -73,6 +77,9 @@ def proposals_image(stored: StoredResult, view: DetectionView, options: inputs.P
                     slot: int | None) -> np.ndarray:
     """The encoder's top-N proposals; the selected query's proposal and final box highlighted."""
     result = stored.result
+    reason = unavailable(result, "proposals")
+    if reason:
+        return _message(stored, reason)
     proposals = proposal_view(result, options.top_n)
     final = np.isin(proposals.query_slots, view.query_slots)
     highlight = None
@@ -88,6 +95,8 @@ def proposals_image(stored: StoredResult, view: DetectionView, options: inputs.P
 
 def proposals_at(stored: StoredResult, top_n: int, x: float, y: float) -> list[int]:
     """Query slots of the shown proposals containing image pixel (x, y), smallest first."""
+    if unavailable(stored.result, "proposals"):
+        return []
     proposals = proposal_view(stored.result, top_n)
     return [int(proposals.query_slots[i]) for i in boxes_at(proposals.boxes, x, y)]
 
@@ -183,15 +192,17 @@ def refinement_panels(stored: StoredResult, slot: int):
     boxes = refinement_view(result, slot)
     scores = layer_scores(result, slot)
     final_name = result.label(scores.final_label)
-    lineage = query_lineage(result, slot)
+    lineage = None if unavailable(result, "proposals") else query_lineage(result, slot)
     rows = []
     for t, box in enumerate(boxes):
-        if t == 0:
+        if t == 0 and lineage is None:  # a learned query: its first reference has no encoder score
+            label, score, final = "", float("nan"), None
+        elif t == 0:
             label, score, final = result.label(lineage.encoder_label), lineage.encoder_score, None
         else:
             label, score, final = result.label(int(scores.labels[t - 1])), scores.scores[t - 1], scores.final_scores[t - 1]
         moved = float(np.abs(box - boxes[t - 1]).max()) if t else 0.0
-        rows.append(["proposal" if t == 0 else f"layer {t}", label, round(float(score), 3),
+        rows.append([("proposal" if lineage is not None else "first reference") if t == 0 else f"layer {t}", label, round(float(score), 3),
                      "" if final is None else round(float(final), 3), round(moved, 1),
                      *[round(float(v), 1) for v in box]])
     table = pd.DataFrame(rows, columns=["stage", "best class", "score", f"{final_name} score", "moved (px)",
@@ -200,7 +211,10 @@ def refinement_panels(stored: StoredResult, slot: int):
 
 
 def encoder_prompt(stored: StoredResult) -> np.ndarray:
-    """The encoder view before a token is picked."""
+    """The encoder view before a token is picked (or why this model has none)."""
+    reason = unavailable(stored.result, "encoder")
+    if reason:
+        return _message(stored, reason)
     return _message(stored, "Click anywhere on the image to pick an encoder token of the chosen level.")
 
 
@@ -209,6 +223,9 @@ def token_markdown(stored: StoredResult, token: EncoderToken) -> str:
     result = stored.result
     out = result.internals
     rows, cols, valid_rows, valid_cols = level_grid(result, token.level)
+    if out.selection is None:
+        return (f"**Encoder token {token.index}**: level {token.level + 1} ({cols}×{rows} cells), row "
+                f"{token.cell[0]}, col {token.cell[1]}; {unavailable(result, 'proposals')}.")
     score = float(out.selection.max_logit[0, token.index].sigmoid())
     better = int((out.selection.max_logit[0] > out.selection.max_logit[0, token.index]).sum())
     seeded = np.flatnonzero(out.selection.topk_indices[0].numpy() == token.index)

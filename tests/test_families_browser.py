@@ -1,0 +1,73 @@
+"""The app opens a local transformers model folder of every family (the checkpoint box), runs it
+(Grounding DINO with a prompt) and draws its sampling points; views that do not apply say why.
+Screenshots go to test-artifacts/families-<name>.png."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from family_models import FAMILY_NAMES, save_tiny
+from conftest import _free_port
+from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, IMAGE, _element_pixels, _set_number, _wait_for_new_src
+
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    root = tmp_path_factory.mktemp("family-folders")
+    folders = {name: save_tiny(name, root / name) for name in FAMILY_NAMES}
+    previous = os.environ.get("DINO_CHECKPOINT_DIRS")
+    os.environ["DINO_CHECKPOINT_DIRS"] = str(root)
+    from dino_demo.ui import build_demo, launch
+
+    demo = launch(build_demo(), "127.0.0.1", _free_port(), prevent_thread_lock=True, quiet=True)
+    yield demo.local_url, folders
+    demo.close()
+    if previous is None:
+        os.environ.pop("DINO_CHECKPOINT_DIRS", None)
+    else:
+        os.environ["DINO_CHECKPOINT_DIRS"] = previous
+
+
+def test_every_family_folder_opens_and_draws_sampling_points(app):
+    url, folders = app
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.set_default_timeout(120_000)
+        page.goto(url)
+        page.wait_for_selector("#detect-button")
+        page.set_input_files("#image-in input[type=file]", str(IMAGE))
+        page.wait_for_selector("#image-in img")
+        _set_number(page, "threshold", 0)  # every model draws boxes: each run's picture differs
+        page.locator("#model-choice input").click()
+        page.get_by_role("option", name=re.compile(r"checkpoint path or URL")).click()
+        box = page.get_by_role("textbox", name="Checkpoint path or URL")
+        box.wait_for()
+        detections, sampling = None, None
+        for name, folder in folders.items():
+            box.fill(str(folder))
+            page.locator("#prompt textarea, #prompt input").first.fill("cat . remote control ." if
+                                                                       name == "grounding-dino" else "")
+            page.get_by_role("tab", name="Detections").click()
+            page.click("#detect-button")
+            detections = _wait_for_new_src(page, "#det-image img", detections)
+            page.get_by_role("tab", name="Sampling points").click()
+            sampling = _wait_for_new_src(page, "#sampling-image img", sampling)
+            pixels = _element_pixels(page, "#sampling-image img")
+            coloured = (pixels.max(-1) - pixels.min(-1) > 80).mean()
+            assert coloured > 0.0005, f"{name}: no sampling points drawn"
+            notes = page.locator("#token-scores").inner_text()
+            if name == "grounding-dino":
+                assert "Prompt tokens matched" in notes
+            else:
+                assert "token scores" in notes
+            if name.startswith(("rt-detr", "d-fine", "lw-detr", "rf-detr")):
+                assert "encoder" in notes
+            page.screenshot(path=str(ARTIFACTS / f"families-{name}.png"), full_page=True)
+        browser.close()
