@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -66,8 +68,10 @@ def measure(name: str, folder: Path, repeats: int, warmup: int) -> dict:
             handle.use_op(path == "our op")
             start = time.perf_counter()
             result = run(handle, image, prompt=prompt)
+            elapsed = time.perf_counter() - start
             if step >= warmup:
-                seconds[path].append(time.perf_counter() - start)
+                seconds[path].append(elapsed)
+            print(f"{name} {path}: {elapsed:.2f} s{'' if step >= warmup else ' (warm-up)'}", file=sys.stderr, flush=True)
     medians = {path: statistics.median(values) for path, values in seconds.items()}
     return {"model": name, "size": [800, 1333], "input": list(result.input_size), "threads": torch.get_num_threads(),
             "repeats": repeats, "backend": result.backend[0], "seconds": seconds,
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
+    logging.getLogger("kernels").setLevel(logging.ERROR)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:

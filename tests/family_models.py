@@ -56,6 +56,14 @@ def _lw(cls, backbone_cls):
                projector_scale_factors=[1.0], id2label=LABELS)
 
 
+def _grounding_arguments() -> dict:
+    return dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10, max_text_len=16,
+                text_config=T.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=32, max_position_embeddings=64),
+                **_detr_backbone())
+
+
 def configs() -> dict[str, tuple[object, str, object]]:
     """name -> (config, model class name, image processor)."""
     detr_processor = T.DeformableDetrImageProcessor(size={"shortest_edge": 128, "longest_edge": 192})
@@ -70,13 +78,10 @@ def configs() -> dict[str, tuple[object, str, object]]:
             encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10, two_stage_num_proposals=10,
             two_stage=True, with_box_refine=True, id2label=LABELS, **_detr_backbone()),
             "DeformableDetrForObjectDetection", detr_processor),
-        "grounding-dino": (T.GroundingDinoConfig(
-            d_model=32, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-            encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10, max_text_len=16,
-            text_config=T.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=64),
-            **_detr_backbone()), "GroundingDinoForObjectDetection",
+        "grounding-dino": (T.GroundingDinoConfig(**_grounding_arguments()), "GroundingDinoForObjectDetection",
             T.GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 192})),
+        "mm-grounding-dino": (T.MMGroundingDinoConfig(**_grounding_arguments()), "MMGroundingDinoForObjectDetection",
+                              T.GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 192})),
         "rt-detr": (_rt(T.RTDetrConfig), "RTDetrForObjectDetection", rt_processor),
         "rt-detr-v2": (_rt(T.RTDetrV2Config), "RTDetrV2ForObjectDetection", rt_processor),
         "d-fine": (T.DFineConfig(
@@ -92,6 +97,7 @@ def configs() -> dict[str, tuple[object, str, object]]:
 
 
 FAMILY_NAMES = tuple(configs())
+TEXT_PROMPTED = ("grounding-dino", "mm-grounding-dino")
 
 
 def save_tiny(name: str, folder: Path, seed: int = 0) -> Path:
@@ -103,7 +109,7 @@ def save_tiny(name: str, folder: Path, seed: int = 0) -> Path:
         _spread_boxes(model)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
-    if name == "grounding-dino":
+    if name in TEXT_PROMPTED:
         vocab = folder / "vocab.txt"
         vocab.write_text("\n".join(VOCAB) + "\n")
         tokenizer = T.BertTokenizer(str(vocab), do_lower_case=True)

@@ -20,10 +20,10 @@ from dino_demo.io.internals import internals_arrays
 from dino_demo.ops.reference import ms_deform_attn_reference
 
 from conftest import ROOT
-from family_models import FAMILY_NAMES, LABELS, save_tiny
+from family_models import FAMILY_NAMES, LABELS, TEXT_PROMPTED, save_tiny
 
 PROMPT = "cat . remote control ."
-TEXT = ("grounding-dino",)
+TEXT = TEXT_PROMPTED
 
 
 @pytest.fixture(scope="module")

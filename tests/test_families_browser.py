@@ -7,7 +7,7 @@ import os
 import re
 
 import pytest
-from family_models import FAMILY_NAMES, save_tiny
+from family_models import FAMILY_NAMES, TEXT_PROMPTED, save_tiny
 from conftest import _free_port
 from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, IMAGE, _element_pixels, _set_number, _wait_for_new_src
 
@@ -53,7 +53,7 @@ def test_every_family_folder_opens_and_draws_sampling_points(app):
         for name, folder in folders.items():
             box.fill(str(folder))
             page.locator("#prompt textarea, #prompt input").first.fill("cat . remote control ." if
-                                                                       name == "grounding-dino" else "")
+                                                                       name in TEXT_PROMPTED else "")
             page.get_by_role("tab", name="Detections").click()
             page.click("#detect-button")
             detections = _wait_for_new_src(page, "#det-image img", detections)
@@ -63,7 +63,7 @@ def test_every_family_folder_opens_and_draws_sampling_points(app):
             coloured = (pixels.max(-1) - pixels.min(-1) > 80).mean()
             assert coloured > 0.0005, f"{name}: no sampling points drawn"
             notes = page.locator("#token-scores").inner_text()
-            if name == "grounding-dino":
+            if name in TEXT_PROMPTED:
                 assert "Prompt tokens matched" in notes
             else:
                 assert "token scores" in notes
