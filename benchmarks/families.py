@@ -71,7 +71,8 @@ def measure(name: str, folder: Path, repeats: int, warmup: int) -> dict:
             elapsed = time.perf_counter() - start
             if step >= warmup:
                 seconds[path].append(elapsed)
-            print(f"{name} {path}: {elapsed:.2f} s{'' if step >= warmup else ' (warm-up)'}", file=sys.stderr, flush=True)
+            note = "" if step >= warmup else " (warm-up)"
+            print(f"{name} {path}: {elapsed:.2f} s{note}", file=sys.stderr, flush=True)
     medians = {path: statistics.median(values) for path, values in seconds.items()}
     return {"model": name, "size": [800, 1333], "input": list(result.input_size), "threads": torch.get_num_threads(),
             "repeats": repeats, "backend": result.backend[0], "seconds": seconds,

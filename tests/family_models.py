@@ -35,7 +35,8 @@ def _rt(cls, **extra):
 
 
 def _hgnet() -> T.HGNetV2Config:
-    return T.HGNetV2Config(embedding_size=8, hidden_sizes=[16, 16, 16, 16], depths=[1, 1, 1, 1], stem_channels=[3, 8, 8],
+    return T.HGNetV2Config(embedding_size=8, hidden_sizes=[16, 16, 16, 16], depths=[1, 1, 1, 1],
+                           stem_channels=[3, 8, 8],
                            stage_in_channels=[8, 16, 16, 16], stage_mid_channels=[8, 8, 8, 8],
                            stage_out_channels=[16, 16, 16, 16], stage_num_blocks=[1, 1, 1, 1],
                            stage_downsample=[False, True, True, True], stage_light_block=[False, False, True, True],

@@ -273,3 +273,13 @@ def test_detect_command_interface(folders, tmp_path, name):
         k, q, m, l, p, two = f["decoder_sampling_locations"].shape
         assert (k, two) == (2, 2) and q == 10
         assert f["decoder_point_levels"].shape == (f["decoder_points_per_level"].sum(),)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["deformable-detr-two-stage", "grounding-dino", "d-fine", "rt-detr-v2"])
+def test_our_op_agrees_with_transformers_on_cuda(folders, image, name):
+    stock = run(load(folders[name], "cuda", our_op=False), image, prompt=_prompt(name))
+    ours = run(load(folders[name], "cuda", our_op=True), image, prompt=_prompt(name))
+    assert ours.backend[0] in ("cuda-kernel", "triton")
+    for field in ("logits", "boxes", "references", "attention_weights"):
+        torch.testing.assert_close(getattr(ours.internals, field), getattr(stock.internals, field), atol=1e-5, rtol=0)

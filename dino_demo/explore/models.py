@@ -82,6 +82,8 @@ def load(source: str, variant: str | None = None, device: str | torch.device = "
     mode, with the inference fast paths of `speed.optimize_for_inference`. A transformers model
     folder or an "hf:ORG/NAME" id gives a `families.load.FamilyModel` and its settings instead."""
     if is_family_source(source):
+        if variant:
+            raise ValueError(f"{source} is a transformers model: its config says what it is (no --variant)")
         handle = load_family(source, device, progress=progress)
         return handle, handle.settings
     model, cfg = build(source, variant, device, progress)

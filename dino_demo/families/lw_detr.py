@@ -8,7 +8,8 @@ import torch
 
 from .base import Family
 
-NO_ENCODER = "{name} has no encoder: a ViT backbone and a projector feed the decoder, so there is no encoder token to pick"
+NO_ENCODER = ("{name} has no encoder: a ViT backbone and a projector feed the decoder, so there is no encoder "
+              "token to pick")
 NO_TOKENS = ("{name} keeps its two-stage proposals per query group without the tokens they came from: "
              "the proposals view needs those")
 

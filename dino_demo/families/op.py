@@ -89,8 +89,8 @@ def core_v2(value, level_shapes, sampling_locations, attention_weights, points_p
     if recorder is not None:
         recorder.record_flat(sampling_locations, attention_weights, points_per_level, level_shapes)
     if not use_op or method != "default":
-        return (stock or _transformers_core_v2())(value, level_shapes, sampling_locations, attention_weights, points_per_level,
-                                       method)
+        core = stock or _transformers_core_v2()
+        return core(value, level_shapes, sampling_locations, attention_weights, points_per_level, method)
     shapes, start = level_start(level_shapes, value.device)
     if len(set(points_per_level)) == 1:
         n, q, m = attention_weights.shape[:3]

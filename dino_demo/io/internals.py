@@ -52,7 +52,10 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "decoder_sampling_locations": ("cross-attention sampling points, (x, y) in [0, 1] of each level's padded grid",
                                    "[K, Q, M, L, P, 2]"),
     "decoder_attention_weights": ("cross-attention weights (softmax over L * P per head)", "[K, Q, M, L, P]"),
-    # transformers families (dino_demo.families) only
+}
+# The arrays a result of a transformers family (dino_demo.families) adds; the encoder_* ones above
+# are left out for families without two-stage query selection.
+FAMILY_MEANINGS: dict[str, tuple[str, str]] = {
     "decoder_points_per_level": ("sampling points of each level; where they differ, the [.., L, P, ..] arrays are "
                                  "padded to the most with NaN locations and zero weights", "[L]"),
     "decoder_point_levels": ("level of each point in the decoder's own flat point order", "[sum(P_l)]"),
@@ -67,7 +70,7 @@ MEANINGS: dict[str, tuple[str, str]] = {
 
 def internals_arrays(result) -> dict[str, np.ndarray]:
     """The arrays of an `explore.inference.InferenceResult` (run with internals), by the names of
-    MEANINGS."""
+    MEANINGS (and FAMILY_MEANINGS)."""
     out = result.internals
     selection = out.selection
     detections = result.detections
@@ -130,6 +133,7 @@ def _family_arrays(details, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarr
 def internals_index(result, arrays: dict[str, np.ndarray], *, source: str = "") -> dict:
     """The JSON index of `arrays`: schema, model, image and, per array, shape, dtype and meaning."""
     m, l, p = result.attention_shape
+    meanings = MEANINGS | FAMILY_MEANINGS
     model = {"id": result.model_id, "variant": result.variant}
     if result.family is not None:
         model.update(family=result.family.family, prompt=result.family.prompt)
@@ -140,8 +144,8 @@ def internals_index(result, arrays: dict[str, np.ndarray], *, source: str = "") 
         "sizes": {"K decoder layers": result.num_layers, "Q queries": result.num_queries, "M heads": m,
                   "L levels": l, "P points": p, "N detections": len(result.detections),
                   "C classes": int(arrays["decoder_logits"].shape[-1])},
-        "arrays": {name: {"shape": list(array.shape), "dtype": str(array.dtype), "legend": MEANINGS[name][1],
-                          "meaning": MEANINGS[name][0]} for name, array in arrays.items()},
+        "arrays": {name: {"shape": list(array.shape), "dtype": str(array.dtype), "legend": meanings[name][1],
+                          "meaning": meanings[name][0]} for name, array in arrays.items()},
     }
 
 
