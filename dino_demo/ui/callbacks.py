@@ -471,7 +471,7 @@ class Explorer:
         any checkpoint file, and the input-size slider sized for the model when it is known."""
         choice = str(model_choice or "")
         views: Views = {"checkpoint": gr.Textbox(visible=choice == choices.CUSTOM),
-                        "variant": gr.Dropdown(visible=not choice.startswith(("untrained:", "zoo:"))),
+                        "variant": gr.Dropdown(visible=not choice.startswith(("untrained:", "zoo:", "hf:"))),
                         "shipped_note": gr.Column(visible=choice == choices.SHIPPED)}
         try:
             config = choices.resolve(choice, "-", None).config
