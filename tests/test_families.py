@@ -46,7 +46,7 @@ def _stock_outputs(handle, image, prompt):
     from PIL import Image
 
     handle.use_op(False)
-    kwargs = {"text": handle.processor.tokenizer and prompt} if prompt else {}
+    kwargs = {"text": prompt} if prompt else {}
     inputs = handle.processor(images=Image.fromarray(image), return_tensors="pt", **kwargs)
     with torch.inference_mode():
         return handle.model(**inputs), inputs
@@ -251,6 +251,7 @@ def test_prompts_are_bounded(folders, image):
     assert result.family.token_logits.shape == (result.num_layers, result.num_queries, len(result.family.tokens))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["deformable-detr", "grounding-dino", "d-fine"])
 def test_detect_command_interface(folders, tmp_path, name):
     from PIL import Image
