@@ -125,3 +125,31 @@ def test_zoo_command_lists_hub_entries(capsys):
     for entry in hub.ENTRIES:
         assert entry.source_id in listed
     assert "Grounding DINO" in listed and "D-FINE" in listed
+
+
+def test_download_asks_for_what_from_pretrained_needs_with_progress(monkeypatch, tmp_path):
+    """Sharded safetensors through their index; optional files may be missing; the progress
+    callback reaches every file's download."""
+    available = {"config.json": "{}", "preprocessor_config.json": "{}", "vocab.txt": "a",
+                 hub.WEIGHTS_INDEX: json.dumps({"weight_map": {"a": "model-1.safetensors", "b": "model-2.safetensors"}}),
+                 "model-1.safetensors": "", "model-2.safetensors": ""}
+    asked = []
+
+    def fake_fetch(repo_id, name, *, revision, progress, policy):
+        asked.append((repo_id, name, revision, progress))
+        if name not in available:
+            raise DownloadError("404")
+        path = tmp_path / name
+        path.write_text(available[name])
+        return path
+
+    monkeypatch.setattr(hub, "fetch_hub", fake_fetch)
+    progress = lambda done, total: None  # noqa: E731
+    assert hub.download("hf:org/model@v2", progress=progress, policy=Policy()) == tmp_path
+    names = [name for _, name, _, _ in asked]
+    assert {"model-1.safetensors", "model-2.safetensors", "vocab.txt"} <= set(names)
+    assert not any(name.endswith(".bin") for name in names)
+    assert all(repo == "org/model" and revision == "v2" and p is progress for repo, _, revision, p in asked)
+    available[hub.WEIGHTS_INDEX] = json.dumps({"weight_map": {"a": "../../etc/passwd"}})
+    with pytest.raises(DownloadError, match="safetensors"):
+        hub.download("hf:org/model", policy=Policy())
