@@ -9,17 +9,28 @@ import re
 import pytest
 from family_models import FAMILY_NAMES, TEXT_PROMPTED, save_tiny
 from conftest import _free_port
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, IMAGE, _element_pixels, _set_number, _wait_for_new_src
+from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, IMAGE, _element_pixels, _set_number
 
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")]
 
 
+def _wait_for_new_src(page, selector: str, old: str | None) -> str:
+    """Wait until the <img> at `selector` shows a source other than `old`, fully loaded (loading a
+    model folder and running it can take a while on a busy machine)."""
+    page.wait_for_function(
+        """([selector, old]) => { const e = document.querySelector(selector);
+            return e && e.getAttribute('src') && e.getAttribute('src') !== old && e.complete && e.naturalWidth > 0; }""",
+        arg=[selector, old], timeout=90_000)
+    return page.locator(selector).get_attribute("src")
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     root = tmp_path_factory.mktemp("family-folders")
-    folders = {name: save_tiny(name, root / name) for name in FAMILY_NAMES}
+    # a seed per family: two families of equal structure (Grounding DINO, MM) would draw the same picture
+    folders = {name: save_tiny(name, root / name, seed=i) for i, name in enumerate(FAMILY_NAMES)}
     previous = os.environ.get("DINO_CHECKPOINT_DIRS")
     os.environ["DINO_CHECKPOINT_DIRS"] = str(root)
     from dino_demo.ui import build_demo, launch
@@ -56,7 +67,11 @@ def test_every_family_folder_opens_and_draws_sampling_points(app):
                                                                        name in TEXT_PROMPTED else "")
             page.get_by_role("tab", name="Detections").click()
             page.click("#detect-button")
-            detections = _wait_for_new_src(page, "#det-image img", detections)
+            try:
+                detections = _wait_for_new_src(page, "#det-image img", detections)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / f"families-{name}-failed.png"), full_page=True)
+                raise
             page.get_by_role("tab", name="Sampling points").click()
             sampling = _wait_for_new_src(page, "#sampling-image img", sampling)
             pixels = _element_pixels(page, "#sampling-image img")
