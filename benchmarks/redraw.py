@@ -3,10 +3,10 @@
     python benchmarks/redraw.py [--variant dino-4scale-r50] [--size 800 1066] [--repeats 5]
 
 Runs the model once, stores the result as a Detect does, then times the page's own callbacks
-(`dino_demo.ui.callbacks.Explorer`) that the threshold, query, layer, head, level, proposal,
-heatmap and encoder controls trigger, and prints the median and worst time of each, and the bytes
-the stored result holds. "encoder click" picks a new token each time (the encoder re-runs from its
-stored input); "encoder layer" re-draws a token already picked. Without --checkpoint the official
+(`dino_demo.ui.callbacks.Explorer`, through its `redraw` guard) that the threshold, query, layer,
+head, level, proposal, heatmap and encoder controls trigger, and prints the median and worst time
+of each, and the bytes the stored result holds. "encoder click" picks a new token each time (the
+encoder re-runs from its stored input); "encoder layer" re-draws a token already picked. Without --checkpoint the official
 variants use the parity kit's recipe weights; dino-tiny uses the shipped weights.
 """
 from __future__ import annotations
@@ -39,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     from dino_demo.parity.recipe import recipe_state_dict
     from dino_demo.explore.encoder import token_at
     from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT
-    from dino_demo.ui.callbacks import Explorer
+    from dino_demo.explore.stored import StoredResult
+    from dino_demo.ui.callbacks import Explorer, PageEvent
     from dino_demo.ui.choices import ModelChoice
+    from dino_demo.ui.inputs import PageControls
     from dino_demo.ui.settings import AppSettings
-    from dino_demo.ui.store import StoredResult
 
     if args.checkpoint or args.variant == "dino-tiny":
         model, cfg = load_model(args.checkpoint or str(DEFAULT_CHECKPOINT), variant=args.variant)
@@ -74,25 +75,30 @@ def main(argv: list[str] | None = None) -> int:
     enc = len(model.transformer.encoder.layers)
     picks = [token_at(result, i % l, (0.05 + 0.9 * i / (args.repeats + 1)) * width, 0.5 * height)
              for i in range(args.repeats + 2)]  # the warm-up's token, then a new one per timed click
+
+    def page(method, token=None, **controls):
+        """The page's handler `method` for these controls (the others at their defaults)."""
+        return explorer.redraw(getattr(explorer, method), PageEvent(session, PageControls.parse(controls), token))
+
     cases = {
-        "threshold / max detections": lambda i: explorer.change_detection_options(
-            session, 0.1 + 0.02 * i, 100, slot, 100, "score"),
-        "query (all views of a query)": lambda i: explorer.select_query(
-            session, slots[i % len(slots)], 0.3, 100, k, "all", "all", "level"),
-        "layer": lambda i: explorer.inspect(session, slot, 1 + i % k, "all", "all", "level"),
-        "head": lambda i: explorer.inspect(session, slot, k, str(1 + i % m), "all", "level"),
-        "level": lambda i: explorer.inspect(session, slot, k, "all", str(1 + i % l), "level"),
-        "offsets + zoom": lambda i: explorer.inspect(session, slot, 1 + i % k, "all", "all", "level",
-                                                     ["offset vectors", "zoom in"]),
-        "proposals (top 900)": lambda i: explorer.change_proposals(session, 900, "score", 0.3, 100),
-        "heatmaps (selected query)": lambda i: explorer.change_heatmaps(
-            session, slot, 0.3, 100, "selected query", 1 + i % k, "all"),
-        "heatmaps (all detections)": lambda i: explorer.change_heatmaps(
-            session, slot, 0.0, 100, "detections above the threshold", k, "all"),
-        "encoder click (new token)": lambda i: explorer.select_token(
-            session, str(picks[i + 1].level + 1), *picks[i + 1].cell, enc, "all", "all", "level"),
-        "encoder layer (same token)": lambda i: explorer.inspect_encoder(
-            session, picks[0], 1 + i % enc, "all", "all", "level", []),
+        "threshold / max detections": lambda i: page(
+            "change_detection_options", threshold=0.1 + 0.02 * i, max_detections=100, slot=slot),
+        "query (all views of a query)": lambda i: page(
+            "choose_query", query=slots[i % len(slots)], threshold=0.3, max_detections=100, layer=k),
+        "layer": lambda i: page("inspect", slot=slot, layer=1 + i % k),
+        "head": lambda i: page("inspect", slot=slot, layer=k, head=str(1 + i % m)),
+        "level": lambda i: page("inspect", slot=slot, layer=k, level=str(1 + i % l)),
+        "offsets + zoom": lambda i: page("inspect", slot=slot, layer=1 + i % k,
+                                         point_extras=["offset vectors", "zoom in"]),
+        "proposals (top 900)": lambda i: page("change_proposals", top_n=900, threshold=0.3, max_detections=100),
+        "heatmaps (selected query)": lambda i: page("change_heatmaps", slot=slot, threshold=0.3, max_detections=100,
+                                                    heat_layer=1 + i % k),
+        "heatmaps (all detections)": lambda i: page("change_heatmaps", slot=slot, threshold=0.0, max_detections=100,
+                                                    heat_source="detections above the threshold", heat_layer=k),
+        "encoder click (new token)": lambda i: page(
+            "select_token", token_level=str(picks[i + 1].level + 1), token_row=picks[i + 1].cell[0],
+            token_col=picks[i + 1].cell[1], enc_layer=enc),
+        "encoder layer (same token)": lambda i: page("inspect_encoder", token=picks[0], enc_layer=1 + i % enc),
     }
     print(f"{'control':36s} {'median s':>9s} {'max s':>7s}")
     worst = 0.0

@@ -7,8 +7,9 @@ own cache).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from . import env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = PROJECT_ROOT / "weights"
@@ -19,7 +20,7 @@ CACHE_VARIABLE = "DINO_DEMO_CACHE"
 
 def cache_dir(*parts: str) -> Path:
     """`$DINO_DEMO_CACHE` (or `~/.cache/dino_demo`) joined with `parts`; not created."""
-    root = os.environ.get(CACHE_VARIABLE) or Path.home() / ".cache" / "dino_demo"
+    root = env.text(CACHE_VARIABLE) or Path.home() / ".cache" / "dino_demo"
     return Path(root).joinpath(*parts)
 
 

@@ -12,6 +12,7 @@ python -m pip install --quiet --disable-pip-version-check -e ".[test]" -c constr
 # Browser tests drive Debian's Chromium (never a downloaded browser).
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   if [ "$(id -u)" = 0 ]; then
+    echo "running as root: installing the Debian packages chromium and chromium-driver with apt-get (for the browser tests)" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
   else
     echo "note: /usr/bin/chromium is missing and this is not root: browser tests will be skipped" >&2
@@ -23,9 +24,9 @@ fi
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
   export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0;12.0}"
-  python -m dino_demo.ops.build --cuda --check
+  python -m dino_demo build-ops --cuda --check
 else
-  python -m dino_demo.ops.build --check
+  python -m dino_demo build-ops --check
 fi
 
 # tests/test_ops_triton.py runs the Triton kernels on CPU tensors in Triton's interpreter when no

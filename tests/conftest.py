@@ -149,7 +149,7 @@ def write_shapes_coco(folder: Path, seed: int, count: int, size: int = 64, odd_a
 @pytest.fixture(scope="session")
 def shapes_coco(tmp_path_factory) -> dict[str, str]:
     """Training (6 images, with a crowd and a degenerate annotation) and validation (2 images)
-    sets, as the four file options of `python -m dino_demo.train`."""
+    sets, as the four file options of `python -m dino_demo train`."""
     root = tmp_path_factory.mktemp("shapes-coco")
     train = write_shapes_coco(root / "train", seed=21, count=6, odd_annotations=True)
     val = write_shapes_coco(root / "val", seed=22, count=2)

@@ -1,6 +1,6 @@
 """Run by test_distributed.py: `torchrun --nproc_per_node 2 tests/distributed_gradients.py DATA.json OUT`
 computes the gradients of one step over a global batch of four images (two per process) into
-OUT/gradients.pt, then trains two steps with `python -m dino_demo.train`'s entry point into
+OUT/gradients.pt, then trains two steps with `python -m dino_demo train`'s entry point into
 OUT/run. The test computes the same gradients in one process with `gradients`.
 """
 import json
@@ -12,7 +12,8 @@ import torch
 from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT
 from dino_demo.train import distributed
 from dino_demo.train.initialize import train_mode
-from dino_demo.train.loop import TrainConfig, forward_backward, main, prepare
+from dino_demo.cli.train import main
+from dino_demo.train.loop import TrainConfig, forward_backward, prepare
 
 GLOBAL_BATCH = 4
 

@@ -221,3 +221,63 @@ def test_layers_heatmaps_proposals_and_encoder(page, url):
     assert f"row {row}, col {col}" in page.locator("#token-info").inner_text()
     page.wait_for_function("() => { const e = document.querySelector('#enc-heatmap img'); return e && e.complete; }")
     page.screenshot(path=str(ARTIFACTS / "browser-encoder.png"), full_page=True)
+
+
+@pytest.mark.parametrize("width, height", [(1366, 768), (1920, 1080)])
+def test_the_shipped_models_note_and_the_examples_are_above_the_fold(url, width, height):
+    """A newcomer sees, without scrolling, what the shipped model knows and the examples to try."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.goto(url)
+        page.wait_for_selector("#examples .gallery-item img")
+        page.wait_for_function("() => [...document.querySelectorAll('#examples .gallery-item img')]"
+                               ".every(e => e.complete && e.naturalWidth > 0)")
+        page.screenshot(path=str(ARTIFACTS / f"browser-first-view-{width}x{height}.png"))
+        for selector in ["#detect-button", "#model-choice", "#examples .gallery-item"] + (
+                ["#shipped-note"] if DEFAULT_CHECKPOINT.is_file() else []):
+            box = page.locator(selector).last.bounding_box()  # the last example too
+            assert box is not None and box["y"] + box["height"] <= height, f"{selector} is below the fold"
+        browser.close()
+
+
+def test_a_failed_detect_keeps_the_views_and_says_why_once(page):
+    """After a good Detect, a Detect that fails (a checkpoint the app may not open) leaves the
+    drawn views as they were, with no error badges, and says what failed on the status line."""
+    page.set_input_files("#image-in input[type=file]", str(IMAGE))
+    page.wait_for_selector("#image-in img")
+    page.click("#detect-button")
+    src = _wait_for_new_src(page, "#det-image img", None)
+    page.locator("#model-choice input").click()
+    page.get_by_role("option", name=re.compile("checkpoint path or URL")).click()
+    page.locator("#checkpoint textarea").fill("/nonexistent/checkpoint.pth")
+    page.click("#detect-button")
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('only from')")
+    page.screenshot(path=str(ARTIFACTS / "browser-failed-detect.png"), full_page=True)
+    assert page.locator("#det-image img").get_attribute("src") == src
+    assert page.get_by_text("Error", exact=True).count() == 0  # no badge over the views
+    assert page.locator("#query-info").inner_text().startswith("Query slot")
+    assert page.locator("#status").inner_text().count("\n") == 0
+
+
+def test_an_upload_that_is_not_an_image_is_refused_at_once(page, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("these are notes, not a picture")
+    page.set_input_files("#image-in input[type=file]", str(text))
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Cannot use notes.png')")
+    page.wait_for_function("() => !document.querySelector('#image-in img')")  # no broken thumbnail left
+
+
+def test_a_typed_slot_the_model_lacks_goes_back_with_one_message(page):
+    page.set_input_files("#image-in input[type=file]", str(IMAGE))
+    page.wait_for_selector("#image-in img")
+    page.click("#detect-button")
+    page.wait_for_function("() => document.querySelector('#query-info').innerText.includes('Query slot')")
+    shown = page.locator("#slot input").input_value()
+    _set_number(page, "slot", 5000)
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Query slot must be')")
+    page.wait_for_function(f"() => document.querySelector('#slot input').value === '{shown}'")
+    assert page.locator(".toast-body").count() == 0  # said on the status line, not in pop-ups
+    page.get_by_role("tab", name="Runtime").click()  # leaving the box: the value shown, nothing new
+    assert page.locator("#status").inner_text().count("Query slot must be") == 1

@@ -130,7 +130,8 @@ def test_denoising_positives_use_their_own_target_and_negatives_no_object():
             for j, (label, box) in enumerate(zip(t["labels"], t["boxes"])):
                 dn_logits[:, i, g * 2 * max_targets + j, label] = 10.0
                 dn_boxes[:, i, g * 2 * max_targets + j] = box
-    denoising = DenoisingOutput(dn_logits, dn_boxes, pad, groups, max_targets, torch.zeros(0, dtype=torch.bool))
+    denoising = DenoisingOutput(dn_logits, dn_boxes, pad, groups, max_targets, torch.zeros(0, dtype=torch.bool),
+                                references=dn_boxes, queries=None)
     criterion = build_criterion(C)
     matches = SetCriterion.denoising_matches(denoising, targets)
     assert matches[0][0].tolist() == [0, 1, 4, 5] and matches[0][1].tolist() == [0, 1, 0, 1]

@@ -31,17 +31,17 @@ def app(tmp_path_factory):
     root = tmp_path_factory.mktemp("family-folders")
     # a seed per family: two families of equal structure (Grounding DINO, MM) would draw the same picture
     folders = {name: save_tiny(name, root / name, seed=i) for i, name in enumerate(FAMILY_NAMES)}
-    previous = os.environ.get("DINO_CHECKPOINT_DIRS")
-    os.environ["DINO_CHECKPOINT_DIRS"] = str(root)
+    previous = os.environ.get("DINO_DEMO_CHECKPOINT_DIRS")
+    os.environ["DINO_DEMO_CHECKPOINT_DIRS"] = str(root)
     from dino_demo.ui import build_demo, launch
 
     demo = launch(build_demo(), "127.0.0.1", _free_port(), prevent_thread_lock=True, quiet=True)
     yield demo.local_url, folders
     demo.close()
     if previous is None:
-        os.environ.pop("DINO_CHECKPOINT_DIRS", None)
+        os.environ.pop("DINO_DEMO_CHECKPOINT_DIRS", None)
     else:
-        os.environ["DINO_CHECKPOINT_DIRS"] = previous
+        os.environ["DINO_DEMO_CHECKPOINT_DIRS"] = previous
 
 
 def test_every_family_folder_opens_and_draws_sampling_points(app):

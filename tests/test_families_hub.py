@@ -103,7 +103,7 @@ def test_hub_id_downloads_once_and_runs(hub_server, tmp_path):
 def test_hub_ids_are_parsed_and_public_mode_opens_only_listed_ones(monkeypatch):
     assert hub.parse("hf:SenseTime/deformable-detr") == ("SenseTime/deformable-detr", "main")
     assert hub.parse("hf:a/b@v1.0") == ("a/b", "v1.0")
-    for bad in ("hf:a", "hf:../x/y", "hf:a/b/c", "SenseTime/deformable-detr", "hf:a/b@"):
+    for bad in ("hf:a", "hf:../x/y", "hf:a/b/c", "SenseTime/deformable-detr", "hf:a/b@../x"):
         with pytest.raises(ValueError):
             hub.parse(bad)
     public = Policy(public=True)

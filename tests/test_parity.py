@@ -14,7 +14,7 @@ from dino_demo.io.images import load_image
 from dino_demo.io.preprocess import batch_images, to_tensor_normalized
 from dino_demo.model.config import get_config
 from dino_demo.model.detector import build_model
-from dino_demo.parity import dump
+from dino_demo.cli import dump
 from dino_demo.parity.recipe import recipe_state_dict
 
 pytestmark = pytest.mark.slow  # official-size R50 / Swin-L models

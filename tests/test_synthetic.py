@@ -12,9 +12,9 @@ from dino_demo.train.synthetic import (
     category_id,
     generate_scene,
     label_of,
-    main,
     visible_masks,
 )
+from dino_demo.cli.synthetic import main
 
 
 def test_same_seed_same_scene_and_different_seeds_differ():

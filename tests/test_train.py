@@ -9,7 +9,8 @@ from dino_demo import VARIANTS, get_config
 from dino_demo.model.detector import build_model
 from dino_demo.train.criterion import build_criterion
 from dino_demo.train.data import SyntheticScenes, collate
-from dino_demo.train.loop import TrainConfig, build_optimizer, parse_args, restart_schedule, train, train_step
+from dino_demo.cli.train import parse_args
+from dino_demo.train.loop import TrainConfig, build_optimizer, restart_schedule, train, train_step
 from dino_demo.train.synthetic import SceneSpec, generate_scene
 
 SMALL = dict(variant="dino-tiny", batch_size=2, image_size=64, max_objects=3, eval_count=2, threads=None, workers=0)

@@ -11,7 +11,8 @@ import pytest
 from dino_demo.model.config import VARIANTS
 from dino_demo.paths import EXAMPLES_DIR
 from dino_demo.ui import gpu
-from dino_demo.ui.callbacks import Explorer
+from dino_demo.ui.callbacks import Explorer, PageEvent
+from dino_demo.ui.inputs import PageControls
 from dino_demo.ui.settings import AppSettings
 
 
@@ -43,8 +44,10 @@ class _Request:
 
 
 def _detect(explorer):
-    return explorer.detect(None, str(EXAMPLES_DIR / "chelsea.png"), "untrained:dino-tiny", "", "auto", 1333, 0.0, 5,
-                           100, "score", 3, "all", "all", "level", request=_Request(), progress=lambda *a, **k: None)
+    detect = {"image_in": str(EXAMPLES_DIR / "chelsea.png"), "model_choice": "untrained:dino-tiny", "checkpoint": "",
+              "variant": "auto", "max_input": 1333}
+    return explorer.detect(PageEvent(None, PageControls.parse(threshold=0.0, max_detections=5), None, None, detect,
+                                     _Request()))
 
 
 def test_the_model_runs_inside_a_gpu_function(stand_in):
@@ -59,7 +62,7 @@ def test_the_model_runs_inside_a_gpu_function(stand_in):
     assert stand_in.calls == 1 and gpu.BASE_SECONDS <= stand_in.durations[0] <= gpu.MAX_SECONDS
     views = _detect(explorer)  # an example image: its result is reused, no second GPU call
     assert stand_in.calls == 1
-    explorer.seed_token(views["session"], views["slot"].value, 3, "all", "all", "level", [])
+    explorer.redraw(explorer.seed_token, PageEvent(views["session"], PageControls.parse(slot=views["slot"].value)))
     assert stand_in.calls == 2 and stand_in.durations[1] == gpu.BASE_SECONDS
 
 

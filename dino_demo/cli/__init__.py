@@ -10,35 +10,34 @@ import argparse
 import importlib
 import logging
 import sys
-from pathlib import Path
+
+from ..sources.source import HUB_PREFIX, SHIPPED_TEXT, Source
 
 COMMANDS = {
     "detect": ("dino_demo.cli.detect", "detect objects in images, write annotated copies and detections.json"),
+    "denoise": ("dino_demo.cli.denoise", "DINO's contrastive denoising queries for an image's boxes, through the decoder"),
     "export": ("dino_demo.cli.export", "export the detector to ONNX (deformable attention as GridSample)"),
     "zoo": ("dino_demo.cli.zoo", "list the model zoo (published COCO weights) and what is on this machine"),
     "convert": ("dino_demo.cli.convert", "convert a detrex or MMDetection checkpoint to the official layout"),
-    "evaluate": ("dino_demo.train.evaluate", "COCO AP of a checkpoint on a COCO-format set or held-out synthetic scenes"),
-    "train": ("dino_demo.train.loop", "train or fine-tune DINO with the official recipe (COCO-format data, torchrun)"),
-    "synthetic": ("dino_demo.train.synthetic", "write a synthetic shapes data set in COCO format"),
-    "dump": ("dino_demo.parity.dump", "write a batch's outputs and internals to .npz (parity reference layout)"),
-    "fixture-weights": ("dino_demo.parity.recipe", "write a checkpoint holding the parity kit's recipe weights"),
-    "build-ops": ("dino_demo.ops.build", "compile the deformable-attention kernels ahead of time"),
+    "evaluate": ("dino_demo.cli.evaluate", "COCO AP of a checkpoint on a COCO-format set or held-out synthetic scenes"),
+    "train": ("dino_demo.cli.train", "train or fine-tune DINO with the official recipe (COCO-format data, torchrun)"),
+    "synthetic": ("dino_demo.cli.synthetic", "write a synthetic shapes data set in COCO format"),
+    "dump": ("dino_demo.cli.dump", "write a batch's outputs and internals to .npz (parity reference layout)"),
+    "fixture-weights": ("dino_demo.cli.fixture_weights", "write a checkpoint holding the parity kit's recipe weights"),
+    "build-ops": ("dino_demo.cli.build_ops", "compile the deformable-attention kernels ahead of time"),
 }
 
+# What to run when the ONNX packages (the `export` extra) are missing.
+INSTALL_EXPORT = 'pip install ".[export]" (in the project folder; or: pip install onnx onnxscript onnxruntime)'
 
-def model_source(args: argparse.Namespace) -> tuple[str, str]:
-    """(the source the model loaders read, the model's name) for a command's --model ZOO_ID or
-    --checkpoint (the shipped model when neither is given)."""
-    from ..sources import zoo
-    from ..sources.checkpoint import DEFAULT_CHECKPOINT
 
-    if args.model and args.model.startswith("hf:"):  # a transformers detector on the Hub (dino_demo.families)
-        return args.model, args.model
-    if args.model:
-        entry = zoo.get(args.model)
-        return entry.source_id, entry.id
-    source = args.checkpoint or str(DEFAULT_CHECKPOINT)
-    return source, source if "://" in source else Path(source).name
+def model_source(args: argparse.Namespace) -> Source:
+    """The model a command's --model ZOO_ID (or hf:ORG/NAME[@REV], a transformers detector on the
+    Hub) or --checkpoint SOURCE names (any text `Source.parse` reads: a path, a transformers model
+    folder, a URL, shipped, zoo:ID, untrained:VARIANT); the shipped model when neither is given."""
+    if getattr(args, "model", None):
+        return Source.parse(args.model) if args.model.lower().startswith(HUB_PREFIX) else Source.zoo(args.model)
+    return Source.parse(args.checkpoint or SHIPPED_TEXT)
 
 
 def usage() -> str:

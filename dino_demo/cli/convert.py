@@ -12,10 +12,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..sources import zoo
-from ..sources.checkpoint import open_checkpoint, save_checkpoint
 from ..io.labels import category_ids, class_names
 from ..model.config import FLAVOURS, VARIANTS
+from ..sources.checkpoint import open_checkpoint, save_checkpoint
+from ..sources.source import Source
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.source is None) == (args.model is None):
         parser.error("give either SOURCE or --model ZOO_ID")
-    source = zoo.get(args.model).source_id if args.model else args.source
+    source = Source.zoo(args.model) if args.model else Source.parse(args.source)
     loaded = open_checkpoint(source, args.variant, flavour=args.flavour)
     model, cfg, converted, path, entry = loaded.model, loaded.cfg, loaded.converted, loaded.path, loaded.entry
     save_checkpoint(model, args.out, half=args.half,

@@ -1,12 +1,14 @@
 """`python -m dino_demo detect IMAGE... --out DIR`: detect objects, write annotated copies and
 detections.json.
 
-Images larger than 4096 px are downscaled to that (boxes are then in the downscaled pixels, as a
-log line says). Writes DIR/<image name>.png with the detections drawn (`<name>-1.png`, ... when two inputs share a
+Images larger than 4096 px are run downscaled to that; their boxes are scaled back to the pixels of
+the image as given. Writes DIR/<image name>.png with the detections drawn (`<name>-1.png`, ... when two inputs share a
 name) and DIR/detections.json in the format of `dino_demo.io.results` (model, settings, and per
 image its path as given, size and detections), plus DIR/coco_results.json, the same detections as
 the bare list `pycocotools` loads. With --save-internals, also DIR/<name>.internals.npz per image
 (the model's internals, see `dino_demo.io.internals`; its name is the image entry's "internals").
+With --trace, also DIR/<name>.trace.json per image: every stage of the forward pass with its shape
+and first values, named as in the official code (see `dino_demo.explore.trace`; entry "trace").
 Images that cannot be read are reported and skipped; the exit status is then 1.
 
 With `--onnx model.onnx` (a file from `python -m dino_demo export`) the model runs in ONNX Runtime
@@ -30,7 +32,7 @@ from ..explore.figures import render_detections
 from ..io.images import MAX_SIDE, ImageError, load_image
 from ..io.results import coco_results, detections_document, image_record
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
-from . import model_source
+from . import INSTALL_EXPORT, model_source
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint",
                         help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), a "
-                             "transformers model folder (save_pretrained), or untrained:VARIANT (default: the "
-                             "shipped weights/dino-tiny.pth)")
+                             "transformers model folder (save_pretrained), shipped, zoo:ID or untrained:VARIANT "
+                             "(default: shipped, weights/dino-tiny.pth)")
     source.add_argument("--model", metavar="ZOO_ID",
                         help="a model zoo entry or hf:ORG/NAME[@REV] (`python -m dino_demo zoo` lists them), "
                              "downloaded once")
@@ -62,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--save-internals", action="store_true",
                         help="also write <name>.internals.npz per image: detections, encoder selection, boxes and "
                              "references per decoder layer, sampling points and weights of every query")
+    parser.add_argument("--trace", action="store_true",
+                        help="also write <name>.trace.json per image: the forward pass stage by stage (shapes, first "
+                             "values), named as in the official code")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
     if not 0.0 <= args.threshold <= 1.0:
@@ -72,38 +77,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--max-size must be at least {MIN_INPUT_SIDE}, got {args.max_size}")
     if args.prompt is not None and args.onnx is not None:
         parser.error("--prompt applies to text-prompted transformers models, not to --onnx")
-    if args.onnx is not None and (args.variant or args.device or args.precision or args.save_internals):
-        parser.error("--variant, --device, --precision and --save-internals apply to PyTorch models, not to --onnx")
+    if args.onnx is not None and (args.variant or args.device or args.precision or args.save_internals or args.trace):
+        parser.error("--variant, --device, --precision, --save-internals and --trace apply to PyTorch models, "
+                     "not to --onnx")
     return args
 
 
 @dataclass(frozen=True)
 class Detector:
     """The model behind the command: `check(image)` raises ValueError when the model cannot take an
-    image of that size; `detect(image, internals_path, source)` returns (result, its detections
-    above the threshold), writing the internals file when given its path."""
+    image of that size; `detect(image, internals_path, source, trace_path)` returns (result, its
+    detections above the threshold), writing the internals file and the trace when given their paths."""
 
     model_id: str
     variant: str
     check: Callable[[np.ndarray], object]
-    detect: Callable[[np.ndarray, Path | None, str], tuple[object, DetectionView]]
+    detect: Callable[[np.ndarray, Path | None, str, Path | None], tuple[object, DetectionView]]
 
 
 def torch_detector(args: argparse.Namespace) -> Detector:
     """The PyTorch path (`explore.inference.run`)."""
     from ..explore.inference import run
     from ..explore.models import load
+    from ..explore.trace import trace_document, traced_run
     from ..explore.views import detection_view
     from ..io.internals import write_internals
     from ..io.preprocess import model_input_size
 
-    source, model_id = model_source(args)
+    source = model_source(args)
+    model_id = source.name
     model, cfg = load(source, args.variant, args.device or "cpu")
     family = getattr(cfg, "backbone", "") == "transformers"  # a transformers detector (dino_demo.families)
 
-    def detect(array: np.ndarray, internals_path: Path | None = None, source: str = ""):
-        result = run(model, cfg, array, max_size=args.max_size, precision=args.precision or "float32",
-                     model_id=model_id, internals=internals_path is not None, prompt=args.prompt)
+    if family and args.trace:
+        raise ValueError(f"--trace follows DINO's own forward pass; {model_id} is a transformers detector")
+
+    def detect(array: np.ndarray, internals_path: Path | None = None, source: str = "", trace_path: Path | None = None):
+        options = {"max_size": args.max_size, "precision": args.precision or "float32", "model_id": model_id}
+        if trace_path is not None:
+            result, stages = traced_run(model, cfg, array, **options)
+            trace_path.write_text(json.dumps(trace_document(result, stages, source=source), indent=1))
+        else:
+            result = run(model, cfg, array, internals=internals_path is not None, prompt=args.prompt, **options)
         if internals_path is not None:
             write_internals(result, internals_path, source=source)
         return result, detection_view(result, args.threshold, args.max_detections)
@@ -118,11 +133,11 @@ def onnx_detector(args: argparse.Namespace) -> Detector:
     try:
         from ..export.runtime import OnnxDetector, detection_view
     except ImportError as error:
-        raise ValueError(f"--onnx needs ONNX Runtime ({error}): pip install onnxruntime") from None
+        raise ValueError(f"--onnx needs ONNX Runtime, not installed here ({error}): {INSTALL_EXPORT}") from None
 
     detector = OnnxDetector(args.onnx)
 
-    def detect(array: np.ndarray, internals_path: Path | None = None, source: str = ""):
+    def detect(array: np.ndarray, internals_path: Path | None = None, source: str = "", trace_path: Path | None = None):
         result = detector.run(array, max_size=args.max_size)
         return result, detection_view(result, args.threshold, args.max_detections)
 
@@ -148,11 +163,16 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s: %s", path, note)
         annotated = _unique_name(path, used_names)
         internals = Path(annotated).stem + ".internals.npz" if args.save_internals else None
-        result, view = detector.detect(loaded.array, args.out / internals if internals else None, str(path))
-        entry = {**image_record(result, view, image_id=image_id, file_name=path.name, source=str(path)),
+        trace = Path(annotated).stem + ".trace.json" if args.trace else None
+        result, view = detector.detect(loaded.array, args.out / internals if internals else None, str(path),
+                                       args.out / trace if trace else None)
+        entry = {**image_record(result, view, image_id=image_id, file_name=path.name, source=str(path),
+                                given_size=loaded.file_size),
                  "annotated": annotated}
         if internals:
             entry["internals"] = internals
+        if trace:
+            entry["trace"] = trace
         entries.append(entry)
         drawn = render_detections(result.image, view.boxes, view.captions, view.labels)
         Image.fromarray(drawn).save(args.out / annotated)

@@ -12,13 +12,14 @@ locations and attention weights to the outputs. Run the file with
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 from pathlib import Path
 
 from ..explore.models import build
 from ..export.metadata import DEFAULT_OPSET, MIN_OPSET
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
-from . import model_source
+from . import INSTALL_EXPORT, model_source
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--model", metavar="ZOO_ID",
                         help="a model zoo entry (`python -m dino_demo zoo` lists them), downloaded once")
     source.add_argument("--checkpoint", help="checkpoint path or http(s) URL (official, detrex or MMDetection "
-                                             "layout), or untrained:VARIANT (default: the shipped "
+                                             "layout), shipped, zoo:ID or untrained:VARIANT (default: shipped, "
                                              "weights/dino-tiny.pth)")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="force a variant instead of detecting it")
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
@@ -51,13 +52,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        from ..export.onnx import export_onnx
-    except ImportError as error:
-        raise ValueError(f"export needs onnx and onnxscript ({error}): pip install onnx onnxscript") from None
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"export needs {' and '.join(missing)}, not installed here: {INSTALL_EXPORT}")
+    from ..export.onnx import export_onnx
+
     for noisy in ("onnx_ir", "onnxscript"):  # a line per graph pass, and notes on ops it leaves unfolded
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    source, name = model_source(args)
+    source = model_source(args)
+    name = source.name
     model, cfg = build(source, args.variant)
     log.info("exporting %s (%s) to %s", name, cfg.name, args.out)
     report = export_onnx(model, args.out, canvas=tuple(args.size) if args.size else None, internals=args.internals,

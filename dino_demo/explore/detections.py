@@ -31,6 +31,36 @@ class DetectionView:
         return [f"{name} {score:.2f}" for name, score in zip(self.names, self.scores)]
 
 
+@dataclass(frozen=True)
+class QueryRows:
+    """A DetectionView with one row per query slot. The official post-processing keeps the top-k
+    (query, class) pairs, so one query's box can be listed under two classes; the page shows it
+    once. index [R] the row's best detection (an index into the view, best first), query_slots [R],
+    captions [R] every class of the query with its score, best first ("cat 0.81 · dog 0.12")."""
+
+    index: np.ndarray
+    query_slots: np.ndarray
+    captions: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def row_of(self, slot: int | None) -> int | None:
+        """The row of query `slot`, None when it has none."""
+        hits = np.flatnonzero(self.query_slots == slot) if slot is not None else ()
+        return int(hits[0]) if len(hits) else None
+
+
+def query_rows(view: DetectionView) -> QueryRows:
+    """`view`'s detections grouped by query slot, in the order of each query's best detection."""
+    members: dict[int, list[int]] = {}
+    for i, slot in enumerate(view.query_slots):
+        members.setdefault(int(slot), []).append(i)
+    captions = tuple(" · ".join(f"{view.names[i]} {view.scores[i]:.2f}" for i in group) for group in members.values())
+    return QueryRows(index=np.array([group[0] for group in members.values()], dtype=np.int64),
+                     query_slots=np.array(list(members), dtype=np.int64), captions=captions)
+
+
 def select_detections(scores: np.ndarray, labels: np.ndarray, boxes: np.ndarray, query_slots: np.ndarray, *,
                       threshold: float, max_detections: int | None, class_names: tuple[str, ...],
                       category_ids: tuple[int, ...]) -> DetectionView:

@@ -4,7 +4,9 @@ the benchmarks all use.
 `run_batch` resizes HxWx3 uint8 RGB images with the official rule (`io.preprocess.prepare_batch`),
 runs the model (with the decoder's attention captured when `internals=True`), post-processes with
 the official top-k, and returns one `InferenceResult` per image, boxes in the pixels of the image
-given. `run` is the same for one image. The `explore.views` functions turn a stored result into
+given. An image the loader downscaled (`io.images.load_image(max_side=...)`) is run as it is, and
+its result remembers the size it had (`source_size`), so that results files give boxes in the
+pixels of the image as the person gave it (`io.results`). `run` is the same for one image. The `explore.views` functions turn a stored result into
 pixel-space arrays for drawing without running the model again.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ class InferenceResult:
     """One image's pass through DINO.
 
     image: [H, W, 3] uint8 RGB the boxes refer to ("original pixels"); None in a stored result,
-        which keeps a display copy instead (see `ui.store`).
+        which keeps a display copy instead (see `explore.stored`).
     image_size: (H, W) of that image.
     input_size: (h, w) the image was resized to for the model; padded_size: (h, w) of the padded
         batch the model ran on (equal to input_size for a batch of one).
@@ -48,6 +50,8 @@ class InferenceResult:
     family: for a `transformers` detector (`dino_demo.families`), what its family adds (prompt,
         token scores, views that do not apply and why); None for DINO. `output` then holds the
         same fields, filled from the family's outputs (`selection` None without a two-stage).
+    source_size: (H, W) of the image as given when `image` is a downscaled copy of it (the boxes
+        here are in `image`'s pixels; `source_scale` maps them to the image as given), else None.
     """
 
     image: np.ndarray | None
@@ -64,11 +68,27 @@ class InferenceResult:
     variant: str = ""
     model_id: str = ""
     family: FamilyDetails | None = None
+    source_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.source_size is not None and (len(self.source_size) != 2 or min(self.source_size) < 1):
+            raise ValueError(f"source_size must be (H, W) in pixels, got {self.source_size}")
 
     @property
     def size(self) -> tuple[int, int]:
         """(H, W) of the original image."""
         return self.image_size
+
+    @property
+    def given_size(self) -> tuple[int, int]:
+        """(H, W) of the image as the person gave it (before any downscaling)."""
+        return self.source_size or self.image_size
+
+    @property
+    def source_scale(self) -> tuple[float, float]:
+        """(x, y) pixels of the image as given per pixel of `image` (1.0 unless downscaled)."""
+        (given_h, given_w), (h, w) = self.given_size, self.image_size
+        return given_w / w, given_h / h
 
     @property
     def internals(self) -> DINOOutput:
@@ -101,7 +121,8 @@ StageCallback = Callable[[str, float], None]
 
 def run(model: torch.nn.Module, cfg: DINOConfig, image: np.ndarray, *, max_size: int | None = None,
         internals: bool = True, precision: str = "float32", model_id: str = "",
-        on_stage: StageCallback | None = None, prompt: str | None = None) -> InferenceResult:
+        on_stage: StageCallback | None = None, source_size: tuple[int, int] | None = None,
+        prompt: str | None = None) -> InferenceResult:
     """Detect objects in one image ([H, W, 3] uint8 RGB); see `run_batch`. A transformers detector
     (`model` a `families.load.FamilyModel`) runs through `families.inference.run`, with `prompt`
     for text-prompted families."""
@@ -109,16 +130,18 @@ def run(model: torch.nn.Module, cfg: DINOConfig, image: np.ndarray, *, max_size:
         from ..families.inference import run as run_family
 
         return run_family(model, image, prompt=prompt, max_size=max_size, internals=internals, precision=precision,
-                          model_id=model_id, on_stage=on_stage)
+                          model_id=model_id, on_stage=on_stage, source_size=source_size)
     if prompt:
         raise ValueError("DINO has fixed classes and takes no prompt")
     return run_batch(model, cfg, [image], max_size=max_size, internals=internals, precision=precision,
-                     model_id=model_id, on_stage=on_stage)[0]
+                     model_id=model_id, on_stage=on_stage,
+                     source_sizes=None if source_size is None else [source_size])[0]
 
 
 def run_batch(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray], *, max_size: int | None = None,
               internals: bool = True, precision: str = "float32", model_id: str = "",
-              on_stage: StageCallback | None = None) -> list[InferenceResult]:
+              on_stage: StageCallback | None = None,
+              source_sizes: list[tuple[int, int] | None] | None = None) -> list[InferenceResult]:
     """Detect objects in `images` (each [H, W, 3] uint8 RGB) with `model` built from `cfg`.
 
     max_size: optional cap on the longer side of the model input, below the config's own
@@ -131,10 +154,14 @@ def run_batch(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray],
         float16 kernels under "float16"). Outputs are float32 either way.
     on_stage: called with (stage, seconds) as each stage ends ("preprocess", "backbone",
         "encoder", "decoder", "postprocess", "total"), from the thread that runs the model.
+    source_sizes: per image, its (H, W) as given when the image is a downscaled copy (the
+        `LoadedImage.file_size` of `io.images.load_image`), else None; kept in the result.
     Images of different sizes are padded to a common size and masked, as officially.
     """
     if not images:
         raise ValueError("run_batch needs at least one image")
+    if source_sizes is not None and len(source_sizes) != len(images):
+        raise ValueError(f"source_sizes has {len(source_sizes)} entries for {len(images)} images")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = next(model.parameters()).device
@@ -161,9 +188,17 @@ def run_batch(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray],
             padded_size=batch.padded_size,
             detections=_to_cpu(detections[i]), output=_image_output(output, i) if internals else None,
             timings=dict(timings), backend=backend, device=str(device), class_names=names,
-            category_ids=categories, variant=cfg.name, model_id=model_id)
+            category_ids=categories, variant=cfg.name, model_id=model_id,
+            source_size=_given_size(source_sizes[i] if source_sizes else None, image))
         for i, image in enumerate(images)
     ]
+
+
+def _given_size(size: tuple[int, int] | None, image: np.ndarray) -> tuple[int, int] | None:
+    """The size as given when it differs from the array's, else None."""
+    if size is None or tuple(size) == tuple(image.shape[:2]):
+        return None
+    return int(size[0]), int(size[1])
 
 
 def _float32(obj):

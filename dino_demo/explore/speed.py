@@ -6,7 +6,7 @@
 - the transformer's feed-forward layers run in token blocks with an in-place ReLU when autograd
   is off (see `transformer.feed_forward`);
 - on the CPU, the transformer layers' linear projections use oneDNN with pre-packed weights
-  (about 15% faster than the default BLAS on this project's AMD machines), when PyTorch has it.
+  (faster than the default BLAS on this project's AMD machines: benchmarks/RESULTS.md), when PyTorch has it.
 The multi-scale deformable attention kernels are chosen separately (`dino_demo.ops`).
 The copy's state_dict is no longer the official layout: save the original, not the copy.
 """

@@ -96,7 +96,7 @@ def export_onnx(model: DINO, path: str | os.PathLike, *, canvas: tuple[int, int]
                                      output_names=names, optimize=False, verbose=False)
     # Constant folding and dead-node removal only: the exporter's own `optimize=True` adds
     # onnxscript's pattern rewriter, which (onnxscript 0.7) leaves the bounds of the Clips it makes
-    # unregistered here, an invalid file, and takes about 40% of the export time.
+    # unregistered here, an invalid file, and slows the export (benchmarks/RESULTS.md).
     onnxscript.optimizer.fold_constants(onnx_program.model)
     onnxscript.optimizer.remove_unused_nodes(onnx_program.model)
     written = onnx_program.model.opset_imports.get("")

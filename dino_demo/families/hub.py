@@ -10,16 +10,15 @@ listed in ENTRIES, and those of DINO_DEMO_ALLOWED_HF (comma-separated ids or "OR
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import env
 from ..sources.download import DownloadError, Policy, Progress, fetch_hub
+from ..sources.source import HUB_PREFIX, Source, SourceKind
 
-HUB_PREFIX = "hf:"
 ALLOWED_VARIABLE = "DINO_DEMO_ALLOWED_HF"
-_ID = re.compile(r"^hf:([A-Za-z0-9][\w.-]{0,95})/([A-Za-z0-9][\w.-]{0,95})(?:@([\w./-]{1,100}))?$")
 REQUIRED = ("config.json", "preprocessor_config.json")
 OPTIONAL = ("processor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
             "special_tokens_map.json", "generation_config.json")
@@ -72,12 +71,13 @@ ENTRIES: tuple[HubEntry, ...] = (
 _BY_ID = {entry.repo_id: entry for entry in ENTRIES}
 
 
-def parse(source: str) -> tuple[str, str]:
-    """(repo id, revision) of "hf:ORG/NAME[@REVISION]"; ValueError for anything else."""
-    match = _ID.match(str(source).strip())
-    if not match or ".." in source:
-        raise ValueError(f"{source!r} is not a Hub id: write hf:ORG/NAME or hf:ORG/NAME@REVISION")
-    return f"{match.group(1)}/{match.group(2)}", match.group(3) or "main"
+def parse(source: str | Source) -> tuple[str, str]:
+    """(repo id, revision) of "hf:ORG/NAME[@REVISION]" (as `Source.parse` reads it); ValueError for
+    anything else."""
+    parsed = Source.parse(source)
+    if parsed.kind is not SourceKind.HUB:
+        raise ValueError(f"{str(source)[:200]!r} is not a Hub id: write hf:ORG/NAME or hf:ORG/NAME@REVISION")
+    return parsed.value, parsed.revision or "main"
 
 
 def entry(repo_id: str) -> HubEntry | None:
@@ -88,7 +88,7 @@ def allowed(repo_id: str, policy: Policy) -> bool:
     """Whether `repo_id` may be downloaded under `policy` (anything outside public mode)."""
     if not policy.public or repo_id in _BY_ID:
         return True
-    patterns = [p.strip() for p in os.environ.get(ALLOWED_VARIABLE, "").split(",") if p.strip()]
+    patterns = [p.strip() for p in (env.text(ALLOWED_VARIABLE) or "").split(",") if p.strip()]
     return any(p == "*" or p == repo_id or (p.endswith("/") and repo_id.startswith(p)) for p in patterns)
 
 

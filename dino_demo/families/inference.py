@@ -31,12 +31,13 @@ NO_TOKENS = "only Grounding DINO reads a text prompt: this model has fixed class
 
 def run(handle: FamilyModel, image: np.ndarray, *, prompt: str | None = None, max_size: int | None = None,
         internals: bool = True, precision: str = "float32", model_id: str = "",
-        on_stage: StageCallback | None = None) -> InferenceResult:
+        on_stage: StageCallback | None = None, source_size: tuple[int, int] | None = None) -> InferenceResult:
     """Detect objects in one image ([H, W, 3] uint8 RGB) with a loaded family model.
 
     prompt: what to detect, for text-prompted families ("cat . remote control ."); refused for
         the others. max_size: cap on the longer side of the model input (processors that resize to
         a fixed size ignore it). internals: keep the decoder's attention and per-layer outputs.
+        source_size: (H, W) of the image as given when `image` is a downscaled copy of it.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -88,7 +89,7 @@ def run(handle: FamilyModel, image: np.ndarray, *, prompt: str | None = None, ma
         image=image, image_size=(int(height), int(width)), input_size=input_size, padded_size=padded,
         detections=_to_cpu(detections), output=output, timings=timings, backend=backend, device=str(device),
         class_names=names, category_ids=categories, variant=settings.name, model_id=model_id or handle.source,
-        family=details)
+        family=details, source_size=source_size)
 
 
 def _model_inputs(handle: FamilyModel, image: np.ndarray, prompt: str | None, max_size: int | None

@@ -14,6 +14,7 @@ import torch
 import transformers
 
 from ..sources.download import Progress
+from ..sources.source import Source, SourceKind
 from . import capture, family_of, hub
 from .base import Family
 from .op import use_op
@@ -71,16 +72,14 @@ def is_model_folder(path: str | Path) -> bool:
     return path.is_dir() and (path / CONFIG).is_file()
 
 
-def is_family_source(source: str) -> bool:
-    """Whether a model source names a transformers detector (an hf: id or a model folder)."""
-    return str(source).startswith(hub.HUB_PREFIX) or is_model_folder(source)
-
-
-def load(source: str | Path, device: str | torch.device = "cpu", *, our_op: bool = True,
+def load(source: str | Path | Source, device: str | torch.device = "cpu", *, our_op: bool = True,
          progress: Progress | None = None) -> FamilyModel:
     """A folder written by `save_pretrained`, or "hf:ORG/NAME[@REVISION]", ready for inference."""
-    source = str(source)
-    folder = hub.download(source, progress) if source.startswith(hub.HUB_PREFIX) else Path(source)
+    parsed = Source.parse(source)
+    if not parsed.is_transformers:
+        raise ValueError(f"{parsed} is not a transformers model (an hf:ORG/NAME id or a save_pretrained folder)")
+    source = str(parsed)
+    folder = hub.download(source, progress) if parsed.kind is SourceKind.HUB else parsed.path
     if not is_model_folder(folder):
         raise ValueError(f"{source} holds no {CONFIG}: not a transformers model folder")
     try:

@@ -92,7 +92,8 @@ def load_image(
                              f"{max_side} pixels, its shorter side would be {min(new_w, new_h)} pixels, under "
                              f"the {min_side}-pixel minimum)")
         array = np.asarray(Image.fromarray(array).resize((new_w, new_h), Image.Resampling.LANCZOS))
-        notes.append(f"downscaled from {w}x{h} to {new_w}x{new_h}; results are in the downscaled pixels")
+        notes.append(f"downscaled from {w}x{h} to {new_w}x{new_h} for the model; boxes are given in the "
+                     f"{w}x{h} pixels")
     return LoadedImage(array=np.ascontiguousarray(array), file_size=file_size, notes=tuple(notes))
 
 

@@ -16,11 +16,12 @@ normalized (cx, cy, w, h) of the image unless the name says `xyxy` (then origina
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .indexed_npz import array_entries, read_indexed, write_indexed
 
 SCHEMA = "dino-explorer/internals/1"
 
@@ -144,27 +145,16 @@ def internals_index(result, arrays: dict[str, np.ndarray], *, source: str = "") 
         "sizes": {"K decoder layers": result.num_layers, "Q queries": result.num_queries, "M heads": m,
                   "L levels": l, "P points": p, "N detections": len(result.detections),
                   "C classes": int(arrays["decoder_logits"].shape[-1])},
-        "arrays": {name: {"shape": list(array.shape), "dtype": str(array.dtype), "legend": meanings[name][1],
-                          "meaning": meanings[name][0]} for name, array in arrays.items()},
+        "arrays": array_entries(arrays, meanings),
     }
 
 
 def write_internals(result, path: str | Path, *, source: str = "") -> Path:
     """Write `result`'s internals to `path` (.npz, uncompressed) and return the path."""
     arrays = internals_arrays(result)
-    index = internals_index(result, arrays, source=source)
-    path = Path(path)
-    with path.open("wb") as file:
-        np.savez(file, index=np.array(json.dumps(index, indent=1)), **arrays)
-    return path
+    return write_indexed(path, internals_index(result, arrays, source=source), arrays)
 
 
 def read_internals(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     """(index, arrays) of a file `write_internals` wrote; ValueError for anything else."""
-    with np.load(path, allow_pickle=False) as file:
-        if "index" not in file.files:
-            raise ValueError(f"{path} holds no internals index")
-        index = json.loads(str(file["index"]))
-        if index.get("schema") != SCHEMA:
-            raise ValueError(f"{path} is not a {SCHEMA} file (schema {index.get('schema')!r})")
-        return index, {name: file[name] for name in file.files if name != "index"}
+    return read_indexed(path, SCHEMA, "internals")

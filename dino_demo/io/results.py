@@ -17,8 +17,9 @@ detections.json (schema "dino-explorer/detections/1"):
       ]
     }
 
-Boxes are in the pixels of each image as given (upright, after any downscaling the loader
-reports), `bbox` is COCO's [x, y, width, height] of the same box; `query_slot` is the decoder
+Boxes, `width` and `height` are in the pixels of each image as given (upright: after the EXIF
+orientation; an image larger than the loader's limit is run downscaled and its boxes scaled back,
+with `input_size` the model's input), `bbox` is COCO's [x, y, width, height] of the same box; `query_slot` is the decoder
 query slot (0..num_queries-1) the detection came from; detections are best first. `source` is the
 path as given on the command line (absent for uploads), `annotated` the file name of the drawn
 copy the command line wrote; `image_id` is unique within the file.
@@ -31,13 +32,14 @@ from typing import Any
 SCHEMA = "dino-explorer/detections/1"
 
 
-def detection_records(view) -> list[dict[str, Any]]:
+def detection_records(view, scale: tuple[float, float] = (1.0, 1.0)) -> list[dict[str, Any]]:
     """One record per detection of an `explore.views.DetectionView` (any object with boxes,
-    scores, categories, query_slots and names)."""
+    scores, categories, query_slots and names), boxes multiplied by `scale` (x, y)."""
     records = []
+    sx, sy = scale
     for box, score, category, slot, name in zip(view.boxes, view.scores, view.categories, view.query_slots,
                                                 view.names):
-        x0, y0, x1, y1 = (float(v) for v in box)
+        x0, y0, x1, y1 = (float(v) * k for v, k in zip(box, (sx, sy, sx, sy)))
         records.append({
             "label": name, "category_id": int(category), "score": round(float(score), 5),
             "box_xyxy": [round(v, 2) for v in (x0, y0, x1, y1)],
@@ -47,17 +49,21 @@ def detection_records(view) -> list[dict[str, Any]]:
     return records
 
 
-def image_record(result, view, *, image_id: int, file_name: str = "", source: str | None = None) -> dict[str, Any]:
-    """The entry of one image: its size, the model input size and its detections (`view`, an
-    `explore.views.DetectionView` of `result`, an `explore.inference.InferenceResult`)."""
-    height, width = result.size
+def image_record(result, view, *, image_id: int, file_name: str = "", source: str | None = None,
+                 given_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The entry of one image: its size as given, the model input size and its detections (`view`,
+    an `explore.views.DetectionView` of `result`, an `explore.inference.InferenceResult` or
+    `export.runtime.OnnxResult`), in the pixels of the image as given: `given_size` (H, W), else
+    the result's `source_size`, is the size before the loader downscaled it (boxes are scaled back)."""
+    ran_h, ran_w = result.size
+    height, width = given_size or getattr(result, "source_size", None) or result.size
     record = {"image_id": int(image_id), "file_name": file_name}
     if source is not None:
         record["source"] = source
     record.update({
         "width": width, "height": height,
         "input_size": {"width": int(result.input_size[1]), "height": int(result.input_size[0])},
-        "detections": detection_records(view),
+        "detections": detection_records(view, (width / ran_w, height / ran_h)),
     })
     return record
 

@@ -183,6 +183,8 @@ FLAVOURS: dict[str, dict] = {
     "official": {},
     # detrex: position encoding as Deformable DETR's, a class and box head per decoder layer.
     "detrex": {"pe_temperature": 10000.0, "pe_offset": -0.5, "shared_heads": False},
+    # detrex's 24-epoch R50 config goes back to DAB-DETR's position encoding (temperature 20, offset 0).
+    "detrex-dab-pe": {"pe_temperature": 20.0, "pe_offset": 0.0, "shared_heads": False},
     # MMDetection's DINO configs, and its "improved" one with detrex's position encoding.
     "mmdet": {"shared_heads": False, "box_eps": 1e-5},
     "mmdet-improved": {"pe_temperature": 10000.0, "pe_offset": -0.5, "shared_heads": False, "box_eps": 1e-5},

@@ -18,8 +18,20 @@ from .box_ops import inverse_sigmoid
 
 @dataclass
 class DenoisingQueries:
-    """content [B, pad_size, D] label embeddings; anchors_unsigmoid [B, pad_size, 4];
-    attn_mask [pad_size + Q, pad_size + Q] bool, True where attention is blocked."""
+    """The contrastive denoising queries of a batch, laid out as the official code lays them out:
+    `num_groups` groups of 2 * `max_targets` slots, each group's positives (slots 0..max_targets-1
+    of the group) before its negatives; in each half, an image's targets in order, then padding.
+
+    content: [B, pad_size, D] label embeddings of the noised class ids (zeros on padding).
+    anchors_unsigmoid: [B, pad_size, 4] inverse sigmoid of the noised boxes (zeros on padding,
+        i.e. the box (0.5, 0.5, 0.5, 0.5) for the decoder).
+    attn_mask: [pad_size + Q, pad_size + Q] bool, True where attention is blocked.
+    labels: [B, pad_size] int64 noised class ids fed to the label embedding (-1 on padding).
+    boxes: [B, pad_size, 4] noised boxes, normalized cxcywh, before the inverse sigmoid (0.5 on
+        padding, what the decoder sees there).
+    target_index: [B, pad_size] int64 the target each slot copies (-1 on padding).
+    positive: [pad_size] bool, True for the positive slots (the same for every image).
+    """
 
     content: torch.Tensor
     anchors_unsigmoid: torch.Tensor
@@ -27,6 +39,10 @@ class DenoisingQueries:
     pad_size: int
     num_groups: int
     max_targets: int
+    labels: torch.Tensor
+    boxes: torch.Tensor
+    target_index: torch.Tensor
+    positive: torch.Tensor
 
 
 def num_denoising_groups(dn_number: int, max_targets: int) -> int:
@@ -46,7 +62,16 @@ def make_denoising_queries(
     box_noise_scale: float,
     generator: torch.Generator | None = None,
 ) -> DenoisingQueries:
-    """Build the noised queries for a batch of targets (labels [n] int64, boxes [n, 4] cxcywh)."""
+    """Build the noised queries for a batch of targets (labels [n] int64, boxes [n, 4] normalized
+    cxcywh).
+
+    The random numbers are drawn with the same calls, shapes and dtypes, in the same order, as the
+    official `prepare_for_cdn`: so after `torch.manual_seed(s)` (and `generator=None`) the labels,
+    boxes and mask equal the official ones for the same seed, bit for bit, on the same device:
+    1. label noise (ratio > 0): one uniform number per noised copy; the copies below ratio / 2
+       are flipped, and only those draw a replacement class in [0, num_classes);
+    2. box noise (scale > 0): a random sign, then a uniform magnitude, per copy and coordinate.
+    """
     device = label_enc.weight.device
     counts = [len(t["labels"]) for t in targets]
     batch, max_targets = len(targets), max(counts, default=0)
@@ -54,8 +79,8 @@ def make_denoising_queries(
     pad_size = 2 * groups * max_targets
     dim = label_enc.weight.shape[1]
 
-    labels = torch.cat([t["labels"] for t in targets]).to(device)
-    boxes = torch.cat([t["boxes"] for t in targets]).to(device).float()
+    labels = torch.cat([t["labels"] for t in targets]).to(device=device, dtype=torch.long)
+    boxes = torch.cat([t["boxes"].reshape(-1, 4) for t in targets]).to(device).float()
     image_ids = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(counts)]).to(device)
     total = len(labels)
     # Layout of the noised copies: for each group, all positives then all negatives.
@@ -63,33 +88,43 @@ def make_denoising_queries(
     noised_labels = labels.repeat(copies)
     noised_boxes = boxes.repeat(copies, 1)
 
-    if label_noise_ratio > 0 and total:
-        flip = torch.rand(noised_labels.shape, device=device, generator=generator) < label_noise_ratio * 0.5
-        random_labels = torch.randint(0, num_classes, noised_labels.shape, device=device, generator=generator)
-        noised_labels = torch.where(flip, random_labels, noised_labels)
+    if label_noise_ratio > 0:
+        draw = torch.rand(noised_labels.shape, device=device, generator=generator)
+        flipped = torch.nonzero(draw < label_noise_ratio * 0.5).view(-1)
+        replacement = torch.randint(0, num_classes, flipped.shape, device=device, generator=generator)
+        noised_labels = noised_labels.scatter(0, flipped, replacement)
 
-    if box_noise_scale > 0 and total:
+    is_negative = (torch.arange(copies, device=device) % 2 == 1).repeat_interleave(total)
+    if box_noise_scale > 0:
         half_wh = noised_boxes[:, 2:] / 2
         corners = torch.cat([noised_boxes[:, :2] - half_wh, noised_boxes[:, :2] + half_wh], -1)
         diff = torch.cat([half_wh, half_wh], -1)
-        sign = torch.randint(0, 2, noised_boxes.shape, device=device, generator=generator).float() * 2 - 1
+        sign = torch.randint(0, 2, noised_boxes.shape, device=device, dtype=torch.float32, generator=generator) * 2 - 1
         magnitude = torch.rand(noised_boxes.shape, device=device, generator=generator)
-        is_negative = (torch.arange(copies, device=device) % 2 == 1).repeat_interleave(total)
         magnitude = magnitude + is_negative[:, None].float()
         corners = (corners + sign * magnitude * diff * box_noise_scale).clamp(0.0, 1.0)
         noised_boxes = torch.cat([(corners[:, :2] + corners[:, 2:]) / 2, corners[:, 2:] - corners[:, :2]], -1)
 
     content = torch.zeros(batch, pad_size, dim, device=device)
     anchors = torch.zeros(batch, pad_size, 4, device=device)
+    slot_labels = torch.full((batch, pad_size), -1, dtype=torch.long, device=device)
+    slot_boxes = torch.full((batch, pad_size, 4), 0.5, device=device)
+    target_index = torch.full((batch, pad_size), -1, dtype=torch.long, device=device)
     within_image = torch.cat([torch.arange(n) for n in counts]).to(device)
     slots = torch.cat([within_image + max_targets * c for c in range(copies)])
+    rows = image_ids.repeat(copies)
     # Written even when there are no targets, so that the label embedding is always part of the
     # graph (with a zero gradient then), as DistributedDataParallel expects of every parameter.
-    content[image_ids.repeat(copies), slots] = label_enc(noised_labels)
-    anchors[image_ids.repeat(copies), slots] = inverse_sigmoid(noised_boxes)
+    content[rows, slots] = label_enc(noised_labels)
+    anchors[rows, slots] = inverse_sigmoid(noised_boxes)
+    slot_labels[rows, slots] = noised_labels
+    slot_boxes[rows, slots] = noised_boxes
+    target_index[rows, slots] = within_image.repeat(copies)
+    positive = (torch.arange(pad_size, device=device) % (2 * max_targets) < max_targets) if max_targets else \
+        torch.zeros(0, dtype=torch.bool, device=device)
 
     return DenoisingQueries(content, anchors, denoising_attn_mask(pad_size, groups, num_queries, device),
-                            pad_size, groups, max_targets)
+                            pad_size, groups, max_targets, slot_labels, slot_boxes, target_index, positive)
 
 
 def denoising_attn_mask(pad_size: int, groups: int, num_queries: int, device=None) -> torch.Tensor:

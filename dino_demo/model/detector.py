@@ -1,6 +1,7 @@
 """The DINO detector: backbone -> input projections -> deformable transformer -> per-layer heads."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -10,7 +11,7 @@ from torch import nn
 from .attention import MSDeformAttn
 from .backbone import build_backbone, downsample_mask
 from .config import MIN_INPUT_SIDE, DINOConfig
-from .denoising import DenoisingQueries, make_denoising_queries
+from .denoising import DenoisingQueries, denoising_attn_mask, make_denoising_queries
 from .outputs import DenoisingOutput, DINOOutput, EncoderSelection
 from .position_encoding import PositionEmbeddingSine
 from .transformer import MLP, DeformableTransformer
@@ -81,6 +82,7 @@ class DINO(nn.Module):
         targets: list[dict[str, torch.Tensor]] | None = None,
         *,
         topk_indices: torch.Tensor | None = None,
+        denoising: DenoisingQueries | None = None,
         capture_attention: bool = False,
         timings: dict[str, float] | None = None,
     ) -> DINOOutput:
@@ -92,6 +94,9 @@ class DINO(nn.Module):
             targets: per image `labels` [n] int64 and `boxes` [n, 4] normalized cxcywh; in
                 training mode they add the contrastive denoising queries.
             topk_indices: [B, Q'] encoder token indices to use instead of the top-Q selection.
+            denoising: denoising queries to decode beside the matching queries (in any mode),
+                instead of those made from `targets` in training mode (see
+                `denoising.make_denoising_queries`; its `num_queries` must be Q').
             capture_attention: also return every decoder layer's sampling locations and weights,
                 and the encoder's input tokens (any encoder token's attention is recomputed
                 from them on demand, see `explore.encoder`).
@@ -111,9 +116,11 @@ class DINO(nn.Module):
         batch, num_selected = selection.topk_indices.shape
         queries = transformer.content_queries(batch, num_selected)
         anchors = selection.anchors_unsigmoid
-        attn_mask, dn = None, None
-        if self.training and targets is not None and self.cfg.dn_number > 0:
+        attn_mask, dn = None, denoising
+        if dn is None and self.training and targets is not None and self.cfg.dn_number > 0:
             dn = self._denoising_queries(targets, num_selected)
+        if dn is not None:
+            dn = _fit_denoising(dn, batch, num_selected)
             queries = torch.cat([dn.content, queries], 1)
             anchors = torch.cat([dn.anchors_unsigmoid, anchors], 1)
             attn_mask = dn.attn_mask
@@ -137,7 +144,8 @@ class DINO(nn.Module):
             encoder_input=features.tokens if capture_attention else None,
             denoising=None if dn is None else DenoisingOutput(
                 logits=decoded.logits[:, :, :pad], boxes=decoded.boxes[:, :, :pad], pad_size=pad,
-                num_groups=dn.num_groups, max_targets=dn.max_targets, attn_mask=dn.attn_mask),
+                num_groups=dn.num_groups, max_targets=dn.max_targets, attn_mask=dn.attn_mask,
+                references=decoded.references[:, :, :pad], queries=dn),
             timings=dict(timings) if timings is not None else {},
         )
 
@@ -189,6 +197,17 @@ def _token_positions(indices: torch.Tensor, spatial_shapes: torch.Tensor, level_
     offset = indices - level_start_index[levels]
     widths = spatial_shapes[levels, 1]
     return levels, torch.stack([offset // widths, offset % widths], -1)
+
+
+def _fit_denoising(dn: DenoisingQueries, batch: int, num_queries: int) -> DenoisingQueries:
+    """`dn` with its attention mask made for `num_queries` matching queries (fewer than configured
+    when the image has fewer encoder tokens; the mask draws no random numbers)."""
+    if dn.content.shape[:2] != (batch, dn.pad_size):
+        raise ValueError(f"denoising queries for {dn.content.shape[0]} images do not fit a batch of {batch}")
+    if dn.attn_mask.shape != (dn.pad_size + num_queries,) * 2:
+        dn = dataclasses.replace(dn, attn_mask=denoising_attn_mask(dn.pad_size, dn.num_groups, num_queries,
+                                                                   dn.attn_mask.device))
+    return dn
 
 
 def _check_inputs(images: torch.Tensor, masks: torch.Tensor) -> None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .denoising import DenoisingQueries
+
 
 @dataclass
 class EncoderSelection:
@@ -40,10 +42,14 @@ class EncoderSelection:
 class DenoisingOutput:
     """Decoder outputs of the contrastive denoising queries (training only).
 
-    logits: [K, B, pad_size, C]; boxes: [K, B, pad_size, 4].
+    logits: [K, B, pad_size, C]; boxes: [K, B, pad_size, 4] (each layer's prediction, the boxes
+    the loss sees).
+    references: [K + 1, B, pad_size, 4] the reference boxes before layer 0 (the noised anchors)
+        and after each layer (the detached boxes the next layer starts from).
     Query slots are laid out in `num_groups` groups of 2 * `max_targets` (positives first, then
     negatives); positive query t of group g is slot g * 2 * max_targets + t.
     attn_mask: [pad_size + Q, pad_size + Q] bool, True where attention is blocked.
+    queries: the denoising queries that were decoded (noised labels and boxes, slot layout).
     """
 
     logits: torch.Tensor
@@ -52,6 +58,8 @@ class DenoisingOutput:
     num_groups: int
     max_targets: int
     attn_mask: torch.Tensor
+    references: torch.Tensor
+    queries: "DenoisingQueries"
 
 
 @dataclass

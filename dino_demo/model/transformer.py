@@ -35,7 +35,7 @@ def feed_forward(x: torch.Tensor, linear1: nn.Linear, linear2: nn.Linear, dropou
 
     With `chunk` and no autograd (inference), tokens go through in blocks of `chunk` rows with an
     in-place ReLU, so that the [tokens, ffn_dim] intermediate stays in cache instead of being
-    allocated whole (about 180 MB per encoder layer at 800x1066). Same arithmetic per row.
+    allocated whole (one per encoder layer; see benchmarks/RESULTS.md). Same arithmetic per row.
     """
     if chunk is None or torch.is_grad_enabled() or dropout.training:
         return dropout(linear2(dropout(F.relu(linear1(x)))))

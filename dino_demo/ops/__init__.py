@@ -3,7 +3,7 @@
 `ms_deform_attn` takes the official argument layouts and runs one of four implementations:
 
 - "cpu-kernel" / "cuda-kernel": the fused kernels in `csrc/`, compiled on the first call for a
-  device type and cached on disk (see `extension`; `python -m dino_demo.ops.build` builds ahead
+  device type and cached on disk (see `extension`; `python -m dino_demo build-ops` builds ahead
   of time);
 - "triton": the Triton kernels in `triton_kernels.py`, for GPUs where the CUDA kernel cannot be
   compiled (no nvcc, no C++ compiler), or on CPU tensors in Triton's interpreter (see
@@ -21,11 +21,11 @@ or `use_backend(...)`: "auto" (compiled kernel, else Triton on CUDA, else the re
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Sequence
 
 import torch
 
+from .. import env
 from . import extension, registration, triton_backend
 from .reference import ms_deform_attn_reference
 from .validation import check_inputs, check_level_shapes, check_levels
@@ -149,9 +149,7 @@ def _choice() -> tuple[str, str]:
     """The chosen backend and what chose it."""
     if _chosen is not None:
         return _chosen, f'use_backend("{_chosen}")'
-    name = os.environ.get("DINO_DEMO_OP") or "auto"
-    if name not in BACKEND_CHOICES:
-        raise ValueError(f"DINO_DEMO_OP must be one of {BACKEND_CHOICES}, got {name!r}")
+    name = env.choice("DINO_DEMO_OP", BACKEND_CHOICES, "auto")
     return name, f"DINO_DEMO_OP={name}"
 
 

@@ -50,6 +50,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
+from .. import env
 from ..checksum import file_sha256 as _sha256
 from ..checksum import record_path, recorded_sha256, write_record
 from ..paths import CSRC_DIR, cache_dir
@@ -208,7 +209,7 @@ def _missing_toolchain(kind: str) -> str | None:
     """What is missing to compile the `kind` library, or None."""
     if kind == "cuda" and _cuda_home() is None:
         return "nvcc not found (set CUDA_HOME)"
-    compiler = os.environ.get("CXX", "c++")
+    compiler = env.text("CXX") or "c++"
     if shutil.which(compiler) is None:
         return f"no C++ compiler ({compiler!r} not found)"
     if not _cpp_extension().is_ninja_available():
@@ -262,7 +263,7 @@ def _cpp_extension():
     Without CUDA_HOME, cpp_extension derives the CUDA root from the `nvcc` on PATH, which is wrong
     when that is a wrapper script outside the toolkit (e.g. /usr/local/bin/nvcc).
     """
-    if "CUDA_HOME" not in os.environ and "CUDA_PATH" not in os.environ and "torch.utils.cpp_extension" not in sys.modules:
+    if env.text("CUDA_HOME") is None and env.text("CUDA_PATH") is None and "torch.utils.cpp_extension" not in sys.modules:
         default = Path("/usr/local/cuda")
         if (default / "bin" / "nvcc").exists():
             os.environ["CUDA_HOME"] = str(default)
@@ -280,7 +281,7 @@ def _cuda_home() -> str | None:
 
 def _cuda_arch_list() -> str:
     """The TORCH_CUDA_ARCH_LIST to build with, e.g. "8.6;12.0+PTX" for an RTX 3090 and an RTX 5090."""
-    configured = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    configured = env.text("TORCH_CUDA_ARCH_LIST")
     if configured:
         return configured
     if not torch.cuda.is_available():
@@ -303,7 +304,7 @@ def _build_hash(kind: str, arch_list: str | None) -> str:
     for path in sorted(CSRC.iterdir()):
         if path.is_file():
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    flags = [kind, arch_list, list(_CXX_FLAGS), list(_LD_FLAGS), list(_NVCC_FLAGS), os.environ.get("CXX", "c++")]
+    flags = [kind, arch_list, list(_CXX_FLAGS), list(_LD_FLAGS), list(_NVCC_FLAGS), env.text("CXX") or "c++"]
     versions = [torch.__version__, torch.version.cuda, sys.version_info[:2], sys.platform]
     digest.update(repr((flags, versions)).encode())
     return digest.hexdigest()[:16]

@@ -1,6 +1,6 @@
 """Compare an implementation of the op with the reference on a small random problem.
 
-Used by `python -m dino_demo.ops.build --check` for the compiled kernels, and by `triton_backend`
+Used by `python -m dino_demo build-ops --check` for the compiled kernels, and by `triton_backend`
 before the Triton kernels are first used on a device type.
 """
 from __future__ import annotations

@@ -54,22 +54,3 @@ def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
             digest.update(key.encode())
             digest.update(t.detach().to(torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Write the recipe weights as a file laid out like an official checkpoint."""
-    import argparse
-
-    from ..model.config import get_config
-    from ..model.detector import build_model
-
-    parser = argparse.ArgumentParser(prog="python -m dino_demo fixture-weights", description=main.__doc__)
-    parser.add_argument("--variant", default="dino-4scale-r50")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--salt", default=SALT)
-    args = parser.parse_args(argv)
-    model = build_model(get_config(args.variant))
-    state = recipe_state_dict(model.state_dict(), args.salt)
-    torch.save({"model": state, "args": argparse.Namespace(variant=args.variant, salt=args.salt)}, args.out)
-    print(f"{args.out}: sha256 of weights {state_dict_sha256(state)}")
-    return 0

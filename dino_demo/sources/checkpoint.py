@@ -1,9 +1,10 @@
 """Reading DINO checkpoints safely: official, detrex, MMDetection and our own files, from disk, an
-http(s) URL or the model zoo (`zoo:<id>`).
+http(s) URL, the model zoo (`zoo:<id>`) or the shipped model (`shipped`); see sources/source.py.
 
 Files are read with `torch.load(weights_only=True)`, allowing one extra class (`argparse.Namespace`,
 in official files). Metadata objects of MMDetection, detectron2 or numpy (MMDetection's `meta`,
-message hub, numpy scalars) are read as inert placeholders (`Opaque`): nothing in a file runs.
+message hub, numpy scalars) are read as inert placeholders (`Opaque`): nothing in a file runs. This
+holds for both of torch's formats: the zip archive and the legacy one MMDetection's files use.
 Foreign layouts are converted to the official one in `sources/layouts.py`, the one renaming place.
 Every file is untrusted: sizes are bounded and checked against the file's tensors on the meta
 device before a model is built.
@@ -15,6 +16,7 @@ import hashlib
 import logging
 import os
 import pickle
+import pickletools
 import re
 import urllib.parse
 import zipfile
@@ -29,10 +31,11 @@ from ..model.detector import DINO, build_model
 from . import download, layouts, zoo
 from .download import Progress
 from .layouts import Converted, LayoutError
+from .source import SHIPPED_CHECKPOINT, Source, SourceKind
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT = paths.WEIGHTS_DIR / "dino-tiny.pth"
+DEFAULT_CHECKPOINT = SHIPPED_CHECKPOINT  # found from the package: works from any working directory
 MAX_DOWNLOAD_BYTES = download.MAX_DOWNLOAD_BYTES
 # Modules whose pickled objects foreign checkpoints carry as metadata; they load as Opaque.
 _METADATA_MODULES = ("mmengine.", "mmdet.", "mmcv.", "detectron2.", "fvcore.", "detrex.", "omegaconf.", "iopath.",
@@ -120,13 +123,36 @@ def _metadata_stand_ins(path: Path) -> list[str]:
     """The globals a file needs beyond weights_only's and argparse.Namespace, when all are known
     metadata types (read as `Opaque`); else none, and loading refuses the file."""
     try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # not a zip checkpoint, or unreadable: no stand-ins
+        if zipfile.is_zipfile(path):
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        else:
+            names = _legacy_unsafe_globals(path)
+    except Exception:  # unreadable, or pickle operations the scan does not know: no stand-ins
         return []
     names = [name for name in names if name != "argparse.Namespace"]
     ok = all(re.fullmatch(r"[A-Za-z_][\w.]*", n) and (n in _NUMPY_GLOBALS or n.startswith(_METADATA_MODULES))
              for n in names)
     return names if ok else []
+
+
+def _legacy_unsafe_globals(path: Path) -> list[str]:
+    """What `torch.serialization.get_unsafe_globals_in_checkpoint` says of a zip checkpoint, for
+    torch's legacy (non-zip) format, which MMDetection's published files use: the globals its main
+    pickle names beyond weights_only's, read from the pickle's text without running any of it.
+
+    The legacy format is four pickles in a row (magic number, protocol version, system info, the
+    object with its storages as persistent ids) followed by the raw storages; the first three hold
+    plain values only and are skipped.
+    """
+    from torch import _weights_only_unpickler as unpickler
+
+    with open(path, "rb") as file:
+        for _ in range(3):
+            for _ in pickletools.genops(file):  # reads up to and including the pickle's STOP
+                pass
+        found = unpickler.get_globals_in_pkl(file)
+    safe = set(unpickler._get_allowed_globals()) | set(unpickler._get_user_allowed_globals())
+    return sorted(found - safe)
 
 
 def convert_checkpoint(checkpoint: dict, flavour: str | None = None) -> Converted:
@@ -239,25 +265,28 @@ def check_fits(cfg: DINOConfig, state_dict: dict[str, torch.Tensor], source: str
 
 
 # -- the public entry points --------------------------------------------------------------------
-def resolve_source(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
-                   progress: Progress | None = None) -> Path:
-    """A local file for a checkpoint source: a path, an http(s) URL (downloaded into the cache
-    once) or `zoo:<id>` (see sources/zoo.py)."""
-    text = str(source)
-    if text.startswith(zoo.ZOO_PREFIX):
-        return zoo.resolve(text, progress)
-    if re.match(r"(?i)https?://", text):
+def resolve_source(source: str | os.PathLike | Source, cache_dir: str | os.PathLike | None = None,
+                   sha256: str | None = None, progress: Progress | None = None) -> Path:
+    """A local file for a checkpoint source (see `Source.parse`): a path, `shipped`, an http(s) URL
+    (downloaded into the cache once) or `zoo:<id>` (see sources/zoo.py)."""
+    source = Source.parse(source)
+    if source.kind is SourceKind.ZOO:
+        return zoo.resolve(source.value, progress)
+    if source.kind is SourceKind.URL:
         cache = Path(cache_dir) if cache_dir else paths.url_checkpoints_dir()
-        return download.fetch_url(text, cache / url_file_name(text), sha256=sha256, progress=progress,
-                                  cache_folders=zoo.cache_folders())
-    return Path(source)
+        return download.fetch_url(source.value, cache / url_file_name(source.value), sha256=sha256,
+                                  progress=progress, cache_folders=zoo.cache_folders())
+    if source.kind in (SourceKind.SHIPPED, SourceKind.FILE):
+        return source.path
+    raise CheckpointError(f"{source} is not a checkpoint file: {source.kind.value} sources are loaded by "
+                          "explore.models.build")
 
 
-def load_model(source: str | os.PathLike, variant: str | None = None, device: str | torch.device = "cpu",
+def load_model(source: str | os.PathLike | Source, variant: str | None = None, device: str | torch.device = "cpu",
                cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
                progress: Progress | None = None, flavour: str | None = None) -> tuple[DINO, DINOConfig]:
-    """Build the right DINO for a checkpoint (path, http(s) URL or `zoo:<id>`) and load it with
-    strict=True.
+    """Build the right DINO for a checkpoint (path, `shipped`, http(s) URL or `zoo:<id>`) and load
+    it with strict=True.
 
     Official, detrex and MMDetection layouts are recognised from the keys and converted; the model
     computes as the weights' code base did (its flavour; `flavour` overrides it). `variant`
@@ -281,11 +310,12 @@ class LoadedCheckpoint:
     entry: zoo.ZooEntry | None
 
 
-def open_checkpoint(source: str | os.PathLike, variant: str | None = None,
+def open_checkpoint(source: str | os.PathLike | Source, variant: str | None = None,
                     cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
                     progress: Progress | None = None, flavour: str | None = None) -> LoadedCheckpoint:
     """What `load_model` does, keeping what `convert` writes down: the conversion and the file."""
-    entry = zoo.get(str(source)) if str(source).startswith(zoo.ZOO_PREFIX) else None
+    source = Source.parse(source)
+    entry = zoo.get(source.value) if source.kind is SourceKind.ZOO else None
     path = resolve_source(source, cache_dir, sha256, progress)
     model, cfg, converted = model_from_checkpoint(read_checkpoint(path), path.name, variant,
                                                   flavour or (entry.flavour if entry else None), entry)

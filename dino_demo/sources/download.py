@@ -43,7 +43,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from ..checksum import file_sha256, record_path, recorded_sha256, remember, write_record
-from ..env import positive_number
+from .. import env
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,19 @@ DEADLINE_VARIABLE = "DINO_DEMO_DOWNLOAD_DEADLINE"
 PUBLIC_DEADLINE_S = 600.0
 OFFLINE_VARIABLES = ("DINO_DEMO_OFFLINE", "HF_HUB_OFFLINE")
 MAX_DOWNLOAD_BYTES = 2 * 1024**3
+# A host that opens no connection in this time counts as unreachable (instead of waiting out the
+# read timeout, or a download library's retries).
+CONNECT_TIMEOUT_S = 5.0
 PUBLIC_QUOTA_BYTES = 10 * 1024**3
 # What a visitor of a public server reads for every network failure (no port-scan oracle).
 GENERIC_FAILURE = "the download failed (the address is not allowed or did not answer as expected)"
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 1 << 20
 USER_AGENT = "dino-explorer"
+# Hosts the model zoo downloads from and the hosts their downloads redirect to (the Hub and GitHub
+# serve files from CDNs): the default allow-list of a public server. ".x" means x's subdomains.
+ZOO_HOSTS = ("huggingface.co", ".huggingface.co", ".hf.co", "github.com", ".githubusercontent.com",
+             "download.openmmlab.com")
 
 
 class DownloadError(ValueError):
@@ -69,8 +76,25 @@ class DownloadError(ValueError):
     the person who asked for it."""
 
 
+class Unreachable(DownloadError):
+    """No connection to the host opened: this machine is offline, or the host is down. The
+    message is one short line naming the host."""
+
+    def __init__(self, host: str, reason: str):
+        super().__init__(f"{host} is unreachable ({reason}): this machine looks offline, or the host is down")
+        self.host = host
+
+
 class _Failure(Exception):
     """Internal: a network failure whose detail a public server keeps to its log."""
+
+
+class _HostUnreachable(_Failure):
+    """Internal: no connection opened (name not resolved, refused, no route, no answer in time)."""
+
+    def __init__(self, host: str, reason: str):
+        super().__init__(f"{host} is unreachable ({reason})")
+        self.host, self.reason = host, reason
 
 
 @dataclass(frozen=True)
@@ -92,18 +116,17 @@ class Policy:
     @classmethod
     def from_env(cls, **overrides) -> "Policy":
         """The policy the environment asks for (see the module docstring)."""
-        env = os.environ
-        public = bool(env.get("SPACE_ID")) or env.get(PUBLIC_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
-        hosts_setting = env.get(HOSTS_VARIABLE, "").strip()
+        public = bool(env.text("SPACE_ID")) or env.flag(PUBLIC_VARIABLE)
+        hosts_setting = (env.text(HOSTS_VARIABLE) or "").strip()
         if hosts_setting == "*":
             hosts = None
         elif hosts_setting:
             hosts = frozenset(h.strip().lower() for h in hosts_setting.split(",") if h.strip())
         else:
-            hosts = _zoo_hosts() if public else None
-        quota = positive_number(QUOTA_VARIABLE)
+            hosts = frozenset(ZOO_HOSTS) if public else None
+        quota = env.positive_number(QUOTA_VARIABLE)
         quota_bytes = int(quota * 1024**3) if quota is not None else (PUBLIC_QUOTA_BYTES if public else None)
-        deadline = positive_number(DEADLINE_VARIABLE)
+        deadline = env.positive_number(DEADLINE_VARIABLE)
         values = dict(public=public, allowed_hosts=hosts, quota_bytes=quota_bytes)
         if deadline is not None:
             values["deadline_s"] = deadline
@@ -120,13 +143,7 @@ class Policy:
 
 def offline() -> bool:
     """Whether downloads are switched off (DINO_DEMO_OFFLINE or HF_HUB_OFFLINE)."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in OFFLINE_VARIABLES)
-
-
-def _zoo_hosts() -> frozenset[str]:
-    from .zoo import DOWNLOAD_HOSTS  # the zoo imports this module
-
-    return frozenset(DOWNLOAD_HOSTS)
+    return any(env.flag(v, strict=v.startswith(env.PREFIX)) for v in OFFLINE_VARIABLES)
 
 
 # -- locks -----------------------------------------------------------------------------------------
@@ -264,7 +281,7 @@ def _resolve(host: str, port: int, policy: Policy) -> str:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
-        raise _Failure(f"cannot resolve {host}: {e}") from None
+        raise _HostUnreachable(host, f"its name does not resolve: {e.args[-1] if e.args else e}") from None
     addresses = [info[4][0] for info in infos]
     if policy.public:
         inward = [a for a in addresses if not _public_address(a)]
@@ -281,7 +298,7 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
         self.address = address
 
     def connect(self):
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = _connect(self.host, self.address, self.port, self.timeout)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -292,8 +309,39 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.address = address
 
     def connect(self):
-        sock = socket.create_connection((self.address, self.port), self.timeout)
+        sock = _connect(self.host, self.address, self.port, self.timeout)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def _connect(host: str, address: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to `address`, opened within CONNECT_TIMEOUT_S (else _HostUnreachable),
+    then reading with `timeout`."""
+    try:
+        sock = socket.create_connection((address, port), min(timeout, CONNECT_TIMEOUT_S))
+    except TimeoutError:
+        raise _HostUnreachable(host, f"no answer within {min(timeout, CONNECT_TIMEOUT_S):g} s") from None
+    except OSError as e:
+        raise _HostUnreachable(host, (e.strerror or type(e).__name__).lower()) from None
+    sock.settimeout(timeout)
+    return sock
+
+
+def probe(url: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise Unreachable (one line naming the host) unless a TCP connection to the host of `url`,
+    or to the proxy configured for it, opens within `timeout` seconds."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = None if urllib.request.proxy_bypass(host) else urllib.request.getproxies().get(parts.scheme)
+    if proxy:
+        proxy_parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_parts.hostname or "", proxy_parts.port or 80
+    try:
+        address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
+        _connect(host, address, port, timeout).close()
+    except (socket.gaierror, UnicodeError) as e:
+        raise Unreachable(host, f"its name does not resolve: {e.args[-1] if e.args else e}") from None
+    except _HostUnreachable as e:
+        raise Unreachable(e.host, e.reason) from None
 
 
 def _connection(parts: urllib.parse.SplitResult, policy: Policy, timeout: float) -> tuple[http.client.HTTPConnection, str]:
@@ -387,7 +435,7 @@ def fetch_url(url: str, target: str | os.PathLike, *, sha256: str | None = None,
             os.replace(part, target)
             remember(target, digest)  # a rename keeps size and mtime: the next use reads no byte again
         except _Failure as e:
-            raise _network_error(url, str(e), policy) from None
+            raise _network_error(url, e, policy) from None
         except DownloadError as e:
             record_path(target).unlink(missing_ok=True)
             if policy.public:
@@ -398,10 +446,12 @@ def fetch_url(url: str, target: str | os.PathLike, *, sha256: str | None = None,
         return target
 
 
-def _network_error(url: str, detail: str, policy: Policy) -> DownloadError:
+def _network_error(url: str, detail: str | _Failure, policy: Policy) -> DownloadError:
     if policy.public:
         log.warning("download failed: %s: %s", url[:300], detail)
         return DownloadError(GENERIC_FAILURE)
+    if isinstance(detail, _HostUnreachable):
+        return Unreachable(detail.host, detail.reason)
     return DownloadError(f"could not download {url}: {detail}")
 
 
@@ -477,6 +527,7 @@ def fetch_hub(repo_id: str, filename: str, *, revision: str = "main", progress: 
     """A file of a Hub repository from the huggingface_hub cache, downloaded there if missing
     (resumable; honours HF_HUB_OFFLINE). Progress, the size cap and the deadline act through the
     progress hook huggingface_hub reports to."""
+    from huggingface_hub import constants as hub_constants
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     policy = policy or Policy.from_env()
@@ -491,7 +542,8 @@ def fetch_hub(repo_id: str, filename: str, *, revision: str = "main", progress: 
     if not lock.acquire(timeout=policy.deadline_s):
         raise DownloadError("another download of this file is still running; try again later")
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision,
+        probe(hub_constants.ENDPOINT)  # offline: one short error now, not after the library's retries
+        return Path(hf_hub_download(repo_id, filename, revision=revision, endpoint=hub_constants.ENDPOINT,
                                     tqdm_class=_hub_progress_class(progress, policy)))
     except DownloadError:
         raise

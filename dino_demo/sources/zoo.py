@@ -22,14 +22,14 @@ from .. import paths
 from ..model.config import FLAVOURS, VARIANTS
 from . import download
 from .download import DownloadError, Progress
+from .source import ZOO_PREFIX
 
-ZOO_PREFIX = "zoo:"
 _HUB_URL = re.compile(r"https://huggingface\.co/([\w.-]+/[\w.-]+)/resolve/([\w.-]+)/(.+)")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
-# Hosts the zoo downloads from and the hosts their downloads redirect to (the Hub and GitHub serve
-# files from CDNs): the default allow-list of a public server. ".x" means x's subdomains.
-DOWNLOAD_HOSTS = ("huggingface.co", ".huggingface.co", ".hf.co", "github.com", ".githubusercontent.com",
-                  "download.openmmlab.com")
+# Hosts the zoo downloads from (and their CDNs): the default allow-list of a public server, kept
+# with the download rules (download.py reads it; it imports nothing from here).
+DOWNLOAD_HOSTS = download.ZOO_HOSTS
 
 _DETREX = "https://github.com/IDEA-Research/detrex-storage/releases/download"
 _MMDET = "https://download.openmmlab.com/mmdetection/v3.0/dino"
@@ -45,9 +45,15 @@ class ZooEntry:
 
     variant: the architecture (a key of VARIANTS); flavour: how its code base computes (a key of
     FLAVOURS); layout: its key layout ("official", "detrex", "mmdet"); urls: direct downloads,
-    primary first; size_mb: about how large; box_ap: COCO val2017 box AP as published; sha256:
-    the file's hash when known (else the first download's is recorded); sha256_prefix: the first
-    hex digits of it that the file name publishes (MMDetection's).
+    primary first (a Hugging Face Hub URL names its revision: `.../resolve/REVISION/FILE`);
+    size_mb: about how large; box_ap: COCO val2017 box AP as published; sha256: the file's hash
+    when known, checked after every download (else the first download's is recorded and later
+    copies are checked against it); sha256_prefix: the first hex digits of it that the file name
+    publishes (MMDetection's).
+
+    A Hub entry is pinned when its URL names a commit (40 hex digits) and its sha256 is given: what
+    is downloaded is then that commit's file, checked byte for byte (a branch such as `main` can
+    move under the same URL).
     """
 
     id: str
@@ -76,6 +82,20 @@ class ZooEntry:
         for digest, length in ((self.sha256, 64), (self.sha256_prefix, None)):
             if digest is not None and not re.fullmatch(r"[0-9a-f]{%s}" % (length or "4,63"), digest):
                 raise ValueError(f"{self.id}: sha256 values are lower-case hex")
+        if self.hub_revision is not None and _COMMIT.fullmatch(self.hub_revision) and self.sha256 is None:
+            raise ValueError(f"{self.id}: a Hub URL pinned to a commit needs the file's sha256 too")
+
+    @property
+    def hub_revision(self) -> str | None:
+        """The revision the primary URL names when it is a Hugging Face Hub URL, else None."""
+        hub = _HUB_URL.fullmatch(self.urls[0])
+        return hub[2] if hub else None
+
+    @property
+    def pinned(self) -> bool:
+        """Whether what is downloaded is fixed: a Hub commit with the file's sha256, or any file
+        whose sha256 is given."""
+        return self.sha256 is not None and (self.hub_revision is None or bool(_COMMIT.fullmatch(self.hub_revision)))
 
     @property
     def file_name(self) -> str:
@@ -83,6 +103,7 @@ class ZooEntry:
 
     @property
     def source_id(self) -> str:
+        """`zoo:<id>`: the text of this entry's `Source`."""
         return f"{ZOO_PREFIX}{self.id}"
 
 
@@ -102,7 +123,10 @@ ENTRIES: tuple[ZooEntry, ...] = (
              (f"{_DETREX}/v0.2.0/dino_r50_4scale_12ep_49_2AP.pth",), 191, 49.2, 12, _APACHE_DETREX, "IDEA-Research/detrex"),
     ZooEntry("detrex-dino-5scale-r50", "DINO-5scale R50, 12 epochs (detrex)", "dino-5scale-r50", "detrex", "detrex",
              (f"{_DETREX}/v0.2.1/dino_r50_5scale_12ep.pth",), 193, 49.6, 12, _APACHE_DETREX, "IDEA-Research/detrex"),
-    ZooEntry("detrex-dino-4scale-r50-24ep", "DINO-4scale R50, 24 epochs (detrex)", "dino-4scale-r50", "detrex", "detrex",
+    # Its upstream config (projects/dino/configs/dino-resnet/dino_r50_4scale_24ep.py) sets the position
+    # encoding's temperature to 20 and offset to 0: the "detrex-dab-pe" flavour.
+    ZooEntry("detrex-dino-4scale-r50-24ep", "DINO-4scale R50, 24 epochs (detrex)", "dino-4scale-r50", "detrex-dab-pe",
+             "detrex",
              (f"{_DETREX}/v0.1.1/dino_r50_4scale_24ep.pth",), 191, 50.6, 24, _APACHE_DETREX, "IDEA-Research/detrex"),
     ZooEntry("detrex-dino-4scale-swinl-12ep", "DINO-4scale Swin-L 384, 12 epochs (detrex)", "dino-4scale-swinl",
              "detrex", "detrex", (f"{_DETREX}/v0.1.1/dino_swin_large_4scale_12ep.pth",), 876, 56.9, 12, _APACHE_DETREX,
@@ -200,7 +224,7 @@ def resolve(zoo_id: str | ZooEntry, progress: Progress | None = None, policy: do
     manual = local_path(entry)
     # A zoo file is large and trusted: its own size, not the cap for visitors' URLs, bounds it.
     policy = dataclasses.replace(policy, max_bytes=max(policy.max_bytes, 4 * entry.size_mb << 20))
-    reasons = []
+    errors: list[DownloadError] = []
     for url in entry.urls:
         hub = _HUB_URL.fullmatch(url)
         try:
@@ -213,12 +237,14 @@ def resolve(zoo_id: str | ZooEntry, progress: Progress | None = None, policy: do
             return download.fetch_url(url, manual, sha256=entry.sha256, sha256_prefix=entry.sha256_prefix,
                                       progress=progress, policy=policy, cache_folders=cache_folders())
         except DownloadError as e:
-            reasons.append(str(e))
+            errors.append(e)
     # A public server's visitors are not told its file system; its operator reads the variable.
     where = f"${paths.CACHE_VARIABLE}/zoo/{entry.file_name}" if policy.public else str(manual)
-    raise DownloadError(
-        f"could not get {entry.file_name} for {entry.id} ({'; '.join(reasons)}). To use it without a network, "
-        f"download {entry.urls[0]} yourself and put it at {where}")
+    by_hand = f"download {entry.urls[0]} yourself and put it at {where}"
+    if all(isinstance(e, download.Unreachable) for e in errors):  # offline: one short line
+        raise DownloadError(f"{errors[0]}; to use {entry.id} without a network, {by_hand}")
+    raise DownloadError(f"could not get {entry.file_name} for {entry.id} ({'; '.join(map(str, errors))}). "
+                        f"To use it without a network, {by_hand}")
 
 
 def cache_folders() -> tuple[Path, ...]:

@@ -8,7 +8,6 @@ group (NCCL for CUDA devices, Gloo on CPUs) and leaves it at the end. A plain `p
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+
+from .. import env
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,8 @@ def process_group(device: str = "cpu") -> Iterator[Process]:
     `device` is "cpu" or "cuda"; under torchrun, "cuda" means the GPU of this process's
     `LOCAL_RANK`.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    world_size = env.whole_number("WORLD_SIZE", 1)
+    rank, local_rank = env.whole_number("RANK", 0), env.whole_number("LOCAL_RANK", 0)
     where = torch.device(device)
     if where.type == "cuda" and world_size > 1:
         where = torch.device("cuda", local_rank)

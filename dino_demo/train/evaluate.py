@@ -1,15 +1,10 @@
 """COCO box AP of a DINO model (pycocotools) on a `train.data.DetectionSet` (a COCO-format folder
 or held-out synthetic scenes), through the one inference path (`explore.inference.run_batch`) and
 the one results format (`io.results`). Under data-parallel training each process predicts its
-share of the images and the main process scores them all.
-
-Command line:
-    python -m dino_demo evaluate --checkpoint weights/dino-tiny.pth --seed 1000 --count 200
-    python -m dino_demo evaluate --checkpoint runs/mine/best.pth --images val/ --annotations val.json
+share of the images and the main process scores them all (the command: `dino_demo.cli.evaluate`).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import itertools
@@ -78,30 +73,3 @@ def evaluate(model: torch.nn.Module, cfg: DINOConfig, dataset: DetectionSet, bat
             results += predict(model, cfg, list(images), [dataset.image_id(i) for i in indices], batch_size)
     results = distributed.gather(results)
     return distributed.from_main(coco_box_ap(dataset.ground_truth(), results) if distributed.is_main() else None)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from ..sources.checkpoint import load_model
-
-    parser = argparse.ArgumentParser(prog="python -m dino_demo evaluate",
-                                     description="COCO AP of a checkpoint on a COCO-format folder or held-out synthetic scenes.")
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--images", default=None, help="image folder of a COCO-format set (with --annotations)")
-    parser.add_argument("--annotations", default=None, help="its COCO annotation file")
-    parser.add_argument("--seed", type=int, default=1000, help="synthetic scenes: the set's seed")
-    parser.add_argument("--count", type=int, default=200, help="synthetic scenes: how many")
-    parser.add_argument("--size", type=int, default=None, help="synthetic scenes: size (default: the model's min_size)")
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    if (args.images is None) != (args.annotations is None):
-        parser.error("--images and --annotations go together")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model, cfg = load_model(args.checkpoint)
-    if args.images:
-        dataset = CocoDetectionSet(args.images, args.annotations)
-    else:
-        dataset = SyntheticScenes(args.seed, args.count, SceneSpec(size=args.size or cfg.min_size))
-    metrics = evaluate(model, cfg, dataset)
-    print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
-    return 0

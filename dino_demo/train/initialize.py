@@ -1,5 +1,5 @@
 """Where a training run starts: a variant from scratch, or a trained model (a model zoo id or any
-source `sources.checkpoint.load_model` reads) made to fit the data's categories; and which of a
+model source, see `sources.source`) made to fit the data's categories; and which of a
 pretrained backbone's parameters train.
 
 Fitting a trained model to new categories is the official fine-tuning
@@ -11,12 +11,11 @@ are the data's keeps its heads too.
 from __future__ import annotations
 
 from dataclasses import fields
-from pathlib import Path
 
 from torch import nn
 
-from ..sources import zoo
-from ..sources.checkpoint import load_model
+from ..sources.loader import build
+from ..sources.source import Source
 from ..io.labels import category_ids, class_names
 from ..model.config import DINOConfig, get_config
 from ..model.detector import DINO, build_model
@@ -34,12 +33,10 @@ def is_class_key(key: str) -> bool:
     return any(keyword in key for keyword in CLASS_KEYWORDS)
 
 
-def init_source(init: str) -> str:
-    """`--init` as `load_model` reads it: a bare model zoo id (`dino-4scale-r50`) becomes its
-    `zoo:` source unless a file of that name exists; anything else is passed on."""
-    if init in {entry.id for entry in zoo.ENTRIES} and not Path(init).exists():
-        return zoo.get(init).source_id
-    return init
+def init_source(init: str | Source) -> str:
+    """`--init` as the text of a model source: what `Source.parse` reads, where a bare model zoo id
+    (`dino-4scale-r50`) names its zoo entry (`zoo:dino-4scale-r50`) unless a file of that name exists."""
+    return str(Source.parse(init, bare_zoo=True))
 
 
 def fits(cfg: DINOConfig, categories: Categories) -> bool:
@@ -56,14 +53,14 @@ def with_categories(cfg: DINOConfig, categories: Categories) -> DINOConfig:
     return named if category_ids(named) == categories.ids else named.replace(category_ids=categories.ids)
 
 
-def initial_model(categories: Categories, *, init: str | None = None, variant: str = "dino-tiny",
+def initial_model(categories: Categories, *, init: str | Source | None = None, variant: str = "dino-tiny",
                   **settings) -> DINO:
     """The model a run starts from: `init` (see `init_source`) with its class heads re-sized for
     `categories` when they differ, or `variant` from scratch. `settings` are DINOConfig fields the
     run sets (denoising noise, input size)."""
     if init is None:
         return build_model(with_categories(get_config(variant), categories).replace(**settings))
-    trained, trained_cfg = load_model(init_source(init))
+    trained, trained_cfg = build(init_source(init))
     cfg = with_categories(trained_cfg, categories).replace(**settings)
     if fits(trained_cfg, categories):
         return with_run_settings(trained, cfg)

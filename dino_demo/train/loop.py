@@ -1,19 +1,13 @@
 """Train DINO with the official recipe, on your COCO-format data or on synthetic scenes, in one
-process or data-parallel under torchrun.
-
-    python -m dino_demo.train --train-images train/ --train-annotations train.json \\
-        --val-images val/ --val-annotations val.json --init weights/dino-tiny.pth --steps 2000 --out runs/mine
-    torchrun --nproc_per_node 4 -m dino_demo.train ...same options...
-    python -m dino_demo.train --out runs/tiny --steps 4000 --batch-size 4    # synthetic scenes
+process or data-parallel under torchrun (the command: `dino_demo.cli.train`).
 
 Data: with the four `--train-*`/`--val-*` options, COCO-format files with the official reading and
 augmentation (`train.data`); without them, synthetic scenes drawn in memory (scene i of the
 training seed, unaugmented: the data the shipped model was trained on), evaluated on scenes of
 `--eval-seed`.
 
-Start: `--init` a trained model (a model zoo id, or a checkpoint path or URL: any source
-`sources.checkpoint.load_model` reads) with its class heads re-sized for the data's categories and the
-official rule for a pretrained backbone (`train.initialize`); without it, `--variant` from scratch.
+Start: `--init` a trained model (a model zoo id, or any model source: see `sources.source`) with
+its class heads re-sized for the data's categories and the official rule for a pretrained backbone (`train.initialize`); without it, `--variant` from scratch.
 
 Recipe (the official DINO defaults, each an option): AdamW, learning rate 1e-4 and 1e-5 for the
 backbone, weight decay 1e-4, gradient-norm clipping 0.1, both rates divided by 10 once, after
@@ -29,11 +23,9 @@ them as they are.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
-import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -374,33 +366,3 @@ def run(job: Run) -> TrainState:
     if log:
         log.close()
     return state
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line.
-
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
-    parser = argparse.ArgumentParser(prog="python -m dino_demo.train", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--resume", default=None, help="training checkpoint to continue from (with the options that started it)")
-    hints = typing.get_type_hints(TrainConfig)
-    for spec in fields(TrainConfig):
-        flag = "--" + spec.name.replace("_", "-")
-        kind = next(t for t in typing.get_args(hints[spec.name]) or (hints[spec.name],) if t is not type(None))
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=spec.default, help=spec.metadata["help"])
-        else:
-            parser.add_argument(flag, type=kind, default=spec.default, required=spec.name == "out",
-                                help=spec.metadata["help"])
-    args = vars(parser.parse_args(argv))
-    resume = args.pop("resume")
-    return TrainConfig(**args), resume
-
-
-def main(argv: list[str] | None = None) -> int:
-    cfg, resume = parse_args(argv)
-    with distributed.process_group(cfg.device) as process:
-        state = run(prepare(cfg, resume, process))
-    if process.is_main:
-        print(json.dumps({"step": state.step, "best_ap": state.best_ap}))
-    return 0

@@ -17,13 +17,12 @@ Rules the annotations follow:
 - Class index (model label) = COCO `category_id` - 1; `category_id` runs 1..8 in the order of
   `CLASS_NAMES`, which is the order of the model's `class_names`.
 
-Command line: `python -m dino_demo synthetic --seed S --count N --size 320 --out DIR` writes
+The command `python -m dino_demo synthetic` (`dino_demo.cli.synthetic`): `python -m dino_demo synthetic --seed S --count N --size 320 --out DIR` writes
 `DIR/000000.png ...` and `DIR/annotations.json` (COCO format); `--category-ids` numbers the eight
 categories differently (a data set whose ids are not the model's, to fine-tune on).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import dataclass
@@ -282,19 +281,3 @@ def write_dataset(out: Path, seed: int, count: int, spec: SceneSpec = SceneSpec(
     coco = coco_annotations(scenes, names, category_ids)
     (out / "annotations.json").write_text(json.dumps(coco))
     return coco
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Generate a synthetic shape detection data set (COCO format).")
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--size", type=int, default=320)
-    parser.add_argument("--max-objects", type=int, default=SceneSpec.max_objects)
-    parser.add_argument("--category-ids", type=int, nargs=len(CLASS_NAMES), default=None, metavar="ID",
-                        help=f"COCO ids of {', '.join(CLASS_NAMES)} (default 1..{len(CLASS_NAMES)})")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    ids = tuple(args.category_ids) if args.category_ids else None
-    coco = write_dataset(args.out, args.seed, args.count, SceneSpec(size=args.size, max_objects=args.max_objects), ids)
-    print(f"wrote {len(coco['images'])} images, {len(coco['annotations'])} objects to {args.out}")
-

@@ -1,26 +1,29 @@
-"""The Gradio page: `build_demo()` returns the queued gr.Blocks; `launch()` serves it.
+"""The Gradio page: `build_demo()` returns the queued gr.Blocks (`build_app()` with its `Explorer`);
+`launch()` serves it, with Gradio's MCP server when asked (`DINO_DEMO_MCP=1`, `python app.py --mcp`).
 
-Layout and wiring are in `layout`, behaviour in `callbacks` (plain methods returning the views they
-change), input checks in `inputs`, the model list in `choices`, per-session state in `session`,
-the app-wide store of results in `store`.
+The components are made in `layout`, the events wired in `events`, behaviour in `callbacks` (plain
+methods of one parsed `PageEvent`, returning the views they change), the controls parsed in
+`inputs`, the model list in `choices`, per-session state in `session`, the app-wide store of
+results in `store`. What the views draw is framework-free, in `dino_demo.explore.panels`.
 """
 from __future__ import annotations
 
-import os
 import signal
 import threading
 
 import gradio as gr
 
-from .layout import build_demo
+from .. import env
+from .layout import App, build_app, build_demo
 
 MAX_UPLOAD = "50mb"
 
 
-def launch(demo: gr.Blocks | None = None, server_name: str | None = None, server_port: int | None = None,
-           **kwargs) -> gr.Blocks:
+def launch(demo: gr.Blocks | None = None, server_name: str | None = None, server_port: int | None = None, *,
+           mcp_server: bool | None = None, **kwargs) -> gr.Blocks:
     """Serve `demo` (built when not given) on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT
-    (127.0.0.1:7860 by default)."""
+    (127.0.0.1:7860 by default); `mcp_server` (default `DINO_DEMO_MCP`) also serves the API
+    endpoints as MCP tools at /gradio_api/mcp/."""
     demo = demo or build_demo()
     kwargs.setdefault("max_file_size", MAX_UPLOAD)
     if not kwargs.get("prevent_thread_lock") and threading.current_thread() is threading.main_thread():
@@ -29,8 +32,9 @@ def launch(demo: gr.Blocks | None = None, server_name: str | None = None, server
         signal.signal(signal.SIGTERM, _interrupt)
     try:
         demo.launch(
-            server_name=server_name or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-            server_port=server_port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+            server_name=server_name or env.text("GRADIO_SERVER_NAME") or "127.0.0.1",
+            server_port=server_port or env.whole_number("GRADIO_SERVER_PORT", 7860),
+            mcp_server=env.mcp_server() if mcp_server is None else mcp_server,
             **kwargs,
         )
     except KeyboardInterrupt:  # interrupted while starting, before Gradio's own handler took over
@@ -42,4 +46,4 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-__all__ = ["build_demo", "launch"]
+__all__ = ["App", "build_app", "build_demo", "launch"]

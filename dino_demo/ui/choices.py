@@ -11,27 +11,24 @@ the shipped model (which works offline).
 """
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..explore.models import UNTRAINED_PREFIX
-from ..families import hub
-from ..families.load import is_model_folder
+from .. import env
 from ..sources import zoo
 from ..sources.checkpoint import DEFAULT_CHECKPOINT
+from ..sources.source import HUB_PREFIX, SHIPPED_TEXT, UNTRAINED_PREFIX, ZOO_PREFIX, Source, SourceKind
 from ..model.config import VARIANTS, DINOConfig
 from ..paths import PROJECT_ROOT, WEIGHTS_DIR, url_checkpoints_dir
 from . import families_ui
 from .settings import CHECKPOINT_DIRS_VARIABLE, checkpoint_dirs, untrained_variants
 
-SHIPPED = "shipped"
+SHIPPED = SHIPPED_TEXT
 CUSTOM = "custom"
 AUTO_VARIANT = "auto"
 DEFAULT_MODEL_VARIABLE = "DINO_DEMO_MODEL"
 # The model the page offers to those who try the shipped one on a photo.
-COCO_MODEL = zoo.ZOO_PREFIX + "dino-4scale-r50"
+COCO_MODEL = ZOO_PREFIX + "dino-4scale-r50"
 
 
 @dataclass(frozen=True)
@@ -71,7 +68,7 @@ def zoo_label(status: zoo.ZooStatus) -> str:
 
 def default_choice() -> str:
     """`DINO_DEMO_MODEL` when set, else the first zoo model on this machine, else the shipped one."""
-    configured = os.environ.get(DEFAULT_MODEL_VARIABLE)
+    configured = env.text(DEFAULT_MODEL_VARIABLE)
     if configured:
         resolve(configured, "", None)  # a bad setting fails at start-up, with the reason
         return configured
@@ -79,6 +76,15 @@ def default_choice() -> str:
     if cached:
         return cached[0]
     return SHIPPED if DEFAULT_CHECKPOINT.is_file() else UNTRAINED_PREFIX + "dino-tiny"
+
+
+def variant_is_fixed(choice: str) -> bool:
+    """Whether the model menu's `choice` names its own variant (a zoo entry, an untrained variant
+    or a transformers model on the Hub), so that the variant menu has nothing to offer."""
+    try:
+        return Source.parse(choice).kind in (SourceKind.ZOO, SourceKind.UNTRAINED, SourceKind.HUB)
+    except ValueError:  # "custom", or a value the menu does not hold: resolve() reports it
+        return False
 
 
 def resolve(choice: str, checkpoint: str | None, variant: str | None) -> ModelChoice:
@@ -89,36 +95,39 @@ def resolve(choice: str, checkpoint: str | None, variant: str | None) -> ModelCh
         raise ValueError(f"Unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
     forced = VARIANTS[variant] if variant else None
     choice = str(choice or "")
-    if choice == SHIPPED:
-        return ModelChoice(str(DEFAULT_CHECKPOINT), variant, "dino-tiny (shipped)", forced or VARIANTS["dino-tiny"])
-    if choice.startswith(zoo.ZOO_PREFIX):
-        entry = zoo.get(choice)
-        return ModelChoice(entry.source_id, None, entry.name, VARIANTS[entry.variant])
-    if choice.startswith(hub.HUB_PREFIX):  # a transformers detector on the Hub (dino_demo.families)
-        hub.parse(choice)
-        return ModelChoice(choice, None, choice, None)
-    if choice.startswith(UNTRAINED_PREFIX):
-        name = choice[len(UNTRAINED_PREFIX):]
-        if name not in untrained_variants():
-            raise ValueError(f"Unknown model choice {choice!r}: this app offers untrained models of "
-                             f"{', '.join(untrained_variants()) or 'no variant'}.")
-        return ModelChoice(choice, None, choice, VARIANTS[name])
     if choice == CUSTOM:
-        source = (checkpoint or "").strip()
-        if not source:
+        typed = (checkpoint or "").strip()
+        if not typed:
             raise ValueError("Enter a checkpoint path or an http(s) URL, or choose another model.")
-        if re.match(r"^https?://", source):
-            return ModelChoice(source, variant, source, forced)
-        if source.startswith(hub.HUB_PREFIX):
-            hub.parse(source)
-            return ModelChoice(source, None, source, None)
-        folder = Path(source).expanduser().resolve()
-        if is_model_folder(folder) and _allowed(folder):  # a transformers model folder (save_pretrained)
-            return ModelChoice(str(folder), None, folder.name, None)
-        return ModelChoice(local_checkpoint(source), variant, Path(source).name, forced)
+        source = Source.parse(typed)
+        if source.kind is SourceKind.FOLDER:  # a transformers model folder (save_pretrained)
+            return ModelChoice(local_model_folder(typed), None, source.name, None)
+        if source.kind is SourceKind.FILE:
+            return ModelChoice(local_checkpoint(typed), variant, source.name, forced)
+        if source.kind in (SourceKind.URL, SourceKind.HUB):
+            return ModelChoice(str(source), variant, source.name, forced)
+        return resolve(str(source), "", variant)  # shipped, zoo:ID or untrained:VARIANT typed in the box
+    if choice.lower().startswith(HUB_PREFIX):  # a transformers detector on the Hub (dino_demo.families)
+        source = Source.parse(choice)
+        return ModelChoice(str(source), None, source.name, None)
+    if choice.lower() == SHIPPED or choice.lower().startswith((ZOO_PREFIX, UNTRAINED_PREFIX)):
+        return _named(Source.parse(choice), variant, forced)
     if choice in {value for _, value in model_choices()}:
         return ModelChoice(local_checkpoint(str(PROJECT_ROOT / choice)), variant, choice, forced)
     raise ValueError(f"Unknown model choice {choice!r}; the choices are {', '.join(v for _, v in model_choices())}.")
+
+
+def _named(source: Source, variant: str | None, forced: DINOConfig | None) -> ModelChoice:
+    """The choice for the shipped model, a zoo entry or an untrained variant."""
+    if source.kind is SourceKind.SHIPPED:
+        return ModelChoice(str(source), variant, source.name, forced or VARIANTS["dino-tiny"])
+    if source.kind is SourceKind.ZOO:
+        entry = zoo.get(source.value)
+        return ModelChoice(str(source), None, entry.name, VARIANTS[entry.variant])
+    if source.value not in untrained_variants():
+        raise ValueError(f"Unknown model choice {str(source)!r}: this app offers untrained models of "
+                         f"{', '.join(untrained_variants()) or 'no variant'}.")
+    return ModelChoice(str(source), None, source.name, VARIANTS[source.value])
 
 
 def local_checkpoint(source: str) -> str:
@@ -132,6 +141,17 @@ def local_checkpoint(source: str) -> str:
                          f"Use a URL, or set {CHECKPOINT_DIRS_VARIABLE} where you run it.")
     if not path.is_file():
         raise ValueError(f"No checkpoint file at {Path(source).name!r} in the allowed folders.")
+    return str(path)
+
+
+def local_model_folder(source: str) -> str:
+    """The transformers model folder (holding config.json) a typed path names, refused as
+    `local_checkpoint` refuses files outside the allowed folders."""
+    path = Path(source).expanduser().resolve()
+    if not _allowed(path):
+        local_checkpoint(source)  # the one refusal message
+    if not (path / "config.json").is_file():
+        raise ValueError(f"The folder {Path(source).name!r} holds no config.json: not a transformers model folder.")
     return str(path)
 
 

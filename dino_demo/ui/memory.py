@@ -1,8 +1,8 @@
 """Giving freed memory back to the operating system, and reading how much the process holds.
 
 CPython and PyTorch free tensors into glibc's heap, which keeps much of it: after a failed load of
-an official R50 checkpoint the process stayed 140 MB larger (measured) until `malloc_trim` handed
-the pages back. The app calls `release_freed_memory` after dropping results or failing a load.
+an official checkpoint the process stays larger (figure in benchmarks/RESULTS.md) until
+`malloc_trim` hands the pages back. The app calls `release_freed_memory` after dropping results or failing a load.
 """
 from __future__ import annotations
 

@@ -10,20 +10,27 @@ from pathlib import Path
 
 @dataclass
 class Session:
-    """id: Gradio's session hash; folder: where this session's download files are written;
-    result_key: the store key of the current result (None before the first Detect); shared: that
-    entry is the example cache's, shared with other sessions; reused: it was computed before this
-    session's Detect (for an earlier visitor), so its timings are not of this Detect."""
+    """id: Gradio's session hash ("" until the session's first Detect names it); folder: where this
+    session's download files are written; result_key: the store key of the current result (None
+    before the first Detect); shared: that entry is the example cache's, shared with other
+    sessions; reused: it was computed before this session's Detect (for an earlier visitor), so its
+    timings are not of this Detect.
 
-    id: str
-    folder: Path
+    The page's `gr.State` starts from an empty Session (Gradio copies it for each visitor) that the
+    handlers fill in place, so that no endpoint has to return the state."""
+
+    id: str = ""
+    folder: Path | None = None
     result_key: str | None = None
     shared: bool = False
     reused: bool = False
 
     def downloads(self) -> Path:
+        if self.folder is None:
+            raise ValueError("No detection result in this session yet: press Detect (or call /detect) first.")
         self.folder.mkdir(parents=True, exist_ok=True)
         return self.folder
 
     def remove_files(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)

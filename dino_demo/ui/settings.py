@@ -3,13 +3,15 @@ the checkpoint folders on every use (so that they can change without a restart).
 
 | variable | meaning | default |
 |---|---|---|
-| `DINO_DEVICE` | where models run | `cuda` when available, else `cpu` |
-| `DINO_MODEL_CONCURRENCY` | model runs at a time (re-drawing runs alongside) | 1 |
-| `DINO_PRECISION` | `float32`, or `float16` / `bfloat16` (autocast, for GPUs) | `float32` |
-| `DINO_RESULT_BUDGET_MB` | memory for stored results, all sessions together (least recently used dropped) | 512 |
-| `DINO_CHECKPOINT_DIRS` | folders the checkpoint box may open (`:`-separated), or `any` | `weights/` and the download cache |
-| `DINO_UNTRAINED_VARIANTS` | variants offered with random weights (`,`-separated), `all` or `none` | `all`; on a Space all but Swin-L |
+| `DINO_DEMO_DEVICE` | where models run | `cuda` when available, else `cpu` |
+| `DINO_DEMO_MODEL_CONCURRENCY` | model runs at a time (re-drawing runs alongside) | 1 |
+| `DINO_DEMO_PRECISION` | `float32`, or `float16` / `bfloat16` (autocast, for GPUs) | `float32` |
+| `DINO_DEMO_RESULT_BUDGET_MB` | memory for stored results, all sessions together (least recently used dropped) | 512 |
+| `DINO_DEMO_CHECKPOINT_DIRS` | folders the checkpoint box may open (`:`-separated), or `any` | `weights/` and the download cache |
+| `DINO_DEMO_UNTRAINED_VARIANTS` | variants offered with random weights (`,`-separated), `all` or `none` | `all`; on a Space all but Swin-L |
 | `SPACE_ID` | set by Hugging Face Spaces: the app is public | unset |
+
+The names without `DEMO_` (`DINO_DEVICE`, ...) still work, with a warning (see `dino_demo.env`).
 """
 from __future__ import annotations
 
@@ -17,13 +19,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..env import positive_number
+from .. import env
 from ..model.config import VARIANTS
 from ..paths import WEIGHTS_DIR, url_checkpoints_dir
 
-CHECKPOINT_DIRS_VARIABLE = "DINO_CHECKPOINT_DIRS"
-UNTRAINED_VARIANTS_VARIABLE = "DINO_UNTRAINED_VARIANTS"
-# Untrained Swin-L models hold 1.4 GB and take a minute per image on a CPU Space: not for visitors.
+CHECKPOINT_DIRS_VARIABLE = "DINO_DEMO_CHECKPOINT_DIRS"
+UNTRAINED_VARIANTS_VARIABLE = "DINO_DEMO_UNTRAINED_VARIANTS"
+# Untrained Swin-L models hold 1.4 GB and are slow on a CPU Space: not for visitors.
 LARGE_VARIANTS = ("dino-4scale-swinl", "dino-5scale-swinl")
 
 
@@ -42,24 +44,23 @@ class AppSettings:
     def from_env(cls) -> "AppSettings":
         import torch
 
-        device = os.environ.get("DINO_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-        precision = os.environ.get("DINO_PRECISION") or "float32"
-        if precision not in ("float32", "float16", "bfloat16"):
-            raise ValueError(f"DINO_PRECISION must be float32, float16 or bfloat16, got {precision!r}")
-        return cls(device=device, model_concurrency=positive_number("DINO_MODEL_CONCURRENCY", 1, integer=True),
-                   result_budget_mb=positive_number("DINO_RESULT_BUDGET_MB", 512, integer=True), precision=precision)
+        device = env.text("DINO_DEMO_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+        precision = env.choice("DINO_DEMO_PRECISION", ("float32", "float16", "bfloat16"), "float32")
+        return cls(device=device, model_concurrency=env.positive_number("DINO_DEMO_MODEL_CONCURRENCY", 1, integer=True),
+                   result_budget_mb=env.positive_number("DINO_DEMO_RESULT_BUDGET_MB", 512, integer=True),
+                   precision=precision)
 
 
 def on_space() -> bool:
     """Whether the app runs on Hugging Face Spaces (`SPACE_ID` is set there): a public page."""
-    return bool(os.environ.get("SPACE_ID"))
+    return bool(env.text("SPACE_ID"))
 
 
 def checkpoint_dirs() -> tuple[Path, ...] | None:
     """Folders (symlinks resolved) whose files the app opens as checkpoints, None for any file:
-    `DINO_CHECKPOINT_DIRS`, by default weights/ and the download cache, so that the page cannot
+    `DINO_DEMO_CHECKPOINT_DIRS`, by default weights/ and the download cache, so that the page cannot
     make the server open its other files."""
-    setting = os.environ.get(CHECKPOINT_DIRS_VARIABLE)
+    setting = env.text(CHECKPOINT_DIRS_VARIABLE)
     if setting is None:
         return (WEIGHTS_DIR.resolve(), url_checkpoints_dir().resolve())
     if setting.strip().lower() == "any":
@@ -68,9 +69,9 @@ def checkpoint_dirs() -> tuple[Path, ...] | None:
 
 
 def untrained_variants() -> tuple[str, ...]:
-    """Variants the page offers with random weights (`DINO_UNTRAINED_VARIANTS`): all of them on
+    """Variants the page offers with random weights (`DINO_DEMO_UNTRAINED_VARIANTS`): all of them on
     your own machine, all but the large Swin-L ones on a Space."""
-    setting = os.environ.get(UNTRAINED_VARIANTS_VARIABLE)
+    setting = env.text(UNTRAINED_VARIANTS_VARIABLE)
     if setting is None:
         return tuple(v for v in VARIANTS if not (on_space() and v in LARGE_VARIANTS))
     if setting.strip().lower() == "all":

@@ -1,75 +1,27 @@
 """The results the page re-draws from, kept in one app-wide store with a memory budget.
 
-Each Detect stores one `StoredResult`: the inference result in compact form (`compact`), its
-drawing canvas, the uploaded file's name. Sessions hold only the key. When the stored results
+Each Detect stores one `explore.stored.StoredResult` (the inference result in compact form, its
+drawing canvas, the uploaded file's name). Sessions hold only the key. When the stored results
 together exceed the budget, the least recently used are dropped, whichever session they belong
 to; a session whose result was dropped is told to press Detect again (`ResultExpired`).
 
-What a stored official R50 result at 800x1066 holds (measured): the canvas 2.6 MB, sampling
-locations 5.5 MB and weights 2.8 MB, per-layer logits 2.0 MB, the encoder memory 9.1 MB in float16
-(18.2 MB in float32), the encoder's input 18.2 MB (kept in float32: the Encoder view recomputes
-any token's attention from it, see `explore.encoder`), the rest under 1 MB.
+A stored result holds the drawing canvas, the sampling locations and weights, the per-layer
+logits, the encoder memory in float16 and the encoder's input in float32 (the Encoder view
+recomputes any token's attention from it, see `explore.encoder`); what each takes for an official
+R50 is in benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
-import dataclasses
 import threading
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
 
-import numpy as np
-import torch
-
-from ..explore.inference import InferenceResult
-from ..explore.visualize import display_canvas
+from ..explore.stored import StoredResult
 from .memory import release_freed_memory
-from .choices import ModelChoice
 
 
 class ResultExpired(ValueError):
     """The session's result is no longer stored (dropped to stay within the memory budget)."""
-
-
-@dataclass(eq=False)
-class StoredResult:
-    """result: the inference result; canvas: the image the views are drawn on and `scale`, its
-    pixels per image pixel (see `explore.visualize.display_canvas`); file_name: the upload's name;
-    max_input: the cap on the model input's longer side the result was computed with; model: the
-    model that made it (the encoder view re-runs it), None when unknown; encoder_layers: that
-    model's number of encoder layers (the encoder view's layer choice, known without the model)."""
-
-    result: InferenceResult
-    canvas: np.ndarray
-    scale: float
-    file_name: str = ""
-    max_input: int | None = None
-    model: ModelChoice | None = None
-    encoder_layers: int = 0
-
-    @classmethod
-    def of(cls, result: InferenceResult, file_name: str = "", max_input: int | None = None,
-           model: ModelChoice | None = None, encoder_layers: int = 0) -> "StoredResult":
-        canvas, scale = display_canvas(result.image)
-        return cls(compact(result), canvas, scale, file_name, max_input, model, encoder_layers)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the arrays and tensors of this entry."""
-        return _nbytes(self.result) + self.canvas.nbytes
-
-
-def compact(result: InferenceResult) -> InferenceResult:
-    """`result` as the store keeps it: without the full-size image (the canvas is the copy the
-    views draw on; an upload of 4096 x 4096 pixels would otherwise hold 50 MB), and with the
-    outputs no view draws from in float16 (the encoder memory and the decoder features)."""
-    output = result.internals
-    half = {name: getattr(output, name).half() for name in HALF_PRECISION_OUTPUTS}
-    return dataclasses.replace(result, image=None, output=dataclasses.replace(output, **half))
-
-
-# DINOOutput fields that no view draws from: stored in float16.
-HALF_PRECISION_OUTPUTS = ("memory", "decoder_features")
 
 
 class ResultStore:
@@ -128,18 +80,3 @@ class ResultStore:
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
-
-
-def _nbytes(obj) -> int:
-    """Bytes of every tensor and array reachable through dataclass fields, tuples and dicts."""
-    if isinstance(obj, torch.Tensor):
-        return obj.element_size() * obj.nelement()
-    if isinstance(obj, np.ndarray):
-        return obj.nbytes
-    if dataclasses.is_dataclass(obj):
-        return sum(_nbytes(getattr(obj, f.name)) for f in dataclasses.fields(obj))
-    if isinstance(obj, (tuple, list)):
-        return sum(_nbytes(item) for item in obj)
-    if isinstance(obj, dict):
-        return sum(_nbytes(item) for item in obj.values())
-    return 0

@@ -1,6 +1,6 @@
 """Build the compiled ops ahead of time, into the cache the first op call would use.
 
-    python -m dino_demo.ops.build [--cuda] [--check]
+    python -m dino_demo build-ops [--cuda] [--check]
 
 Builds the CPU library, and the CUDA library when a GPU is visible (and nvcc is found).
 `--cuda` compiles the CUDA sources even without a GPU (architectures from TORCH_CUDA_ARCH_LIST,
@@ -12,21 +12,18 @@ Exits 1 when a build that was asked for fails or a check does not match, else 0.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 
 import torch
 
-from . import extension
-from .selfcheck import compare_with_reference
+from ..ops import extension
+from ..ops.selfcheck import compare_with_reference
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dino_demo.ops.build", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dino_demo build-ops", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cuda", action="store_true", help="compile the CUDA kernels even without a GPU")
     parser.add_argument("--check", action="store_true", help="compare the built kernels with the reference")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     wanted = {"cpu": extension.load("cpu")}
     if args.cuda or torch.cuda.is_available():
@@ -47,7 +44,3 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{kind}: check {'passed' if problem is None else 'FAILED, ' + problem}")
             failed |= problem is not None
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

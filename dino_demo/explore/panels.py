@@ -1,24 +1,31 @@
 """The values of the page's views for one stored result: images drawn with `explore.figures`,
-tables and short texts. Plain functions of a `StoredResult` and parsed options, used by the
-callbacks; no Gradio components are created here except the table's highlight."""
+tables (pandas) and short Markdown texts. Plain functions of a `StoredResult` and the options of
+`explore.options`; no UI framework here (the page, `dino_demo.ui`, puts these into components)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from ..explore.encoder import EncoderToken, TokenAttention, level_grid
-from ..explore.figures import (
+from .detections import query_rows
+from .encoder import EncoderToken, TokenAttention, level_grid
+from .figures import (
     LayerPanel,
     ProposalHighlight,
+    render_detections,
     render_heatmaps,
     render_layer_grid,
     render_proposals,
     render_refinement,
     render_sampling,
 )
-from ..explore.views import (
+from .options import SELECTED_QUERY, HeatmapOptions, ProposalOptions, SamplingOptions
+from .refinement import look_forward_rows, look_forward_twice, render_look_forward_twice
+from .selection import level_scores, render_score_maps, render_selection_step, selection_step
+from .stored import StoredResult
+from .views import (
     DetectionView,
     HeatmapView,
+    detection_view,
     boxes_at,
     decoder_heatmap_view,
     encoder_heatmap_view,
@@ -30,20 +37,32 @@ from ..explore.views import (
     sampling_view,
     unavailable,
 )
-from ..explore.visualize import Legend, dim, palette_color, with_legend
-from . import inputs
-from .store import StoredResult
+from .visualize import Legend, dim, palette_color, with_legend
 
 HIGHLIGHT = "background-color: #fde68a; font-weight: 600"
+TABLE_COLUMNS = ["#", "label", "score", "slot", "x0", "y0", "x1", "y1"]
+LOOK_FORWARD_COLUMNS = ["layer", "r: reference in (xyxy px)", "b: box the loss sees", "r': next reference",
+                        "max |b - r'|"]
 
 
 def detection_table(view: DetectionView, slot: int | None):
-    """The detections table, the row(s) of query `slot` highlighted (a pandas Styler)."""
-    rows = [[i + 1, name, round(float(s), 3), int(q), *[round(float(v), 1) for v in b]]
-            for i, (name, s, q, b) in enumerate(zip(view.names, view.scores, view.query_slots, view.boxes))]
-    frame = pd.DataFrame(rows, columns=["#", "label", "score", "slot", "x0", "y0", "x1", "y1"])
+    """The detections table, one row per query (its classes and scores together, best first; see
+    `detections.query_rows`), the row of query `slot` highlighted (a pandas Styler)."""
+    rows = query_rows(view)
+    frame = pd.DataFrame([[n + 1, caption, round(float(view.scores[i]), 3), int(q),
+                           *[round(float(v), 1) for v in view.boxes[i]]]
+                          for n, (i, q, caption) in enumerate(zip(rows.index, rows.query_slots, rows.captions))],
+                         columns=TABLE_COLUMNS)
     styler = frame.style.apply(lambda row: [HIGHLIGHT if row["slot"] == slot else ""] * len(row), axis=1)
     return styler.format({"score": "{:.3f}", **{c: "{:.1f}" for c in ("x0", "y0", "x1", "y1")}}).hide(axis="index")
+
+
+def detections_image(stored: StoredResult, view: DetectionView, slot: int | None) -> np.ndarray:
+    """The detections on the canvas, one box per query labelled with its classes ("cat 0.81 · dog
+    0.12"), query `slot`'s drawn on top."""
+    rows = query_rows(view)
+    return render_detections(stored.canvas, view.boxes[rows.index] * stored.scale, rows.captions,
+                             view.labels[rows.index], selected=rows.row_of(slot))
 
 
 def lineage_markdown(stored: StoredResult, slot: int, view: DetectionView, threshold: float) -> str:
@@ -73,7 +92,7 @@ def lineage_markdown(stored: StoredResult, slot: int, view: DetectionView, thres
     )
 
 
-def proposals_image(stored: StoredResult, view: DetectionView, options: inputs.ProposalOptions,
+def proposals_image(stored: StoredResult, view: DetectionView, options: ProposalOptions,
                     slot: int | None) -> np.ndarray:
     """The encoder's top-N proposals; the selected query's proposal and final box highlighted."""
     result = stored.result
@@ -101,14 +120,14 @@ def proposals_at(stored: StoredResult, top_n: int, x: float, y: float) -> list[i
     return [int(proposals.query_slots[i]) for i in boxes_at(proposals.boxes, x, y)]
 
 
-def sampling_image(stored: StoredResult, slot: int, options: inputs.SamplingOptions):
+def sampling_image(stored: StoredResult, slot: int, options: SamplingOptions):
     """(overlay, points JSON, mass table) of query `slot` in one decoder layer."""
     view = sampling_view(stored.result, slot, options.layer, options.head, options.level)
     return _attention_panels(stored, view, options, {"query_slot": slot, "layer": options.layer + 1},
                              "reference box")
 
 
-def encoder_panels(stored: StoredResult, attention: TokenAttention, options: inputs.SamplingOptions):
+def encoder_panels(stored: StoredResult, attention: TokenAttention, options: SamplingOptions):
     """(overlay, points JSON, mass table, heatmaps) of an encoder token in one encoder layer."""
     result = stored.result
     view = encoder_sampling_view(result, attention, options.layer, options.head, options.level)
@@ -121,7 +140,7 @@ def encoder_panels(stored: StoredResult, attention: TokenAttention, options: inp
                                                  f"{options.layer + 1}", view.reference_box, "the token's cell")
 
 
-def _attention_panels(stored: StoredResult, view, options: inputs.SamplingOptions, about: dict, reference_name: str):
+def _attention_panels(stored: StoredResult, view, options: SamplingOptions, about: dict, reference_name: str):
     k = stored.scale
     overlay = render_sampling(stored.canvas, view.reference_box * k, view.points * k, view.weights, view.heads,
                               view.levels, color_by=options.color_by, reference_points=view.reference_points * k,
@@ -153,11 +172,11 @@ def heatmap_figure(stored: StoredResult, heat: HeatmapView, what: str, outline: 
 
 
 def decoder_heatmaps(stored: StoredResult, view: DetectionView, slot: int | None,
-                     options: inputs.HeatmapOptions) -> np.ndarray:
+                     options: HeatmapOptions) -> np.ndarray:
     """Heatmaps of the selected query's, or of every shown detection's, decoder attention."""
     result = stored.result
     layer = f"decoder layer {options.layer + 1}"
-    if options.source == inputs.HEATMAP_SOURCES[0]:
+    if options.source == SELECTED_QUERY:
         if slot is None:
             return _message(stored, "Select a query to see its attention heatmaps.")
         heat = decoder_heatmap_view(result, [slot], options.layer, options.head)
@@ -210,6 +229,32 @@ def refinement_panels(stored: StoredResult, slot: int):
     return render_refinement(stored.canvas, boxes * stored.scale), table
 
 
+def look_forward_panels(stored: StoredResult, slot: int):
+    """(figure, table) of look forward twice for query `slot`: per decoder layer, the reference it
+    starts from, the box the loss sees and the next layer's (detached) reference."""
+    steps = look_forward_twice(stored.result, slot)
+    return (render_look_forward_twice(stored.canvas, stored.scale, steps),
+            pd.DataFrame(look_forward_rows(steps), columns=LOOK_FORWARD_COLUMNS))
+
+
+def score_maps_image(stored: StoredResult) -> np.ndarray:
+    """Mixed query selection, the same for every query: the encoder's class score of every token as
+    a map per level, with the top-k picks."""
+    return render_score_maps(stored.canvas, stored.scale, level_scores(stored.result))
+
+
+def selection_panels(stored: StoredResult, slot: int) -> tuple[np.ndarray, str]:
+    """Mixed query selection for query `slot`: (its token's cell next to the fixed proposal and the
+    encoder box made of it, a Markdown line on where its query came from)."""
+    step = selection_step(stored.result, slot)
+    lineage = step.lineage
+    info = (f"**Query slot {slot}**: token {lineage.token} (level {lineage.level + 1}, cell {lineage.cell}) ranked "
+            f"{lineage.rank + 1} of {lineage.num_queries} by encoder score ({lineage.encoder_score:.3f}). Its decoder "
+            f"query = content `tgt_embed[{slot}]` (learned, image-independent) + position: the encoder box "
+            f"(detached), the first reference.")
+    return render_selection_step(stored.canvas, stored.scale, step), info
+
+
 def encoder_prompt(stored: StoredResult) -> np.ndarray:
     """The encoder view before a token is picked (or why this model has none)."""
     reason = unavailable(stored.result, "encoder")
@@ -239,3 +284,67 @@ def token_markdown(stored: StoredResult, token: EncoderToken) -> str:
 def _message(stored: StoredResult, text: str) -> np.ndarray:
     return with_legend(dim(stored.canvas, 0.6), Legend(note=text))
 
+
+
+def listed_slot(result, view: DetectionView, slot: int | None) -> int | None:
+    """The query the page shows selected: `slot`, else the first of `query_choices` (None when
+    the result has no detection at all)."""
+    if slot is not None:
+        return slot
+    listed = query_choices(result, view, None)
+    return listed[0][1] if listed else None
+
+
+def query_choices(result, view: DetectionView, slot: int | None) -> list[tuple[str, int]]:
+    """(label, query slot) of the queries shown, one per query (its classes together); the best
+    ones below the threshold when none is above it; and the selected slot, whatever it is, so that
+    the list always shows the selection."""
+    rows = query_rows(view)
+    listed = [(f"{caption} (slot {s})", int(s)) for caption, s in zip(rows.captions, rows.query_slots)]
+    if not listed:
+        below = query_rows(detection_view(result, 0.0, 10))
+        listed = [(f"{caption} (slot {s}, below threshold)", int(s)) for caption, s in zip(below.captions,
+                                                                                          below.query_slots)]
+    if slot is not None and slot not in [value for _, value in listed]:
+        listed.append((f"slot {slot}", int(slot)))
+    return listed
+
+
+def notice_markdown(stored: StoredResult, view: DetectionView, threshold: float, reused: bool) -> str:
+    """What the person should know about this result: nothing above the threshold, a reused
+    example result, the op's slower reference path."""
+    lines = []
+    if len(view) == 0:
+        best = stored.result.detections.scores
+        best_score = float(best[0]) if len(best) else 0.0
+        lines.append(f"No detection reaches the score threshold {threshold:.2f} (the best score is "
+                     f"{best_score:.2f}): lower it to see more. The query list offers the best ones anyway.")
+    if reused:
+        lines.append("This example's result was computed earlier and reused: the timings in the Runtime tab "
+                     "are from that run.")
+    backend, reason = stored.result.backend
+    if backend == "reference" and not reason.startswith("disabled"):  # not when chosen on purpose
+        lines.append(f"This run used the deformable-attention op's pure-PyTorch reference, slower than the "
+                     f"compiled kernel: {reason}.")
+    return "\n\n".join(lines)
+
+
+def runtime_markdown(stored: StoredResult, reused: bool) -> str:
+    """The Runtime tab: model, device, op, sizes and the time of each stage."""
+    result = stored.result
+    t = result.timings
+    backend, reason = result.backend
+    h, w = result.size
+    in_h, in_w = result.input_size
+    rows = "\n".join(f"| {stage} | {t.get(stage, 0.0) * 1000:.1f} ms |"
+                     for stage in ("preprocess", "backbone", "encoder", "decoder", "model", "postprocess", "total")
+                     if stage != "model" or stage in t)  # "model": a transformers detector's one stage
+    m, l, p = result.attention_shape
+    cached = " (an earlier run's, reused for this example)" if reused else ""
+    return (
+        f"**Model** {result.model_id} · **device** `{result.device}` · **deformable-attention op** "
+        f"`{backend}` ({reason})\n\n"
+        f"**Image** {w}x{h} px → **model input** {in_w}x{in_h} px (padded {result.padded_size[1]}x"
+        f"{result.padded_size[0]}) · {result.num_queries} queries, {result.num_layers} decoder layers, "
+        f"{m} heads × {l} levels × {p} points\n\n| stage | time{cached} |\n|---|---|\n{rows}"
+    )

@@ -1,0 +1,153 @@
+"""The app's API endpoints, which Gradio also serves as MCP tools (`DINO_DEMO_MCP=1`): one method
+per endpoint, one parameter per value a client sends, and docstrings written for the reader of the
+API page and for MCP agents (Gradio builds the tool descriptions from them).
+
+"/detect" stores its result in the caller's session for "/inspect", "/encoder" and "/internals".
+MCP calls all share one Gradio session, so over MCP nothing is read from a session: "inspect" and
+"encoder" take the image (and model) given to "detect", whose result is stored by content and
+reused (`Explorer.shared_result`).
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from ..explore import panels
+from ..explore.stored import StoredResult
+from ..explore.views import detection_view
+from ..io.internals import write_internals
+from . import choices, inputs
+from .callbacks import Explorer, PageEvent, Views, detections_json, sampling_options
+from .inputs import ControlError, DetectRequest, PageControls
+
+
+class ApiEndpoints:
+    """The endpoints over the page's `Explorer` (its model cache, result store and sessions)."""
+
+    def __init__(self, explorer: Explorer):
+        self.explorer = explorer
+
+    def detect(self, session, image, model_choice=None, checkpoint=None, variant="auto", max_input=None,
+               threshold=None, max_detections=None, prompt=None, request: gr.Request = None,
+               progress=gr.Progress()) -> Views:
+        """Detect objects in an image with DINO: the image with the boxes drawn, and the detections as JSON.
+
+        Each detection names its decoder query slot: pass it to `inspect` to see where that query looked. The
+        result stays in the caller's session for `inspect`, `encoder` and `internals`; MCP agents pass the
+        same image to `inspect` instead (the result is reused, not computed again).
+
+        Args:
+            image: the image to look at (PNG, JPEG, WebP, ...; larger than 4096 px on a side is downscaled).
+            model_choice: the model: "shipped" (knows 8 synthetic shapes only), "zoo:dino-4scale-r50" or another "zoo:<id>" (COCO's 80 classes, downloaded once), "untrained:<variant>", "weights/<file>.pth", or "custom" with `checkpoint`.
+            checkpoint: a checkpoint path or http(s) URL when `model_choice` is "custom"; else empty.
+            variant: the DINO variant of a checkpoint file, or "auto" to read it from the file.
+            max_input: cap in pixels on the longer side of the model input, 32 to 4096 (the model's own resize applies below it).
+            threshold: the lowest score a detection needs to be returned, 0 to 1.
+            max_detections: the most detections returned, best first, 1 to 300.
+            prompt: what to detect, for a text-prompted model ("hf:IDEA-Research/grounding-dino-tiny": phrases ending in "."); empty for the others.
+
+        Returns:
+            The image with the detections drawn, and detections.json: per detection its box (x0, y0, x1, y1 in the image's pixels), class, score and query slot.
+        """
+        parsed = _by_image(image, model_choice, checkpoint, variant, max_input, prompt)
+        given = {"threshold": threshold, "max_detections": max_detections}
+        options = PageControls.parse({name: value for name, value in given.items() if value is not None}).detection
+        if from_mcp(request):  # no session of its own: the result is reached again by its image
+            stored = self.explorer.shared_result(parsed, progress)
+        else:
+            stored = self.explorer.compute(parsed, self.explorer.session(session, request), progress)
+        view = detection_view(stored.result, options.threshold, options.max_detections)
+        return {"det_image": panels.detections_image(stored, view, None),
+                "det_json": detections_json(stored, view, options)}
+
+    def inspect(self, session, slot, layer, head, level, point_color, image=None, model_choice=None,
+                checkpoint=None, variant="auto", max_input=None, request: gr.Request = None,
+                progress=gr.Progress()) -> Views:
+        """Where one decoder query of DINO looks: its sampling points in one decoder layer, drawn over the image.
+
+        Inspects the result of the last `detect` in the caller's session, or, when `image` is given (as MCP
+        agents do), the result of `detect` on that image with that model (computed once, then reused).
+
+        Args:
+            slot: the decoder query slot to inspect (a detection's "query_slot" in detections.json), 0-based.
+            layer: the decoder layer, 1 to the model's number of decoder layers (the last shows the final box).
+            head: one attention head ("1", "2", ...) or "all".
+            level: one feature level ("1" is the finest) or "all".
+            point_color: colour the sampling points by "level" or by "head".
+            image: the image given to `detect`; leave empty to use the session's last detection.
+            model_choice: the model given to `detect` (with `image`).
+            checkpoint: the checkpoint given to `detect` (with `image` and model "custom").
+            variant: the variant given to `detect` (with `image`).
+            max_input: the max input side given to `detect` (with `image`).
+
+        Returns:
+            The sampling-point overlay, the points as JSON (x, y in the image's pixels, attention weights), and the attention mass per head and level.
+        """
+        controls = PageControls.parse(slot=slot, layer=layer, head=head, level=level, point_color=point_color)
+        stored = self._api_result(session, request, progress, image, model_choice, checkpoint, variant, max_input)
+        slot = inputs.query_slot(controls.slot, stored.result.num_queries)
+        return self.explorer.sampling_views(stored, slot, sampling_options(controls, stored.result))
+
+    def encoder(self, session, token_level, row, col, layer, head, level, point_color, image=None,
+                model_choice=None, checkpoint=None, variant="auto", max_input=None, request: gr.Request = None,
+                progress=gr.Progress()) -> Views:
+        """Where one encoder token of DINO looks: its sampling points in one encoder layer, drawn over the image.
+
+        Reads the session's last `detect`, or, when `image` is given, the result of `detect` on that image.
+
+        Args:
+            token_level: the token's feature level, 1 (finest) to the model's number of levels.
+            row: the token's row in that level's grid, 0-based.
+            col: the token's column in that level's grid, 0-based.
+            layer: the encoder layer, 1 to the model's number of encoder layers.
+            head: one attention head ("1", "2", ...) or "all".
+            level: one feature level the token looks at ("1", "2", ...) or "all".
+            point_color: colour the sampling points by "level" or by "head".
+            image: the image given to `detect`; leave empty to use the session's last detection.
+            model_choice: the model given to `detect` (with `image`).
+            checkpoint: the checkpoint given to `detect` (with `image` and model "custom").
+            variant: the variant given to `detect` (with `image`).
+            max_input: the max input side given to `detect` (with `image`).
+
+        Returns:
+            The sampling-point overlay, the points as JSON and the attention mass per head and level.
+        """
+        controls = PageControls.parse(token_level=token_level, token_row=row, token_col=col, enc_layer=layer,
+                                      enc_head=head, enc_level=level, enc_color=point_color)
+        stored = self._api_result(session, request, progress, image, model_choice, checkpoint, variant, max_input)
+        views = self.explorer.typed_token(PageEvent(session, controls), stored)
+        return {name: views[name] for name in ("enc_image", "enc_points", "enc_mass")}
+
+    def internals(self, session, request: gr.Request = None) -> Views:
+        """Every array of the session's last detection as one internals.npz file (see docs/app.md).
+
+        Returns:
+            The internals.npz file: boxes, scores, per-layer references, sampling locations and attention weights.
+        """
+        if from_mcp(request):
+            raise ValueError("internals is for sessions of the page or gradio_client; MCP calls have none.")
+        stored = self.explorer.stored(session)
+        path = write_internals(stored.result, session.downloads() / "internals.npz", source=stored.file_name)
+        return {"download_internals": str(path)}
+
+    def _api_result(self, session, request, progress, image, model_choice, checkpoint, variant,
+                    max_input) -> StoredResult:
+        """The result an API call reads: `detect`'s on `image` when given, else the session's (never
+        over MCP, whose calls share one session)."""
+        if image is not None:
+            return self.explorer.shared_result(_by_image(image, model_choice, checkpoint, variant, max_input), progress)
+        if from_mcp(request):
+            raise ControlError("image_in", "Pass the image (and model) given to detect: MCP calls have no session.")
+        return self.explorer.stored(session)
+
+
+def _by_image(image, model_choice, checkpoint, variant, max_input, prompt=None) -> DetectRequest:
+    """An API call's Detect request; a model or input cap left out is the page's default."""
+    return DetectRequest.parse(image, model_choice or choices.default_choice(), checkpoint, variant,
+                               inputs.MAX_INPUT_SIDE if max_input is None else max_input, prompt)
+
+
+def from_mcp(request: gr.Request | None) -> bool:
+    """Whether a call came through Gradio's MCP server, whose calls share one client session (so
+    that a session's result would be every agent's): Gradio marks them `x-gradio-user: mcp`."""
+    headers = getattr(request, "headers", None) or {}
+    return headers.get("x-gradio-user") == "mcp"
