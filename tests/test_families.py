@@ -12,7 +12,8 @@ import torch
 import transformers
 
 from dino_demo import ops
-from dino_demo.explore import views
+from dino_demo.explore import panels, views
+from dino_demo.explore.stored import StoredResult
 from dino_demo.explore.encoder import token
 from dino_demo.families.inference import run, token_attention
 from dino_demo.families.load import load
@@ -220,6 +221,12 @@ def test_views_draw_or_say_why_not(folders, image, name):
     else:
         assert len(views.proposal_view(result, 5).boxes) == 5
         assert views.query_lineage(result, slot).query_slot == slot
+    # the page's panels of DINO's ideas draw, or say in the picture why not (never raise)
+    stored = StoredResult.of(result, "image.png")
+    selection_image, selection_info = panels.selection_panels(stored, slot)
+    assert selection_image.ndim == 3 and panels.score_maps_image(stored).ndim == 3
+    assert (reason or "ranked") in selection_info
+    assert len(panels.look_forward_panels(stored, slot)[1]) == result.num_layers
     arrays = internals_arrays(result)
     assert arrays["decoder_sampling_locations"].shape == (result.num_layers, result.num_queries, m, l, p, 2)
     assert arrays["decoder_point_levels"].shape == (sum(result.family.points_per_level),)
@@ -284,3 +291,10 @@ def test_our_op_agrees_with_transformers_on_cuda(folders, image, name):
     assert ours.backend[0] in ("cuda-kernel", "triton")
     for field in ("logits", "boxes", "references", "attention_weights"):
         torch.testing.assert_close(getattr(ours.internals, field), getattr(stock.internals, field), atol=1e-5, rtol=0)
+
+
+def test_dinos_own_views_refuse_a_transformers_model(folders):
+    from dino_demo.ui import families_ui
+
+    with pytest.raises(ValueError, match="Denoising runs DINO's own code; tiny is a transformers detector"):
+        families_ui.require_dino(load(folders["rt-detr"]).settings, "tiny", "Denoising")

@@ -239,13 +239,20 @@ def look_forward_panels(stored: StoredResult, slot: int):
 
 def score_maps_image(stored: StoredResult) -> np.ndarray:
     """Mixed query selection, the same for every query: the encoder's class score of every token as
-    a map per level, with the top-k picks."""
+    a map per level, with the top-k picks (or why this model has none)."""
+    reason = unavailable(stored.result, "proposals")
+    if reason:
+        return _message(stored, reason)
     return render_score_maps(stored.canvas, stored.scale, level_scores(stored.result))
 
 
 def selection_panels(stored: StoredResult, slot: int) -> tuple[np.ndarray, str]:
     """Mixed query selection for query `slot`: (its token's cell next to the fixed proposal and the
-    encoder box made of it, a Markdown line on where its query came from)."""
+    encoder box made of it, a Markdown line on where its query came from); for a model without
+    query selection, why not."""
+    reason = unavailable(stored.result, "proposals")
+    if reason:
+        return _message(stored, reason), f"**Query slot {slot}**: {reason}."
     step = selection_step(stored.result, slot)
     lineage = step.lineage
     info = (f"**Query slot {slot}**: token {lineage.token} (level {lineage.level + 1}, cell {lineage.cell}) ranked "

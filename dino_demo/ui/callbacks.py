@@ -218,7 +218,7 @@ class Explorer:
         """The Detect button: run the model, then draw every view once (the first detection's
         query selected; the encoder view waits for a click)."""
         request = DetectRequest.parse(*(event.detect_values.get(name) for name in DETECT_CONTROLS))
-        controls = event.controls
+        controls = event.controls.for_new_result()
         session = self.session(event.session, event.request)
         stored = self.compute(request, session, progress)
         progress(0.95, desc="Drawing")

@@ -8,6 +8,7 @@ import gradio as gr
 import numpy as np
 
 from ..explore.inference import InferenceResult
+from ..model.config import DINOConfig
 from ..explore.views import unavailable
 from ..families.grounding_dino import MAX_PROMPT_CHARS
 from ..families.hub import ENTRIES
@@ -33,6 +34,14 @@ def parse_prompt(prompt) -> str:
     if len(text) > MAX_PROMPT_CHARS:
         raise ValueError(f"The prompt has {len(text)} characters; at most {MAX_PROMPT_CHARS} are accepted.")
     return text
+
+
+def require_dino(config, model_id: str, what: str) -> None:
+    """ValueError when `config` is a transformers detector's: `what` (a view of DINO's own ideas)
+    runs DINO's own code."""
+    if not isinstance(config, DINOConfig):
+        raise ValueError(f"{what} runs DINO's own code; {model_id} is a transformers detector "
+                         f"({config.family}): pick a DINO model for it.")
 
 
 def hub_choices() -> list[tuple[str, str]]:

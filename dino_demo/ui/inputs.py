@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..explore.options import (
@@ -190,6 +190,14 @@ class PageControls:
             token_row=optional_number(raw["token_row"], "Token row", 0, 1_000_000, control="token_row"),
             token_col=optional_number(raw["token_col"], "Token column", 0, 1_000_000, control="token_col"),
         )
+
+    def for_new_result(self) -> "PageControls":
+        """These controls as a Detect leaves them (its reply resets the decoder controls to the new
+        model's last layer and every head and level): the model just run may have fewer layers or
+        heads than the one before."""
+        sampling = replace(self.sampling, layer=None, head=None, level=None)
+        encoder = replace(self.encoder, layer=None, head=None, level=None)
+        return replace(self, sampling=sampling, encoder=encoder, heat_layer=None, heat_head=None, token_level=0)
 
     def heatmap(self, *, layers: int, heads: int) -> HeatmapOptions:
         """The heatmap controls for a model with `layers` decoder layers and `heads` heads."""
