@@ -602,3 +602,19 @@ def test_the_notice_says_when_nothing_passes_and_when_the_reference_op_served(ex
     stored.result = dataclasses.replace(stored.result, backend=("reference", "disabled by DINO_DEMO_OP=reference"))
     assert "reference" not in _redraw(explorer, "change_detection_options", session, threshold=0.0,
                                       max_detections=20)["notice"]
+
+
+def test_detect_takes_a_prompt_for_a_text_prompted_model(client, tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from family_models import save_tiny
+
+    folder = save_tiny("grounding-dino", tmp_path / "grounding-dino")
+    monkeypatch.setenv(settings.CHECKPOINT_DIRS_VARIABLE, str(tmp_path))
+    _, result = client.predict(handle_file(str(EXAMPLES / "chelsea.png")), "custom", str(folder), "auto", 1333, 0.0,
+                               5, "cat . remote control .", api_name="/detect")
+    labels = {d["label"] for d in _image(result)["detections"]}
+    words = {w for label in labels for w in label.replace(".", " ").split()}
+    assert labels and words <= {"cat", "remote", "control", "[SEP]"}, labels  # phrases of the prompt (random weights)
+    with pytest.raises(AppError, match="takes no prompt"):  # DINO has fixed classes
+        client.predict(handle_file(str(EXAMPLES / "chelsea.png")), MODEL, "", "auto", 1333, 0.0, 5, "cat .",
+                       api_name="/detect")

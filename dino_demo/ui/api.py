@@ -37,8 +37,8 @@ class ApiEndpoints:
 
         Args:
             image: the image to look at (PNG, JPEG, WebP, ...; larger than 4096 px on a side is downscaled).
-            model_choice: the model: "shipped" (knows 8 synthetic shapes only), "zoo:dino-4scale-r50" or another "zoo:<id>" (COCO's 80 classes, downloaded once), "untrained:<variant>", "weights/<file>.pth", or "custom" with `checkpoint`.
-            checkpoint: a checkpoint path or http(s) URL when `model_choice` is "custom"; else empty.
+            model_choice: the model: "shipped" (knows 8 synthetic shapes only), "zoo:dino-4scale-r50" or another "zoo:<id>" (COCO's 80 classes, downloaded once), "untrained:<variant>", "weights/<file>.pth", a transformers detector of the Hub ("hf:ORG/NAME", e.g. "hf:IDEA-Research/grounding-dino-tiny"), or "custom" with `checkpoint`.
+            checkpoint: a checkpoint path, a transformers model folder, an hf: id or an http(s) URL when `model_choice` is "custom"; else empty.
             variant: the DINO variant of a checkpoint file, or "auto" to read it from the file.
             max_input: cap in pixels on the longer side of the model input, 32 to 4096 (the model's own resize applies below it).
             threshold: the lowest score a detection needs to be returned, 0 to 1.
