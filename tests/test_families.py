@@ -298,3 +298,12 @@ def test_dinos_own_views_refuse_a_transformers_model(folders):
 
     with pytest.raises(ValueError, match="Denoising runs DINO's own code; tiny is a transformers detector"):
         families_ui.require_dino(load(folders["rt-detr"]).settings, "tiny", "Denoising")
+
+
+def test_the_prompt_box_shows_where_a_prompt_may_apply():
+    from dino_demo.ui import families_ui
+
+    assert families_ui.prompt_applies("custom")
+    assert families_ui.prompt_applies("hf:IDEA-Research/grounding-dino-tiny")
+    assert not families_ui.prompt_applies("hf:PekingU/rtdetr_r18vd")
+    assert not families_ui.prompt_applies("shipped") and not families_ui.prompt_applies("zoo:dino-4scale-r50")

@@ -449,7 +449,8 @@ class Explorer:
         choice = str(model_choice or "")
         views: Views = {"checkpoint": gr.Textbox(visible=choice == choices.CUSTOM),
                         "variant": gr.Dropdown(visible=not choices.variant_is_fixed(choice)),
-                        "shipped_note": gr.Column(visible=choice == choices.SHIPPED)}
+                        "shipped_note": gr.Column(visible=choice == choices.SHIPPED),
+                        "prompt": gr.Textbox(visible=families_ui.prompt_applies(choice))}
         try:
             config = choices.resolve(choice, "-", None).config
         except ValueError:

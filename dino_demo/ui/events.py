@@ -182,8 +182,8 @@ def wire(ui, explorer: Explorer, concurrency: int) -> None:
     when([ui.enc_layer.release, ui.enc_head.input, ui.enc_level.input, ui.enc_color.input, ui.enc_extras.input],
          explorer.inspect_encoder)
     ui.model_choice.change(lambda choice: reply(ui, explorer.choose_model(choice)), [ui.model_choice],
-                           [ui.checkpoint, ui.variant, ui.max_input, ui.shipped_note], api_visibility="private",
-                           queue=False)
+                           [ui.checkpoint, ui.variant, ui.max_input, ui.shipped_note, ui.prompt],
+                           api_visibility="private", queue=False)
     ui.coco_model.click(lambda: choices.COCO_MODEL, None, ui.model_choice, api_visibility="private", queue=False)
     denoising_tab.wire(page, on, model_run)
     steps_tab.wire(page, on, model_run)

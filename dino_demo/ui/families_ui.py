@@ -11,16 +11,29 @@ from ..explore.inference import InferenceResult
 from ..model.config import DINOConfig
 from ..explore.views import unavailable
 from ..families.grounding_dino import MAX_PROMPT_CHARS
+from ..families import FAMILIES
 from ..families.hub import ENTRIES
+
+CUSTOM = "custom"  # choices.CUSTOM (choices imports this module)
 
 VIEWS = ("proposals", "encoder", "token scores")
 
 
-def build_prompt(ui) -> None:
-    """The prompt box (for text-prompted models; other models ignore an empty one)."""
+def build_prompt(ui, default_model: str) -> None:
+    """The prompt box (for text-prompted models; other models ignore an empty one), shown where
+    the model choice may take one (`prompt_applies`)."""
     ui["prompt"] = gr.Textbox(label="Text prompt (Grounding DINO: what to detect, phrases ending in '.')",
                               placeholder="cat . remote control .", max_length=MAX_PROMPT_CHARS, lines=1,
-                              elem_id="prompt")
+                              elem_id="prompt", visible=prompt_applies(default_model))
+
+
+def prompt_applies(choice: str) -> bool:
+    """Whether the model menu's `choice` may read a prompt: a listed text-prompted Hub model, or
+    the box (a folder or an hf: id typed there may be one)."""
+    if choice == CUSTOM:
+        return True
+    prompted = {family.name for family in FAMILIES if family.text_prompt}
+    return any(entry.source_id == choice and entry.family in prompted for entry in ENTRIES)
 
 
 def build_token_scores(ui) -> None:

@@ -173,7 +173,7 @@ def _input_column(ui: UI, default_model: str, config: DINOConfig) -> None:
                                      elem_id="model-choice")
     ui["checkpoint"] = gr.Textbox(label="Checkpoint path or URL", placeholder="https://…/checkpoint.pth",
                                   elem_id="checkpoint", visible=False)
-    families_ui.build_prompt(ui)
+    families_ui.build_prompt(ui, default_model)
     with gr.Column(visible=default_model == choices.SHIPPED, elem_id="shipped-note") as ui["shipped_note"]:
         gr.Markdown(SHIPPED_NOTE)
         ui["coco_model"] = gr.Button(f"Use {zoo.get(choices.COCO_MODEL).name}", size="sm", elem_id="coco-model")
