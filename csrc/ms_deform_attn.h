@@ -6,7 +6,8 @@
 //   value               [N, S, M, D]   S = sum of H*W over levels, each level flattened row-major
 //   spatial_shapes      [L, 2] int64   (H, W) of each level
 //   level_start_index   [L] int64      offset of each level in S
-//   sampling_locations  [N, Lq, M, L, P, 2]  (x, y), 0 and 1 are the outer edges of the map
+//   sampling_locations  [N, Lq, M, L, P, 2]  (x, y), 0 and 1 are the outer edges of the map; in value's
+//                       dtype, or float32 for float16 / bfloat16 values (mixed precision)
 //   attention_weights   [N, Lq, M, L, P]
 //   output              [N, Lq, M * D]
 //
@@ -49,6 +50,12 @@ struct MsDeformAttnProblem {
   MsDeformAttnSizes sizes;
   LevelTable levels;
 };
+
+// Whether a dtype is one of the 16-bit floating types, whose values may be sampled at float32
+// locations: a bfloat16 location (8-bit mantissa) can be a pixel off on a 128-wide map.
+inline bool is_half(at::ScalarType dtype) {
+  return dtype == at::kHalf || dtype == at::kBFloat16;
+}
 
 // The input check of every C++ entry point (CPU and CUDA, forward and backward). Raises
 // ValueError (c10::ValueError) on any mismatch of rank, size, dtype or device, and unless the
@@ -93,9 +100,11 @@ inline MsDeformAttnProblem check_ms_deform_attn(
       at::isFloatingType(value.scalar_type()),
       "ms_deform_attn: value must be a floating point tensor, got ", value.scalar_type());
   TORCH_CHECK_VALUE(
-      sampling_locations.scalar_type() == value.scalar_type() &&
-          attention_weights.scalar_type() == value.scalar_type(),
-      "ms_deform_attn: value, sampling_locations and attention_weights must share one dtype, got ",
+      attention_weights.scalar_type() == value.scalar_type() &&
+          (sampling_locations.scalar_type() == value.scalar_type() ||
+           (is_half(value.scalar_type()) && sampling_locations.scalar_type() == at::kFloat)),
+      "ms_deform_attn: value, sampling_locations and attention_weights must share one dtype (or, for float16 and "
+      "bfloat16 values, float32 sampling_locations), got ",
       value.scalar_type(), ", ", sampling_locations.scalar_type(), ", ", attention_weights.scalar_type());
   TORCH_CHECK_VALUE(
       spatial_shapes.scalar_type() == at::kLong && level_start_index.scalar_type() == at::kLong,
@@ -226,7 +235,7 @@ inline at::Tensor empty_output(const MsDeformAttnSizes& sizes, const at::Tensor&
 }
 
 // The backward's outputs: grad_value zeroed in the op-math type (float32 for half-precision
-// inputs, since it accumulates), the other two uninitialised in the inputs' dtype.
+// inputs, since it accumulates), the other two uninitialised in their inputs' dtypes.
 struct Gradients {
   at::Tensor value;
   at::Tensor sampling_locations;
@@ -236,7 +245,8 @@ struct Gradients {
 inline Gradients empty_gradients(const at::Tensor& value, const at::Tensor& sampling_locations,
                                  const at::Tensor& attention_weights) {
   return {at::zeros(value.sizes(), value.options().dtype(at::toOpMathType(value.scalar_type()))),
-          at::empty(sampling_locations.sizes(), value.options()), at::empty(attention_weights.sizes(), value.options())};
+          at::empty(sampling_locations.sizes(), sampling_locations.options()),
+          at::empty(attention_weights.sizes(), value.options())};
 }
 
 }  // namespace dino_demo

@@ -6,6 +6,9 @@
 // grad_value[n, :, m, :], so giving that slice to a single thread keeps the accumulation free of
 // races and deterministic without atomics or per-thread copies.
 //
+// Half-precision values (float16, bfloat16) are read as they are and accumulated in float32; their
+// sampling locations may be float32 (loc_t), as a 16-bit location can be a pixel off.
+//
 // The channel loops are written as plain `omp simd` loops over contiguous memory (value, output
 // and gradients all have channels innermost), which GCC and Clang vectorize at -O3.
 #include "ms_deform_attn.h"
@@ -70,9 +73,10 @@ inline void axpy(acc_t* __restrict__ dst, acc_t scale, const acc_t* __restrict__
   }
 }
 
-template <typename scalar_t>
+// loc_t: the locations' type, scalar_t or float32 for half-precision values (mixed precision).
+template <typename scalar_t, typename loc_t>
 void forward_kernel(
-    const MsDeformAttnSizes& sizes, const LevelTable& levels, const scalar_t* value, const scalar_t* locations,
+    const MsDeformAttnSizes& sizes, const LevelTable& levels, const scalar_t* value, const loc_t* locations,
     const scalar_t* weights, scalar_t* output) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t channels = sizes.channels;
@@ -91,7 +95,7 @@ void forward_kernel(
       const int64_t head = row % sizes.heads;
       const int64_t batch = row / (sizes.queries * sizes.heads);
       std::fill(acc.begin(), acc.end(), acc_t(0));
-      const scalar_t* location = locations + row * samples * 2;
+      const loc_t* location = locations + row * samples * 2;
       const scalar_t* weight = weights + row * samples;
       for (int64_t l = 0; l < sizes.levels; ++l) {
         const int64_t height = levels.heights[l];
@@ -117,11 +121,11 @@ void forward_kernel(
   });
 }
 
-template <typename scalar_t>
+template <typename scalar_t, typename loc_t>
 void backward_kernel(
     const MsDeformAttnSizes& sizes, const LevelTable& levels, const scalar_t* grad_output, const scalar_t* value,
-    const scalar_t* locations, const scalar_t* weights, at::opmath_type<scalar_t>* grad_value,
-    scalar_t* grad_locations, scalar_t* grad_weights) {
+    const loc_t* locations, const scalar_t* weights, at::opmath_type<scalar_t>* grad_value,
+    loc_t* grad_locations, scalar_t* grad_weights) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t channels = sizes.channels;
   const int64_t pixel_stride = sizes.heads * channels;
@@ -145,9 +149,9 @@ void backward_kernel(
           for (int64_t c = 0; c < channels; ++c) {
             grad[c] = static_cast<acc_t>(grad_row[c]);
           }
-          const scalar_t* location = locations + row * samples * 2;
+          const loc_t* location = locations + row * samples * 2;
           const scalar_t* weight = weights + row * samples;
-          scalar_t* grad_location = grad_locations + row * samples * 2;
+          loc_t* grad_location = grad_locations + row * samples * 2;
           scalar_t* grad_weight = grad_weights + row * samples;
           for (int64_t l = 0; l < sizes.levels; ++l) {
             const int64_t height = levels.heights[l];
@@ -158,7 +162,8 @@ void backward_kernel(
             acc_t* level_grad = grad_value + level_offset;
             for (int64_t p = 0; p < sizes.points; ++p, location += 2, grad_location += 2, ++weight, ++grad_weight) {
               if (!bilinear_corners<acc_t>(location[0], location[1], height, width, corners)) {
-                grad_location[0] = grad_location[1] = *grad_weight = scalar_t(0);
+                grad_location[0] = grad_location[1] = loc_t(0);
+                *grad_weight = scalar_t(0);
                 continue;
               }
               for (int k = 0; k < 4; ++k) {
@@ -177,8 +182,8 @@ void backward_kernel(
               }
               acc_t grad_x, grad_y;
               bilinear_location_grad(corners, dot, height, width, grad_x, grad_y);
-              grad_location[0] = static_cast<scalar_t>(attention * grad_x);
-              grad_location[1] = static_cast<scalar_t>(attention * grad_y);
+              grad_location[0] = static_cast<loc_t>(attention * grad_x);
+              grad_location[1] = static_cast<loc_t>(attention * grad_y);
               *grad_weight = static_cast<scalar_t>(sampled_dot);
             }
           }
@@ -197,11 +202,19 @@ at::Tensor ms_deform_attn_cpu(
       check_ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const auto in = contiguous_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   auto output = empty_output(problem.sizes, value);
+  const bool float_locations = sampling_locations.scalar_type() != value.scalar_type();  // half values only
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cpu", [&] {
-    forward_kernel<scalar_t>(
-        problem.sizes, problem.levels, in.value.const_data_ptr<scalar_t>(),
-        in.sampling_locations.const_data_ptr<scalar_t>(), in.attention_weights.const_data_ptr<scalar_t>(),
-        output.mutable_data_ptr<scalar_t>());
+    if (float_locations) {
+      forward_kernel<scalar_t, float>(
+          problem.sizes, problem.levels, in.value.const_data_ptr<scalar_t>(),
+          in.sampling_locations.const_data_ptr<float>(), in.attention_weights.const_data_ptr<scalar_t>(),
+          output.mutable_data_ptr<scalar_t>());
+    } else {
+      forward_kernel<scalar_t, scalar_t>(
+          problem.sizes, problem.levels, in.value.const_data_ptr<scalar_t>(),
+          in.sampling_locations.const_data_ptr<scalar_t>(), in.attention_weights.const_data_ptr<scalar_t>(),
+          output.mutable_data_ptr<scalar_t>());
+    }
   });
   return output;
 }
@@ -214,12 +227,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
   const auto grad_c = grad_output.contiguous();
   const auto in = contiguous_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   auto grad = empty_gradients(value, sampling_locations, attention_weights);
+  const bool float_locations = sampling_locations.scalar_type() != value.scalar_type();  // half values only
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
-    backward_kernel<scalar_t>(
-        problem.sizes, problem.levels, grad_c.const_data_ptr<scalar_t>(), in.value.const_data_ptr<scalar_t>(),
-        in.sampling_locations.const_data_ptr<scalar_t>(), in.attention_weights.const_data_ptr<scalar_t>(),
-        grad.value.mutable_data_ptr<at::opmath_type<scalar_t>>(),
-        grad.sampling_locations.mutable_data_ptr<scalar_t>(), grad.attention_weights.mutable_data_ptr<scalar_t>());
+    if (float_locations) {
+      backward_kernel<scalar_t, float>(
+          problem.sizes, problem.levels, grad_c.const_data_ptr<scalar_t>(), in.value.const_data_ptr<scalar_t>(),
+          in.sampling_locations.const_data_ptr<float>(), in.attention_weights.const_data_ptr<scalar_t>(),
+          grad.value.mutable_data_ptr<at::opmath_type<scalar_t>>(),
+          grad.sampling_locations.mutable_data_ptr<float>(), grad.attention_weights.mutable_data_ptr<scalar_t>());
+    } else {
+      backward_kernel<scalar_t, scalar_t>(
+          problem.sizes, problem.levels, grad_c.const_data_ptr<scalar_t>(), in.value.const_data_ptr<scalar_t>(),
+          in.sampling_locations.const_data_ptr<scalar_t>(), in.attention_weights.const_data_ptr<scalar_t>(),
+          grad.value.mutable_data_ptr<at::opmath_type<scalar_t>>(),
+          grad.sampling_locations.mutable_data_ptr<scalar_t>(), grad.attention_weights.mutable_data_ptr<scalar_t>());
+    }
   });
   return {grad.value.to(value.scalar_type()), grad.sampling_locations, grad.attention_weights};
 }

@@ -1,5 +1,6 @@
 // CUDA kernels of multi-scale deformable attention (float32, float64, float16, bfloat16; all
-// arithmetic in float32, or float64 for float64 inputs).
+// arithmetic in float32, or float64 for float64 inputs; half-precision values may come with float32
+// sampling locations).
 //
 // Forward: one thread per output element (batch, query, head, channel); consecutive threads read
 // consecutive channels of the same pixel, so value reads are coalesced for any D.
@@ -33,10 +34,11 @@ int64_t grid_size(int64_t work_items) {
   return std::max<int64_t>(1, std::min(blocks, int64_t(multiprocessors) * 32));
 }
 
-template <typename scalar_t>
+// loc_t: the locations' type, scalar_t or float32 for half-precision values (mixed precision).
+template <typename scalar_t, typename loc_t>
 __global__ void forward_kernel(
     MsDeformAttnSizes sizes, const scalar_t* __restrict__ value, const int64_t* __restrict__ spatial_shapes,
-    const int64_t* __restrict__ level_start_index, const scalar_t* __restrict__ locations,
+    const int64_t* __restrict__ level_start_index, const loc_t* __restrict__ locations,
     const scalar_t* __restrict__ weights, scalar_t* __restrict__ output) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t channels = sizes.channels;
@@ -49,7 +51,7 @@ __global__ void forward_kernel(
     const int64_t row = index / channels;  // (n * Lq + q) * M + m
     const int64_t head = row % sizes.heads;
     const int64_t batch = row / (sizes.queries * sizes.heads);
-    const scalar_t* location = locations + row * samples * 2;
+    const loc_t* location = locations + row * samples * 2;
     const scalar_t* weight = weights + row * samples;
     acc_t acc = 0;
     BilinearCorners<acc_t> corners;
@@ -59,7 +61,8 @@ __global__ void forward_kernel(
       const scalar_t* level_value =
           value + ((batch * sizes.num_values + level_start_index[l]) * sizes.heads + head) * channels + channel;
       for (int64_t p = 0; p < sizes.points; ++p, location += 2, ++weight) {
-        if (!bilinear_corners<acc_t>(location[0], location[1], height, width, corners)) {
+        if (!bilinear_corners<acc_t>(static_cast<acc_t>(location[0]), static_cast<acc_t>(location[1]), height, width,
+                                     corners)) {
           continue;
         }
         acc_t sample = 0;
@@ -85,12 +88,12 @@ __device__ inline acc_t warp_sum(acc_t x) {
   return x;
 }
 
-template <typename scalar_t>
+template <typename scalar_t, typename loc_t>
 __global__ void backward_kernel(
     MsDeformAttnSizes sizes, const scalar_t* __restrict__ grad_output, const scalar_t* __restrict__ value,
     const int64_t* __restrict__ spatial_shapes, const int64_t* __restrict__ level_start_index,
-    const scalar_t* __restrict__ locations, const scalar_t* __restrict__ weights,
-    at::opmath_type<scalar_t>* __restrict__ grad_value, scalar_t* __restrict__ grad_locations,
+    const loc_t* __restrict__ locations, const scalar_t* __restrict__ weights,
+    at::opmath_type<scalar_t>* __restrict__ grad_value, loc_t* __restrict__ grad_locations,
     scalar_t* __restrict__ grad_weights) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t channels = sizes.channels;
@@ -104,9 +107,9 @@ __global__ void backward_kernel(
     const int64_t head = row % sizes.heads;
     const int64_t batch = row / (sizes.queries * sizes.heads);
     const scalar_t* grad_row = grad_output + row * channels;
-    const scalar_t* location = locations + row * samples * 2;
+    const loc_t* location = locations + row * samples * 2;
     const scalar_t* weight = weights + row * samples;
-    scalar_t* grad_location = grad_locations + row * samples * 2;
+    loc_t* grad_location = grad_locations + row * samples * 2;
     scalar_t* grad_weight = grad_weights + row * samples;
     BilinearCorners<acc_t> corners;
     for (int64_t l = 0; l < sizes.levels; ++l) {
@@ -114,9 +117,11 @@ __global__ void backward_kernel(
       const int64_t width = spatial_shapes[2 * l + 1];
       const int64_t level_offset = ((batch * sizes.num_values + level_start_index[l]) * sizes.heads + head) * channels;
       for (int64_t p = 0; p < sizes.points; ++p, location += 2, grad_location += 2, ++weight, ++grad_weight) {
-        if (!bilinear_corners<acc_t>(location[0], location[1], height, width, corners)) {
+        if (!bilinear_corners<acc_t>(static_cast<acc_t>(location[0]), static_cast<acc_t>(location[1]), height, width,
+                                     corners)) {
           if (lane == 0) {
-            grad_location[0] = grad_location[1] = *grad_weight = scalar_t(0);
+            grad_location[0] = grad_location[1] = loc_t(0);
+            *grad_weight = scalar_t(0);
           }
           continue;
         }
@@ -140,8 +145,8 @@ __global__ void backward_kernel(
         if (lane == 0) {
           acc_t grad_x, grad_y;
           bilinear_location_grad(corners, dot, height, width, grad_x, grad_y);
-          grad_location[0] = static_cast<scalar_t>(attention * grad_x);
-          grad_location[1] = static_cast<scalar_t>(attention * grad_y);
+          grad_location[0] = static_cast<loc_t>(attention * grad_x);
+          grad_location[1] = static_cast<loc_t>(attention * grad_y);
           *grad_weight = static_cast<scalar_t>(
               corners.weight[0] * dot[0] + corners.weight[1] * dot[1] + corners.weight[2] * dot[2] +
               corners.weight[3] * dot[3]);
@@ -165,11 +170,20 @@ at::Tensor ms_deform_attn_cuda(
   if (total == 0) {
     return output;
   }
+  const bool float_locations = sampling_locations.scalar_type() != value.scalar_type();  // half values only
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cuda", [&] {
-    forward_kernel<scalar_t><<<grid_size(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        sizes, in.value.const_data_ptr<scalar_t>(), in.spatial_shapes.const_data_ptr<int64_t>(),
-        in.level_start_index.const_data_ptr<int64_t>(), in.sampling_locations.const_data_ptr<scalar_t>(),
-        in.attention_weights.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>());
+    const auto stream = c10::cuda::getCurrentCUDAStream();
+    if (float_locations) {
+      forward_kernel<scalar_t, float><<<grid_size(total), kThreads, 0, stream>>>(
+          sizes, in.value.const_data_ptr<scalar_t>(), in.spatial_shapes.const_data_ptr<int64_t>(),
+          in.level_start_index.const_data_ptr<int64_t>(), in.sampling_locations.const_data_ptr<float>(),
+          in.attention_weights.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>());
+    } else {
+      forward_kernel<scalar_t, scalar_t><<<grid_size(total), kThreads, 0, stream>>>(
+          sizes, in.value.const_data_ptr<scalar_t>(), in.spatial_shapes.const_data_ptr<int64_t>(),
+          in.level_start_index.const_data_ptr<int64_t>(), in.sampling_locations.const_data_ptr<scalar_t>(),
+          in.attention_weights.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>());
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return output;
@@ -186,13 +200,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
   auto grad = empty_gradients(value, sampling_locations, attention_weights);
   const int64_t rows = sizes.batch * sizes.queries * sizes.heads;
   if (rows > 0 && sizes.levels * sizes.points > 0) {
+    const bool float_locations = sampling_locations.scalar_type() != value.scalar_type();  // half values only
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cuda", [&] {
-      backward_kernel<scalar_t><<<grid_size(rows * kWarp), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          sizes, grad_c.const_data_ptr<scalar_t>(), in.value.const_data_ptr<scalar_t>(),
-          in.spatial_shapes.const_data_ptr<int64_t>(), in.level_start_index.const_data_ptr<int64_t>(),
-          in.sampling_locations.const_data_ptr<scalar_t>(), in.attention_weights.const_data_ptr<scalar_t>(),
-          grad.value.mutable_data_ptr<at::opmath_type<scalar_t>>(),
-          grad.sampling_locations.mutable_data_ptr<scalar_t>(), grad.attention_weights.mutable_data_ptr<scalar_t>());
+      const auto stream = c10::cuda::getCurrentCUDAStream();
+      if (float_locations) {
+        backward_kernel<scalar_t, float><<<grid_size(rows * kWarp), kThreads, 0, stream>>>(
+            sizes, grad_c.const_data_ptr<scalar_t>(), in.value.const_data_ptr<scalar_t>(),
+            in.spatial_shapes.const_data_ptr<int64_t>(), in.level_start_index.const_data_ptr<int64_t>(),
+            in.sampling_locations.const_data_ptr<float>(), in.attention_weights.const_data_ptr<scalar_t>(),
+            grad.value.mutable_data_ptr<at::opmath_type<scalar_t>>(),
+            grad.sampling_locations.mutable_data_ptr<float>(), grad.attention_weights.mutable_data_ptr<scalar_t>());
+      } else {
+        backward_kernel<scalar_t, scalar_t><<<grid_size(rows * kWarp), kThreads, 0, stream>>>(
+            sizes, grad_c.const_data_ptr<scalar_t>(), in.value.const_data_ptr<scalar_t>(),
+            in.spatial_shapes.const_data_ptr<int64_t>(), in.level_start_index.const_data_ptr<int64_t>(),
+            in.sampling_locations.const_data_ptr<scalar_t>(), in.attention_weights.const_data_ptr<scalar_t>(),
+            grad.value.mutable_data_ptr<at::opmath_type<scalar_t>>(),
+            grad.sampling_locations.mutable_data_ptr<scalar_t>(), grad.attention_weights.mutable_data_ptr<scalar_t>());
+      }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +104,13 @@ MCP_VARIABLE = "DINO_DEMO_MCP"
 def mcp_server() -> bool:
     """`DINO_DEMO_MCP`: serve the app's API endpoints as MCP tools too (Gradio's MCP server)."""
     return flag(MCP_VARIABLE)
+
+
+DATA_DIRS_VARIABLE = "DINO_DEMO_DATA_DIRS"
+
+
+def data_dirs() -> tuple[Path, ...]:
+    """`DINO_DEMO_DATA_DIRS`: the server folders the page's Data set tab may read images from
+    (`:`-separated, resolved); unset or empty: none."""
+    setting = text(DATA_DIRS_VARIABLE) or ""
+    return tuple(Path(p).expanduser().resolve() for p in setting.split(os.pathsep) if p.strip())

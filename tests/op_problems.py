@@ -110,6 +110,7 @@ def bad_calls(value, shapes, starts, locations, weights):
         "does not match": (value, shapes, starts, locations[:, :, :1], weights[:, :, :1]),
         "attention_weights must be": (value, shapes, starts, locations, weights[..., :1]),
         "share one dtype": (value, shapes, starts, locations.double(), weights),
+        "share one dtype ": (value.bfloat16(), shapes, starts, locations, weights),  # half weights too
         "must be int64": (value, shapes.int(), starts, locations, weights),
         "floating point": (value.int(), shapes, starts, locations.int(), weights.int()),
         "values in all": (value[:, :-1], shapes, starts, locations, weights),
@@ -124,3 +125,10 @@ def bad_grad_outputs(output):
         "grad_output must be \\[N, Lq, M \\* D\\]": output[:, :, :-1],
         "dtype and device of value": output.double() if output.dtype != torch.float64 else output.float(),
     }
+
+
+def mixed_precision(inputs, dtype):
+    """The op's mixed-precision form of a problem: value and attention weights in `dtype` (float16
+    or bfloat16), sampling locations in float32 (what the model passes under autocast)."""
+    value, shapes, starts, locations, weights = inputs
+    return value.to(dtype), shapes, starts, locations.float(), weights.to(dtype)

@@ -111,7 +111,7 @@ def test_upload_detect_click_and_inspect(page, url):
     _wait_for_new_src(page, "#det-image img", first_src)  # re-drawn with the selection highlighted
     page.screenshot(path=str(ARTIFACTS / "browser-detections.png"), full_page=True)
 
-    page.get_by_role("tab", name="Sampling points").click()
+    open_tab(page, "Query", "Sampling points")
     src = _wait_for_new_src(page, "#sampling-image img", None)
     all_heads = _element_pixels(page, "#sampling-image img")
 
@@ -155,8 +155,14 @@ def test_a_zoo_model_downloads_with_progress_then_detects(local_zoo, page):
     assert local_zoo.name in page.locator("#runtime").inner_text()
 
 
-def _tab(page, name: str, image: str) -> str:
-    page.get_by_role("tab", name=name).click()
+def open_tab(page, *names: str) -> None:
+    """Open a tab, through the tabs that hold it ("Query", "Layers": the Layers tab inside Query)."""
+    for name in names:
+        page.get_by_role("tab", name=name, exact=True).click()
+
+
+def _tab(page, *names: str, image: str) -> str:
+    open_tab(page, *names)
     return _wait_for_new_src(page, f"{image} img", None)
 
 
@@ -179,12 +185,12 @@ def test_layers_heatmaps_proposals_and_encoder(page, url):
     info = page.locator("#query-info").inner_text()
     assert f"Query slot {slot}" in info and "rank" in info and "detection #1" in info  # detection <- proposal
 
-    _tab(page, "Layers", "#layer-grid")
+    _tab(page, "Query", "Layers", image="#layer-grid")
     page.screenshot(path=str(ARTIFACTS / "browser-layers.png"), full_page=True)
     natural = page.locator("#layer-grid img").evaluate("e => [e.naturalWidth, e.naturalHeight]")
     assert natural[0] > natural[1]  # panels side by side
 
-    src = _tab(page, "Heatmaps", "#heatmap-image")
+    src = _tab(page, "Query", "Heatmaps", image="#heatmap-image")
     page.locator("#heat-source label").filter(has_text="detections above").click()
     _wait_for_new_src(page, "#heatmap-image img", src)
     page.screenshot(path=str(ARTIFACTS / "browser-heatmaps.png"), full_page=True)
@@ -198,7 +204,7 @@ def test_layers_heatmaps_proposals_and_encoder(page, url):
     inside = np.flatnonzero((boxes[:, 0] <= x) & (x <= boxes[:, 2]) & (boxes[:, 1] <= y) & (y <= boxes[:, 3]))
     areas = (boxes[inside, 2] - boxes[inside, 0]) * (boxes[inside, 3] - boxes[inside, 1])
     want = int(top[inside[np.argmin(areas)]])
-    src = _tab(page, "Proposals", "#proposal-image")
+    src = _tab(page, "Query", "Proposals", image="#proposal-image")
     _click_in_image(page, "#proposal-image img", x, y, width)
     page.wait_for_function(f"() => document.querySelector('#slot input').value === '{want}'")
     page.wait_for_function(f"() => document.querySelector('#query-info').innerText.includes('Query slot {want}')")
@@ -207,7 +213,7 @@ def test_layers_heatmaps_proposals_and_encoder(page, url):
     assert re.search(r"detection #\d|no detection|not shown", page.locator("#query-info").inner_text())
 
     # Encoder: a click picks the level-1 token under the cursor.
-    _tab(page, "Encoder", "#enc-image")
+    _tab(page, "Encoder", image="#enc-image")
     rows, cols = (int(v) for v in arrays["spatial_shapes"][0])
     (pad_h, pad_w), (in_h, in_w) = arrays["padded_size"], arrays["input_size"]
     x, y = width * 0.3, height * 0.6
@@ -240,6 +246,34 @@ def test_the_shipped_models_note_and_the_examples_are_above_the_fold(url, width,
             box = page.locator(selector).last.bounding_box()  # the last example too
             assert box is not None and box["y"] + box["height"] <= height, f"{selector} is below the fold"
         browser.close()
+
+
+TAB_BARS = {"tabs": ["Detections", "Query", "Encoder", "DINO's ideas", "Diagnose", "Runtime"],
+            "query-tabs": ["Proposals", "Sampling points", "Layers", "Heatmaps", "Refinement"],
+            "ideas-tabs": ["Denoising", "Forward pass"],
+            "diagnose-tabs": ["Why?", "Data set", "Compare"]}
+
+
+def test_every_tab_shows_once_at_1366x768(page):
+    """The selected query's views, DINO's ideas and the diagnosis views each sit under one tab, so that at
+    1366x768 every tab bar shows all its tabs, each once, and no "more tabs" menu."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    for bar, names in TAB_BARS.items():
+        holder = {"query-tabs": ["Query"], "ideas-tabs": ["DINO's ideas"], "diagnose-tabs": ["Diagnose"]}
+        open_tab(page, *holder.get(bar, []))
+        page.wait_for_function("([bar, n]) => [...document.querySelectorAll(`#${bar} [role=tab]`)]"
+                               ".filter(b => b.offsetParent !== null).length >= n", arg=[bar, len(names)])
+        shown = page.evaluate("""(bar) => {
+            const own = (e) => e.closest('#tabs, #query-tabs, #ideas-tabs, #diagnose-tabs').id === bar;
+            const tabs = [...document.querySelectorAll(`#${bar} [role=tab]`)].filter(own);
+            const menu = [...document.querySelectorAll(`#${bar} .overflow-menu`)].filter(own);
+            return {names: tabs.filter(b => b.offsetParent !== null).map(b => b.innerText.trim()),
+                    right: Math.max(...tabs.map(b => b.getBoundingClientRect().right)),
+                    menu: menu.some(m => m.offsetParent !== null)};
+        }""", bar)
+        assert shown["names"] == names, shown
+        assert shown["right"] <= 1366 and not shown["menu"], shown
+        page.screenshot(path=str(ARTIFACTS / f"browser-tabs-{bar}-1366x768.png"))
 
 
 def test_a_failed_detect_keeps_the_views_and_says_why_once(page):

@@ -151,7 +151,8 @@ def test_query_selection_look_forward_twice_and_forward_pass(page):
     page.click("#detect-button")
     _new_src(page, "#det-image img", None)
 
-    _open_tab(page, "Proposals")
+    _open_tab(page, "Query")
+    _open_tab(page, "Proposals", "#query-tabs")
     _new_src(page, "#sel-maps img", None)
     step = _new_src(page, "#sel-step img", None)
     page.wait_for_function("() => document.querySelector('#sel-info').innerText.includes('tgt_embed')")
@@ -166,7 +167,8 @@ def test_query_selection_look_forward_twice_and_forward_pass(page):
     _new_src(page, "#sel-step img", step)
     page.wait_for_function(f"() => document.querySelector('#sel-info').innerText.includes('Query slot {other}')")
 
-    _open_tab(page, "Refinement")
+    _open_tab(page, "Query")
+    _open_tab(page, "Refinement", "#query-tabs")
     _new_src(page, "#twice-image img", None)
     page.locator("#twice-image img").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "browser-look-forward-twice.png"), full_page=True)

@@ -72,6 +72,7 @@ def test_every_family_folder_opens_and_draws_sampling_points(app):
             except Exception:
                 page.screenshot(path=str(ARTIFACTS / f"families-{name}-failed.png"), full_page=True)
                 raise
+            page.get_by_role("tab", name="Query", exact=True).click()
             page.get_by_role("tab", name="Sampling points").click()
             sampling = _wait_for_new_src(page, "#sampling-image img", sampling)
             pixels = _element_pixels(page, "#sampling-image img")

@@ -17,7 +17,7 @@ import torch
 from dino_demo import ops
 from dino_demo.ops import extension, ms_deform_attn, ms_deform_attn_reference
 from op_problems import CASES, assert_all_close, bad_calls, bad_grad_outputs, make_problem, outer_edge_problem
-from op_problems import reference_in_float64, run_with_grads
+from op_problems import mixed_precision, reference_in_float64, run_with_grads
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -44,6 +44,28 @@ def test_cpu_kernel_half_precision(dtype):
     actual = run_with_grads(ms_deform_attn, inputs)
     assert all(t.dtype == dtype for t in actual)
     assert_all_close(actual, reference_in_float64(inputs), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", ["four levels", "five levels"])
+def test_cpu_kernel_mixed_precision(case, dtype):
+    """Half-precision values and weights at float32 locations (the model under autocast): output and
+    gradients within the half type's bounds of float64, the location gradient in float32."""
+    inputs = mixed_precision(make_problem(**CASES[case], seed=len(case)), dtype)
+    actual = run_with_grads(ms_deform_attn, inputs)
+    assert [t.dtype for t in actual] == [dtype, dtype, torch.float32, dtype]
+    assert_all_close(actual, reference_in_float64(inputs), dtype)
+    # The reference takes the same mixed inputs (sampling in float32).
+    assert_all_close(actual, run_with_grads(ms_deform_attn_reference, inputs), dtype)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck_mixed_precision(requires_grad):
+    value, shapes, starts, locations, weights = mixed_precision(
+        make_problem([[4, 5], [2, 3]], batch=2, queries=3), torch.bfloat16)
+    for tensor in (value, locations, weights):
+        tensor.requires_grad_(requires_grad)
+    torch.library.opcheck(torch.ops.dino_demo.ms_deform_attn, (value, shapes, starts, locations, weights))
 
 
 def test_outer_edge_of_support_matches_reference():
@@ -240,6 +262,15 @@ def test_cuda_kernel_matches_reference(case, dtype):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_kernel_mixed_precision(dtype):
+    inputs = mixed_precision(make_problem(**CASES["four levels"], seed=4), dtype)
+    actual = run_with_grads(ms_deform_attn, to_cuda(inputs))
+    assert [t.dtype for t in actual] == [dtype, dtype, torch.float32, dtype]
+    assert_all_close([t.cpu() for t in actual], reference_in_float64(inputs), dtype)
+
+
+@pytest.mark.cuda
 def test_cuda_non_contiguous_and_masked_inputs():
     value, shapes, starts, locations, weights = make_problem([[6, 7], [3, 4]], batch=3, heads=2, channels=40)
     padding_mask = torch.rand(value.shape[:2], generator=torch.Generator().manual_seed(3)) < 0.3
@@ -289,3 +320,12 @@ def test_cuda_bad_inputs_raise_value_error():
     for message, grad_output in bad_grad_outputs(output).items():
         with pytest.raises(ValueError, match=message):
             torch.ops.dino_demo.ms_deform_attn_backward(grad_output, *inputs)
+
+
+def test_build_check_covers_the_mixed_precision_form():
+    """`python -m dino_demo build-ops --check`'s comparison, in the form the model uses under autocast."""
+    from dino_demo.ops.selfcheck import compare_with_reference
+
+    forward, backward = torch.ops.dino_demo.ms_deform_attn, torch.ops.dino_demo.ms_deform_attn_backward
+    assert compare_with_reference(forward, backward, "cpu", torch.bfloat16) is None
+    assert "output differs" in compare_with_reference(lambda *a: forward(*a) * 1.05, backward, "cpu", torch.bfloat16)

@@ -21,7 +21,8 @@ import torch
 from dino_demo import ops
 from dino_demo.ops import extension, ms_deform_attn, ms_deform_attn_reference, triton_backend
 from dino_demo.ops.extension import LoadResult
-from op_problems import CASES, assert_all_close, bad_calls, bad_grad_outputs, make_problem, outer_edge_problem
+from op_problems import CASES, assert_all_close, bad_calls, bad_grad_outputs, make_problem, mixed_precision
+from op_problems import outer_edge_problem
 from op_problems import reference_in_float64, run_with_grads
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -62,6 +63,15 @@ def test_triton_half_precision(dtype):
     inputs = make_problem([[9, 11], [5, 3], [2, 2]], batch=2, heads=2, channels=6, dtype=dtype)
     actual = run_with_grads(ms_deform_attn, on_device(inputs))
     assert all(t.dtype == dtype for t in actual)
+    assert_all_close(on_cpu(actual), reference_in_float64(inputs), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_triton_mixed_precision(dtype):
+    """Half-precision values and weights at float32 locations, as the model passes them under autocast."""
+    inputs = mixed_precision(make_problem([[9, 11], [5, 3], [2, 2]], batch=2, heads=2, channels=6), dtype)
+    actual = run_with_grads(ms_deform_attn, on_device(inputs))
+    assert [t.dtype for t in actual] == [dtype, dtype, torch.float32, dtype]
     assert_all_close(on_cpu(actual), reference_in_float64(inputs), dtype)
 
 

@@ -257,3 +257,27 @@ def test_the_tabs_of_dinos_ideas_answer_through_the_page_events(app, events, tmp
     walked = page.call_tab(TraceTab(app.explorer).walk)
     assert walked["status"] == "" and "level_start_index" in set(walked["trace_table"]["name"])
     assert walked["trace_json"]["schema"] == "dino-explorer/trace/1"
+
+
+def test_the_precision_choice_runs_the_model_in_it_and_the_runtime_panel_says_which(app, events):
+    """The Precision radio is a Detect control: the run (and its example-cache entry) is in the
+    chosen precision, the Runtime panel says which and what the device offers, and a value
+    outside the choices is one status line."""
+    from dino_demo.explore import precision
+
+    radio = next(c for c in app.demo.config["components"] if c.get("props", {}).get("elem_id") == "precision")
+    assert [choice[0] for choice in radio["props"]["choices"]] == list(precision.PRECISIONS)
+    assert radio["props"]["value"] == "float32" and "native bfloat16" in radio["props"]["info"]
+
+    page = Page(app, events)
+    assert page.values["precision"] == "float32"
+    half = page.call("detect", max_input=128, precision="bfloat16")
+    assert half["status"] == ""
+    assert "**Precision** bfloat16: " + precision.support("cpu").note("bfloat16") in half["runtime"]
+    # The same example in float32 is a run of its own, not the bfloat16 result reused.
+    full = page.call("detect", precision="float32")
+    assert "**Precision** float32: " in full["runtime"] and "reused" not in full["runtime"]
+    again = page.call("detect", precision="bfloat16")
+    assert "**Precision** bfloat16: " in again["runtime"] and "reused" in again["runtime"]
+    refused = page.call("detect", precision="float8")
+    assert set(refused) == {"status"} and "Precision must be one of" in refused["status"]

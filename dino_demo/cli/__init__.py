@@ -19,6 +19,7 @@ COMMANDS = {
     "export": ("dino_demo.cli.export", "export the detector to ONNX (deformable attention as GridSample)"),
     "zoo": ("dino_demo.cli.zoo", "list the model zoo (published COCO weights) and what is on this machine"),
     "convert": ("dino_demo.cli.convert", "convert a detrex or MMDetection checkpoint to the official layout"),
+    "analyze": ("dino_demo.cli.analyze", "misses and false alarms of a COCO-format set explained (analysis.json; torchrun)"),
     "evaluate": ("dino_demo.cli.evaluate", "COCO AP of a checkpoint on a COCO-format set or held-out synthetic scenes"),
     "train": ("dino_demo.cli.train", "train or fine-tune DINO with the official recipe (COCO-format data, torchrun)"),
     "synthetic": ("dino_demo.cli.synthetic", "write a synthetic shapes data set in COCO format"),

@@ -6,7 +6,7 @@ Builds the CPU library, and the CUDA library when a GPU is visible (and nvcc is 
 `--cuda` compiles the CUDA sources even without a GPU (architectures from TORCH_CUDA_ARCH_LIST,
 default 9.0), so CPU-only CI catches a broken .cu file.
 `--check` also compares every compiled kernel that can run here with the reference on a small
-random problem, forward and backward, in float64 (`selfcheck`).
+random problem, forward and backward, in float64 and in the mixed bfloat16 form (`selfcheck`).
 Exits 1 when a build that was asked for fails or a check does not match, else 0.
 """
 from __future__ import annotations
@@ -38,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         for kind, result in wanted.items():
             if not result.ok or (kind == "cuda" and not torch.cuda.is_available()):
                 continue
-            problem = compare_with_reference(
-                torch.ops.dino_demo.ms_deform_attn, torch.ops.dino_demo.ms_deform_attn_backward, kind
-            )
-            print(f"{kind}: check {'passed' if problem is None else 'FAILED, ' + problem}")
-            failed |= problem is not None
+            for dtype in (torch.float64, torch.bfloat16):  # bfloat16: the mixed-precision form
+                problem = compare_with_reference(
+                    torch.ops.dino_demo.ms_deform_attn, torch.ops.dino_demo.ms_deform_attn_backward, kind, dtype
+                )
+                print(f"{kind}: {str(dtype)[6:]} check {'passed' if problem is None else 'FAILED, ' + problem}")
+                failed |= problem is not None
     return 1 if failed else 0

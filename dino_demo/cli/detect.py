@@ -59,8 +59,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-size", type=int, default=None,
                         help="cap on the longer side of the model input (default: the variant's own resize)")
     parser.add_argument("--device", default=None, help="PyTorch device (default cpu)")
-    parser.add_argument("--precision", default=None,
-                        help="float32 (default), or float16 / bfloat16 under autocast (for GPUs)")
+    parser.add_argument("--precision", default=None, choices=("float32", "bfloat16", "float16"),
+                        help="float32 (default), or bfloat16 / float16 under autocast: faster on GPUs and on "
+                             "CPUs with native bfloat16 (AVX-512 BF16, AMX), much slower on other CPUs; the log "
+                             "says which this one is")
     parser.add_argument("--save-internals", action="store_true",
                         help="also write <name>.internals.npz per image: detections, encoder selection, boxes and "
                              "references per decoder layer, sampling points and weights of every query")
@@ -99,6 +101,7 @@ def torch_detector(args: argparse.Namespace) -> Detector:
     """The PyTorch path (`explore.inference.run`)."""
     from ..explore.inference import run
     from ..explore.models import load
+    from ..explore.precision import support
     from ..explore.trace import trace_document, traced_run
     from ..explore.views import detection_view
     from ..io.internals import write_internals
@@ -108,6 +111,7 @@ def torch_detector(args: argparse.Namespace) -> Detector:
     model_id = source.name
     model, cfg = load(source, args.variant, args.device or "cpu")
     family = getattr(cfg, "backbone", "") == "transformers"  # a transformers detector (dino_demo.families)
+    log.info("precision: %s", support(args.device or "cpu").note(args.precision or "float32"))
 
     if family and args.trace:
         raise ValueError(f"--trace follows DINO's own forward pass; {model_id} is a transformers detector")

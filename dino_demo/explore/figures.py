@@ -278,3 +278,31 @@ def render_heatmaps(image: np.ndarray, grids: Sequence[np.ndarray], cell_sizes: 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+REGION_COLOR: Color = (255, 64, 160)    # the region asked about (a drawn box or a ground truth)
+PROPOSAL_COLOR: Color = (80, 160, 255)  # proposals near it
+
+
+def render_region(image: np.ndarray, region: np.ndarray, query_boxes: np.ndarray, query_captions: Sequence[str],
+                  proposal_boxes: np.ndarray, proposal_captions: Sequence[str], *, note: str = "") -> np.ndarray:
+    """A region asked about (`region` [4] xyxy, magenta, thick), the final boxes of the queries
+    nearest to it ([N, 4], yellow to dark by rank, the nearest on top) and the closest encoder
+    proposals ([P, 4], blue, thin), each captioned."""
+    width = line_width(image.shape)
+    queries = np.asarray(query_boxes, dtype=np.float64).reshape(-1, 4)
+    proposals = np.asarray(proposal_boxes, dtype=np.float64).reshape(-1, 4)
+    ramp = colormap(np.linspace(1.0, 0.35, len(queries))) if len(queries) else []
+    canvas = dim(image, 0.35)
+    thin = [max(1, width // 2)] * len(proposals)
+    canvas = draw_boxes(canvas, proposals, [PROPOSAL_COLOR] * len(proposals), widths=thin,
+                        alphas=[0.8] * len(proposals))
+    boxes = np.concatenate([proposals, queries[::-1], np.asarray(region, dtype=np.float64).reshape(1, 4)])
+    captions = [*proposal_captions, *list(query_captions)[::-1], "region"]
+    colors = [PROPOSAL_COLOR] * len(proposals) + list(ramp)[::-1] + [REGION_COLOR]
+    widths = [max(1, width // 2)] * len(proposals) + [width] * len(queries) + [2 * width]
+    canvas = draw_boxes(canvas, boxes, colors, captions=captions, widths=widths,
+                        caption_order=list(range(len(boxes)))[::-1])
+    swatches = ((REGION_COLOR, "region"),) + ((ramp[0], "final box of the nearest query"),) * bool(len(queries)) \
+        + ((PROPOSAL_COLOR, "closest encoder proposals (decoder's first boxes)"),) * bool(len(proposals))
+    return with_legend(canvas, Legend(swatches=swatches, note=note))

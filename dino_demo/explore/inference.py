@@ -43,7 +43,8 @@ class InferenceResult:
         attention weights), or None when the run was made with `internals=False`.
     timings: seconds for "preprocess", "backbone", "encoder", "decoder", "postprocess", "total"
         (of the whole batch the image ran in).
-    backend: (op implementation, why it was chosen); device: where the model ran.
+    backend: (op implementation, why it was chosen); device: where the model ran; precision: what
+        it ran in ("float32", or "bfloat16" / "float16" under autocast; see `run_batch`).
     class_names, category_ids: name and COCO category id of each class id.
     variant: the model's config name; model_id: what the caller called the model (shown in the UI
         and written to results files).
@@ -68,6 +69,7 @@ class InferenceResult:
     variant: str = ""
     model_id: str = ""
     family: FamilyDetails | None = None
+    precision: str = "float32"
     source_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
@@ -149,9 +151,12 @@ def run_batch(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray],
     internals: keep each image's DINOOutput with the decoder's sampling locations and attention
         weights and the encoder's input (what the explorer draws); False keeps only the detections
         (evaluation).
-    precision: "float32", or "float16" / "bfloat16" to run under autocast (for GPUs: the weights
-        stay float32, matrix products run in half precision; the deformable attention runs its
-        float16 kernels under "float16"). Outputs are float32 either way.
+    precision: "float32", or "bfloat16" / "float16" to run under autocast: the weights stay
+        float32, convolutions and matrix products run in the half type, the deformable attention
+        takes half-precision values and weights at float32 locations and accumulates in float32;
+        softmax, the two-stage selection's scores and the box references stay float32. Outputs
+        are float32 either way. On a CPU without native bfloat16 this is much slower than float32
+        (`explore.precision.support` says which CPU has it).
     on_stage: called with (stage, seconds) as each stage ends ("preprocess", "backbone",
         "encoder", "decoder", "postprocess", "total"), from the thread that runs the model.
     source_sizes: per image, its (H, W) as given when the image is a downscaled copy (the
@@ -188,7 +193,7 @@ def run_batch(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray],
             padded_size=batch.padded_size,
             detections=_to_cpu(detections[i]), output=_image_output(output, i) if internals else None,
             timings=dict(timings), backend=backend, device=str(device), class_names=names,
-            category_ids=categories, variant=cfg.name, model_id=model_id,
+            category_ids=categories, variant=cfg.name, model_id=model_id, precision=precision,
             source_size=_given_size(source_sizes[i] if source_sizes else None, image))
         for i, image in enumerate(images)
     ]

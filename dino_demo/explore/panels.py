@@ -19,6 +19,7 @@ from .figures import (
     render_sampling,
 )
 from .options import SELECTED_QUERY, HeatmapOptions, ProposalOptions, SamplingOptions
+from .precision import support
 from .refinement import look_forward_rows, look_forward_twice, render_look_forward_twice
 from .selection import level_scores, render_score_maps, render_selection_step, selection_step
 from .stored import StoredResult
@@ -337,7 +338,8 @@ def notice_markdown(stored: StoredResult, view: DetectionView, threshold: float,
 
 
 def runtime_markdown(stored: StoredResult, reused: bool) -> str:
-    """The Runtime tab: model, device, op, sizes and the time of each stage."""
+    """The Runtime tab: model, device, op, precision (and what the device offers), sizes and the time
+    of each stage."""
     result = stored.result
     t = result.timings
     backend, reason = result.backend
@@ -351,6 +353,7 @@ def runtime_markdown(stored: StoredResult, reused: bool) -> str:
     return (
         f"**Model** {result.model_id} · **device** `{result.device}` · **deformable-attention op** "
         f"`{backend}` ({reason})\n\n"
+        f"**Precision** {result.precision}: {support(result.device).note(result.precision)}\n\n"
         f"**Image** {w}x{h} px → **model input** {in_w}x{in_h} px (padded {result.padded_size[1]}x"
         f"{result.padded_size[0]}) · {result.num_queries} queries, {result.num_layers} decoder layers, "
         f"{m} heads × {l} levels × {p} points\n\n| stage | time{cached} |\n|---|---|\n{rows}"

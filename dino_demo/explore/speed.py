@@ -6,7 +6,8 @@
 - the transformer's feed-forward layers run in token blocks with an in-place ReLU when autograd
   is off (see `transformer.feed_forward`);
 - on the CPU, the transformer layers' linear projections use oneDNN with pre-packed weights
-  (faster than the default BLAS on this project's AMD machines: benchmarks/RESULTS.md), when PyTorch has it.
+  (faster than the default BLAS on this project's AMD machines: benchmarks/RESULTS.md), when PyTorch has it;
+  under autocast (bfloat16 runs) they are plain linear layers in autocast's dtype.
 The multi-scale deformable attention kernels are chosen separately (`dino_demo.ops`).
 The copy's state_dict is no longer the official layout: save the original, not the copy.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -44,18 +46,22 @@ def optimize_for_inference(model: DINO, ffn_chunk: int = FFN_CHUNK) -> DINO:
 
 
 class PackedLinear(nn.Module):
-    """An inference-only nn.Linear whose weight oneDNN has re-laid out once for fast products.
-    The packed weight is float32: half-precision inputs (CPU autocast) are computed in float32."""
+    """An inference-only nn.Linear whose weight oneDNN has re-laid out once for fast float32 products.
+    Under autocast (bfloat16 / float16 runs) it is a plain linear layer in autocast's dtype, from
+    the unpacked weight that it keeps for that."""
 
     def __init__(self, linear: nn.Linear, rows_hint: int = FFN_CHUNK):
         super().__init__()
         weight = linear.weight.detach()
         self.out_features = weight.shape[0]
         self.register_buffer("packed", torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint), persistent=False)
+        self.register_buffer("weight", weight, persistent=False)
         bias = linear.bias.detach() if linear.bias is not None else None
         self.register_buffer("bias", bias, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type):
+            return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x.float(), self.packed, self.bias, "none", [], "")
 
 

@@ -51,13 +51,16 @@ class MSDeformAttn(nn.Module):
 
         Args: as `forward` (query [B, Lq, D], reference_points [B, Lq, L, 2 or 4], spatial_shapes [L, 2]).
         Returns: sampling_locations [B, Lq, M, L, P, 2] (x, y) in [0, 1] of each level's padded
-            map, attention_weights [B, Lq, M, L, P] (softmax over L * P per head).
+            map, attention_weights [B, Lq, M, L, P] (softmax over L * P per head); both float32
+            under autocast too.
         Row-wise in the queries: any subset of queries gives the same rows as all of them.
         """
         b, num_queries, _ = query.shape
         m, l, p = self.heads, self.levels, self.points
         offsets = self.sampling_offsets(query).view(b, num_queries, m, l, p, 2)
-        weights = F.softmax(self.attention_weights(query).view(b, num_queries, m, l * p), -1).view(b, num_queries, m, l, p)
+        # softmax in float32 also under autocast (where the logits are half precision)
+        logits = _widened(self.attention_weights(query).view(b, num_queries, m, l * p))
+        weights = F.softmax(logits, -1).view(b, num_queries, m, l, p)
         if reference_points.shape[-1] == 2:
             normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
             locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
@@ -96,11 +99,14 @@ class MSDeformAttn(nn.Module):
             value = value.masked_fill(padding_mask[..., None], 0.0)
         value = value.view(b, value.shape[1], self.heads, -1)
         locations, weights = self.sampling(query, reference_points, spatial_shapes)
-        # Under autocast the value projection is half precision while locations stay float32. In
-        # float16 (11-bit mantissa: a location within 1/2000 of the map) the op runs its native
-        # half-precision kernels, accumulating in float32; a bfloat16 location (8 bits) could be
-        # off by a pixel of a 128-wide map, so bfloat16 runs sample in float32.
-        dtype = torch.float16 if value.dtype == torch.float16 else locations.dtype
-        output = ops.ms_deform_attn(value.to(dtype), spatial_shapes, level_start_index, locations.to(dtype),
-                                    weights.to(dtype), level_shapes)
+        # Under autocast the value projection is half precision (float16 or bfloat16) and so are the
+        # weights given to the op, which accumulates in float32; the locations stay float32, as a
+        # bfloat16 location (8-bit mantissa) could be a pixel off on a 128-wide map.
+        output = ops.ms_deform_attn(value, spatial_shapes, level_start_index, _widened(locations),
+                                    weights.to(value.dtype), level_shapes)
         return self.output_proj(output), locations, weights
+
+
+def _widened(t: torch.Tensor) -> torch.Tensor:
+    """`t` in float32 when it is float16 or bfloat16, else as it is (float32, or float64 in tests)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

@@ -44,14 +44,17 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_star
         spatial_shapes: [L, 2] int64 (H, W) of each level, on value's device.
         level_start_index: [L] int64 offset of each level in S, on value's device.
         sampling_locations: [N, Lq, M, L, P, 2] (x, y); 0 and 1 are the outer edges of a level's map.
-        attention_weights: [N, Lq, M, L, P].
+            In value's dtype, or float32 for float16 / bfloat16 values (mixed precision: what the
+            model passes under autocast, as a 16-bit location can be a pixel off).
+        attention_weights: [N, Lq, M, L, P], in value's dtype. Every implementation accumulates
+            half-precision inputs in float32.
         level_shapes: optionally the same (H, W) pairs as `spatial_shapes`, as Python ints. The
             reference then never reads `spatial_shapes` (no device sync), and sizes traced by
             `torch.export` stay symbolic, so that an exported graph holds at every input size.
 
     Returns:
         [N, Lq, M * D] in value's dtype; differentiable with respect to value, sampling_locations
-        and attention_weights. Inputs may be non-contiguous.
+        and attention_weights (each gradient in its input's dtype). Inputs may be non-contiguous.
 
     Raises:
         ValueError: on shapes that do not fit together, mixed dtypes or devices.

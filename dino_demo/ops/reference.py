@@ -21,14 +21,20 @@ def ms_deform_attn_reference(value: torch.Tensor, spatial_shapes: torch.Tensor, 
         value: [N, S, M, D] values of all levels, flattened row-major per level.
         spatial_shapes: [L, 2] int64 (H, W) of each level; sum of H*W equals S.
         level_start_index: [L] int64 offset of each level in S (unused here, kept for the op's signature).
-        sampling_locations: [N, Lq, M, L, P, 2] (x, y) in [0, 1] of each level's padded map.
+        sampling_locations: [N, Lq, M, L, P, 2] (x, y) in [0, 1] of each level's padded map; in
+            value's dtype, or float32 for float16 / bfloat16 values (then sampled in float32).
         attention_weights: [N, Lq, M, L, P], usually summing to 1 over (L, P).
         level_shapes: `spatial_shapes` as Python (H, W) pairs, when the caller has them (then
             `spatial_shapes` is not read).
 
     Returns:
-        [N, Lq, M * D]
+        [N, Lq, M * D] in value's dtype
     """
+    if sampling_locations.dtype != value.dtype:  # half values at float32 locations: sample in float32
+        output = ms_deform_attn_reference(value.to(sampling_locations.dtype), spatial_shapes, level_start_index,
+                                          sampling_locations, attention_weights.to(sampling_locations.dtype),
+                                          level_shapes)
+        return output.to(value.dtype)
     n, _, heads, head_dim = value.shape
     _, num_queries, _, levels, points, _ = sampling_locations.shape
     if level_shapes is None:

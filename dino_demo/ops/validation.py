@@ -28,6 +28,10 @@ from collections.abc import Sequence
 
 import torch
 
+# Values of these dtypes may be sampled at float32 locations (mixed precision): a bfloat16 location
+# (8-bit mantissa) can be a pixel off on a 128-wide map.
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
 
 def check_inputs(
     value: torch.Tensor,
@@ -36,7 +40,8 @@ def check_inputs(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> None:
-    """Raise ValueError unless the five tensors have the official layouts, one dtype and one device."""
+    """Raise ValueError unless the five tensors have the official layouts, one dtype (float32 locations
+    allowed with float16 / bfloat16 values and weights) and one device."""
     if value.dim() != 4:
         raise ValueError(f"ms_deform_attn: value must be [N, S, M, D], got shape {tuple(value.shape)}")
     if spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2:
@@ -70,10 +75,12 @@ def check_inputs(
         )
     if not value.dtype.is_floating_point:
         raise ValueError(f"ms_deform_attn: value must be a floating point tensor, got {value.dtype}")
-    if sampling_locations.dtype != value.dtype or attention_weights.dtype != value.dtype:
+    float_locations = value.dtype in HALF_DTYPES and sampling_locations.dtype == torch.float32
+    if attention_weights.dtype != value.dtype or (sampling_locations.dtype != value.dtype and not float_locations):
         raise ValueError(
-            "ms_deform_attn: value, sampling_locations and attention_weights must share one dtype, got "
-            f"{value.dtype}, {sampling_locations.dtype}, {attention_weights.dtype}"
+            "ms_deform_attn: value, sampling_locations and attention_weights must share one dtype (or, for float16 "
+            f"and bfloat16 values, float32 sampling_locations), got {value.dtype}, {sampling_locations.dtype}, "
+            f"{attention_weights.dtype}"
         )
     if spatial_shapes.dtype != torch.int64 or level_start_index.dtype != torch.int64:
         raise ValueError(

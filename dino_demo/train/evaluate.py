@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
-from ..explore.inference import run_batch
+from ..explore.inference import InferenceResult, run_batch
 from ..explore.views import detection_view
 from ..io.results import coco_results, detections_document, image_record
 from ..model.config import DINOConfig
@@ -33,17 +33,33 @@ def predict(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray], i
     entries = []
     for start in range(0, len(images), batch_size):
         results = run_batch(model, cfg, images[start:start + batch_size], internals=False)
-        entries += [image_record(result, detection_view(result, 0.0), image_id=image_id)
-                    for result, image_id in zip(results, image_ids[start:start + batch_size])]
-    document = detections_document(entries, model_id="", variant=cfg.name, threshold=0.0, max_detections=None,
+        entries += coco_entries(results, image_ids[start:start + batch_size])
+    return entries
+
+
+def coco_entries(results: list[InferenceResult], image_ids: list[int]) -> list[dict]:
+    """COCO results (all `num_select` detections of each result, no threshold) of inference
+    results, through the one results format."""
+    records = [image_record(result, detection_view(result, 0.0), image_id=image_id)
+               for result, image_id in zip(results, image_ids)]
+    document = detections_document(records, model_id="", variant="", threshold=0.0, max_detections=None,
                                    max_input_side=None)
     return coco_results(document)
 
 
 def coco_box_ap(ground_truth: dict, results: list[dict]) -> dict[str, float]:
     """AP, AP50, AP75, APs, APm, APl of `results` against a COCO ground-truth dict."""
-    if not results:
+    evaluator = coco_evaluation(ground_truth, results)
+    if evaluator is None:
         return {name: 0.0 for name in METRIC_NAMES}
+    return {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats[:6])}
+
+
+def coco_evaluation(ground_truth: dict, results: list[dict]) -> COCOeval | None:
+    """pycocotools' evaluation of `results`, evaluated, accumulated and summarized (None when
+    there are no results): `stats` holds the metrics, `eval["precision"]` the per-category curves."""
+    if not results:
+        return None
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = ground_truth
@@ -52,7 +68,7 @@ def coco_box_ap(ground_truth: dict, results: list[dict]) -> dict[str, float]:
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats[:6])}
+    return evaluator
 
 
 def evaluate(model: torch.nn.Module, cfg: DINOConfig, dataset: DetectionSet, batch_size: int = 8) -> dict[str, float]:

@@ -48,7 +48,8 @@ class ApiEndpoints:
         Returns:
             The image with the detections drawn, and detections.json: per detection its box (x0, y0, x1, y1 in the image's pixels), class, score and query slot.
         """
-        parsed = _by_image(image, model_choice, checkpoint, variant, max_input, prompt)
+        parsed = _by_image(image, model_choice, checkpoint, variant, max_input, self.explorer.settings.precision,
+                           prompt)
         given = {"threshold": threshold, "max_detections": max_detections}
         options = PageControls.parse({name: value for name, value in given.items() if value is not None}).detection
         if from_mcp(request):  # no session of its own: the result is reached again by its image
@@ -134,16 +135,18 @@ class ApiEndpoints:
         """The result an API call reads: `detect`'s on `image` when given, else the session's (never
         over MCP, whose calls share one session)."""
         if image is not None:
-            return self.explorer.shared_result(_by_image(image, model_choice, checkpoint, variant, max_input), progress)
+            parsed = _by_image(image, model_choice, checkpoint, variant, max_input, self.explorer.settings.precision)
+            return self.explorer.shared_result(parsed, progress)
         if from_mcp(request):
             raise ControlError("image_in", "Pass the image (and model) given to detect: MCP calls have no session.")
         return self.explorer.stored(session)
 
 
-def _by_image(image, model_choice, checkpoint, variant, max_input, prompt=None) -> DetectRequest:
-    """An API call's Detect request; a model or input cap left out is the page's default."""
+def _by_image(image, model_choice, checkpoint, variant, max_input, precision: str, prompt=None) -> DetectRequest:
+    """An API call's Detect request; a model or input cap left out is the page's default, and the
+    model runs in the app's precision (`DINO_DEMO_PRECISION`)."""
     return DetectRequest.parse(image, model_choice or choices.default_choice(), checkpoint, variant,
-                               inputs.MAX_INPUT_SIDE if max_input is None else max_input, prompt)
+                               inputs.MAX_INPUT_SIDE if max_input is None else max_input, precision, prompt)
 
 
 def from_mcp(request: gr.Request | None) -> bool:

@@ -49,7 +49,7 @@ log = logging.getLogger("dino_explorer")
 Views = dict[str, object]
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # The controls a Detect reads besides PageControls.
-DETECT_CONTROLS = ("image_in", "model_choice", "checkpoint", "variant", "max_input", "prompt")
+DETECT_CONTROLS = ("image_in", "model_choice", "checkpoint", "variant", "max_input", "precision", "prompt")
 
 
 def example_files() -> list[Path]:
@@ -168,9 +168,11 @@ class Explorer:
         h, w = loaded.array.shape[:2]
         input_size = model_input_size(cfg, h, w, request.max_input)
 
-        key = None if request.prompt else self._example_key(request.path, request.model, input_size)
+        key = None if request.prompt else self._example_key(request.path, request.model, input_size,
+                                                            request.precision)
         if key is None and by_content:
-            key = "image:" + _result_digest(_sha256(Path(request.path)), request.model, input_size, request.prompt)
+            key = "image:" + _result_digest(_sha256(Path(request.path)), request.model, input_size, request.precision,
+                                            request.prompt)
         stored = self.store.peek(key) if key else None
         if stored is not None:
             return stored, key, True
@@ -178,7 +180,7 @@ class Explorer:
         try:
             with self.model_slot:
                 result = self._run(model, cfg, loaded.array, max_size=request.max_input,
-                                   precision=self.settings.precision, model_id=model_id,
+                                   precision=request.precision, model_id=model_id,
                                    source_size=loaded.file_size,
                                    on_stage=None if gpu.on_zerogpu() else _stage_progress(progress),
                                    **({"prompt": request.prompt} if request.prompt else {}))
@@ -431,7 +433,7 @@ class Explorer:
         model, _ = self.load_model(stored.model)
         try:
             with self.model_slot:
-                return self._token_attention(model, stored.result, [token], precision=self.settings.precision)[0]
+                return self._token_attention(model, stored.result, [token], precision=stored.result.precision)[0]
         except RuntimeError as err:
             log.exception("encoder attention failed")
             raise ValueError(f"Computing the encoder's attention failed: {err}") from None
@@ -503,7 +505,8 @@ class Explorer:
         return {"sampling_image": overlay, "points_json": points, "mass": mass}
 
     # -- the example cache -------------------------------------------------------------------
-    def _example_key(self, path: str, model: choices.ModelChoice, input_size: tuple[int, int]) -> str | None:
+    def _example_key(self, path: str, model: choices.ModelChoice, input_size: tuple[int, int],
+                     precision: str) -> str | None:
         """Store key of an example image's result (shared by every session), when `path` holds one
         of the example images (Gradio hands over a copy), else None."""
         with self._example_lock:
@@ -517,7 +520,7 @@ class Explorer:
             return None
         if digest not in self._example_digests.values():
             return None
-        return "example:" + _result_digest(digest, model, input_size)
+        return "example:" + _result_digest(digest, model, input_size, precision)
 
 
 # -- small pure helpers ---------------------------------------------------------------------
@@ -533,9 +536,11 @@ def _sha256(path: Path) -> str:
 
 
 def _result_digest(image_digest: str, model: choices.ModelChoice, input_size: tuple[int, int],
-                   prompt: str = "") -> str:
-    """What identifies a result: the image's bytes, the model, the input size and the prompt."""
-    return hashlib.sha256(repr((image_digest, model.source, model.variant, input_size, prompt)).encode()).hexdigest()
+                   precision: str, prompt: str = "") -> str:
+    """What identifies a result: the image's bytes, the model, the input size, the precision and
+    the prompt."""
+    key = (image_digest, model.source, model.variant, input_size, precision, prompt)
+    return hashlib.sha256(repr(key).encode()).hexdigest()
 
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 import gradio as gr
 import numpy as np
 
-from . import choices, denoising_tab, inputs, steps_tab
+from . import analysis_tab, choices, compare_tab, denoising_tab, inputs, region_tab, steps_tab
 from .api import ApiEndpoints
 from .callbacks import DETECT_CONTROLS, Explorer, PageEvent, Views, example_files
 from .files import save_drawn_image
@@ -40,12 +40,16 @@ def _token_cell(token) -> Views:
 
 
 def reply(ui: Mapping[str, gr.components.Component], views: Views) -> dict:
-    """A handler's {view name: value} as {component: value}; a drawn picture as the path of a file
-    written once, whole (see `files.save_drawn_image`)."""
-    return {ui[name]: _served(ui[name], value) for name, value in views.items()}
+    """A handler's {view name: value} as {component: value}, each value `served`."""
+    return {ui[name]: served(ui[name], value) for name, value in views.items()}
 
 
-def _served(component, value):
+def served(component, value):
+    """A drawn picture (an array; a pair of them for an ImageSlider) as the path of a file written
+    once, whole (see `files.save_drawn_image`); any other value as it is."""
+    if isinstance(component, gr.ImageSlider) and isinstance(value, tuple):
+        return tuple(save_drawn_image(v, component.GRADIO_CACHE, "png") if isinstance(v, np.ndarray) else v
+                     for v in value)
     if isinstance(component, gr.Image) and isinstance(value, np.ndarray):
         return save_drawn_image(value, component.GRADIO_CACHE, component.format or "webp")
     return value
@@ -71,7 +75,7 @@ class PageEvents:
         # What any page event may change (each returns only the views it changed); buttons change never.
         self.outputs = [component for name, component in ui.items()
                         if name not in ("examples_slot", "shipped_note", "image_in", "model_choice", "checkpoint",
-                                        "variant", "max_input")
+                                        "variant", "max_input", "precision")
                         and not isinstance(component, gr.Button)]
         self.outputs.append(ui["image_in"])  # set back when it holds no usable image
 
@@ -97,15 +101,21 @@ class PageEvents:
 
     def handler(self, method: Callable, *, selected: bool = False, redraw: bool = True) -> Callable:
         """The Gradio function of a re-drawing method (`selected`: it reads where a click landed;
-        `redraw=False`: a method `(event, progress)` that needs no stored result)."""
+        `redraw=False`: a method `(event, progress)` that needs no stored result; `progress` is Gradio's
+        bar, shown where the event's `show_progress` allows)."""
         if selected:
-            def on_select(values: dict, evt: gr.SelectData, request: gr.Request):
-                return self.respond(method, values, request, point=evt.index, redraw=redraw)
+            def on_select(values: dict, evt: gr.SelectData, request: gr.Request, progress=gr.Progress()):
+                return self.respond(method, values, request, point=evt.index, progress=progress, redraw=redraw)
             return on_select
 
-        def on_change(values: dict, request: gr.Request):
-            return self.respond(method, values, request, redraw=redraw)
+        def on_change(values: dict, request: gr.Request, progress=gr.Progress()):
+            return self.respond(method, values, request, progress=progress, redraw=redraw)
         return on_change
+
+    def tab_outputs(self, prefix: str) -> list:
+        """What a tab's event may change: its views (names starting with `prefix`), the status line
+        and the controls a failure sets back."""
+        return [c for name, c in self.ui.items() if name.startswith(prefix)] + [self.ui[n] for n in ("status", *RESETS)]
 
     def detect(self, values: dict, request: gr.Request, progress=gr.Progress()):
         """The Detect button (and an example picked)."""
@@ -187,6 +197,10 @@ def wire(ui, explorer: Explorer, concurrency: int) -> None:
     ui.coco_model.click(lambda: choices.COCO_MODEL, None, ui.model_choice, api_visibility="private", queue=False)
     denoising_tab.wire(page, on, model_run)
     steps_tab.wire(page, on, model_run)
+    # The Diagnose tabs: their own controls, the same event design.
+    region_tab.wire(ui, page)
+    analysis_tab.wire(ui, page)
+    compare_tab.wire(ui, page, model_run)
 
 
 def _api_endpoints(ui, endpoints: ApiEndpoints, raw: dict, model_run: dict) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..explore.inference import PRECISIONS
 from ..explore.options import (
     HEATMAP_SOURCES,
     POINT_COLORS,
@@ -217,20 +218,25 @@ def query_slot(value, queries: int, control: str = "slot") -> int:
 @dataclass(frozen=True)
 class DetectRequest:
     """A Detect's inputs: the image file (`path`, and the name it was uploaded as), the model, the
-    cap on the model input's longer side, and the text prompt of a text-prompted transformers
-    detector (dino_demo.families; "" for every other model)."""
+    cap on the model input's longer side, the precision the model runs in ("float32", or
+    "bfloat16" / "float16" under autocast: see `explore.inference.run_batch`), and the text prompt
+    of a text-prompted transformers detector (dino_demo.families; "" for every other model)."""
 
     path: str
     file_name: str
     model: choices.ModelChoice
     max_input: int
+    precision: str = "float32"
     prompt: str = ""
 
     @classmethod
-    def parse(cls, image, model_choice, checkpoint, variant, max_input, prompt=None) -> "DetectRequest":
-        """`image`: a FileData dict (the raw payload of an image input) or a path."""
+    def parse(cls, image, model_choice, checkpoint, variant, max_input, precision=None,
+              prompt=None) -> "DetectRequest":
+        """`image`: a FileData dict (the raw payload of an image input) or a path; `precision` None:
+        float32."""
         model = choices.resolve(model_choice, checkpoint, variant)
         side = max_input_side(max_input)
+        precision = one_of(precision or "float32", "Precision", tuple(PRECISIONS), control="precision")
         try:
             text = families_ui.parse_prompt(prompt)
         except ValueError as err:
@@ -238,7 +244,7 @@ class DetectRequest:
         path, file_name = uploaded_file(image)
         if not path:
             raise ControlError("image_in", "Upload an image or pick an example first.")
-        return cls(path, file_name, model, side, text)
+        return cls(path, file_name, model, side, precision, text)
 
 
 def uploaded_file(image) -> tuple[str | None, str]:

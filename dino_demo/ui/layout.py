@@ -18,10 +18,12 @@ from dataclasses import dataclass
 import gradio as gr
 
 from .. import ops
+from ..explore import precision as precisions
 from ..explore.options import HEATMAP_SOURCES, POINT_COLORS, PROPOSAL_COLORS
 from ..model.config import VARIANTS, DINOConfig
 from ..sources import zoo
-from . import choices, denoising_tab, families_ui, gpu, inputs, steps_tab
+from . import (analysis_tab, choices, compare_tab, denoising_tab, families_ui, gpu, inputs, region_tab,
+               steps_tab)
 from .callbacks import Explorer, max_input_label
 from .session import Session
 from .events import wire
@@ -117,9 +119,16 @@ def page_config(default_model: str) -> DINOConfig:
     return config or DINOConfig()
 
 
-def build_layout(default_model: str, end_session) -> UI:
+def precision_choice(default: str, device: str) -> gr.Radio:
+    """The precision of the model runs; its note says whether this device has native bfloat16."""
+    note = precisions.support(device).note("bfloat16")
+    return gr.Radio(list(precisions.PRECISIONS), value=default, label="Precision", info=note, elem_id="precision")
+
+
+def build_layout(default_model: str, end_session, precision: str = "float32", device: str = "cpu") -> UI:
     """Create the components (inside a gr.Blocks context); `end_session(session)` is called when a
-    session's state is deleted."""
+    session's state is deleted; `precision` is the Precision choice's default, `device` where the
+    models run (its note says what that device offers)."""
     ui = UI()
     config = page_config(default_model)
     ui["session"] = gr.State(Session(), delete_callback=end_session)
@@ -127,7 +136,7 @@ def build_layout(default_model: str, end_session) -> UI:
     gr.Markdown(INTRO)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
-            _input_column(ui, default_model, config)
+            _input_column(ui, default_model, config, precision, device)
         with gr.Column(scale=3):
             ui["status"] = gr.Markdown("", elem_id="status")
             ui["notice"] = gr.Markdown("", elem_id="notice")
@@ -137,33 +146,48 @@ def build_layout(default_model: str, end_session) -> UI:
                                        minimum=0, maximum=config.num_queries - 1)
             ui["candidates"] = gr.Radio([], label="Boxes under the cursor", visible=False, elem_id="candidates")
             ui["query_info"] = gr.Markdown("", elem_id="query-info")
-            families_ui.build_token_scores(ui)
+            # Six tabs (every one shown at 1366 px): the selected query's views, DINO's ideas and the
+            # diagnosis views each under one tab, with their own tabs inside.
             with gr.Tabs(elem_id="tabs"):
                 _detections_tab(ui)
-                _proposals_tab(ui, config)
-                _sampling_tab(ui, config)
-                with gr.Tab("Layers", id="layers"):
-                    _caption("Every decoder layer of the selected query: its reference box (white), sampling points "
-                             "(colour: level; size and opacity: weight) and the box after the layer (yellow).")
-                    ui["layer_grid"] = _view("layer-grid", format="png")
-                _heatmaps_tab(ui, config)
-                with gr.Tab("Refinement", id="refinement"):
-                    _caption("The selected query's box from its proposal through every decoder layer, with the "
-                             "class it predicts after each.")
-                    ui["refine_image"] = _view("refine-image")
-                    ui["refine_table"] = gr.Dataframe(interactive=False, elem_id="refine-table")
-                    steps_tab.build_refinement_extra(ui)
+                with gr.Tab("Query", id="query-views"):
+                    families_ui.build_token_scores(ui)  # a transformers detector's prompt tokens, views it lacks
+                    with gr.Tabs(elem_id="query-tabs"):
+                        _query_tabs(ui, config)
                 _encoder_tab(ui, config)
                 with gr.Tab("DINO's ideas", id="ideas"), gr.Tabs(elem_id="ideas-tabs"):
                     denoising_tab.build(ui)
                     steps_tab.build_trace_tab(ui)
+                with gr.Tab("Diagnose", id="diagnose") as ui["diagnose_tab"]:
+                    with gr.Tabs(elem_id="diagnose-tabs") as ui["diagnose_tabs"]:
+                        region_tab.build(ui)
+                        analysis_tab.build(ui)
+                        compare_tab.build(ui, default_model)
                 with gr.Tab("Runtime", id="runtime"):
                     ui["runtime"] = gr.Markdown("Run a detection to see the runtime.", elem_id="runtime")
     gr.HTML("", js_on_load=PAGE_JS % json.dumps(PAGE_CSS), container=False, padding=False)
     return ui
 
 
-def _input_column(ui: UI, default_model: str, config: DINOConfig) -> None:
+def _query_tabs(ui: UI, config: DINOConfig) -> None:
+    """The selected query's views: its proposal among the others, its sampling points, every layer,
+    the attention heatmaps and its box's refinement."""
+    _proposals_tab(ui, config)
+    _sampling_tab(ui, config)
+    with gr.Tab("Layers", id="layers"):
+        _caption("Every decoder layer of the selected query: its reference box (white), sampling points "
+                 "(colour: level; size and opacity: weight) and the box after the layer (yellow).")
+        ui["layer_grid"] = _view("layer-grid", format="png")
+    _heatmaps_tab(ui, config)
+    with gr.Tab("Refinement", id="refinement"):
+        _caption("The selected query's box from its proposal through every decoder layer, with the "
+                 "class it predicts after each.")
+        ui["refine_image"] = _view("refine-image")
+        ui["refine_table"] = gr.Dataframe(interactive=False, elem_id="refine-table")
+        steps_tab.build_refinement_extra(ui)
+
+
+def _input_column(ui: UI, default_model: str, config: DINOConfig, precision: str, device: str) -> None:
     """Image, Detect, model, the shipped model's note and the examples (all above the fold at
     1366x768), then the detection settings."""
     ui["image_in"] = gr.Image(label="Image", show_label=False, type="filepath", image_mode=None,
@@ -187,6 +211,7 @@ def _input_column(ui: UI, default_model: str, config: DINOConfig) -> None:
                                     label="Variant of the checkpoint",
                                     visible=not choices.variant_is_fixed(default_model))
         ui["max_input"] = _slider("max_input", 32, config.max_size, config.max_size, max_input_label(config))
+        ui["precision"] = precision_choice(precision, device)
 
 
 def _detections_tab(ui: UI) -> None:
@@ -294,7 +319,7 @@ def build_app(settings: AppSettings | None = None, **explorer_options) -> App:
     if gpu.on_zerogpu():
         explorer.preload(choices.default_choice())  # moved to "cuda" at start-up, as ZeroGPU requires
     with gr.Blocks(title=TITLE, fill_width=True, delete_cache=(1800, 3600), analytics_enabled=False) as demo:
-        ui = build_layout(choices.default_choice(), explorer.close_session)
+        ui = build_layout(choices.default_choice(), explorer.close_session, settings.precision, settings.device)
         wire(ui, explorer, settings.model_concurrency)
         # Checkpoints copied into weights/ while the app runs appear on the next page load.
         demo.load(lambda choice: gr.Dropdown(choices=choices.model_choices(), value=choice), ui.model_choice,

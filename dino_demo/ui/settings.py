@@ -5,7 +5,7 @@ the checkpoint folders on every use (so that they can change without a restart).
 |---|---|---|
 | `DINO_DEMO_DEVICE` | where models run | `cuda` when available, else `cpu` |
 | `DINO_DEMO_MODEL_CONCURRENCY` | model runs at a time (re-drawing runs alongside) | 1 |
-| `DINO_DEMO_PRECISION` | `float32`, or `float16` / `bfloat16` (autocast, for GPUs) | `float32` |
+| `DINO_DEMO_PRECISION` | the page's default precision: `float32`, or `bfloat16` / `float16` (autocast: GPUs, CPUs with AVX-512 BF16 / AMX) | `float32` |
 | `DINO_DEMO_RESULT_BUDGET_MB` | memory for stored results, all sessions together (least recently used dropped) | 512 |
 | `DINO_DEMO_CHECKPOINT_DIRS` | folders the checkpoint box may open (`:`-separated), or `any` | `weights/` and the download cache |
 | `DINO_DEMO_UNTRAINED_VARIANTS` | variants offered with random weights (`,`-separated), `all` or `none` | `all`; on a Space all but Swin-L |
@@ -32,8 +32,9 @@ LARGE_VARIANTS = ("dino-4scale-swinl", "dino-5scale-swinl")
 @dataclass(frozen=True)
 class AppSettings:
     """device: torch device models run on; model_concurrency: model runs at a time;
-    result_budget_mb: memory for the stored results of all sessions together; precision: of the
-    model runs (see `explore.inference.run_batch`)."""
+    result_budget_mb: memory for the stored results of all sessions together; precision: the
+    page's default Precision choice and the API endpoints' precision (see
+    `explore.inference.run_batch`)."""
 
     device: str
     model_concurrency: int

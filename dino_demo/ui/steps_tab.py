@@ -43,7 +43,8 @@ class TraceTab:
         try:
             with self.explorer.model_slot:
                 result, stages = self._traced(model, cfg, loaded.array, max_size=request.max_input,
-                                              model_id=request.model.model_id, source_size=loaded.file_size)
+                                              precision=request.precision, model_id=request.model.model_id,
+                                              source_size=loaded.file_size)
         except RuntimeError as err:
             log.exception("traced run failed")
             raise ValueError(f"The traced run failed: {err}") from None
