@@ -664,3 +664,19 @@ def test_stalled_downloads_leave_detect_to_other_visitors(served, url, monkeypat
     finally:
         listener.close()
         download.forget_failures()
+
+
+def test_detect_takes_a_prompt_for_a_text_prompted_model(client, tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from family_models import save_tiny
+
+    folder = save_tiny("grounding-dino", tmp_path / "grounding-dino")
+    monkeypatch.setenv(settings.CHECKPOINT_DIRS_VARIABLE, str(tmp_path))
+    _, result = client.predict(handle_file(str(EXAMPLES / "chelsea.png")), "custom", str(folder), "auto", 1333, 0.0,
+                               5, "cat . remote control .", api_name="/detect")
+    labels = {d["label"] for d in _image(result)["detections"]}
+    words = {w for label in labels for w in label.replace(".", " ").split()}
+    assert labels and words <= {"cat", "remote", "control", "[SEP]"}, labels  # phrases of the prompt (random weights)
+    with pytest.raises(AppError, match="takes no prompt"):  # DINO has fixed classes
+        client.predict(handle_file(str(EXAMPLES / "chelsea.png")), MODEL, "", "auto", 1333, 0.0, 5, "cat .",
+                       api_name="/detect")

@@ -80,18 +80,29 @@ def test_the_type_is_checked():
 
 
 @pytest.mark.parametrize("text", ["hf:IDEA-Research/dino@main", "hf:org/name"])
-def test_transformers_models_say_so(text, tmp_path):
-    from dino_demo.explore.models import load
+def test_commands_that_need_dino_refuse_transformers_models(text):
+    from dino_demo.sources.loader import build
 
-    with pytest.raises(ValueError, match="^transformers-format models: "):
-        load(text)
+    with pytest.raises(ValueError, match="^transformers-format models: .*needs a DINO checkpoint"):
+        build(text)
+
+
+def test_hub_models_go_to_the_families_loader(monkeypatch):
+    from dino_demo.explore.models import load
+    from dino_demo.sources.download import DownloadError
+
+    monkeypatch.setenv("DINO_DEMO_OFFLINE", "1")  # reaches the Hub download, which is switched off
+    with pytest.raises(DownloadError, match="downloads are switched off"):
+        load("hf:org/name@main")
+    with pytest.raises(ValueError, match="no variant to force"):
+        load("hf:org/name", "dino-tiny")
 
 
 def test_a_save_pretrained_folder_is_a_transformers_model(tmp_path):
     from dino_demo.explore.models import load
 
-    (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ValueError, match="^transformers-format models: "):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ValueError, match="bert"):  # the families loader read it: not a detector it knows
         load(str(tmp_path))
     (tmp_path / "config.json").unlink()
     with pytest.raises(ValueError, match="folder without config.json"):

@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from ..sources.source import SHIPPED_TEXT, Source
+from ..sources.source import HUB_PREFIX, SHIPPED_TEXT, Source
 
 COMMANDS = {
     "detect": ("dino_demo.cli.detect", "detect objects in images, write annotated copies and detections.json"),
@@ -33,10 +33,11 @@ INSTALL_EXPORT = 'pip install ".[export]" (in the project folder; or: pip instal
 
 
 def model_source(args: argparse.Namespace) -> Source:
-    """The model a command's --model ZOO_ID or --checkpoint SOURCE names (any text `Source.parse`
-    reads: a path, a URL, shipped, zoo:ID, untrained:VARIANT); the shipped model when neither is given."""
+    """The model a command's --model ZOO_ID (or hf:ORG/NAME[@REV], a transformers detector on the
+    Hub) or --checkpoint SOURCE names (any text `Source.parse` reads: a path, a transformers model
+    folder, a URL, shipped, zoo:ID, untrained:VARIANT); the shipped model when neither is given."""
     if getattr(args, "model", None):
-        return Source.zoo(args.model)
+        return Source.parse(args.model) if args.model.lower().startswith(HUB_PREFIX) else Source.zoo(args.model)
     return Source.parse(args.checkpoint or SHIPPED_TEXT)
 
 

@@ -42,13 +42,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint",
-                        help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), shipped, "
-                             "zoo:ID or untrained:VARIANT (default: shipped, weights/dino-tiny.pth)")
+                        help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), a "
+                             "transformers model folder (save_pretrained), shipped, zoo:ID or untrained:VARIANT "
+                             "(default: shipped, weights/dino-tiny.pth)")
     source.add_argument("--model", metavar="ZOO_ID",
-                        help="a model zoo entry (`python -m dino_demo zoo` lists them), downloaded once")
+                        help="a model zoo entry or hf:ORG/NAME[@REV] (`python -m dino_demo zoo` lists them), "
+                             "downloaded once")
     source.add_argument("--onnx", type=Path, help="an ONNX file written by `python -m dino_demo export`, run with "
                                                   "ONNX Runtime (CPU) instead of PyTorch")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="force a variant instead of detecting it")
+    parser.add_argument("--prompt", default=None,
+                        help='what to detect, for text-prompted models (Grounding DINO): "cat . remote control ."')
     parser.add_argument("--threshold", type=float, default=0.3, help="minimum score (default 0.3)")
     parser.add_argument("--max-detections", type=int, default=None,
                         help="keep at most this many detections per image (default: all above the threshold)")
@@ -73,6 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--max-detections must be at least 1, got {args.max_detections}")
     if args.max_size is not None and args.max_size < MIN_INPUT_SIDE:
         parser.error(f"--max-size must be at least {MIN_INPUT_SIDE}, got {args.max_size}")
+    if args.prompt is not None and args.onnx is not None:
+        parser.error("--prompt applies to text-prompted transformers models, not to --onnx")
     if args.onnx is not None and (args.variant or args.device or args.precision or args.save_internals or args.trace):
         parser.error("--variant, --device, --precision, --save-internals and --trace apply to PyTorch models, "
                      "not to --onnx")
@@ -104,7 +110,11 @@ def torch_detector(args: argparse.Namespace) -> Detector:
     source = model_source(args)
     model_id = source.name
     model, cfg = load(source, args.variant, args.device or "cpu")
+    family = getattr(cfg, "backbone", "") == "transformers"  # a transformers detector (dino_demo.families)
     log.info("precision: %s", support(args.device or "cpu").note(args.precision or "float32"))
+
+    if family and args.trace:
+        raise ValueError(f"--trace follows DINO's own forward pass; {model_id} is a transformers detector")
 
     def detect(array: np.ndarray, internals_path: Path | None = None, source: str = "", trace_path: Path | None = None):
         options = {"max_size": args.max_size, "precision": args.precision or "float32", "model_id": model_id}
@@ -112,11 +122,13 @@ def torch_detector(args: argparse.Namespace) -> Detector:
             result, stages = traced_run(model, cfg, array, **options)
             trace_path.write_text(json.dumps(trace_document(result, stages, source=source), indent=1))
         else:
-            result = run(model, cfg, array, internals=internals_path is not None, **options)
+            result = run(model, cfg, array, internals=internals_path is not None, prompt=args.prompt, **options)
         if internals_path is not None:
             write_internals(result, internals_path, source=source)
         return result, detection_view(result, args.threshold, args.max_detections)
 
+    if family:
+        return Detector(model_id, cfg.name, lambda array: None, detect)
     return Detector(model_id, cfg.name, lambda array: model_input_size(cfg, *array.shape[:2], args.max_size), detect)
 
 

@@ -111,6 +111,10 @@ def token_attention(model: torch.nn.Module, result: InferenceResult, tokens: lis
     """The self-attention of `tokens` in every encoder layer of `model` (the model that made
     `result`), recomputed by one pass through the encoder (see `_layer_inputs_at`), in the
     `precision` the result was computed in (see `inference.run`)."""
+    if result.family is not None:  # a transformers detector (dino_demo.families)
+        from ..families.inference import token_attention as family_token_attention
+
+        return family_token_attention(model, result, tokens)
     if not tokens:
         return []
     if precision not in PRECISIONS:

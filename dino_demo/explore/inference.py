@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .. import ops
+from ..families.details import FamilyDetails
 from ..io.labels import category_ids, class_names, label_name
 from ..io.preprocess import prepare_batch
 from ..model.config import DINOConfig
@@ -47,6 +48,9 @@ class InferenceResult:
     class_names, category_ids: name and COCO category id of each class id.
     variant: the model's config name; model_id: what the caller called the model (shown in the UI
         and written to results files).
+    family: for a `transformers` detector (`dino_demo.families`), what its family adds (prompt,
+        token scores, views that do not apply and why); None for DINO. `output` then holds the
+        same fields, filled from the family's outputs (`selection` None without a two-stage).
     source_size: (H, W) of the image as given when `image` is a downscaled copy of it (the boxes
         here are in `image`'s pixels; `source_scale` maps them to the image as given), else None.
     """
@@ -64,6 +68,7 @@ class InferenceResult:
     category_ids: tuple[int, ...]
     variant: str = ""
     model_id: str = ""
+    family: FamilyDetails | None = None
     precision: str = "float32"
     source_size: tuple[int, int] | None = None
 
@@ -118,8 +123,18 @@ StageCallback = Callable[[str, float], None]
 
 def run(model: torch.nn.Module, cfg: DINOConfig, image: np.ndarray, *, max_size: int | None = None,
         internals: bool = True, precision: str = "float32", model_id: str = "",
-        on_stage: StageCallback | None = None, source_size: tuple[int, int] | None = None) -> InferenceResult:
-    """Detect objects in one image ([H, W, 3] uint8 RGB); see `run_batch`."""
+        on_stage: StageCallback | None = None, source_size: tuple[int, int] | None = None,
+        prompt: str | None = None) -> InferenceResult:
+    """Detect objects in one image ([H, W, 3] uint8 RGB); see `run_batch`. A transformers detector
+    (`model` a `families.load.FamilyModel`) runs through `families.inference.run`, with `prompt`
+    for text-prompted families."""
+    if not isinstance(cfg, DINOConfig):
+        from ..families.inference import run as run_family
+
+        return run_family(model, image, prompt=prompt, max_size=max_size, internals=internals, precision=precision,
+                          model_id=model_id, on_stage=on_stage, source_size=source_size)
+    if prompt:
+        raise ValueError("DINO has fixed classes and takes no prompt")
     return run_batch(model, cfg, [image], max_size=max_size, internals=internals, precision=precision,
                      model_id=model_id, on_stage=on_stage,
                      source_sizes=None if source_size is None else [source_size])[0]

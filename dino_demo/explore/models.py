@@ -212,6 +212,10 @@ def expected_bytes(source: str | Path | Source, variant: str | None = None) -> i
 def load(source: str | Path | Source, variant: str | None = None, device: str | torch.device = "cpu",
          progress: Progress | None = None) -> tuple[torch.nn.Module, DINOConfig]:
     """(model ready for inference, its config) for a source as `ModelCache` describes: in eval
-    mode, with the inference fast paths of `speed.optimize_for_inference`."""
-    model, cfg = build(source, variant, device, progress)
+    mode, with the inference fast paths of `speed.optimize_for_inference`. A transformers model
+    (an hf:ORG/NAME id or a save_pretrained folder) gives a `families.load.FamilyModel` and its
+    `FamilySettings` instead (transformers' own code, with our op already serving its attention)."""
+    model, cfg = build(source, variant, device, progress, transformers=True)
+    if not isinstance(cfg, DINOConfig):
+        return model, cfg
     return optimize_for_inference(model), cfg

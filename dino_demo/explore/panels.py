@@ -36,6 +36,7 @@ from .views import (
     query_lineage,
     refinement_view,
     sampling_view,
+    unavailable,
 )
 from .visualize import Legend, dim, palette_color, with_legend
 
@@ -68,6 +69,9 @@ def detections_image(stored: StoredResult, view: DetectionView, slot: int | None
 def lineage_markdown(stored: StoredResult, slot: int, view: DetectionView, threshold: float) -> str:
     """Where query `slot` came from (its encoder token and proposal) and where it ended."""
     result = stored.result
+    reason = unavailable(result, "proposals")
+    if reason:
+        return f"**Query slot {slot}**: {reason}."
     lineage = query_lineage(result, slot)
     row, col = lineage.cell
     x0, y0, x1, y1 = lineage.anchor_box
@@ -93,6 +97,9 @@ def proposals_image(stored: StoredResult, view: DetectionView, options: Proposal
                     slot: int | None) -> np.ndarray:
     """The encoder's top-N proposals; the selected query's proposal and final box highlighted."""
     result = stored.result
+    reason = unavailable(result, "proposals")
+    if reason:
+        return _message(stored, reason)
     proposals = proposal_view(result, options.top_n)
     final = np.isin(proposals.query_slots, view.query_slots)
     highlight = None
@@ -108,6 +115,8 @@ def proposals_image(stored: StoredResult, view: DetectionView, options: Proposal
 
 def proposals_at(stored: StoredResult, top_n: int, x: float, y: float) -> list[int]:
     """Query slots of the shown proposals containing image pixel (x, y), smallest first."""
+    if unavailable(stored.result, "proposals"):
+        return []
     proposals = proposal_view(stored.result, top_n)
     return [int(proposals.query_slots[i]) for i in boxes_at(proposals.boxes, x, y)]
 
@@ -203,15 +212,17 @@ def refinement_panels(stored: StoredResult, slot: int):
     boxes = refinement_view(result, slot)
     scores = layer_scores(result, slot)
     final_name = result.label(scores.final_label)
-    lineage = query_lineage(result, slot)
+    lineage = None if unavailable(result, "proposals") else query_lineage(result, slot)
     rows = []
     for t, box in enumerate(boxes):
-        if t == 0:
+        if t == 0 and lineage is None:  # a learned query: its first reference has no encoder score
+            label, score, final = "", float("nan"), None
+        elif t == 0:
             label, score, final = result.label(lineage.encoder_label), lineage.encoder_score, None
         else:
             label, score, final = result.label(int(scores.labels[t - 1])), scores.scores[t - 1], scores.final_scores[t - 1]
         moved = float(np.abs(box - boxes[t - 1]).max()) if t else 0.0
-        rows.append(["proposal" if t == 0 else f"layer {t}", label, round(float(score), 3),
+        rows.append([("proposal" if lineage is not None else "first reference") if t == 0 else f"layer {t}", label, round(float(score), 3),
                      "" if final is None else round(float(final), 3), round(moved, 1),
                      *[round(float(v), 1) for v in box]])
     table = pd.DataFrame(rows, columns=["stage", "best class", "score", f"{final_name} score", "moved (px)",
@@ -229,13 +240,20 @@ def look_forward_panels(stored: StoredResult, slot: int):
 
 def score_maps_image(stored: StoredResult) -> np.ndarray:
     """Mixed query selection, the same for every query: the encoder's class score of every token as
-    a map per level, with the top-k picks."""
+    a map per level, with the top-k picks (or why this model has none)."""
+    reason = unavailable(stored.result, "proposals")
+    if reason:
+        return _message(stored, reason)
     return render_score_maps(stored.canvas, stored.scale, level_scores(stored.result))
 
 
 def selection_panels(stored: StoredResult, slot: int) -> tuple[np.ndarray, str]:
     """Mixed query selection for query `slot`: (its token's cell next to the fixed proposal and the
-    encoder box made of it, a Markdown line on where its query came from)."""
+    encoder box made of it, a Markdown line on where its query came from); for a model without
+    query selection, why not."""
+    reason = unavailable(stored.result, "proposals")
+    if reason:
+        return _message(stored, reason), f"**Query slot {slot}**: {reason}."
     step = selection_step(stored.result, slot)
     lineage = step.lineage
     info = (f"**Query slot {slot}**: token {lineage.token} (level {lineage.level + 1}, cell {lineage.cell}) ranked "
@@ -246,7 +264,10 @@ def selection_panels(stored: StoredResult, slot: int) -> tuple[np.ndarray, str]:
 
 
 def encoder_prompt(stored: StoredResult) -> np.ndarray:
-    """The encoder view before a token is picked."""
+    """The encoder view before a token is picked (or why this model has none)."""
+    reason = unavailable(stored.result, "encoder")
+    if reason:
+        return _message(stored, reason)
     return _message(stored, "Click anywhere on the image to pick an encoder token of the chosen level.")
 
 
@@ -255,6 +276,9 @@ def token_markdown(stored: StoredResult, token: EncoderToken) -> str:
     result = stored.result
     out = result.internals
     rows, cols, valid_rows, valid_cols = level_grid(result, token.level)
+    if out.selection is None:
+        return (f"**Encoder token {token.index}**: level {token.level + 1} ({cols}×{rows} cells), row "
+                f"{token.cell[0]}, col {token.cell[1]}; {unavailable(result, 'proposals')}.")
     score = float(out.selection.max_logit[0, token.index].sigmoid())
     better = int((out.selection.max_logit[0] > out.selection.max_logit[0, token.index]).sum())
     seeded = np.flatnonzero(out.selection.topk_indices[0].numpy() == token.index)
@@ -322,7 +346,8 @@ def runtime_markdown(stored: StoredResult, reused: bool) -> str:
     h, w = result.size
     in_h, in_w = result.input_size
     rows = "\n".join(f"| {stage} | {t.get(stage, 0.0) * 1000:.1f} ms |"
-                     for stage in ("preprocess", "backbone", "encoder", "decoder", "postprocess", "total"))
+                     for stage in ("preprocess", "backbone", "encoder", "decoder", "model", "postprocess", "total")
+                     if stage != "model" or stage in t)  # "model": a transformers detector's one stage
     m, l, p = result.attention_shape
     cached = " (an earlier run's, reused for this example)" if reused else ""
     return (

@@ -38,7 +38,22 @@ class ProposalView:
     query_slots: np.ndarray
 
 
+def unavailable(result: InferenceResult, view: str) -> str | None:
+    """One line saying why `view` ("proposals", "encoder", "token scores") does not apply to the
+    model that made `result`, or None when it does (every view applies to DINO)."""
+    if result.family is not None:
+        return result.family.reason(view)
+    return "only Grounding DINO reads a text prompt: DINO has fixed classes" if view == "token scores" else None
+
+
+def _require(result: InferenceResult, view: str) -> None:
+    reason = unavailable(result, view)
+    if reason:
+        raise ValueError(reason)
+
+
 def proposal_view(result: InferenceResult, top_n: int) -> ProposalView:
+    _require(result, "proposals")
     selection = result.internals.selection
     scores = selection.logits[0].max(-1).values.sigmoid().double()
     order = torch.argsort(scores, descending=True, stable=True)[: max(int(top_n), 0)]
@@ -153,6 +168,8 @@ def splat(locations: np.ndarray, weights: np.ndarray, shape: tuple[int, int]) ->
     rows, cols = shape
     locations = np.asarray(locations, dtype=np.float64).reshape(-1, 2)
     weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+    finite = np.isfinite(locations).all(-1)  # a family's padding points (NaN, weight 0) are no points
+    locations, weights = locations[finite], weights[finite]
     px, py = locations[:, 0] * cols - 0.5, locations[:, 1] * rows - 0.5
     x0, y0 = np.floor(px).astype(np.int64), np.floor(py).astype(np.int64)
     fx, fy = px - x0, py - y0
@@ -277,6 +294,7 @@ class QueryLineage:
 
 
 def query_lineage(result: InferenceResult, query_slot: int) -> QueryLineage:
+    _require(result, "proposals")
     _check_index("query slot", query_slot, result.num_queries)
     out = result.internals
     selection = out.selection

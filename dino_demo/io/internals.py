@@ -54,11 +54,24 @@ MEANINGS: dict[str, tuple[str, str]] = {
                                    "[K, Q, M, L, P, 2]"),
     "decoder_attention_weights": ("cross-attention weights (softmax over L * P per head)", "[K, Q, M, L, P]"),
 }
+# The arrays a result of a transformers family (dino_demo.families) adds; the encoder_* ones above
+# are left out for families without two-stage query selection.
+FAMILY_MEANINGS: dict[str, tuple[str, str]] = {
+    "decoder_points_per_level": ("sampling points of each level; where they differ, the [.., L, P, ..] arrays are "
+                                 "padded to the most with NaN locations and zero weights", "[L]"),
+    "decoder_point_levels": ("level of each point in the decoder's own flat point order", "[sum(P_l)]"),
+    "decoder_sampling_locations_flat": ("the sampling points in the decoder's own flat order (no padding)",
+                                        "[K, Q, M, sum(P_l), 2]"),
+    "decoder_attention_weights_flat": ("the weights in the decoder's own flat order", "[K, Q, M, sum(P_l)]"),
+    "text_tokens": ("the prompt's tokens as the tokenizer split them", "[T]"),
+    "decoder_token_logits": ("logits of every query on every prompt token after each layer (class logits are "
+                             "per phrase: the max over its tokens)", "[K, Q, T]"),
+}
 
 
 def internals_arrays(result) -> dict[str, np.ndarray]:
     """The arrays of an `explore.inference.InferenceResult` (run with internals), by the names of
-    MEANINGS."""
+    MEANINGS (and FAMILY_MEANINGS)."""
     out = result.internals
     selection = out.selection
     detections = result.detections
@@ -69,7 +82,7 @@ def internals_arrays(result) -> dict[str, np.ndarray]:
     def per_layer(t: torch.Tensor) -> np.ndarray:
         return t[:, 0].detach().cpu().numpy()
 
-    return {
+    arrays = {
         "image_size": np.array(result.size, dtype=np.int64),
         "input_size": np.array(result.input_size, dtype=np.int64),
         "padded_size": np.array(result.padded_size, dtype=np.int64),
@@ -81,31 +94,58 @@ def internals_arrays(result) -> dict[str, np.ndarray]:
         "spatial_shapes": out.spatial_shapes.cpu().numpy(),
         "level_start_index": out.level_start_index.cpu().numpy(),
         "valid_ratios": first(out.valid_ratios),
-        "encoder_topk_indices": first(selection.topk_indices),
-        "encoder_levels": first(selection.levels),
-        "encoder_cells": first(selection.cells),
-        "encoder_proposals": first(selection.proposals),
-        "encoder_boxes": first(selection.boxes),
-        "encoder_logits": first(selection.logits),
         "decoder_references": per_layer(out.references),
         "decoder_boxes": per_layer(out.boxes),
         "decoder_logits": per_layer(out.logits),
         "decoder_sampling_locations": per_layer(out.sampling_locations),
         "decoder_attention_weights": per_layer(out.attention_weights),
     }
+    if selection is not None:  # a family without two-stage query selection has none
+        arrays.update({
+            "encoder_topk_indices": first(selection.topk_indices),
+            "encoder_levels": first(selection.levels),
+            "encoder_cells": first(selection.cells),
+            "encoder_proposals": first(selection.proposals),
+            "encoder_boxes": first(selection.boxes),
+            "encoder_logits": first(selection.logits),
+        })
+    if result.family is not None:
+        arrays.update(_family_arrays(result.family, arrays))
+    return arrays
+
+
+def _family_arrays(details, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The extra arrays of a `transformers` family's result (see `families.details`)."""
+    counts = np.array(details.points_per_level, dtype=np.int64)
+    extra = {"decoder_points_per_level": counts,
+             "decoder_point_levels": np.repeat(np.arange(len(counts)), counts)}
+    if len(set(counts.tolist())) > 1:
+        locations, weights = arrays["decoder_sampling_locations"], arrays["decoder_attention_weights"]
+        extra["decoder_sampling_locations_flat"] = np.concatenate(
+            [locations[..., level, :count, :] for level, count in enumerate(counts)], axis=-2)
+        extra["decoder_attention_weights_flat"] = np.concatenate(
+            [weights[..., level, :count] for level, count in enumerate(counts)], axis=-1)
+    if details.token_logits is not None:
+        extra["text_tokens"] = np.array(details.tokens, dtype=np.str_)
+        extra["decoder_token_logits"] = details.token_logits.numpy()
+    return extra
 
 
 def internals_index(result, arrays: dict[str, np.ndarray], *, source: str = "") -> dict:
     """The JSON index of `arrays`: schema, model, image and, per array, shape, dtype and meaning."""
     m, l, p = result.attention_shape
+    meanings = MEANINGS | FAMILY_MEANINGS
+    model = {"id": result.model_id, "variant": result.variant}
+    if result.family is not None:
+        model.update(family=result.family.family, prompt=result.family.prompt)
     return {
         "schema": SCHEMA,
-        "model": {"id": result.model_id, "variant": result.variant},
+        "model": model,
         "image": {"source": source, "height": result.size[0], "width": result.size[1]},
         "sizes": {"K decoder layers": result.num_layers, "Q queries": result.num_queries, "M heads": m,
                   "L levels": l, "P points": p, "N detections": len(result.detections),
-                  "C classes": int(arrays["encoder_logits"].shape[-1])},
-        "arrays": array_entries(arrays, MEANINGS),
+                  "C classes": int(arrays["decoder_logits"].shape[-1])},
+        "arrays": array_entries(arrays, meanings),
     }
 
 

@@ -76,7 +76,8 @@ class DINOOutput:
     spatial_shapes: [L, 2] int64 (H, W) per level; level_start_index: [L] int64.
     valid_ratios: [B, L, 2] (w, h) fraction of each padded map covered by the image.
     padding_mask: [B, S] bool, True on padding tokens.
-    selection: the encoder's top-Q selection.
+    selection: the encoder's top-Q selection (None for a detector without one: the `transformers`
+        families of `dino_demo.families` fill these fields from their own outputs).
     sampling_locations: [K, B, Q, M, L, P, 2] decoder cross-attention sampling points, (x, y) in
         [0, 1] of the padded feature maps; only when requested.
     attention_weights: [K, B, Q, M, L, P]; only when requested.
@@ -96,7 +97,7 @@ class DINOOutput:
     level_start_index: torch.Tensor
     valid_ratios: torch.Tensor
     padding_mask: torch.Tensor
-    selection: EncoderSelection
+    selection: EncoderSelection | None
     sampling_locations: torch.Tensor | None = None
     attention_weights: torch.Tensor | None = None
     encoder_input: torch.Tensor | None = None
@@ -127,8 +128,8 @@ class DINOOutput:
             decoder_features=self.decoder_features[b].clone(), memory=self.memory[b].clone(),
             spatial_shapes=self.spatial_shapes, level_start_index=self.level_start_index,
             valid_ratios=self.valid_ratios[b].clone(), padding_mask=self.padding_mask[b].clone(),
-            selection=EncoderSelection(**{name: getattr(selection, name)[b].clone()
-                                          for name in EncoderSelection.__dataclass_fields__}),
+            selection=None if selection is None else EncoderSelection(
+                **{name: getattr(selection, name)[b].clone() for name in EncoderSelection.__dataclass_fields__}),
             sampling_locations=per_layer(self.sampling_locations),
             attention_weights=per_layer(self.attention_weights),
             encoder_input=None if self.encoder_input is None else self.encoder_input[b].clone(),

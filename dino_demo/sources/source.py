@@ -15,7 +15,7 @@ The text people type (on the page, after `--checkpoint` / `--init`, in `load(...
 `Source.parse(text)` checks what can be checked without reading a file (a known zoo id and
 variant, a well-formed Hub id) and raises ValueError otherwise; `str(source)` gives the text back
 (`Source.parse(str(s)) == s`); `.name` is what people are shown. Which loader takes which kind is
-decided in one place: `explore.models.build`.
+decided in one place: `sources.loader.build`.
 """
 from __future__ import annotations
 

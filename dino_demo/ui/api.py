@@ -27,7 +27,8 @@ class ApiEndpoints:
         self.explorer = explorer
 
     def detect(self, session, image, model_choice=None, checkpoint=None, variant="auto", max_input=None,
-               threshold=None, max_detections=None, request: gr.Request = None, progress=gr.Progress()) -> Views:
+               threshold=None, max_detections=None, prompt=None, request: gr.Request = None,
+               progress=gr.Progress()) -> Views:
         """Detect objects in an image with DINO: the image with the boxes drawn, and the detections as JSON.
 
         Each detection names its decoder query slot: pass it to `inspect` to see where that query looked. The
@@ -36,17 +37,19 @@ class ApiEndpoints:
 
         Args:
             image: the image to look at (PNG, JPEG, WebP, ...; larger than 4096 px on a side is downscaled).
-            model_choice: the model: "shipped" (knows 8 synthetic shapes only), "zoo:dino-4scale-r50" or another "zoo:<id>" (COCO's 80 classes, downloaded once), "untrained:<variant>", "weights/<file>.pth", or "custom" with `checkpoint`.
-            checkpoint: a checkpoint path or http(s) URL when `model_choice` is "custom"; else empty.
+            model_choice: the model: "shipped" (knows 8 synthetic shapes only), "zoo:dino-4scale-r50" or another "zoo:<id>" (COCO's 80 classes, downloaded once), "untrained:<variant>", "weights/<file>.pth", a transformers detector of the Hub ("hf:ORG/NAME", e.g. "hf:IDEA-Research/grounding-dino-tiny"), or "custom" with `checkpoint`.
+            checkpoint: a checkpoint path, a transformers model folder, an hf: id or an http(s) URL when `model_choice` is "custom"; else empty.
             variant: the DINO variant of a checkpoint file, or "auto" to read it from the file.
             max_input: cap in pixels on the longer side of the model input, 32 to 4096 (the model's own resize applies below it).
             threshold: the lowest score a detection needs to be returned, 0 to 1.
             max_detections: the most detections returned, best first, 1 to 300.
+            prompt: what to detect, for a text-prompted model ("hf:IDEA-Research/grounding-dino-tiny": phrases ending in "."); empty for the others.
 
         Returns:
             The image with the detections drawn, and detections.json: per detection its box (x0, y0, x1, y1 in the image's pixels), class, score and query slot.
         """
-        parsed = _by_image(image, model_choice, checkpoint, variant, max_input, self.explorer.settings.precision)
+        parsed = _by_image(image, model_choice, checkpoint, variant, max_input, self.explorer.settings.precision,
+                           prompt)
         given = {"threshold": threshold, "max_detections": max_detections}
         options = PageControls.parse({name: value for name, value in given.items() if value is not None}).detection
         if from_mcp(request):  # no session of its own: the result is reached again by its image
@@ -139,11 +142,11 @@ class ApiEndpoints:
         return self.explorer.stored(session)
 
 
-def _by_image(image, model_choice, checkpoint, variant, max_input, precision: str) -> DetectRequest:
+def _by_image(image, model_choice, checkpoint, variant, max_input, precision: str, prompt=None) -> DetectRequest:
     """An API call's Detect request; a model or input cap left out is the page's default, and the
     model runs in the app's precision (`DINO_DEMO_PRECISION`)."""
     return DetectRequest.parse(image, model_choice or choices.default_choice(), checkpoint, variant,
-                               inputs.MAX_INPUT_SIDE if max_input is None else max_input, precision)
+                               inputs.MAX_INPUT_SIDE if max_input is None else max_input, precision, prompt)
 
 
 def from_mcp(request: gr.Request | None) -> bool:

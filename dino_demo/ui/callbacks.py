@@ -36,7 +36,7 @@ from ..io.results import coco_image_id, coco_results, detections_document, image
 from ..paths import EXAMPLES_DIR
 from ..sources import zoo
 from ..sources.download import DownloadError, Policy
-from . import choices, cleanup, gpu, inputs
+from . import choices, cleanup, families_ui, gpu, inputs
 from .files import write_atomically
 from .inputs import ControlError, DetectRequest, PageControls
 from .memory import release_freed_memory
@@ -49,7 +49,7 @@ log = logging.getLogger("dino_explorer")
 Views = dict[str, object]
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # The controls a Detect reads besides PageControls.
-DETECT_CONTROLS = ("image_in", "model_choice", "checkpoint", "variant", "max_input", "precision")
+DETECT_CONTROLS = ("image_in", "model_choice", "checkpoint", "variant", "max_input", "precision", "prompt")
 
 
 def example_files() -> list[Path]:
@@ -181,9 +181,11 @@ class Explorer:
         estimate = cost.request_cost(cfg, input_size)
         log.info("detect with %s: %s", model_id, estimate.describe())
 
-        key = self._example_key(request.path, request.model, input_size, request.precision)
+        key = None if request.prompt else self._example_key(request.path, request.model, input_size,
+                                                            request.precision)
         if key is None and by_content:
-            key = "image:" + _result_digest(_sha256(Path(request.path)), request.model, input_size, request.precision)
+            key = "image:" + _result_digest(_sha256(Path(request.path)), request.model, input_size, request.precision,
+                                            request.prompt)
         stored = self.store.peek(key) if key else None
         if stored is not None:
             return stored, key, True
@@ -193,7 +195,8 @@ class Explorer:
                 result = self._run(model, cfg, loaded.array, max_size=max_input,
                                    precision=request.precision, model_id=model_id,
                                    source_size=loaded.file_size,
-                                   on_stage=None if gpu.on_zerogpu() else _stage_progress(progress))
+                                   on_stage=None if gpu.on_zerogpu() else _stage_progress(progress),
+                                   **({"prompt": request.prompt} if request.prompt else {}))
         except RuntimeError as err:
             log.exception("inference failed")
             raise ValueError(f"Detection failed: {err}") from None
@@ -232,7 +235,7 @@ class Explorer:
         """The Detect button: run the model, then draw every view once (the first detection's
         query selected; the encoder view waits for a click)."""
         request = DetectRequest.parse(*(event.detect_values.get(name) for name in DETECT_CONTROLS))
-        controls = event.controls
+        controls = event.controls.for_new_result()
         session = self.session(event.session, event.request)
         stored = self.compute(request, session, progress)
         progress(0.95, desc="Drawing")
@@ -463,7 +466,8 @@ class Explorer:
         choice = str(model_choice or "")
         views: Views = {"checkpoint": gr.Textbox(visible=choice == choices.CUSTOM),
                         "variant": gr.Dropdown(visible=not choices.variant_is_fixed(choice)),
-                        "shipped_note": gr.Column(visible=choice == choices.SHIPPED)}
+                        "shipped_note": gr.Column(visible=choice == choices.SHIPPED),
+                        "prompt": gr.Textbox(visible=families_ui.prompt_applies(choice))}
         try:
             config = choices.resolve(choice, "-", None).config
         except ValueError:
@@ -506,6 +510,7 @@ class Explorer:
         sel_step, sel_info = panels.selection_panels(stored, slot)
         return {**views, **self.sampling_views(stored, slot, sampling),
                 "query_info": panels.lineage_markdown(stored, slot, view, options.threshold),
+                "token_scores": families_ui.token_scores_markdown(stored.result, slot),
                 "layer_grid": panels.layer_grid_image(stored, slot),
                 "refine_image": refine_image, "refine_table": refine_table, "twice_image": twice_image,
                 "twice_table": twice_table, "sel_step": sel_step, "sel_info": sel_info}
@@ -546,9 +551,10 @@ def _sha256(path: Path) -> str:
 
 
 def _result_digest(image_digest: str, model: choices.ModelChoice, input_size: tuple[int, int],
-                   precision: str) -> str:
-    """What identifies a result: the image's bytes, the model, the input size and the precision."""
-    key = (image_digest, model.source, model.variant, input_size, precision)
+                   precision: str, prompt: str = "") -> str:
+    """What identifies a result: the image's bytes, the model, the input size, the precision and
+    the prompt."""
+    key = (image_digest, model.source, model.variant, input_size, precision, prompt)
     return hashlib.sha256(repr(key).encode()).hexdigest()
 
 
@@ -612,8 +618,9 @@ def decoder_ranges(layers: int, heads: int, levels: int, queries: int, top_n: in
 
 
 def encoder_ranges(layers: int, heads: int, levels: int) -> Views:
-    """The encoder controls sized for a model."""
-    return {"enc_layer": gr.Slider(minimum=1, maximum=layers, value=layers, step=1),
+    """The encoder controls sized for a model (one without a deformable encoder has 0 layers here:
+    its encoder view says why)."""
+    return {"enc_layer": gr.Slider(minimum=1, maximum=max(layers, 2), value=max(layers, 1), step=1),
             "enc_head": gr.Radio(choices=_choices(heads), value=inputs.ALL),
             "enc_level": gr.Radio(choices=_choices(levels), value=inputs.ALL),
             "token_level": gr.Radio(choices=_choices(levels, with_all=False), value="1")}

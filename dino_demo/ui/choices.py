@@ -2,8 +2,9 @@
 
 A choice is one of: "shipped" (weights/dino-tiny.pth), "zoo:<id>" (a published COCO model of the
 model zoo, downloaded once), "weights/<file>.pth" (any other checkpoint in weights/),
-"untrained:<variant>" (random weights, to look at a variant's structure), or "custom" (a checkpoint
-path or http(s) URL typed into the box below the list).
+"untrained:<variant>" (random weights, to look at a variant's structure), "hf:ORG/NAME" (a
+transformers detector on the Hub, see dino_demo.families), or "custom" (a checkpoint path, a
+transformers model folder, an hf: id or an http(s) URL typed into the box below the list).
 
 The default is `DINO_DEMO_MODEL` when set, else the first zoo model already on this machine, else
 the shipped model (which works offline).
@@ -16,9 +17,10 @@ from pathlib import Path
 from .. import env
 from ..sources import zoo
 from ..sources.checkpoint import DEFAULT_CHECKPOINT
-from ..sources.source import SHIPPED_TEXT, UNTRAINED_PREFIX, ZOO_PREFIX, Source, SourceKind
+from ..sources.source import HUB_PREFIX, SHIPPED_TEXT, UNTRAINED_PREFIX, ZOO_PREFIX, Source, SourceKind
 from ..model.config import VARIANTS, DINOConfig
 from ..paths import PROJECT_ROOT, WEIGHTS_DIR, url_checkpoints_dir
+from . import families_ui
 from .settings import CHECKPOINT_DIRS_VARIABLE, checkpoint_dirs, untrained_variants
 
 SHIPPED = SHIPPED_TEXT
@@ -48,6 +50,7 @@ def model_choices() -> list[tuple[str, str]]:
     if DEFAULT_CHECKPOINT.is_file():
         choices.append(("dino-tiny, shipped · 8 synthetic shapes · works offline", SHIPPED))
     choices += [(zoo_label(status), status.entry.source_id) for status in zoo.status()]
+    choices += families_ui.hub_choices()
     for path in sorted(WEIGHTS_DIR.glob("*.pth")):
         if path.resolve() != DEFAULT_CHECKPOINT.resolve() and _allowed(path.resolve()):
             choices.append((f"weights/{path.name}", f"weights/{path.name}"))
@@ -76,10 +79,10 @@ def default_choice() -> str:
 
 
 def variant_is_fixed(choice: str) -> bool:
-    """Whether the model menu's `choice` names its own variant (a zoo entry or an untrained
-    variant), so that the variant menu has nothing to offer."""
+    """Whether the model menu's `choice` names its own variant (a zoo entry, an untrained variant
+    or a transformers model on the Hub), so that the variant menu has nothing to offer."""
     try:
-        return Source.parse(choice).kind in (SourceKind.ZOO, SourceKind.UNTRAINED)
+        return Source.parse(choice).kind in (SourceKind.ZOO, SourceKind.UNTRAINED, SourceKind.HUB)
     except ValueError:  # "custom", or a value the menu does not hold: resolve() reports it
         return False
 
@@ -97,11 +100,16 @@ def resolve(choice: str, checkpoint: str | None, variant: str | None) -> ModelCh
         if not typed:
             raise ValueError("Enter a checkpoint path or an http(s) URL, or choose another model.")
         source = Source.parse(typed)
-        if source.kind in (SourceKind.FILE, SourceKind.FOLDER):
+        if source.kind is SourceKind.FOLDER:  # a transformers model folder (save_pretrained)
+            return ModelChoice(local_model_folder(typed), None, source.name, None)
+        if source.kind is SourceKind.FILE:
             return ModelChoice(local_checkpoint(typed), variant, source.name, forced)
         if source.kind in (SourceKind.URL, SourceKind.HUB):
             return ModelChoice(str(source), variant, source.name, forced)
         return resolve(str(source), "", variant)  # shipped, zoo:ID or untrained:VARIANT typed in the box
+    if choice.lower().startswith(HUB_PREFIX):  # a transformers detector on the Hub (dino_demo.families)
+        source = Source.parse(choice)
+        return ModelChoice(str(source), None, source.name, None)
     if choice.lower() == SHIPPED or choice.lower().startswith((ZOO_PREFIX, UNTRAINED_PREFIX)):
         return _named(Source.parse(choice), variant, forced)
     if choice in {value for _, value in model_choices()}:
@@ -133,6 +141,17 @@ def local_checkpoint(source: str) -> str:
                          f"Use a URL, or set {CHECKPOINT_DIRS_VARIABLE} where you run it.")
     if not path.is_file():
         raise ValueError(f"No checkpoint file at {Path(source).name!r} in the allowed folders.")
+    return str(path)
+
+
+def local_model_folder(source: str) -> str:
+    """The transformers model folder (holding config.json) a typed path names, refused as
+    `local_checkpoint` refuses files outside the allowed folders."""
+    path = Path(source).expanduser().resolve()
+    if not _allowed(path):
+        local_checkpoint(source)  # the one refusal message
+    if not (path / "config.json").is_file():
+        raise ValueError(f"The folder {Path(source).name!r} holds no config.json: not a transformers model folder.")
     return str(path)
 
 

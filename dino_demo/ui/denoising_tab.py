@@ -27,7 +27,7 @@ from ..io.boxes import GroundTruth, MAX_DOCUMENT_BYTES, boxes_text, read_boxes_t
 from ..io.denoising import write_denoising
 from ..io.images import MAX_SIDE, LoadedImage, load_image
 from ..io.labels import category_ids, class_names
-from . import gpu
+from . import families_ui, gpu
 from .callbacks import DETECT_CONTROLS, PageEvent, Views
 from .inputs import DetectRequest, uploaded_file
 
@@ -120,6 +120,7 @@ class DenoisingTab:
         request = DenoisingRequest.parse(event)
         loaded = _image(request.detect.path)
         model, cfg = self.explorer.load_model(request.detect.model)
+        families_ui.require_dino(cfg, request.detect.model.model_id, "Denoising")
         truth = read_boxes_text(request.boxes, loaded.file_size, category_ids(cfg), request.detect.file_name)
         try:
             with self.explorer.model_slot:
@@ -174,6 +175,7 @@ class DenoisingTab:
         request = DetectRequest.parse(*(event.detect_values.get(name) for name in DETECT_CONTROLS))
         loaded = _image(request.path)
         cfg = request.model.config or self.explorer.load_model(request.model)[1]
+        families_ui.require_dino(cfg, request.model.model_id, "Denoising")
         truth = read_boxes_text(path.read_text(errors="replace"), loaded.file_size, category_ids(cfg),
                                 request.file_name)
         return {"dn_boxes": boxes_text(truth, category_ids(cfg))}

@@ -194,8 +194,8 @@ def wire(ui, explorer: Explorer, concurrency: int) -> None:
     when([ui.enc_layer.release, ui.enc_head.input, ui.enc_level.input, ui.enc_color.input, ui.enc_extras.input],
          explorer.inspect_encoder)
     ui.model_choice.change(lambda choice: reply(ui, explorer.choose_model(choice)), [ui.model_choice],
-                           [ui.checkpoint, ui.variant, ui.max_input, ui.shipped_note], api_visibility="private",
-                           queue=False)
+                           [ui.checkpoint, ui.variant, ui.max_input, ui.shipped_note, ui.prompt],
+                           api_visibility="private", queue=False)
     ui.coco_model.click(lambda: choices.COCO_MODEL, None, ui.model_choice, api_visibility="private", queue=False)
     denoising_tab.wire(page, on, model_run)
     steps_tab.wire(page, on, model_run)
@@ -210,7 +210,7 @@ def _api_endpoints(ui, endpoints: ApiEndpoints, raw: dict, model_run: dict) -> N
     Registered first, so that they own their names; an MCP tool is named after its method."""
     gr.on([], api(ui, endpoints.detect),
           [ui.session, ui.image_in, ui.model_choice, ui.checkpoint, ui.variant, ui.max_input, ui.threshold,
-           ui.max_detections], [ui.det_image, ui.det_json], api_name="detect", **raw, **model_run)
+           ui.max_detections, ui.prompt], [ui.det_image, ui.det_json], api_name="detect", **raw, **model_run)
     by_image = [ui.image_in, ui.model_choice, ui.checkpoint, ui.variant, ui.max_input]  # callers without a session
     gr.on([], api(ui, endpoints.inspect),
           [ui.session, ui.slot, ui.layer, ui.head, ui.level, ui.point_color, *by_image],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from ..explore.options import (
 )
 from ..io.images import MAX_SIDE
 from ..model.config import MIN_INPUT_SIDE
-from . import choices
+from . import choices, families_ui
 
 ALL = "all"
 MAX_DETECTIONS = 300
@@ -208,6 +208,14 @@ class PageControls:
             token_col=optional_number(raw["token_col"], "Token column", 0, 1_000_000, control="token_col"),
         )
 
+    def for_new_result(self) -> "PageControls":
+        """These controls as a Detect leaves them (its reply resets the decoder controls to the new
+        model's last layer and every head and level): the model just run may have fewer layers or
+        heads than the one before."""
+        sampling = replace(self.sampling, layer=None, head=None, level=None)
+        encoder = replace(self.encoder, layer=None, head=None, level=None)
+        return replace(self, sampling=sampling, encoder=encoder, heat_layer=None, heat_head=None, token_level=0)
+
     def heatmap(self, *, layers: int, heads: int) -> HeatmapOptions:
         """The heatmap controls for a model with `layers` decoder layers and `heads` heads."""
         if self.heat_head is not None and self.heat_head >= heads:
@@ -227,25 +235,32 @@ def query_slot(value, queries: int, control: str = "slot") -> int:
 class DetectRequest:
     """A Detect's inputs: the image file (`path`, and the name it was uploaded as), the model, the
     cap on the model input's longer side, the precision the model runs in ("float32", or
-    "bfloat16" / "float16" under autocast: see `explore.inference.run_batch`)."""
+    "bfloat16" / "float16" under autocast: see `explore.inference.run_batch`), and the text prompt
+    of a text-prompted transformers detector (dino_demo.families; "" for every other model)."""
 
     path: str
     file_name: str
     model: choices.ModelChoice
     max_input: int
     precision: str = "float32"
+    prompt: str = ""
 
     @classmethod
-    def parse(cls, image, model_choice, checkpoint, variant, max_input, precision=None) -> "DetectRequest":
+    def parse(cls, image, model_choice, checkpoint, variant, max_input, precision=None,
+              prompt=None) -> "DetectRequest":
         """`image`: a FileData dict (the raw payload of an image input) or a path; `precision` None:
         float32."""
         model = choices.resolve(model_choice, checkpoint, variant)
         side = max_input_side(max_input)
         precision = one_of(precision or "float32", "Precision", tuple(PRECISIONS), control="precision")
+        try:
+            text = families_ui.parse_prompt(prompt)
+        except ValueError as err:
+            raise ControlError("prompt", str(err)) from None
         path, file_name = uploaded_file(image)
         if not path:
             raise ControlError("image_in", "Upload an image or pick an example first.")
-        return cls(path, file_name, model, side, precision)
+        return cls(path, file_name, model, side, precision, text)
 
 
 def uploaded_file(image) -> tuple[str | None, str]:

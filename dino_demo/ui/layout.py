@@ -23,7 +23,8 @@ from ..explore.options import HEATMAP_SOURCES, POINT_COLORS, PROPOSAL_COLORS
 from ..model.config import VARIANTS, DINOConfig
 from ..sources import zoo
 from ..sources.download import Policy
-from . import analysis_tab, choices, cleanup, compare_tab, denoising_tab, gpu, inputs, memory, region_tab, steps_tab
+from . import (analysis_tab, choices, cleanup, compare_tab, denoising_tab, families_ui, gpu, inputs, memory,
+               region_tab, steps_tab)
 from .callbacks import Explorer, max_input_label
 from .session import Session
 from .events import wire
@@ -153,6 +154,7 @@ def build_layout(default_model: str, end_session, precision: str = "float32", de
             with gr.Tabs(elem_id="tabs"):
                 _detections_tab(ui)
                 with gr.Tab("Query", id="query-views"):
+                    families_ui.build_token_scores(ui)  # a transformers detector's prompt tokens, views it lacks
                     with gr.Tabs(elem_id="query-tabs"):
                         _query_tabs(ui, config)
                 _encoder_tab(ui, config)
@@ -198,6 +200,7 @@ def _input_column(ui: UI, default_model: str, config: DINOConfig, precision: str
                                      elem_id="model-choice")
     ui["checkpoint"] = gr.Textbox(label="Checkpoint path or URL", placeholder="https://…/checkpoint.pth",
                                   elem_id="checkpoint", visible=False)
+    families_ui.build_prompt(ui, default_model)
     with gr.Column(visible=default_model == choices.SHIPPED, elem_id="shipped-note") as ui["shipped_note"]:
         gr.Markdown(SHIPPED_NOTE)
         ui["coco_model"] = gr.Button(f"Use {zoo.get(choices.COCO_MODEL).name}", size="sm", elem_id="coco-model")

@@ -14,7 +14,7 @@ import pandas as pd
 from ..explore.panels import LOOK_FORWARD_COLUMNS
 from ..explore.trace import trace_document, traced_run
 from ..io.images import MAX_SIDE, load_image
-from . import gpu
+from . import families_ui, gpu
 from .callbacks import DETECT_CONTROLS, PageEvent, Views
 from .inputs import ControlError, DetectRequest
 
@@ -39,6 +39,7 @@ class TraceTab:
         except ValueError as err:
             raise ControlError("image_in", f"Cannot use this image: {err}.") from None
         model, cfg = self.explorer.load_model(request.model)
+        families_ui.require_dino(cfg, request.model.model_id, "The forward pass")
         try:
             with self.explorer.model_slot:
                 result, stages = self._traced(model, cfg, loaded.array, max_size=request.max_input,

@@ -1,0 +1,115 @@
+"""End-to-end images per second of transformers' Deformable DETR and Grounding DINO on the CPU,
+stock (transformers' own `grid_sample` attention) against our op (the fused CPU kernel through
+the `kernels` layer mapping, `dino_demo.families.op`).
+
+    python benchmarks/families.py --repeats 5 --json benchmarks/results/families.json
+
+The models are the published architectures (Deformable DETR R50 two-stage with box refinement;
+Grounding DINO Swin-T with BERT-base) with seeded random weights: the work does not depend on the
+weights. Each image goes through `dino_demo.families.inference.run` as the app and `detect` run it
+(processor, model with the internals captured, post-processing), at 800x1333. The same model
+switches between the two attention paths, alternating image by image, so that both see the same
+load on a shared machine; the figures are medians of wall time (images/s) and of the process's CPU
+time (less sensitive to other jobs on a loaded machine).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers as T
+
+
+def _resnet50() -> dict:
+    return dict(backbone_config=T.ResNetConfig(out_features=["stage2", "stage3", "stage4"]), use_timm_backbone=False,
+                backbone=None, use_pretrained_backbone=False)
+
+
+def _save(name: str, folder: Path) -> Path:
+    torch.manual_seed(0)
+    size = {"shortest_edge": 800, "longest_edge": 1333}
+    if name == "deformable-detr":
+        model = T.DeformableDetrForObjectDetection(T.DeformableDetrConfig(two_stage=True, with_box_refine=True,
+                                                                          **_resnet50()))
+        processor = T.DeformableDetrImageProcessor(size=size)
+    else:
+        swin = T.SwinConfig(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
+                            out_features=["stage2", "stage3", "stage4"])
+        model = T.GroundingDinoForObjectDetection(T.GroundingDinoConfig(backbone_config=swin, use_timm_backbone=False,
+                                                                        backbone=None, use_pretrained_backbone=False))
+        vocab = folder / "vocab.txt"
+        folder.mkdir(parents=True, exist_ok=True)
+        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "?", "cat", "remote", "control", "couch"]
+        vocab.write_text("\n".join(words + [f"w{i}" for i in range(30522 - len(words))]) + "\n")
+        processor = T.GroundingDinoProcessor(image_processor=T.GroundingDinoImageProcessor(size=size),
+                                             tokenizer=T.BertTokenizer(str(vocab)))
+    model.eval().save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def measure(name: str, folder: Path, repeats: int, warmup: int) -> dict:
+    from dino_demo.families.inference import run
+    from dino_demo.families.load import load
+
+    handle = load(folder)
+    image = np.random.default_rng(0).integers(0, 255, (800, 1333, 3), dtype=np.uint8)
+    prompt = "cat . remote control . couch ." if handle.family.text_prompt else None
+    seconds = {"transformers": [], "our op": []}
+    cpu_seconds = {"transformers": [], "our op": []}
+    backends = {}
+    for step in range(warmup + repeats):
+        for path in ("transformers", "our op") if step % 2 == 0 else ("our op", "transformers"):
+            handle.use_op(path == "our op")
+            start, cpu_start = time.perf_counter(), time.process_time()
+            result = run(handle, image, prompt=prompt)
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+            backends[path] = result.backend[0]
+            if step >= warmup:
+                seconds[path].append(elapsed)
+                cpu_seconds[path].append(cpu)
+            note = "" if step >= warmup else " (warm-up)"
+            print(f"{name} {path}: {elapsed:.2f} s wall, {cpu:.2f} s CPU{note}", file=sys.stderr, flush=True)
+    wall = {path: statistics.median(values) for path, values in seconds.items()}
+    cpu = {path: statistics.median(values) for path, values in cpu_seconds.items()}
+    return {"model": name, "size": [800, 1333], "input": list(result.input_size), "threads": torch.get_num_threads(),
+            "repeats": repeats, "backends": backends, "seconds": seconds, "cpu_seconds": cpu_seconds,
+            "images_per_s": {path: 1 / m for path, m in wall.items()},
+            "speedup": wall["transformers"] / wall["our op"], "cpu_speedup": cpu["transformers"] / cpu["our op"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=("deformable-detr", "grounding-dino"),
+                        default=["deformable-detr", "grounding-dino"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    logging.getLogger("kernels").setLevel(logging.ERROR)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            row = measure(name, _save(name, Path(tmp) / name), args.repeats, args.warmup)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    print(f"{'model':18s} {'transformers img/s':>18s} {'our op img/s':>13s} {'speed-up':>9s} {'CPU-time speed-up':>18s}")
+    for row in rows:
+        ips = row["images_per_s"]
+        print(f"{row['model']:18s} {ips['transformers']:18.3f} {ips['our op']:13.3f} {row['speedup']:8.2f}x "
+              f"{row['cpu_speedup']:17.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
