@@ -64,7 +64,7 @@ def test_the_published_schema_names_and_describes_the_tools(mcp_app):
     detect = tools["detect"]["inputSchema"]
     assert detect["required"] == ["image"]  # every other parameter has the page's default
     assert set(detect["properties"]) == {"image", "model_choice", "checkpoint", "variant", "max_input", "threshold",
-                                         "max_detections"}
+                                         "max_detections", "prompt"}
     assert "zoo:dino-4scale-r50" in detect["properties"]["model_choice"]["enum"]
     inspect = tools["inspect"]["inputSchema"]
     assert inspect["required"] == ["slot"]

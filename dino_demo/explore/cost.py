@@ -23,19 +23,22 @@ class RequestCost:
     relative: the input's area over the variant's usual largest (`max_size` x `min_size`)."""
 
     input_size: tuple[int, int]
-    tokens: int
+    tokens: int | None
     relative: float
 
     def describe(self) -> str:
         h, w = self.input_size
-        return f"{w}x{h} px model input, {self.tokens:,} encoder tokens ({self.relative:.2f}x the variant's usual)"
+        tokens = "" if self.tokens is None else f", {self.tokens:,} encoder tokens"
+        return f"{w}x{h} px model input{tokens} ({self.relative:.2f}x the model's usual)"
 
 
 def request_cost(cfg: DINOConfig, input_size: tuple[int, int]) -> RequestCost:
-    """The cost of running `cfg`'s model on an input of `input_size` = (h, w)."""
+    """The cost of running `cfg`'s model on an input of `input_size` = (h, w); the encoder's tokens
+    are counted for DINO configs (a transformers family's feature levels are its own: not counted)."""
     h, w = input_size
-    strides = level_strides(cfg)
-    tokens = sum(math.ceil(h / s) * math.ceil(w / s) for s in strides)
+    tokens = None
+    if isinstance(cfg, DINOConfig):
+        tokens = sum(math.ceil(h / s) * math.ceil(w / s) for s in level_strides(cfg))
     usual = usual_range(cfg)
     return RequestCost((h, w), tokens, (h * w) / (usual[0] * usual[1]))
 
@@ -51,10 +54,14 @@ def level_strides(cfg: DINOConfig) -> tuple[int, ...]:
 
 def usual_range(cfg: DINOConfig) -> tuple[int, int]:
     """(min_size, max_size) of the released variant `cfg` is made from (its name), else the
-    largest of any released variant."""
+    largest of any released variant; for a transformers family, its processor's sizes within that
+    largest range (a folder's saved settings cannot raise it)."""
+    largest = max(v.min_size for v in VARIANTS.values()), max(v.max_size for v in VARIANTS.values())
+    if not isinstance(cfg, DINOConfig):
+        return min(cfg.min_size, largest[0]), min(cfg.max_size, largest[1])
     base = VARIANTS.get(cfg.name)
     if base is None:
-        return max(v.min_size for v in VARIANTS.values()), max(v.max_size for v in VARIANTS.values())
+        return largest
     return base.min_size, base.max_size
 
 

@@ -60,6 +60,9 @@ class FamilyModel:
     def parameters(self):
         return self.model.parameters()
 
+    def buffers(self):
+        return self.model.buffers()
+
     def use_op(self, enabled: bool) -> None:
         """Switch between our op and transformers' own attention code."""
         use_op(self.model, enabled)
