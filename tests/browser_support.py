@@ -36,3 +36,19 @@ def open_page(url: str, *, width: int = 1366, height: int = 768) -> Iterator:
             yield page
         finally:
             browser.close()
+
+
+def click_in_image(page, selector: str, x: float, y: float, width: int | None = None) -> None:
+    """Click at pixel (x, y) of a `width` pixels wide image (default: the picture's own width) drawn
+    (maybe enlarged) into an <img> that Gradio shows centred and never upscaled."""
+    img = page.locator(selector)
+    img.scroll_into_view_if_needed()
+    page.wait_for_function(f"() => document.querySelector('{selector}')?.naturalWidth > 0")
+    natural = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    if width is not None:
+        x, y = x * natural[0] / width, y * natural[0] / width
+    box = img.bounding_box()
+    scale = min(box["width"] / natural[0], box["height"] / natural[1], 1.0)
+    left = box["x"] + (box["width"] - natural[0] * scale) / 2
+    top = box["y"] + (box["height"] - natural[1] * scale) / 2
+    page.mouse.click(left + x * scale, top + y * scale)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser_support import ARTIFACTS, BROWSER_MARKS, open_page
+from browser_support import ARTIFACTS, BROWSER_MARKS, click_in_image, open_page
 
 from gradio_client import Client, handle_file  # noqa: E402
 
@@ -47,21 +47,6 @@ def _set_number(page, elem_id: str, value) -> None:
     box.press("Enter")
 
 
-def _click_in_image(page, selector: str, x: float, y: float, width: int) -> None:
-    """Click at pixel (x, y) of a `width` pixels wide image drawn (maybe enlarged) into an <img>
-    that Gradio shows centred and never upscaled."""
-    img = page.locator(selector)
-    img.scroll_into_view_if_needed()
-    page.wait_for_function(f"() => document.querySelector('{selector}')?.naturalWidth > 0")
-    natural = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
-    x, y = x * natural[0] / width, y * natural[0] / width
-    box = img.bounding_box()
-    scale = min(box["width"] / natural[0], box["height"] / natural[1], 1.0)
-    left = box["x"] + (box["width"] - natural[0] * scale) / 2
-    top = box["y"] + (box["height"] - natural[1] * scale) / 2
-    page.mouse.click(left + x * scale, top + y * scale)
-
-
 def test_upload_detect_click_and_inspect(page, url):
     ARTIFACTS.mkdir(exist_ok=True)
     # What the page will show, from the API (same model, same image: same result). The threshold
@@ -91,7 +76,7 @@ def test_upload_detect_click_and_inspect(page, url):
         labels=np.zeros(len(detections), int), categories=np.zeros(len(detections), int),
         query_slots=np.array([d["query_slot"] for d in detections]), names=tuple(d["label"] for d in detections))
     want = int(view.query_slots[detection_at(view, cx, cy)])
-    _click_in_image(page, "#det-image img", cx, cy, expected["width"])
+    click_in_image(page, "#det-image img", cx, cy, expected["width"])
     page.wait_for_function(f"() => document.querySelector('#slot input').value === '{want}'")
     _wait_for_new_src(page, "#det-image img", first_src)  # re-drawn with the selection highlighted
     page.screenshot(path=str(ARTIFACTS / "browser-detections.png"), full_page=True)
@@ -190,7 +175,7 @@ def test_layers_heatmaps_proposals_and_encoder(page, url):
     areas = (boxes[inside, 2] - boxes[inside, 0]) * (boxes[inside, 3] - boxes[inside, 1])
     want = int(top[inside[np.argmin(areas)]])
     src = _tab(page, "Query", "Proposals", image="#proposal-image")
-    _click_in_image(page, "#proposal-image img", x, y, width)
+    click_in_image(page, "#proposal-image img", x, y, width)
     page.wait_for_function(f"() => document.querySelector('#slot input').value === '{want}'")
     page.wait_for_function(f"() => document.querySelector('#query-info').innerText.includes('Query slot {want}')")
     _wait_for_new_src(page, "#proposal-image img", src)
@@ -204,7 +189,7 @@ def test_layers_heatmaps_proposals_and_encoder(page, url):
     x, y = width * 0.3, height * 0.6
     col, row = int(x * in_w / width / pad_w * cols), int(y * in_h / height / pad_h * rows)
     src = page.locator("#enc-image img").get_attribute("src")
-    _click_in_image(page, "#enc-image img", x, y, width)
+    click_in_image(page, "#enc-image img", x, y, width)
     page.wait_for_function("() => document.querySelector('#token-info').innerText.includes('Encoder token')")
     _wait_for_new_src(page, "#enc-image img", src)
     assert page.locator("#token-row input").input_value() == str(row)

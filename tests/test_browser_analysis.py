@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser_support import ARTIFACTS, BROWSER_MARKS, open_page
+from browser_support import ARTIFACTS, BROWSER_MARKS, click_in_image, open_page
 
 from dino_demo.explore.diagnosis import diagnose_region  # noqa: E402
 from dino_demo.explore.inference import run  # noqa: E402
@@ -41,21 +41,6 @@ def _first_slot(page) -> int:
     page.wait_for_function(f"() => {rows}.some(t => /^\\d/.test(t))")
     first = next(t for t in page.evaluate(f"() => {rows}") if re.match(r"\d", t))
     return int(re.match(r"(\d+)", first).group(1))
-
-
-def _click_in_image(page, selector: str, x: float, y: float, width: int) -> None:
-    """Click at pixel (x, y) of a `width` pixels wide image drawn (maybe enlarged) into an <img>
-    that Gradio shows centred and never upscaled."""
-    img = page.locator(selector)
-    img.scroll_into_view_if_needed()
-    page.wait_for_function(f"() => document.querySelector('{selector}')?.naturalWidth > 0")
-    natural = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
-    x, y = x * natural[0] / width, y * natural[0] / width
-    box = img.bounding_box()
-    scale = min(box["width"] / natural[0], box["height"] / natural[1], 1.0)
-    left = box["x"] + (box["width"] - natural[0] * scale) / 2
-    top = box["y"] + (box["height"] - natural[1] * scale) / 2
-    page.mouse.click(left + x * scale, top + y * scale)
 
 
 def open_tab(page, *names: str) -> None:
@@ -99,9 +84,9 @@ def test_ask_about_a_typed_box_and_a_drawn_box(page):
 
     # Draw: two clicks, opposite corners, around the second detection.
     bx0, by0, bx1, by1 = (float(v) for v in result.detections.boxes[1])
-    _click_in_image(page, "#region-image img", bx0 + 1, by0 + 1, width)
+    click_in_image(page, "#region-image img", bx0 + 1, by0 + 1, width)
     page.wait_for_function("() => document.querySelector('#region-verdict')?.innerText.includes('First corner')")
-    _click_in_image(page, "#region-image img", bx1 - 1, by1 - 1, width)
+    click_in_image(page, "#region-image img", bx1 - 1, by1 - 1, width)
     page.wait_for_function("() => document.querySelector('#region-verdict')?.innerText.includes('Verdict')")
     drawn = [float(page.locator(f"#region-{n} input").input_value()) for n in ("x0", "y0", "x1", "y1")]
     assert np.allclose(drawn, [bx0 + 1, by0 + 1, bx1 - 1, by1 - 1], atol=3.0), drawn

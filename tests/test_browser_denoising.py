@@ -5,7 +5,7 @@ library's run for the same model, boxes and seed; screenshots go to test-artifac
 import numpy as np
 import pytest
 
-from browser_support import ARTIFACTS, BROWSER_MARKS, open_page
+from browser_support import ARTIFACTS, BROWSER_MARKS, click_in_image, open_page
 
 from dino_demo.explore.denoising import denoising_rows, run_denoising  # noqa: E402
 from dino_demo.explore.models import load  # noqa: E402
@@ -42,18 +42,6 @@ ROWS_JS = """Array.from(document.querySelectorAll('#dn-table [role=row].virtual-
     .filter(cells => cells.length && cells[0] !== '')"""
 
 
-def _click_in_image(page, selector: str, x: float, y: float) -> None:
-    """Click at pixel (x, y) of the picture shown (maybe scaled down, centred) in the <img>."""
-    img = page.locator(selector)
-    img.scroll_into_view_if_needed()
-    natural = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
-    box = img.bounding_box()
-    scale = min(box["width"] / natural[0], box["height"] / natural[1], 1.0)
-    left = box["x"] + (box["width"] - natural[0] * scale) / 2
-    top = box["y"] + (box["height"] - natural[1] * scale) / 2
-    page.mouse.click(left + x * scale, top + y * scale)
-
-
 def _open_tab(page, name: str, tabs: str = "#tabs") -> None:
     """Click the tab `name` of the tab row `tabs`, from its "More tabs" menu when the row has no room for it."""
     tab = page.locator(tabs).get_by_role("tab", name=name, exact=True)
@@ -88,9 +76,9 @@ def test_denoising_tab_runs_the_official_queries_and_draws_them(page):
     # Draw one more box: two clicks on the picture (its pixels: 3x the 256-pixel image).
     page.click("#dn-draw")
     _new_src(page, "#dn-image img", None)
-    _click_in_image(page, "#dn-image img", 3 * 20, 3 * 30)
+    click_in_image(page, "#dn-image img", 3 * 20, 3 * 30)
     page.wait_for_function("() => document.querySelector('#dn-info').innerText.includes('First corner')")
-    _click_in_image(page, "#dn-image img", 3 * 60, 3 * 90)
+    click_in_image(page, "#dn-image img", 3 * 60, 3 * 90)
     page.wait_for_function(f"() => document.querySelector('#dn-boxes textarea').value.trim().split('\\n').length"
                            f" === {len(taken.strip().splitlines()) + 1}")
     boxes = page.locator("#dn-boxes textarea").input_value()
