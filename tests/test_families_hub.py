@@ -3,7 +3,6 @@
 public mode opens only listed ids."""
 from __future__ import annotations
 
-import hashlib
 import http.server
 import json
 import os
@@ -16,12 +15,12 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from family_models import save_tiny
+from hub_stand_in import COMMIT, answer_as_hub
 
 from dino_demo.families import hub
 from dino_demo.sources.download import DownloadError, Policy
 
 REPO = "tiny-org/deformable-detr"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(scope="module")
@@ -36,20 +35,7 @@ def hub_server(tmp_path_factory):
             prefix = f"/{REPO}/resolve/main/"
             name = self.path[len(prefix):] if self.path.startswith(prefix) else None
             requested.append(f"{self.command} {name}")
-            if name not in files:
-                self.send_response(404)
-                self.send_header("X-Error-Code", "EntryNotFound")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            data = files[name]
-            self.send_response(200)
-            self.send_header("X-Repo-Commit", COMMIT)
-            self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if body:
-                self.wfile.write(data)
+            answer_as_hub(self, files.get(name), body, missing_header=True)
 
         def do_HEAD(self):
             self._answer(False)

@@ -16,6 +16,7 @@ from dino_demo.model.config import get_config, with_flavour
 from dino_demo.sources import download, layouts, zoo
 from dino_demo.sources.checkpoint import Opaque, read_checkpoint
 from dino_demo.sources.download import DownloadError
+from hub_stand_in import COMMIT, answer_as_hub
 
 
 def test_detrex_24ep_uses_the_position_encoding_of_its_upstream_config():
@@ -84,9 +85,6 @@ def test_legacy_format_with_other_objects_is_still_refused(tmp_path):
 
 
 # -- pinned Hub entries ----------------------------------------------------------------------------
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
 class FakeHub(http.server.BaseHTTPRequestHandler):
     """Serves `files[path]` for HEAD and GET at /ORG/NAME/resolve/REVISION/FILE, as the Hub does
     (commit and ETag headers); counts the GETs."""
@@ -96,19 +94,9 @@ class FakeHub(http.server.BaseHTTPRequestHandler):
 
     def _answer(self, body: bool):
         data = self.files.get(self.path.split("?")[0])
-        if data is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("X-Repo-Commit", COMMIT)
-        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if body:
+        if data is not None and body:
             self.gets.append(self.path)
-            self.wfile.write(data)
+        answer_as_hub(self, data, body)
 
     def do_HEAD(self):
         self._answer(body=False)
