@@ -5,7 +5,7 @@ import json
 import pytest
 
 from dino_demo.explore.diagnosis import diagnose_image
-from dino_demo.explore.inference import run
+from dino_demo.runtime.dino import run
 from dino_demo.explore.models import load
 from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT
 from dino_demo.train.synthetic import SceneSpec, generate_scene
@@ -18,7 +18,8 @@ MODEL = str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.is_file() else "untrained:
 
 @pytest.fixture(scope="module")
 def stored():
-    model, cfg = load(MODEL)
+    detector = load(MODEL)
+    model, cfg = detector.model, detector.config
     scene = generate_scene(4242, 0, SceneSpec(size=256))
     return StoredResult.of(run(model, cfg, scene.image), "000000.png"), scene
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from dino_demo.cli import main as cli
-from dino_demo.explore.inference import run
+from dino_demo.runtime.dino import run
 from dino_demo.explore.models import load
 from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT
 from dino_demo.train.data import CocoDetectionSet
@@ -56,7 +56,8 @@ def _iou(a, b) -> float:
 def test_counts_match_an_independent_matcher(synthetic_set, analysis):
     folder, coco = synthetic_set
     document, _ = analysis
-    model, cfg = load(MODEL)
+    detector = load(MODEL)
+    model, cfg = detector.model, detector.config
     expected_tp = expected_fp = expected_fn = 0
     by_name = {r["file_name"]: r for r in document["images"]}
     for image in coco["images"]:
@@ -125,7 +126,8 @@ def test_counts_match_an_independent_matcher(synthetic_set, analysis):
 def test_ap_is_the_evaluate_commands(synthetic_set, analysis):
     folder, _ = synthetic_set
     document, _ = analysis
-    model, cfg = load(MODEL)
+    detector = load(MODEL)
+    model, cfg = detector.model, detector.config
     metrics = evaluate(model, cfg, CocoDetectionSet(folder, folder / "annotations.json"), batch_size=1)
     assert document["summary"]["AP"] == pytest.approx(metrics["AP"], abs=1e-4)
     assert document["summary"]["AP50"] == pytest.approx(metrics["AP50"], abs=1e-4)

@@ -13,7 +13,7 @@ from PIL import Image
 from browser_support import ARTIFACTS, BROWSER_MARKS, click_in_image, open_page
 
 from dino_demo.explore.diagnosis import diagnose_region  # noqa: E402
-from dino_demo.explore.inference import run  # noqa: E402
+from dino_demo.runtime.dino import run  # noqa: E402
 from dino_demo.explore.models import load  # noqa: E402
 from dino_demo.paths import PROJECT_ROOT as ROOT  # noqa: E402
 from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
@@ -58,7 +58,8 @@ def _detect(page, image: Path) -> None:
 
 def test_ask_about_a_typed_box_and_a_drawn_box(page):
     ARTIFACTS.mkdir(exist_ok=True)
-    model, cfg = load(MODEL)
+    detector = load(MODEL)
+    model, cfg = detector.model, detector.config
     array = np.asarray(Image.open(IMAGE).convert("RGB"))
     result = run(model, cfg, array)
     height, width = result.size
@@ -137,7 +138,7 @@ def test_two_models_side_by_side(page):
     from dino_demo.explore.compare import compare_results
 
     image = np.asarray(Image.open(IMAGE).convert("RGB"))
-    expected = compare_results(run(*load(MODEL), image), run(*load("untrained:dino-tiny"), image), 0.3)
+    expected = compare_results(load(MODEL).run(image), load("untrained:dino-tiny").run(image), 0.3)
     open_tab(page, "Diagnose", "Compare")
     page.locator("#compare-b input").click()
     page.get_by_role("option", name=re.compile(r"^dino-tiny, untrained")).click()

@@ -95,7 +95,8 @@ def test_denoising_tab_runs_the_official_queries_and_draws_them(page):
     page.screenshot(path=str(ARTIFACTS / "browser-denoising.png"), full_page=True)
 
     # The same run in the library: the page's group 1 is its group 1, slot for slot.
-    model, cfg = load(str(DEFAULT_CHECKPOINT))
+    detector = load(str(DEFAULT_CHECKPOINT))
+    model, cfg = detector.model, detector.config
     image = load_image(IMAGE).array
     truth = read_boxes_text(boxes, image.shape[:2], category_ids(cfg))
     run = run_denoising(model, cfg, image, truth, SEED, class_names=class_names(cfg))

@@ -29,7 +29,8 @@ BOXES = {"boxes": [{"bbox": [40, 60, 120, 90], "category_id": 1}, {"bbox": [200,
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load("untrained:dino-tiny")
+    detector = load("untrained:dino-tiny")
+    return detector.model, detector.config
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,8 @@ def test_denoise_command_writes_the_documented_arrays(tmp_path):
     for name, entry in index["arrays"].items():
         assert entry["shape"] == list(arrays[name].shape)
     # seed 3 in the file = seed 3 in the library
-    model, cfg = load("untrained:dino-tiny")
+    detector = load("untrained:dino-tiny")
+    model, cfg = detector.model, detector.config
     image = load_image(IMAGE).array
     run = run_denoising(model, cfg, image, boxes_from_document(BOXES, image.shape[:2], category_ids(cfg)), 3)
     np.testing.assert_array_equal(arrays["dn_labels"], run.dn_labels)
@@ -247,7 +249,8 @@ def test_selection_views_follow_the_stored_selection(tiny, image):
 
 
 def test_look_forward_twice_tells_the_two_boxes_apart(image):
-    model, cfg = load("untrained:dino-tiny")
+    detector = load("untrained:dino-tiny")
+    model, cfg = detector.model, detector.config
     with torch.no_grad():  # an untrained box head predicts no change at all: give it some
         head = model.bbox_embed[0].layers[-1]
         head.weight.copy_(torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(0)) * 0.05)

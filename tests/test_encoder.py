@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from dino_demo.explore import encoder
-from dino_demo.explore.inference import run
+from dino_demo.runtime.dino import run
 from dino_demo.explore.models import load
-from dino_demo.explore.speed import optimize_for_inference
+from dino_demo.runtime import dino_encoder
+from dino_demo.runtime.speed import optimize_for_inference
 from dino_demo.explore.views import encoder_heatmap_view, encoder_sampling_view
 from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT
 from dino_demo.model.config import get_config
@@ -31,7 +32,8 @@ def case(request):
     if request.param == "shipped":
         if not DEFAULT_CHECKPOINT.is_file():
             pytest.skip("shipped weights/dino-tiny.pth not present")
-        model, cfg = load(str(DEFAULT_CHECKPOINT))
+        detector = load(str(DEFAULT_CHECKPOINT))
+        model, cfg = detector.model, detector.config
         image = rng.integers(0, 256, (90, 130, 3), dtype=np.uint8)
     elif request.param == "recipe-6-layers":  # six encoder layers, as the released models, on a small model
         model, cfg = _recipe_model(get_config("dino-tiny").replace(name="dino-tiny-6", enc_layers=6, dec_layers=6))
@@ -63,7 +65,7 @@ def test_recomputed_token_attention_equals_the_encoders_own(case):
     for level, (h, w) in enumerate(out.spatial_shapes.tolist()):
         tokens += [encoder.token(result, level, 0, 0), encoder.token(result, level, h - 1, w - 1),
                    encoder.token(result, level, h // 2, w // 3)]
-    attention = encoder.token_attention(model, result, tokens)
+    attention = dino_encoder.token_attention(model, result, tokens)
     for token, found in zip(tokens, attention):
         assert found.token == token
         for layer, (locations, weights) in enumerate(captured):
@@ -72,7 +74,7 @@ def test_recomputed_token_attention_equals_the_encoders_own(case):
     m, l, p = found.attention_weights.shape[1:]
     assert found.sampling_locations.shape == (len(captured), m, l, p, 2)
     # The same, one token at a time (as a click asks).
-    alone = encoder.token_attention(model, result, [tokens[4]])[0]
+    alone = dino_encoder.token_attention(model, result, [tokens[4]])[0]
     torch.testing.assert_close(alone.attention_weights, attention[4].attention_weights, atol=1e-6, rtol=0)
 
 
@@ -96,7 +98,7 @@ def test_a_click_picks_the_token_whose_cell_holds_it(case):
 def test_views_of_a_token(case):
     model, result, _ = case
     token = encoder.token_at(result, 1, result.size[1] / 2, result.size[0] / 2)
-    attention = encoder.token_attention(model, result, [token])[0]
+    attention = dino_encoder.token_attention(model, result, [token])[0]
     layers, m, l, p = attention.attention_weights.shape
     view = encoder_sampling_view(result, attention, layers - 1)
     assert view.points.shape == (m, l, p, 2) and view.mass.shape == (m, l)
@@ -115,21 +117,23 @@ def test_views_of_a_token(case):
 
 
 def test_token_attention_needs_the_encoder_input():
-    model, cfg = load("untrained:dino-tiny")
+    detector = load("untrained:dino-tiny")
+    model, cfg = detector.model, detector.config
     result = run(model, cfg, np.zeros((64, 64, 3), np.uint8), internals=False)
     with pytest.raises(ValueError, match="internals"):
-        encoder.token_attention(model, result, [encoder.EncoderToken(0, 0, (0, 0))])
+        dino_encoder.token_attention(model, result, [encoder.EncoderToken(0, 0, (0, 0))])
 
 
 def test_the_cache_computes_a_token_once_and_lets_results_go():
-    model, cfg = load("untrained:dino-tiny")
+    detector = load("untrained:dino-tiny")
+    model, cfg = detector.model, detector.config
     result = run(model, cfg, np.zeros((64, 64, 3), np.uint8))
     cache = encoder.TokenAttentionCache(per_result=2)
     calls = []
 
     def compute(of, token):
         calls.append(token.index)
-        return encoder.token_attention(model, of, [token])[0]
+        return dino_encoder.token_attention(model, of, [token])[0]
 
     tokens = [encoder.token(result, 0, 0, c) for c in range(3)]
     for token in [tokens[0], tokens[0], tokens[1], tokens[2], tokens[0]]:

@@ -18,6 +18,7 @@ from dino_demo.explore.encoder import token
 from dino_demo.families.inference import run, token_attention
 from dino_demo.families.load import load
 from dino_demo.io.internals import internals_arrays
+from dino_demo.runtime import load_detector
 from dino_demo.ops.reference import ms_deform_attn_reference
 
 from conftest import ROOT
@@ -297,7 +298,7 @@ def test_dinos_own_views_refuse_a_transformers_model(folders):
     from dino_demo.ui import families_ui
 
     with pytest.raises(ValueError, match="Denoising runs DINO's own code; tiny is a transformers detector"):
-        families_ui.require_dino(load(folders["rt-detr"]).settings, "tiny", "Denoising")
+        families_ui.require_dino(load_detector(folders["rt-detr"]), "tiny", "Denoising")
 
 
 def test_the_prompt_box_shows_where_a_prompt_may_apply():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dino_demo import get_config
-from dino_demo.explore.inference import run, run_batch
+from dino_demo.runtime.dino import run, run_batch
 from dino_demo.explore.models import ModelCache, load
 from dino_demo.explore.views import (
     DetectionView,
@@ -29,7 +29,8 @@ from dino_demo.model.detector import build_model
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load("untrained:dino-tiny")
+    detector = load("untrained:dino-tiny")
+    return detector.model, detector.config
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +173,8 @@ def test_coco_results_use_xywh_and_category_ids(result):
 def test_model_cache_loads_once_and_evicts():
     cache = ModelCache(capacity=1)
     first = cache.get("untrained:dino-tiny")
-    assert cache.get("untrained:dino-tiny")[0] is first[0]
-    assert not first[0].training
+    assert cache.get("untrained:dino-tiny") is first
+    assert not first.model.training
     with pytest.raises(ValueError, match="unknown variant"):
         cache.get("untrained:no-such-variant")
 
@@ -185,7 +186,8 @@ def test_checkpoint_that_does_not_fit_the_variant_is_refused(tiny, tmp_path):
     save_checkpoint(build_model(get_config("dino-tiny")), path)
     with pytest.raises(ValueError, match="does not fit"):
         load(str(path), "dino-4scale-r50")
-    model, cfg = load(str(path))
+    detector = load(str(path))
+    model, cfg = detector.model, detector.config
     assert cfg.name == "dino-tiny"
 
 
@@ -194,7 +196,9 @@ def test_shipped_model_finds_the_objects_of_a_synthetic_scene():
     from dino_demo.model.box_ops import box_iou
     from dino_demo.train.synthetic import SceneSpec, generate_scene
 
-    model, cfg = load(str(DEFAULT_CHECKPOINT))
+    detector = load(str(DEFAULT_CHECKPOINT))
+
+    model, cfg = detector.model, detector.config
     found = total = 0
     for index in (0, 8, 9):
         scene = generate_scene(90210, index, SceneSpec(size=256))

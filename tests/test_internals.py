@@ -5,14 +5,15 @@ import zipfile
 import numpy as np
 import pytest
 
-from dino_demo.explore.inference import run
+from dino_demo.runtime.dino import run
 from dino_demo.explore.models import load
 from dino_demo.io.internals import MEANINGS, SCHEMA, read_internals, write_internals
 
 
 @pytest.fixture(scope="module")
 def result():
-    model, cfg = load("untrained:dino-tiny")
+    detector = load("untrained:dino-tiny")
+    model, cfg = detector.model, detector.config
     image = np.random.default_rng(2).integers(0, 256, (70, 110, 3), dtype=np.uint8)
     return run(model, cfg, image, model_id="test-model")
 
@@ -61,7 +62,8 @@ def test_other_files_are_refused(tmp_path):
 
 
 def test_a_result_without_internals_has_none_to_write(tmp_path):
-    model, cfg = load("untrained:dino-tiny")
+    detector = load("untrained:dino-tiny")
+    model, cfg = detector.model, detector.config
     bare = run(model, cfg, np.zeros((40, 40, 3), np.uint8), internals=False)
     with pytest.raises(ValueError, match="internals"):
         write_internals(bare, tmp_path / "x.npz")

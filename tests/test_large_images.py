@@ -42,7 +42,7 @@ def test_boxes_are_in_the_pixels_of_the_image_as_given(pictures):
 
 
 def test_the_inference_result_remembers_the_size_as_given(pictures):
-    from dino_demo.explore.inference import run
+    from dino_demo.runtime.dino import run
     from dino_demo.explore.models import load
     from dino_demo.explore.views import detection_view
     from dino_demo.io.results import image_record
@@ -50,7 +50,8 @@ def test_the_inference_result_remembers_the_size_as_given(pictures):
     folder, (big_h, big_w), _ = pictures
     loaded = load_image(folder / "big.png", max_side=MAX_SIDE)
     assert "boxes are given in the 8208x1040 pixels" in loaded.notes[-1]
-    model, cfg = load("untrained:dino-tiny")
+    detector = load("untrained:dino-tiny")
+    model, cfg = detector.model, detector.config
     result = run(model, cfg, loaded.array, internals=False, source_size=loaded.file_size)
     assert result.given_size == (big_h, big_w) and result.source_scale == (big_w / MAX_SIDE, big_h / loaded.array.shape[0])
     record = image_record(result, detection_view(result, 0.0, 3), image_id=1)

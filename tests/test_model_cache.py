@@ -36,15 +36,15 @@ def test_stalled_downloads_take_only_their_slots(monkeypatch):
     start = time.perf_counter()
     with pytest.raises(DownloadsBusy, match="try again"):
         cache.get("zoo:dino-5scale-r50")  # a third download: refused at once, not queued behind the stalled ones
-    assert cache.get(TINY)[1].name == "dino-tiny"  # a loaded model is served meanwhile
+    assert cache.get(TINY).config.name == "dino-tiny"  # a loaded model is served meanwhile
     assert time.perf_counter() - start < 0.5
     # A load from this machine takes no download slot.
     local = str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.is_file() else TINY
-    assert cache.get(local, "dino-tiny")[1].name == "dino-tiny"
+    assert cache.get(local, "dino-tiny").config.name == "dino-tiny"
     release.set()
     for thread in stalled:
         thread.join(10)
-    assert cache.get(TINY, "dino-tiny")[1].name == "dino-tiny"  # slots are given back
+    assert cache.get(TINY, "dino-tiny").config.name == "dino-tiny"  # slots are given back
 
 
 @needs_weights
@@ -56,7 +56,7 @@ def test_models_are_bounded_by_memory_and_dropped_ones_are_freed():
     alive = []
     for round_ in range(2):
         for source, variant in sources:
-            model, _ = cache.get(source, variant)
+            model = cache.get(source, variant).model
             alive.append(weakref.ref(model))
             del model
             assert len(cache) == 1 and cache.nbytes <= budget

@@ -24,10 +24,11 @@ locations = torch.rand(1, 6, 2, 2, 3, 2)
 weights = torch.rand(1, 6, 2, 2, 3)
 same = torch.allclose(ops.ms_deform_attn(value, shapes, starts, locations, weights),
                       ms_deform_attn_reference(value, shapes, starts, locations, weights), atol=1e-6)
-from dino_demo.explore.inference import run
+from dino_demo.runtime.dino import run
 from dino_demo.explore.models import load
 import numpy as np
-model, cfg = load("untrained:dino-tiny")
+detector = load("untrained:dino-tiny")
+model, cfg = detector.model, detector.config
 answered = len(run(model, cfg, np.zeros((64, 64, 3), np.uint8)).detections) > 0
 print(name, same and answered)
 """

@@ -14,7 +14,7 @@ EXTRAS = ("onnx", "onnxscript", "onnxruntime", "transformers", "triton")
 # Modules whose one job is an extra: they import it at the top, and their callers say what to install.
 WRAPPERS = {"dino_demo.export.onnx": "onnx", "dino_demo.export.runtime": "onnxruntime",
             "dino_demo.ops.triton_kernels": "triton", "dino_demo.families.load": "transformers",
-            "dino_demo.families.inference": "transformers"}
+            "dino_demo.families.inference": "transformers", "dino_demo.families.detector": "transformers"}
 
 # Makes the extras read as not installed: `import x` raises ModuleNotFoundError, and
 # `importlib.util.find_spec("x")` (how libraries probe for them) returns None.

@@ -141,7 +141,7 @@ def test_official_shaped_file_loads_strictly(tmp_path, model):
 
 
 def test_inference_fast_path_stays_within_tolerances(model, batch, reference):
-    from dino_demo.explore.speed import optimize_for_inference
+    from dino_demo.runtime.speed import optimize_for_inference
 
     fast = optimize_for_inference(model)
     forced = torch.from_numpy(reference["topk_indices"])

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dino_demo.explore.inference import run
+from dino_demo.runtime.dino import run
 from dino_demo.sources.checkpoint import load_model
 from dino_demo.model.box_ops import box_iou
 from dino_demo.train.synthetic import CLASS_NAMES, SceneSpec, generate_scene
@@ -66,7 +66,7 @@ def test_finds_the_objects_of_unseen_scenes(shipped):
 def test_inference_fast_path_keeps_the_shipped_models_outputs(shipped):
     """The app's fast path (trainable BatchNorm folded into the tiny ResNet, blocked FFNs, packed
     linears) on the shipped model itself, not only on the official R50 layout."""
-    from dino_demo.explore.speed import optimize_for_inference
+    from dino_demo.runtime.speed import optimize_for_inference
 
     model, cfg = shipped
     fast = optimize_for_inference(model)

@@ -113,7 +113,8 @@ def test_the_shipped_model_loads_from_any_directory(tmp_path):
     """The README's library snippet: `load("shipped")` from a directory that is not the project's."""
     code = ("from dino_demo.explore.models import load\n"
             "from dino_demo.sources.checkpoint import default_model, load_model\n"
-            "model, cfg = load('shipped')\n"
+            "detector = load('shipped')\n"
+            "model, cfg = detector.model, detector.config\n"
             "assert cfg.name == 'dino-tiny'\n"
             "assert load_model('shipped')[1] == cfg == default_model()[1]\n"
             "print('ok')\n")

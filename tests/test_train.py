@@ -133,7 +133,7 @@ def test_coco_ap_of_the_ground_truth_itself_is_one():
 
 def test_evaluation_goes_through_the_one_inference_path(monkeypatch):
     """evaluate() runs run_batch without internals and scores the results format's COCO list."""
-    from dino_demo.explore import inference
+    from dino_demo.runtime import dino as inference
     from dino_demo.train import evaluate as evaluation
 
     calls = []
@@ -143,7 +143,7 @@ def test_evaluation_goes_through_the_one_inference_path(monkeypatch):
         calls.append(kwargs)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "run_batch", spy)
+    monkeypatch.setattr(inference, "run_batch", spy)
     model = build_model(get_config("dino-tiny"))
     metrics = evaluation.evaluate(model, get_config("dino-tiny"), SyntheticScenes(5, 3, SceneSpec(size=64)))
     assert set(metrics) == set(evaluation.METRIC_NAMES)

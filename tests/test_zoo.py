@@ -96,7 +96,7 @@ def test_zoo_source_loads_a_model(test_entry, tiny):
         assert torch.equal(model.state_dict()[key], value)
     from dino_demo.explore.models import ModelCache
 
-    cached, _ = ModelCache(capacity=1).get("zoo:test-tiny", progress=lambda done, total: None)
+    cached = ModelCache(capacity=1).get("zoo:test-tiny", progress=lambda done, total: None).model
     assert getattr(cached, "inference_only", False)
 
 

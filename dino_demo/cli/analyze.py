@@ -65,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     with distributed.process_group(args.device) as process:
         with distributed.main_first():  # a download happens once
-            model, cfg = load(source, args.variant, process.device)
+            detector = load(source, args.variant, process.device)
         names = [dataset.coco.imgs[i]["file_name"] for i in dataset.ids]
         bar = tqdm(total=len(distributed.shard(len(dataset))), desc="analyze", unit="image", mininterval=5,
                    disable=not process.is_main)
-        document = analyze(model, cfg, dataset, threshold=args.threshold, file_names=names.__getitem__,
+        document = analyze(detector, dataset, threshold=args.threshold, file_names=names.__getitem__,
                            model_id=source.name, max_size=args.max_size, batch_size=args.batch_size,
                            settings={"annotations": str(args.annotations), "images": str(args.images)},
                            on_image=lambda done, total: bar.update(done - bar.n))

@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     except json.JSONDecodeError as error:
         raise ValueError(f"{args.boxes} is not JSON: {error}") from None
     source = model_source(args)
-    model, cfg = load(source, args.variant, args.device)
+    detector = load(source, args.variant, args.device)
+    if not detector.offers.denoising:
+        raise ValueError(f"denoising runs DINO's own code; {source.name} is a transformers detector")
+    model, cfg = detector.model, detector.config
     truth = boxes_from_document(document, image.file_size, category_ids(cfg), args.image.name)
     run = run_denoising(model, cfg, image.array, truth, args.seed, max_size=args.max_size,
                         class_names=class_names(cfg), model_id=source.name)

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..explore.detections import DetectionView
+from ..runtime.detections import DetectionView
 from ..explore.figures import render_detections
 from ..io.images import MAX_SIDE, ImageError, load_image
 from ..io.results import coco_results, detections_document, image_record
@@ -98,36 +98,36 @@ class Detector:
 
 
 def torch_detector(args: argparse.Namespace) -> Detector:
-    """The PyTorch path (`explore.inference.run`)."""
-    from ..explore.inference import run
+    """The PyTorch path (`runtime.Detector.run`)."""
     from ..explore.models import load
     from ..explore.precision import support
     from ..explore.trace import trace_document, traced_run
-    from ..explore.views import detection_view
+    from ..runtime.detections import detection_view
     from ..io.internals import write_internals
     from ..io.preprocess import model_input_size
 
     source = model_source(args)
     model_id = source.name
-    model, cfg = load(source, args.variant, args.device or "cpu")
-    family = getattr(cfg, "backbone", "") == "transformers"  # a transformers detector (dino_demo.families)
+    loaded = load(source, args.variant, args.device or "cpu").named(model_id)
+    cfg = loaded.config
+    own_code = loaded.offers.denoising  # DINO's own forward pass (traced, and its input bounds checked)
     log.info("precision: %s", support(args.device or "cpu").note(args.precision or "float32"))
 
-    if family and args.trace:
+    if args.trace and not own_code:
         raise ValueError(f"--trace follows DINO's own forward pass; {model_id} is a transformers detector")
 
     def detect(array: np.ndarray, internals_path: Path | None = None, source: str = "", trace_path: Path | None = None):
-        options = {"max_size": args.max_size, "precision": args.precision or "float32", "model_id": model_id}
+        options = {"max_size": args.max_size, "precision": args.precision or "float32"}
         if trace_path is not None:
-            result, stages = traced_run(model, cfg, array, **options)
+            result, stages = traced_run(loaded.model, cfg, array, model_id=model_id, **options)
             trace_path.write_text(json.dumps(trace_document(result, stages, source=source), indent=1))
         else:
-            result = run(model, cfg, array, internals=internals_path is not None, prompt=args.prompt, **options)
+            result = loaded.run(array, internals=internals_path is not None, prompt=args.prompt, **options)
         if internals_path is not None:
             write_internals(result, internals_path, source=source)
         return result, detection_view(result, args.threshold, args.max_detections)
 
-    if family:
+    if not own_code:
         return Detector(model_id, cfg.name, lambda array: None, detect)
     return Detector(model_id, cfg.name, lambda array: model_input_size(cfg, *array.shape[:2], args.max_size), detect)
 

@@ -51,12 +51,11 @@ import numpy as np
 import torch
 
 from ..io.labels import category_ids
-from ..model.config import DINOConfig
 from ..train import distributed
 from ..train.data import DetectionSet
 from ..train.evaluate import METRIC_NAMES, coco_entries, coco_evaluation
 from .diagnosis import FALSE_ALARM_KINDS, MATCH_IOU, VERDICTS, diagnose_image
-from .inference import InferenceResult, run_batch
+from ..runtime import Detector, InferenceResult
 
 SCHEMA = "dino-explorer/analysis/1"
 SIZES = (("small", 0.0, 32.0 ** 2), ("medium", 32.0 ** 2, 96.0 ** 2), ("large", 96.0 ** 2, math.inf))
@@ -141,11 +140,11 @@ def analyze_image(result: InferenceResult, truth: GroundTruth, threshold: float,
     return ImageAnalysis(record, tuple(outcomes))
 
 
-def analyze(model: torch.nn.Module, cfg: DINOConfig, dataset: DetectionSet, *, threshold: float,
+def analyze(detector: Detector, dataset: DetectionSet, *, threshold: float,
             file_names: Callable[[int], str], model_id: str = "", settings: dict | None = None,
             batch_size: int = 1, max_size: int | None = None,
             on_image: Callable[[int, int], None] | None = None) -> dict | None:
-    """The analysis document of `model` on `dataset` (a COCO-format set: `image(i)` HxWx3 uint8,
+    """The analysis document of `detector` (a `runtime.Detector`) on `dataset` (a COCO-format set: `image(i)` HxWx3 uint8,
     `image_id(i)`, `ground_truth()`), `file_names(i)` naming image i. Under torch.distributed each
     process runs its share of the images and the main process gets the document (the others None);
     every process must call it. `on_image(done, total)` hears of this process's progress.
@@ -164,14 +163,15 @@ def analyze(model: torch.nn.Module, cfg: DINOConfig, dataset: DetectionSet, *, t
     if not set(names) & set(category_ids(cfg)):
         raise ValueError(f"none of the data set's category ids {sorted(names)[:10]} is one the model predicts "
                          f"({sorted(set(category_ids(cfg)))[:10]}...)")
-    model.eval()
+    cfg = detector.config
+    detector.model.eval()
     share = distributed.shard(len(dataset))
     analyses, entries = [], []
     for start in range(0, len(share), batch_size):
         chunk = [(i, dataset.image(i)) for i in share[start:start + batch_size]]
         for _, group in itertools.groupby(chunk, key=lambda item: item[1].shape):
             indices, images = zip(*group)
-            results = run_batch(model, cfg, list(images), max_size=max_size, internals=True, model_id=model_id)
+            results = detector.named(model_id).run_batch(list(images), max_size=max_size, internals=True)
             ids = [dataset.image_id(i) for i in indices]
             entries += coco_entries(results, ids)
             for i, image_id, result in zip(indices, ids, results):

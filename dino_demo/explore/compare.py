@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .detections import DetectionView
+from ..runtime.detections import DetectionView
 from .diagnosis import MATCH_IOU, match
-from .inference import InferenceResult
-from .views import detection_view
+from ..runtime.result import InferenceResult
+from ..runtime.detections import detection_view
 
 
 @dataclass(frozen=True)

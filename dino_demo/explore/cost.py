@@ -34,35 +34,33 @@ class RequestCost:
 
 def request_cost(cfg: DINOConfig, input_size: tuple[int, int]) -> RequestCost:
     """The cost of running `cfg`'s model on an input of `input_size` = (h, w); the encoder's tokens
-    are counted for DINO configs (a transformers family's feature levels are its own: not counted)."""
+    are counted where the config has a level table (DINO's; a transformers family's feature levels
+    are known only after a run: not counted)."""
     h, w = input_size
-    tokens = None
-    if isinstance(cfg, DINOConfig):
-        tokens = sum(math.ceil(h / s) * math.ceil(w / s) for s in level_strides(cfg))
+    strides = level_strides(cfg)
+    tokens = sum(math.ceil(h / s) * math.ceil(w / s) for s in strides) if strides else None
     usual = usual_range(cfg)
     return RequestCost((h, w), tokens, (h * w) / (usual[0] * usual[1]))
 
 
 def level_strides(cfg: DINOConfig) -> tuple[int, ...]:
     """The feature levels' strides: backbone stage i has stride 4 * 2**i, and each extra level
-    (a stride-2 convolution on the last) doubles the last."""
+    (a stride-2 convolution on the last) doubles the last; () without a level table."""
     strides = [4 * 2**stage for stage in cfg.backbone_levels]
-    while len(strides) < cfg.num_feature_levels:
+    while strides and len(strides) < cfg.num_feature_levels:
         strides.append(strides[-1] * 2)
     return tuple(strides[:cfg.num_feature_levels])
 
 
 def usual_range(cfg: DINOConfig) -> tuple[int, int]:
     """(min_size, max_size) of the released variant `cfg` is made from (its name), else the
-    largest of any released variant; for a transformers family, its processor's sizes within that
-    largest range (a folder's saved settings cannot raise it)."""
-    largest = max(v.min_size for v in VARIANTS.values()), max(v.max_size for v in VARIANTS.values())
-    if not isinstance(cfg, DINOConfig):
-        return min(cfg.min_size, largest[0]), min(cfg.max_size, largest[1])
+    config's own sizes (a transformers family's: its processor's) within the largest range of any
+    released variant (a stored config or a folder's saved settings cannot raise it)."""
     base = VARIANTS.get(cfg.name)
-    if base is None:
-        return largest
-    return base.min_size, base.max_size
+    if base is not None:
+        return base.min_size, base.max_size
+    largest = max(v.min_size for v in VARIANTS.values()), max(v.max_size for v in VARIANTS.values())
+    return min(cfg.min_size, largest[0]), min(cfg.max_size, largest[1])
 
 
 def public_max_input(cfg: DINOConfig) -> int:

@@ -37,9 +37,9 @@ import numpy as np
 import torch
 
 from ..model.box_ops import box_cxcywh_to_xyxy, box_iou
-from .detections import DetectionView
-from .inference import InferenceResult
-from .views import detection_view
+from ..runtime.detections import DetectionView
+from ..runtime.result import InferenceResult
+from ..runtime.detections import detection_view
 
 MATCH_IOU = 0.5
 NEAR_IOU = 0.3

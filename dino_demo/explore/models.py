@@ -1,10 +1,10 @@
-"""Models ready for inference, loaded once from any model source (`sources.Source`: the shipped
+"""Detectors ready for inference, loaded once from any model source (`sources.Source`: the shipped
 model, a zoo entry, a checkpoint path or URL, an untrained variant, a Hub id or a folder).
 
-`load` returns (model, config) with the inference fast paths of `explore.speed` applied, `build`
-(from `sources.loader`, the one place that decides which loader takes which kind of source) the
-plain model (official modules, for export); `ModelCache` keeps the most recently used ones, thread-safe, for
-the app.
+`load` returns the `runtime.Detector` of a source (`runtime.load_detector`: the registry of
+loaders by kind of source, with the inference fast paths of `runtime.speed` for DINO), `build`
+(from `sources.loader`) DINO's plain model (official modules, for export); `ModelCache` keeps the
+most recently used detectors, thread-safe, for the app.
 """
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ from pathlib import Path
 
 import torch
 
-from ..model.config import DINOConfig, get_config
+from ..model.config import get_config
 from ..model.detector import build_model
 from ..paths import url_checkpoints_dir
+from ..runtime import Detector, load_detector
 from ..sources import zoo
 from ..sources.checkpoint import resolve_source, url_file_name
 from ..sources.download import Progress
 from ..sources.loader import build
 from ..sources.source import UNTRAINED_PREFIX, Source, SourceKind
-from .speed import optimize_for_inference
 
 __all__ = ["DownloadsBusy", "ModelCache", "UNTRAINED_PREFIX", "build", "expected_bytes", "load", "model_bytes",
            "needs_download"]
@@ -35,7 +35,7 @@ class DownloadsBusy(ValueError):
 
 
 class ModelCache:
-    """Loaded models by (source, variant), least recently used dropped beyond `capacity` models or
+    """Loaded detectors (`runtime.Detector`) by (source, variant), least recently used dropped beyond `capacity` models or
     `max_bytes` of weights (the newest is always kept, even if it alone is larger).
 
     A source is a `Source` or its text (see sources/source.py: a checkpoint path, an http(s) URL,
@@ -62,7 +62,7 @@ class ModelCache:
         if download_slots is not None and download_slots < 1:
             raise ValueError(f"download_slots must be >= 1, got {download_slots}")
         self.capacity, self.device, self.max_bytes = capacity, torch.device(device), max_bytes
-        self._models: OrderedDict[tuple[str, str | None], tuple[torch.nn.Module, DINOConfig, int]] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str | None], tuple[Detector, int]] = OrderedDict()
         self._loading: dict[tuple[str, str | None], threading.Lock] = {}
         self._lock = threading.Lock()
         self._download_slots = threading.BoundedSemaphore(download_slots) if download_slots else None
@@ -70,13 +70,13 @@ class ModelCache:
         self._released = released
 
     def get(self, source: str | Path | Source, variant: str | None = None,
-            progress: Progress | None = None) -> tuple[torch.nn.Module, DINOConfig]:
+            progress: Progress | None = None) -> Detector:
         source = Source.parse(source)
         key = (str(source), variant or None)
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
-                return self._models[key][:2]
+                return self._models[key][0]
         slot = self._download_slots if self._download_slots is not None and needs_download(source) else None
         if slot is not None and not slot.acquire(blocking=False):
             raise DownloadsBusy(f"{self.download_slots} model(s) are being downloaded for other visitors: try again "
@@ -88,45 +88,45 @@ class ModelCache:
                 slot.release()
 
     def _load(self, source: Source, key: tuple[str, str | None],
-              progress: Progress | None) -> tuple[torch.nn.Module, DINOConfig]:
+              progress: Progress | None) -> Detector:
         with self._lock:
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:
             with self._lock:
                 if key in self._models:  # loaded by another request meanwhile
-                    return self._models[key][:2]
+                    return self._models[key][0]
             try:
                 if source.kind in (SourceKind.ZOO, SourceKind.URL) and needs_download(source):
                     resolve_source(source, progress=progress)  # the file first: a failed download drops no model
                 self._make_room(expected_bytes(source, key[1]))
-                model, cfg = load(source, key[1], self.device, progress)
+                detector = load(source, key[1], self.device, progress)
             except BaseException:
                 with self._lock:
                     self._loading.pop(key, None)
                 raise
-            self._hold(key, model, cfg)
+            self._hold(key, detector)
             with self._lock:
                 self._loading.pop(key, None)
-            return model, cfg
+            return detector
 
-    def add(self, source: str | Path | Source, variant: str | None, model: torch.nn.Module, config: DINOConfig) -> None:
-        """Hold an already loaded (model, config) under (source, variant), as `get` would."""
-        self._hold((str(Source.parse(source)), variant or None), model, config)
+    def add(self, source: str | Path | Source, variant: str | None, detector: Detector) -> None:
+        """Hold an already loaded detector under (source, variant), as `get` would."""
+        self._hold((str(Source.parse(source)), variant or None), detector)
 
     @property
     def nbytes(self) -> int:
         """Bytes of the weights of the models held."""
         with self._lock:
-            return sum(entry[2] for entry in self._models.values())
+            return sum(entry[1] for entry in self._models.values())
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._models)
 
-    def _hold(self, key: tuple[str, str | None], model: torch.nn.Module, cfg: DINOConfig) -> None:
+    def _hold(self, key: tuple[str, str | None], detector: Detector) -> None:
         with self._lock:
             self._models.pop(key, None)
-            self._models[key] = (model, cfg, model_bytes(model))
+            self._models[key] = (detector, model_bytes(detector.model))
             dropped = self._drop_beyond(0)
         self._after_drop(dropped)
 
@@ -144,7 +144,7 @@ class ModelCache:
         while len(self._models) > keep and (
                 len(self._models) > slots
                 or (self.max_bytes is not None
-                    and sum(entry[2] for entry in self._models.values()) + incoming > self.max_bytes)):
+                    and sum(entry[1] for entry in self._models.values()) + incoming > self.max_bytes)):
             dropped.append(self._models.popitem(last=False))
         return dropped
 
@@ -210,12 +210,8 @@ def expected_bytes(source: str | Path | Source, variant: str | None = None) -> i
 
 
 def load(source: str | Path | Source, variant: str | None = None, device: str | torch.device = "cpu",
-         progress: Progress | None = None) -> tuple[torch.nn.Module, DINOConfig]:
-    """(model ready for inference, its config) for a source as `ModelCache` describes: in eval
-    mode, with the inference fast paths of `speed.optimize_for_inference`. A transformers model
-    (an hf:ORG/NAME id or a save_pretrained folder) gives a `families.load.FamilyModel` and its
-    `FamilySettings` instead (transformers' own code, with our op already serving its attention)."""
-    model, cfg = build(source, variant, device, progress, transformers=True)
-    if not isinstance(cfg, DINOConfig):
-        return model, cfg
-    return optimize_for_inference(model), cfg
+         progress: Progress | None = None) -> Detector:
+    """The detector of a source as `ModelCache` describes it (`runtime.load_detector`): in eval
+    mode, with the inference fast paths of `runtime.speed` for DINO; a transformers model (an
+    hf:ORG/NAME id or a save_pretrained folder) with our op already serving its attention."""
+    return load_detector(source, device=device, progress=progress, variant=variant)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .detections import query_rows
-from .encoder import EncoderToken, TokenAttention, level_grid
+from ..runtime.detections import query_rows
+from ..runtime.result import EncoderToken, TokenAttention
+from .encoder import level_grid
 from .figures import (
     LayerPanel,
     ProposalHighlight,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .figures import FINAL_COLOR, REFERENCE_COLOR
-from .inference import InferenceResult
+from ..runtime.result import InferenceResult
 from .views import _check_index, _cxcywh_to_xyxy_pixels
 from .visualize import Color, Legend, crop_zoom, dim, draw_boxes, draw_title, tile, with_legend, zoom_window
 

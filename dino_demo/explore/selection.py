@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .figures import REFERENCE_COLOR, FINAL_COLOR
-from .inference import InferenceResult
+from ..runtime.result import InferenceResult
 from .views import QueryLineage, padded_to_pixels, query_lineage
 from .visualize import (
     WHITE,

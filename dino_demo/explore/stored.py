@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .inference import InferenceResult
+from ..runtime.result import InferenceResult
 from .visualize import display_canvas
 
 

@@ -2,7 +2,7 @@
 preview, under the names of the official code (so that the listing reads beside
 `models/dino/dino.py` and `deformable_transformer.py`).
 
-`traced_run` is `explore.inference.run` with forward hooks on the model's stages (backbone, input
+`traced_run` is `runtime.dino.run` with forward hooks on the model's stages (backbone, input
 projections, encoder, two-stage heads, decoder) for the duration of the call: the same single
 inference path, nothing recomputed. `trace_document` makes the JSON that `detect --trace` writes.
 """
@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..model.transformer import Encoder
-from .inference import InferenceResult, run
+from ..runtime.dino import run
+from ..runtime.result import InferenceResult
 
 SCHEMA = "dino-explorer/trace/1"
 PREVIEW_VALUES = 6
@@ -94,7 +95,7 @@ class _Recorder:
 
 
 def traced_run(model: torch.nn.Module, cfg, image: np.ndarray, **options) -> tuple[InferenceResult, list[TraceStage]]:
-    """`explore.inference.run(model, cfg, image, **options)` (with internals) and its trace."""
+    """`runtime.dino.run(model, cfg, image, **options)` (with internals) and its trace."""
     recorder = _Recorder(model)
     with recorder.hooked():
         result = run(model, cfg, image, internals=True, **options)

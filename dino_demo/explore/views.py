@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .detections import DetectionView, select_detections
-from .encoder import TokenAttention, cell_box
-from .inference import InferenceResult
+from ..runtime.detections import DetectionView, detection_view  # noqa: F401 (detection_view: the first view)
+from ..runtime.result import InferenceResult, TokenAttention
+from .encoder import cell_box
 
 
 def _cxcywh_to_xyxy_pixels(boxes: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -17,13 +17,6 @@ def _cxcywh_to_xyxy_pixels(boxes: torch.Tensor, size: tuple[int, int]) -> np.nda
     height, width = size
     xyxy = torch.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], -1)
     return xyxy.numpy()
-
-
-def detection_view(result: InferenceResult, threshold: float, max_detections: int | None = None) -> DetectionView:
-    det = result.detections
-    return select_detections(det.scores.numpy(), det.labels.numpy(), det.boxes.numpy(), det.query_slot.numpy(),
-                             threshold=threshold, max_detections=max_detections, class_names=result.class_names,
-                             category_ids=result.category_ids)
 
 
 @dataclass(frozen=True)
@@ -40,10 +33,8 @@ class ProposalView:
 
 def unavailable(result: InferenceResult, view: str) -> str | None:
     """One line saying why `view` ("proposals", "encoder", "token scores") does not apply to the
-    model that made `result`, or None when it does (every view applies to DINO)."""
-    if result.family is not None:
-        return result.family.reason(view)
-    return "only Grounding DINO reads a text prompt: DINO has fixed classes" if view == "token scores" else None
+    model that made `result`, or None when it does (`InferenceResult.reason`)."""
+    return result.reason(view)
 
 
 def _require(result: InferenceResult, view: str) -> None:

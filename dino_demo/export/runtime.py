@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from ..explore.detections import DetectionView, select_detections
+from ..runtime.detections import DetectionView, select_detections
 from ..io.labels import category_ids, class_names, label_name
 from ..io.model_input import prepare_arrays
 from .metadata import INPUT_NAMES, INTERNAL_OUTPUTS, ExportInfo

@@ -32,6 +32,7 @@ class Family:
     encoder-token view applies); top_k: detections kept by post-processing (None: one per query
     slot, as the family's processor keeps); refines: (config) -> whether each decoder layer refines
     the previous layer's box (then the reference after the last layer is the final box);
+    two_stage: (config) -> whether its queries are selected from the encoder's proposals;
     unavailable: view -> why it does not apply, for every model of the family.
     """
 
@@ -44,6 +45,7 @@ class Family:
     deformable_encoder: bool = False
     top_k: int | None = None
     refines: Callable[[object], bool] = lambda config: True
+    two_stage: Callable[[object], bool] = lambda config: True
     unavailable: dict[str, str] = field(default_factory=dict)
 
 

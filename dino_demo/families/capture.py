@@ -35,7 +35,7 @@ class Recorder:
         [layers, S, M, L, P, 3] floats for every token).
     decoder_locations / decoder_weights: per decoder layer, [B, Q, M, L, P, 2] and [B, Q, M, L, P]
         as the core received them (with `points_per_level` per level; for unequal counts padded,
-        see `op.pad_points`).
+        see `pad_points`).
     decoder_references: per decoder layer, the reference points [B, Q, L, 2 or 4] its
         cross-attention was given.
     encoder_locations / encoder_weights: per encoder layer, [B, n, M, L, P, 2] / [B, n, M, L, P]
@@ -72,8 +72,6 @@ class Recorder:
                     level_shapes: Sequence[tuple[int, int]]) -> None:
         """A decoder core call of RT-DETR v2 / D-FINE: locations [B, Q, M, sum(P_l), 2], weights
         [B, Q, M, sum(P_l)]."""
-        from .op import pad_points
-
         self.level_shapes = tuple((int(h), int(w)) for h, w in level_shapes)
 
         counts = tuple(int(p) for p in points_per_level)
@@ -89,6 +87,23 @@ class Recorder:
             self.decoder_references.append(reference.detach())
         elif self.encoder_rows is not None:
             self.encoder_references.append(reference.detach()[:, self.encoder_rows.to(reference.device)])
+
+
+def pad_points(locations: torch.Tensor, weights: torch.Tensor, points_per_level: Sequence[int]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Locations [N, Q, M, sum(P_l), 2] and weights [N, Q, M, sum(P_l)] with P_l points on level l as
+    [N, Q, M, L, P_max, 2] and [N, Q, M, L, P_max]: the missing points get weight 0 (they add
+    nothing) and location NaN (they are no point)."""
+    n, q, m = weights.shape[:3]
+    width = max(points_per_level)
+    padded_loc = locations.new_full((n, q, m, len(points_per_level), width, 2), float("nan"))
+    padded_w = weights.new_zeros((n, q, m, len(points_per_level), width))
+    start = 0
+    for level, count in enumerate(points_per_level):
+        padded_loc[:, :, :, level, :count] = locations[:, :, :, start:start + count]
+        padded_w[:, :, :, level, :count] = weights[:, :, :, start:start + count]
+        start += count
+    return padded_loc, padded_w
 
 
 def active() -> Recorder | None:

@@ -36,4 +36,4 @@ def selection(model, outputs, spatial_shapes, level_start_index):
 FAMILY = Family(
     name="Deformable DETR", model_types=("deformable_detr",), model_class="DeformableDetrForObjectDetection",
     predictions=predictions, selection=selection, deformable_encoder=True, top_k=100,
-    refines=lambda config: bool(config.with_box_refine))
+    refines=lambda config: bool(config.with_box_refine), two_stage=lambda config: bool(config.two_stage))

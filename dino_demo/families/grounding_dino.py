@@ -92,7 +92,9 @@ def selection(model, outputs, spatial_shapes, level_start_index):
 
 FAMILY = Family(
     name="Grounding DINO", model_types=("grounding-dino",), model_class="GroundingDinoForObjectDetection",
-    predictions=predictions, selection=selection, text_prompt=True, deformable_encoder=True)
+    predictions=predictions, selection=selection, text_prompt=True, deformable_encoder=True,
+    two_stage=lambda config: bool(config.two_stage))
 MM_FAMILY = Family(
     name="MM Grounding DINO", model_types=("mm-grounding-dino",), model_class="MMGroundingDinoForObjectDetection",
-    predictions=predictions, selection=selection, text_prompt=True, deformable_encoder=True)
+    predictions=predictions, selection=selection, text_prompt=True, deformable_encoder=True,
+    two_stage=lambda config: bool(config.two_stage))

@@ -1,11 +1,11 @@
 """Images through a `transformers` detector, with its internals captured: the same
-`explore.inference.InferenceResult` that DINO's path returns, so that every view draws it.
+`runtime.InferenceResult` that DINO's path returns, so that every view draws it.
 
 The processor prepares the image (and the prompt), the model runs once with a `capture.Recorder`
 active, and the result holds per decoder layer the references, sampling locations and weights the
 attention was given, the class logits and boxes after each layer (`Family.predictions`), the
-two-stage selection where the family has one, and detections post-processed as the family's
-processor does (Grounding DINO: by the processor itself, with its phrase labels). Images run one
+two-stage selection where the family has one, and detections post-processed by the one top-k of `model.postprocess`, as the family's processor does
+(Grounding DINO: by the processor itself, with its phrase labels). Images run one
 at a time (no padding: valid ratios are 1).
 """
 from __future__ import annotations
@@ -17,12 +17,13 @@ import torch
 from PIL import Image
 
 from .. import ops
-from ..explore.encoder import EncoderToken, TokenAttention
-from ..explore.inference import PRECISIONS, InferenceResult, StageCallback
 from ..model.outputs import Detections, DINOOutput, EncoderSelection
+from ..model.postprocess import postprocess
+from ..runtime.details import FamilyDetails
+from ..runtime.result import (PRECISIONS, EncoderToken, InferenceResult, StageCallback, TokenAttention,
+                              check_precision, to_cpu)
 from . import grounding_dino
 from .capture import Recorder, recording
-from .details import FamilyDetails
 from .load import FamilyModel
 from .op import level_start
 
@@ -39,8 +40,7 @@ def run(handle: FamilyModel, image: np.ndarray, *, prompt: str | None = None, ma
         a fixed size ignore it). internals: keep the decoder's attention and per-layer outputs.
         source_size: (H, W) of the image as given when `image` is a downscaled copy of it.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     family, settings, model = handle.family, handle.settings, handle.model
     if prompt and not family.text_prompt:
         raise ValueError(f"{family.name} has fixed classes and takes no prompt")
@@ -75,8 +75,8 @@ def run(handle: FamilyModel, image: np.ndarray, *, prompt: str | None = None, ma
             detections, names = _grounded_detections(handle, outputs, inputs, (height, width), details)
             categories = tuple(range(len(names)))
         else:
-            detections = _detections(outputs.logits.float(), outputs.pred_boxes.float(), (height, width),
-                                     settings.num_select)
+            detections = postprocess(outputs.logits.float(), outputs.pred_boxes.float(),
+                                     torch.tensor([[height, width]], device=device), settings.num_select)[0]
             names, categories = _class_names(model.config)
         output = _internals(handle, outputs, recorder, inputs, details) if internals else None
     stage("postprocess", time.perf_counter() - post_start)
@@ -87,9 +87,9 @@ def run(handle: FamilyModel, image: np.ndarray, *, prompt: str | None = None, ma
     input_size = (int(mask[0].any(1).sum()), int(mask[0].any(0).sum())) if mask is not None else padded
     return InferenceResult(
         image=image, image_size=(int(height), int(width)), input_size=input_size, padded_size=padded,
-        detections=_to_cpu(detections), output=output, timings=timings, backend=backend, device=str(device),
+        detections=to_cpu(detections), output=output, timings=timings, backend=backend, device=str(device),
         class_names=names, category_ids=categories, variant=settings.name, model_id=model_id or handle.source,
-        family=details, source_size=source_size)
+        family=details, source_size=source_size, unavailable=details.unavailable)
 
 
 def _model_inputs(handle: FamilyModel, image: np.ndarray, prompt: str | None, max_size: int | None
@@ -113,23 +113,6 @@ def _class_names(config) -> tuple[tuple[str, ...], tuple[int, ...]]:
     labels = {int(k): str(v) for k, v in (config.id2label or {}).items()}
     count = max(int(config.num_labels), max(labels, default=-1) + 1)
     return tuple(labels.get(i, f"class {i}") for i in range(count)), tuple(range(count))
-
-
-def _detections(logits: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], top_k: int) -> Detections:
-    """The top `top_k` (query, class) pairs of image 0 by sigmoid score, boxes xyxy in the pixels of
-    `size`: the post-processing of transformers' DETR-family image processors, keeping which query
-    slot each detection came from."""
-    from transformers.image_transforms import center_to_corners_format
-
-    probabilities = logits.sigmoid()
-    _, queries, classes = probabilities.shape
-    scores, index = torch.topk(probabilities.reshape(1, -1), min(top_k, queries * classes), dim=1)
-    slots, labels = index // classes, index % classes
-    corners = center_to_corners_format(boxes)
-    corners = torch.gather(corners, 1, slots[..., None].expand(-1, -1, 4))
-    height, width = size
-    scale = torch.tensor([width, height, width, height], dtype=corners.dtype, device=corners.device)
-    return Detections(scores=scores[0], labels=labels[0], boxes=(corners * scale)[0], query_slot=slots[0])
 
 
 def _grounded_detections(handle: FamilyModel, outputs, inputs, size: tuple[int, int], details: FamilyDetails
@@ -192,7 +175,7 @@ def _internals(handle: FamilyModel, outputs, recorder: Recorder, inputs, details
     tokens = int(sum(h * w for h, w in recorder.level_shapes))
     memory = _memory(outputs, tokens)
     batch = boxes.shape[1]
-    return _to_cpu(DINOOutput(
+    return to_cpu(DINOOutput(
         logits=logits, boxes=boxes, references=torch.stack(references).float(),
         decoder_features=outputs.last_hidden_state.float(), memory=memory.float(),
         spatial_shapes=spatial_shapes, level_start_index=level_start_index,
@@ -226,19 +209,13 @@ def _float_selection(selection: EncoderSelection) -> EncoderSelection:
                                for name, value in vars(selection).items()})
 
 
-def _to_cpu(obj):
-    from ..explore.inference import _to_cpu as to_cpu
-
-    return to_cpu(obj)
-
-
 def token_attention(handle: FamilyModel, result: InferenceResult, tokens: list[EncoderToken]) -> list[TokenAttention]:
     """The self-attention of encoder `tokens` in every encoder layer, recorded by running the model
     again on the stored inputs with a recorder that keeps those tokens' rows."""
-    details = result.family
-    reason = details.reason("encoder") if details is not None else "this result is not from a transformers model"
+    reason = result.reason("encoder")
     if reason:
         raise ValueError(reason)
+    details = result.family
     if not tokens:
         return []
     device = next(handle.model.parameters()).device

@@ -30,7 +30,9 @@ class FamilySettings:
     processor's shorter-side target and longer-side cap (equal for fixed-size processors, which
     resize to min_size x max_size); fixed_size: whether the processor ignores the aspect ratio;
     enc_layers: deformable encoder layers (0: no deformable encoder); num_select: detections kept
-    before the threshold; text_prompt: whether it needs a prompt.
+    before the threshold; text_prompt: whether it needs a prompt; backbone_levels /
+    num_feature_levels: DINO's level table, empty here (a family's feature levels are known only
+    after a run, so no encoder tokens are counted before it: `explore.cost`).
     """
 
     name: str
@@ -42,6 +44,8 @@ class FamilySettings:
     num_select: int
     text_prompt: bool
     backbone: str = "transformers"
+    backbone_levels: tuple[int, ...] = ()
+    num_feature_levels: int = 0
 
 
 @dataclass(eq=False)

@@ -61,23 +61,6 @@ def level_start(level_shapes: Sequence[tuple[int, int]], device: torch.device) -
     return shapes, torch.cat([shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]])
 
 
-def pad_points(locations: torch.Tensor, weights: torch.Tensor, points_per_level: Sequence[int]
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Locations [N, Q, M, sum(P_l), 2] and weights [N, Q, M, sum(P_l)] with P_l points on level l as
-    [N, Q, M, L, P_max, 2] and [N, Q, M, L, P_max]: the missing points get weight 0 (they add
-    nothing) and location NaN (they are no point)."""
-    n, q, m = weights.shape[:3]
-    width = max(points_per_level)
-    padded_loc = locations.new_full((n, q, m, len(points_per_level), width, 2), float("nan"))
-    padded_w = weights.new_zeros((n, q, m, len(points_per_level), width))
-    start = 0
-    for level, count in enumerate(points_per_level):
-        padded_loc[:, :, :, level, :count] = locations[:, :, :, start:start + count]
-        padded_w[:, :, :, level, :count] = weights[:, :, :, start:start + count]
-        start += count
-    return padded_loc, padded_w
-
-
 def core_v2(value, level_shapes, sampling_locations, attention_weights, points_per_level, method="default",
             *, use_op: bool, stock=None):
     """The deformable core of RT-DETR v2 and D-FINE (locations [N, Q, M, sum(P_l), 2] (x, y) in [0, 1],
@@ -97,7 +80,7 @@ def core_v2(value, level_shapes, sampling_locations, attention_weights, points_p
         locations = sampling_locations.reshape(n, q, m, len(points_per_level), points_per_level[0], 2)
         weights = attention_weights.reshape(n, q, m, len(points_per_level), points_per_level[0])
     else:
-        locations, weights = pad_points(sampling_locations, attention_weights, points_per_level)
+        locations, weights = capture.pad_points(sampling_locations, attention_weights, points_per_level)
         locations = torch.nan_to_num(locations, nan=-1.0)  # off the map: read as zeros, and weighted 0
     return deformable_attention(value, shapes, start, locations, weights, level_shapes)
 

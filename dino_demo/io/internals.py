@@ -70,7 +70,7 @@ FAMILY_MEANINGS: dict[str, tuple[str, str]] = {
 
 
 def internals_arrays(result) -> dict[str, np.ndarray]:
-    """The arrays of an `explore.inference.InferenceResult` (run with internals), by the names of
+    """The arrays of a `runtime.InferenceResult` (run with internals), by the names of
     MEANINGS (and FAMILY_MEANINGS)."""
     out = result.internals
     selection = out.selection
@@ -109,35 +109,15 @@ def internals_arrays(result) -> dict[str, np.ndarray]:
             "encoder_boxes": first(selection.boxes),
             "encoder_logits": first(selection.logits),
         })
-    if result.family is not None:
-        arrays.update(_family_arrays(result.family, arrays))
+    arrays.update(result.extra_arrays(arrays))
     return arrays
-
-
-def _family_arrays(details, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The extra arrays of a `transformers` family's result (see `families.details`)."""
-    counts = np.array(details.points_per_level, dtype=np.int64)
-    extra = {"decoder_points_per_level": counts,
-             "decoder_point_levels": np.repeat(np.arange(len(counts)), counts)}
-    if len(set(counts.tolist())) > 1:
-        locations, weights = arrays["decoder_sampling_locations"], arrays["decoder_attention_weights"]
-        extra["decoder_sampling_locations_flat"] = np.concatenate(
-            [locations[..., level, :count, :] for level, count in enumerate(counts)], axis=-2)
-        extra["decoder_attention_weights_flat"] = np.concatenate(
-            [weights[..., level, :count] for level, count in enumerate(counts)], axis=-1)
-    if details.token_logits is not None:
-        extra["text_tokens"] = np.array(details.tokens, dtype=np.str_)
-        extra["decoder_token_logits"] = details.token_logits.numpy()
-    return extra
 
 
 def internals_index(result, arrays: dict[str, np.ndarray], *, source: str = "") -> dict:
     """The JSON index of `arrays`: schema, model, image and, per array, shape, dtype and meaning."""
     m, l, p = result.attention_shape
     meanings = MEANINGS | FAMILY_MEANINGS
-    model = {"id": result.model_id, "variant": result.variant}
-    if result.family is not None:
-        model.update(family=result.family.family, prompt=result.family.prompt)
+    model = {"id": result.model_id, "variant": result.variant, **result.model_fields()}
     return {
         "schema": SCHEMA,
         "model": model,

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import paths
+from . import zoo
+from .zoo import ZOO_PREFIX
 
 SHIPPED_TEXT = "shipped"
-ZOO_PREFIX = "zoo:"
 UNTRAINED_PREFIX = "untrained:"
 HUB_PREFIX = "hf:"
 SHIPPED_CHECKPOINT = paths.WEIGHTS_DIR / "dino-tiny.pth"
@@ -95,8 +96,6 @@ class Source:
         if _OTHER_SCHEME.match(text):
             raise ValueError(f"only http(s) URLs can be downloaded, not {text.split('://')[0]}:// ({text[:200]})")
         if bare_zoo and not Path(text).expanduser().exists():
-            from . import zoo
-
             if text in {entry.id for entry in zoo.ENTRIES}:
                 return cls.zoo(text)
         return cls.local(text)
@@ -104,8 +103,6 @@ class Source:
     @classmethod
     def zoo(cls, zoo_id: str) -> Source:
         """A model zoo entry, by its id with or without `zoo:`; ValueError listing the ids."""
-        from . import zoo
-
         return cls(SourceKind.ZOO, zoo.get(zoo_id.strip()).id)
 
     @classmethod

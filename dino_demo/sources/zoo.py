@@ -22,7 +22,8 @@ from .. import paths
 from ..model.config import FLAVOURS, VARIANTS
 from . import download
 from .download import DownloadError, Progress
-from .source import ZOO_PREFIX
+
+ZOO_PREFIX = "zoo:"  # how a zoo entry is named as a model source (`sources.source`)
 
 _HUB_URL = re.compile(r"https://huggingface\.co/([\w.-]+/[\w.-]+)/resolve/([\w.-]+)/(.+)")
 _COMMIT = re.compile(r"[0-9a-f]{40}")

@@ -1,5 +1,5 @@
 """COCO box AP of a DINO model (pycocotools) on a `train.data.DetectionSet` (a COCO-format folder
-or held-out synthetic scenes), through the one inference path (`explore.inference.run_batch`) and
+or held-out synthetic scenes), through the one inference path (`runtime.DINODetector.run_batch`) and
 the one results format (`io.results`). Under data-parallel training each process predicts its
 share of the images and the main process scores them all (the command: `dino_demo.cli.evaluate`).
 """
@@ -16,8 +16,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
-from ..explore.inference import InferenceResult, run_batch
-from ..explore.views import detection_view
+from ..runtime import DINODetector, InferenceResult
+from ..runtime.detections import detection_view
 from ..io.results import coco_results, detections_document, image_record
 from ..model.config import DINOConfig
 from . import distributed
@@ -32,7 +32,7 @@ def predict(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray], i
     """COCO results (all `num_select` detections per image, no threshold) for `images`."""
     entries = []
     for start in range(0, len(images), batch_size):
-        results = run_batch(model, cfg, images[start:start + batch_size], internals=False)
+        results = DINODetector(model, cfg).run_batch(images[start:start + batch_size], internals=False)
         entries += coco_entries(results, image_ids[start:start + batch_size])
     return entries
 

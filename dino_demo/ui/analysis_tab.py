@@ -144,7 +144,7 @@ def run_set(explorer, uploads: Uploads, model: choices.ModelChoice, threshold: f
     subset = {**coco, "images": [{**i, "file_name": Path(str(i["file_name"])).name} for i in listed]}
     ids = {int(i["id"]) for i in listed}
     subset["annotations"] = [a for a in coco.get("annotations", []) if int(a.get("image_id", -1)) in ids]
-    loaded, cfg = explorer.models.get(model.source, model.variant)
+    detector = explorer.models.get(model.source, model.variant)
     with tempfile.TemporaryDirectory(prefix="dino-set-") as folder:
         for entry in subset["images"]:
             shutil.copyfile(uploads.images[entry["file_name"]], Path(folder) / entry["file_name"])
@@ -153,7 +153,7 @@ def run_set(explorer, uploads: Uploads, model: choices.ModelChoice, threshold: f
         names = [dataset.coco.imgs[i]["file_name"] for i in dataset.ids]
         on_image = None if progress is None else (lambda done, total: progress(done / total, desc="Analysing"))
         run = gpu.gpu_function(analyze, gpu.BASE_SECONDS + 2 * len(names))
-        return run(loaded, cfg, dataset, threshold=threshold, file_names=names.__getitem__,
+        return run(detector, dataset, threshold=threshold, file_names=names.__getitem__,
                    model_id=model.model_id, settings={"annotations": Path(uploads.coco_path or "").name},
                    on_image=on_image)
 

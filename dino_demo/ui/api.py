@@ -13,7 +13,7 @@ import gradio as gr
 
 from ..explore import panels
 from ..explore.stored import StoredResult
-from ..explore.views import detection_view
+from ..runtime.detections import detection_view
 from ..io.internals import write_internals
 from . import choices, inputs
 from .callbacks import Explorer, PageEvent, Views, detections_json, sampling_options

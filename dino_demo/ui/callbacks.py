@@ -3,7 +3,7 @@ session, the parsed `PageControls`, the picked encoder token, where a click land
 view it changes, as a dict keyed by view name (`layout` maps names to components and wires the
 events). API endpoints are methods too, with one parameter per value an API client sends.
 
-A Detect runs the model once (`explore.inference.run`) and stores the result in the app-wide
+A Detect runs the model once (`Detector.run` of `runtime`) and stores the result in the app-wide
 `ResultStore`; every other action re-draws from that stored result with `explore.panels`, without
 running the model again. Re-drawing handlers take `(event, stored)` and run through `redraw`, the
 one guard that fetches the session's result.
@@ -23,8 +23,6 @@ from pathlib import Path
 import gradio as gr
 
 from ..explore import cost, encoder, panels
-from ..explore.detections import query_rows
-from ..explore.inference import InferenceResult, run
 from ..explore.models import DownloadsBusy, ModelCache
 from ..explore.options import SELECTED_QUERY, DetectionOptions, SamplingOptions
 from ..explore.stored import StoredResult
@@ -34,6 +32,8 @@ from ..io.internals import write_internals
 from ..io.preprocess import model_input_size
 from ..io.results import coco_image_id, coco_results, detections_document, image_record
 from ..paths import EXAMPLES_DIR
+from ..runtime import Detector, InferenceResult
+from ..runtime.detections import query_rows
 from ..sources import zoo
 from ..sources.download import DownloadError, Policy
 from . import choices, cleanup, families_ui, gpu, inputs
@@ -91,8 +91,8 @@ class Explorer:
         # Model runs at a time (every tab's). Taken only around the run itself: loading (downloading) a
         # model, or reading an image, never holds up another visitor's run.
         self.model_slot = threading.BoundedSemaphore(settings.model_concurrency)
-        self._run = gpu.gpu_function(run)  # on ZeroGPU, the GPU is held only while the model runs
-        self._token_attention = gpu.gpu_function(encoder.token_attention, gpu.BASE_SECONDS)
+        self._run = gpu.gpu_function(gpu.run_detector, gpu.detect_seconds)  # the GPU only while the model runs
+        self._token_attention = gpu.gpu_function(_token_attention, gpu.BASE_SECONDS)
         cleanup.remove_stale_app_folders()  # left by a killed process
         self._files = cleanup.make_app_folder()
         self._example_digests: dict[int, str] | None = None
@@ -172,7 +172,8 @@ class Explorer:
 
         model_id = request.model.model_id
         progress(0.15, desc=f"Loading {model_id}")
-        model, cfg = self.load_model(request.model, progress)
+        detector = self.load_model(request.model, progress)
+        cfg = detector.config
         h, w = loaded.array.shape[:2]
         max_input = cost.bounded_max_input(cfg, request.max_input, Policy.from_env().public)
         if max_input < min(request.max_input, cfg.max_size):
@@ -192,9 +193,8 @@ class Explorer:
         progress(0.3, desc=f"Running DINO: {estimate.describe()}; backbone")
         try:
             with self.model_slot:
-                result = self._run(model, cfg, loaded.array, max_size=max_input,
-                                   precision=request.precision, model_id=model_id,
-                                   source_size=loaded.file_size,
+                result = self._run(detector.named(model_id), loaded.array, max_size=max_input,
+                                   precision=request.precision, source_size=loaded.file_size,
                                    on_stage=None if gpu.on_zerogpu() else _stage_progress(progress),
                                    **({"prompt": request.prompt} if request.prompt else {}))
         except RuntimeError as err:
@@ -207,8 +207,8 @@ class Explorer:
         """Load a model now (on ZeroGPU: at start-up, outside any GPU function, as it requires)."""
         self.load_model(choices.resolve(model_choice, "", None))
 
-    def load_model(self, model: choices.ModelChoice, progress: Callable | None = None):
-        """(model, config) of `model` from the app's model cache; a ValueError with a message for the
+    def load_model(self, model: choices.ModelChoice, progress: Callable | None = None) -> Detector:
+        """The `runtime.Detector` of `model` from the app's model cache; a ValueError with a message for the
         page when it cannot be downloaded or used."""
         def downloaded(done: int, total: int | None) -> None:  # bytes so far, of total
             if progress is not None:
@@ -445,10 +445,10 @@ class Explorer:
         """One pass through the encoder (a model run: it takes a model slot, and the GPU on ZeroGPU)."""
         if stored.model is None:
             raise ValueError("This result does not say which model made it: press Detect again.")
-        model, _ = self.load_model(stored.model)
+        detector = self.load_model(stored.model)
         try:
             with self.model_slot:
-                return self._token_attention(model, stored.result, [token], precision=stored.result.precision)[0]
+                return self._token_attention(detector, stored.result, token)
         except RuntimeError as err:
             log.exception("encoder attention failed")
             raise ValueError(f"Computing the encoder's attention failed: {err}") from None
@@ -588,8 +588,14 @@ def detections_json(stored: StoredResult, view: DetectionView, options: Detectio
                                max_input_side=stored.max_input)
 
 
+def _token_attention(detector: Detector, result: InferenceResult, token: encoder.EncoderToken
+                     ) -> encoder.TokenAttention:
+    """`detector.token_attention(result, token)`: what runs through `gpu_function`."""
+    return detector.token_attention(result, token)
+
+
 def _stage_progress(progress: Callable) -> Callable[[str, float], None]:
-    """An `on_stage` for `explore.inference.run` that moves the page's progress bar as the
+    """An `on_stage` for `Detector.run` that moves the page's progress bar as the
     model finishes each stage."""
     following = {"backbone": (0.5, "encoder"), "encoder": (0.75, "decoder"), "decoder": (0.9, "post-processing")}
 

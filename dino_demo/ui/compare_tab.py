@@ -17,7 +17,6 @@ import pandas as pd
 
 from ..explore.compare import Comparison, compare_results, shared_slots
 from ..explore.figures import REGION_COLOR, render_detections
-from ..explore.inference import run
 from ..explore.visualize import draw_boxes
 from ..io.images import MAX_SIDE, load_image
 from ..sources import zoo
@@ -64,12 +63,12 @@ def compare(explorer, image, model_a: choices.ModelChoice, model_b: choices.Mode
     stored = []
     for choice in (model_a, model_b):
         try:
-            model, cfg = explorer.models.get(choice.source, choice.variant)
+            detector = explorer.models.get(choice.source, choice.variant)
         except (OSError, RuntimeError):
             raise ValueError(f"Loading {choice.model_id} failed (see the server log).") from None
-        result = gpu.gpu_function(run)(model, cfg, loaded.array, precision=explorer.settings.precision,
-                                       model_id=choice.model_id)
-        stored.append(StoredResult.of(result, file_name, None, choice, cfg.enc_layers))
+        result = gpu.gpu_function(gpu.run_detector, gpu.detect_seconds)(
+            detector.named(choice.model_id), loaded.array, precision=explorer.settings.precision)
+        stored.append(StoredResult.of(result, file_name, None, choice, detector.config.enc_layers))
     if previous is not None:
         explorer.store.discard(previous.a)
         explorer.store.discard(previous.b)

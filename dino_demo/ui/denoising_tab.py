@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..explore.denoising import DenoisingRun, denoising_rows, run_denoising
 from ..explore.denoising_figures import render_attention_mask, render_denoising_group
-from ..explore.views import detection_view
+from ..runtime.detections import detection_view
 from ..explore.visualize import display_canvas
 from ..io.boxes import GroundTruth, MAX_DOCUMENT_BYTES, boxes_text, read_boxes_text
 from ..io.denoising import write_denoising
@@ -119,8 +119,9 @@ class DenoisingTab:
         after the last layer."""
         request = DenoisingRequest.parse(event)
         loaded = _image(request.detect.path)
-        model, cfg = self.explorer.load_model(request.detect.model)
-        families_ui.require_dino(cfg, request.detect.model.model_id, "Denoising")
+        detector = self.explorer.load_model(request.detect.model)
+        families_ui.require_dino(detector, request.detect.model.model_id, "Denoising")
+        model, cfg = detector.model, detector.config
         truth = read_boxes_text(request.boxes, loaded.file_size, category_ids(cfg), request.detect.file_name)
         try:
             with self.explorer.model_slot:
@@ -174,8 +175,11 @@ class DenoisingTab:
             raise ValueError(f"The boxes file is larger than {MAX_DOCUMENT_BYTES} bytes.")
         request = DetectRequest.parse(*(event.detect_values.get(name) for name in DETECT_CONTROLS))
         loaded = _image(request.path)
-        cfg = request.model.config or self.explorer.load_model(request.model)[1]
-        families_ui.require_dino(cfg, request.model.model_id, "Denoising")
+        cfg = request.model.config
+        if cfg is None:
+            detector = self.explorer.load_model(request.model)
+            families_ui.require_dino(detector, request.model.model_id, "Denoising")
+            cfg = detector.config
         truth = read_boxes_text(path.read_text(errors="replace"), loaded.file_size, category_ids(cfg),
                                 request.file_name)
         return {"dn_boxes": boxes_text(truth, category_ids(cfg))}

@@ -7,8 +7,7 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
-from ..explore.inference import InferenceResult
-from ..model.config import DINOConfig
+from ..runtime.result import InferenceResult
 from ..explore.views import unavailable
 from ..families.grounding_dino import MAX_PROMPT_CHARS
 from ..families import FAMILIES
@@ -49,12 +48,12 @@ def parse_prompt(prompt) -> str:
     return text
 
 
-def require_dino(config, model_id: str, what: str) -> None:
-    """ValueError when `config` is a transformers detector's: `what` (a view of DINO's own ideas)
-    runs DINO's own code."""
-    if not isinstance(config, DINOConfig):
+def require_dino(detector, model_id: str, what: str) -> None:
+    """ValueError unless `detector` (a `runtime.Detector`) offers DINO's own code (denoising, the
+    forward pass): `what` (a view of DINO's own ideas) runs it."""
+    if not detector.offers.denoising:
         raise ValueError(f"{what} runs DINO's own code; {model_id} is a transformers detector "
-                         f"({config.family}): pick a DINO model for it.")
+                         f"({detector.config.family}): pick a DINO model for it.")
 
 
 def hub_choices() -> list[tuple[str, str]]:
@@ -67,8 +66,7 @@ def token_scores_markdown(result: InferenceResult, slot: int | None, top: int = 
     """For a Grounding DINO result: the probability of query `slot` on each prompt token after the
     last decoder layer, best first (the detection's phrase is made of the tokens above the
     processor's text threshold). For other models: the views that do not apply, one line each."""
-    notes = [f"- **{view}**: {reason}" for view in VIEWS if (reason := unavailable(result, view))
-             and not (view == "token scores" and result.family is None)]
+    notes = [f"- **{view}**: {reason}" for view in VIEWS if (reason := unavailable(result, view))]
     details = result.family
     if details is None or details.token_logits is None or slot is None:
         return "\n".join(notes)

@@ -46,8 +46,19 @@ def gpu_function(fn: Callable, duration: Callable | int | None = None) -> Callab
     return spaces.GPU(duration=duration or run_seconds)(fn)
 
 
+def run_detector(detector, image: np.ndarray, **options):
+    """`detector.run(image, **options)` (a `runtime.Detector`): what the app runs through
+    `gpu_function(run_detector, detect_seconds)`."""
+    return detector.run(image, **options)
+
+
+def detect_seconds(detector, image: np.ndarray, *args, **kwargs) -> int:
+    """`run_seconds` of a `run_detector` call."""
+    return run_seconds(detector.model, detector.config, image, *args, **kwargs)
+
+
 def run_seconds(model, cfg, image: np.ndarray, *args, max_size: int | None = None, **kwargs) -> int:
-    """A generous bound on the seconds one `explore.inference.run(model, cfg, image, ...)` holds the
+    """A generous bound on the seconds one run of `model` (built from `cfg`) on `image` holds the
     GPU: a base (kernel compilation on first use, transfers), more for the Swin-L backbone, and a
     share per megapixel of model input. ZeroGPU calls it with the run's own arguments."""
     from ..io.preprocess import model_input_size

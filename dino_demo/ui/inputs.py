@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..explore.inference import PRECISIONS
+from ..runtime.result import PRECISIONS
 from ..explore.options import (
     HEATMAP_SOURCES,
     POINT_COLORS,

@@ -38,11 +38,11 @@ class TraceTab:
             loaded = load_image(request.path, max_side=MAX_SIDE)
         except ValueError as err:
             raise ControlError("image_in", f"Cannot use this image: {err}.") from None
-        model, cfg = self.explorer.load_model(request.model)
-        families_ui.require_dino(cfg, request.model.model_id, "The forward pass")
+        detector = self.explorer.load_model(request.model)
+        families_ui.require_dino(detector, request.model.model_id, "The forward pass")
         try:
             with self.explorer.model_slot:
-                result, stages = self._traced(model, cfg, loaded.array, max_size=request.max_input,
+                result, stages = self._traced(detector.model, detector.config, loaded.array, max_size=request.max_input,
                                               precision=request.precision, model_id=request.model.model_id,
                                               source_size=loaded.file_size)
         except RuntimeError as err:

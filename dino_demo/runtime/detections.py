@@ -1,5 +1,6 @@
 """Detections above a score threshold, as drawn and written to results files: numpy only, shared
-by the PyTorch path (`views.detection_view`) and the ONNX Runtime path (`export.runtime`)."""
+by the PyTorch path (`detection_view` of an `InferenceResult`) and the ONNX Runtime path
+(`export.runtime`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -75,3 +76,11 @@ def select_detections(scores: np.ndarray, labels: np.ndarray, boxes: np.ndarray,
         categories=np.array([category_ids[int(c)] for c in kept_labels], dtype=np.int64),
         query_slots=query_slots[keep].astype(np.int64),
         names=tuple(label_name(class_names, int(c)) for c in kept_labels))
+
+
+def detection_view(result, threshold: float, max_detections: int | None = None) -> DetectionView:
+    """The detections of an `InferenceResult` above `threshold`, best first, at most `max_detections`."""
+    det = result.detections
+    return select_detections(det.scores.numpy(), det.labels.numpy(), det.boxes.numpy(), det.query_slot.numpy(),
+                             threshold=threshold, max_detections=max_detections, class_names=result.class_names,
+                             category_ids=result.category_ids)
