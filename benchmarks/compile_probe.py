@@ -3,8 +3,8 @@
 
     TORCH_LOGS=graph_breaks python benchmarks/compile_probe.py [--model weights/dino-tiny.pth] [--images 4]
 
-The model is loaded as the app loads it (`explore.models.load`). Inductor needs `freezing` for
-the pre-packed oneDNN linear layers of `explore.speed` (without it: "weight must be a graph
+The model is loaded as the app loads it (`explore.models.load`, a `runtime.Detector`). Inductor needs `freezing` for
+the pre-packed oneDNN linear layers of `runtime.speed` (without it: "weight must be a graph
 constant"). Eager runs before and after the compiled ones, so that load on a shared machine shows
 up as the spread between the two. Prints one JSON line of seconds.
 """
@@ -33,11 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch._inductor.config as inductor_config
 
-    from dino_demo.explore.inference import run
+    from dino_demo.runtime.dino import run
     from dino_demo.explore.models import load
     from dino_demo.train.synthetic import SceneSpec, generate_scene
 
-    model, cfg = load(args.model)
+    detector = load(args.model)
+
+    model, cfg = detector.model, detector.config
     images = [generate_scene(4242, i, SceneSpec(size=args.size)).image for i in range(args.images)]
 
     def median_seconds(m) -> float:

@@ -4,7 +4,7 @@
 
 The baseline is this project's model on the pure-PyTorch op path with default PyTorch settings,
 which does the same operations as the official code on the CPU. The candidate is what the app
-runs: the model after `dino_demo.explore.speed.optimize_for_inference`, through `dino_demo.explore.inference.run`,
+runs: the model after `dino_demo.runtime.speed.optimize_for_inference`, through `dino_demo.runtime.dino.run`,
 with the chosen op backend. Each runs in its own
 process (so that peak RSS is each one's own); runs alternate between them after a warm-up, and
 the medians are reported. Without --checkpoint the weights are the parity kit's recipe.
@@ -41,8 +41,8 @@ def _worker(conn, variant: str, checkpoint: str | None, size: tuple[int, int], b
     import torch
 
     from dino_demo import ops
-    from dino_demo.explore import inference
-    from dino_demo.explore.speed import optimize_for_inference
+    from dino_demo.runtime import dino as inference
+    from dino_demo.runtime.speed import optimize_for_inference
     from dino_demo.sources.checkpoint import load_model
     from dino_demo.model.config import get_config
     from dino_demo.model.detector import build_model

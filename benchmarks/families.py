@@ -6,7 +6,7 @@ the `kernels` layer mapping, `dino_demo.families.op`).
 
 The models are the published architectures (Deformable DETR R50 two-stage with box refinement;
 Grounding DINO Swin-T with BERT-base) with seeded random weights: the work does not depend on the
-weights. Each image goes through `dino_demo.families.inference.run` as the app and `detect` run it
+weights. Each image goes through `dino_demo.families.inference.run` (behind `families.detector.FamilyDetector`) as the app and `detect` run it
 (processor, model with the internals captured, post-processing), at 800x1333. The same model
 switches between the two attention paths, alternating image by image, so that both see the same
 load on a shared machine; the figures are medians of wall time (images/s) and of the process's CPU

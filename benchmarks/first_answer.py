@@ -6,7 +6,7 @@ Each run is a new Python process doing what the app does for its first Detect: i
 library (torch included), get the op's backend for the CPU (loading the compiled kernel from
 its cache: build it once beforehand with `python -m dino_demo build-ops`), load the model
 (`explore.models.ModelCache`, inference fast paths), read the image and run it through
-`explore.inference.run` with internals, as the page does. Reported per stage, median over the
+`Detector.run` with internals, as the page does. Reported per stage, median over the
 runs, and the second Detect of the same process for comparison (the first call's allocations
 and lazy initialisations). Each stage also has its CPU seconds (all threads; "total_cpu" is the
 process's user + system time to the first answer): on a shared machine, the figures that do not
@@ -32,19 +32,18 @@ _CHILD = r"""
 import json, sys, time
 marks = [(time.perf_counter(), time.process_time())]
 from dino_demo import ops
-from dino_demo.explore.inference import run
 from dino_demo.explore.models import ModelCache
 from dino_demo.io.images import load_image
 marks.append((time.perf_counter(), time.process_time()))
 backend = ops.backend("cpu")
 marks.append((time.perf_counter(), time.process_time()))
-model, cfg = ModelCache(device="cpu").get(sys.argv[1])
+detector = ModelCache(device="cpu").get(sys.argv[1])
 marks.append((time.perf_counter(), time.process_time()))
 image = load_image(sys.argv[2]).array
 marks.append((time.perf_counter(), time.process_time()))
-result = run(model, cfg, image, precision=sys.argv[3])
+result = detector.run(image, precision=sys.argv[3])
 marks.append((time.perf_counter(), time.process_time()))
-run(model, cfg, image, precision=sys.argv[3])
+detector.run(image, precision=sys.argv[3])
 marks.append((time.perf_counter(), time.process_time()))
 stages = ("imports", "op_backend", "model_load", "image_read", "first_detect", "second_detect")
 report = {stage: marks[i + 1][0] - marks[i][0] for i, stage in enumerate(stages)}

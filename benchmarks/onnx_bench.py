@@ -10,7 +10,7 @@ examples/*) goes from HxWx3 uint8 to detections in its own pixels through three 
 its own process, alternating after a warm-up, median over --repeats:
 
 - "onnxruntime": `dino_demo.export.runtime.OnnxDetector.run` (CPU execution provider);
-- "torch": `dino_demo.explore.inference.run` on `dino_demo.explore.models.load`, what `detect` and
+- "torch": `dino_demo.runtime.dino.run` on the model of `dino_demo.explore.models.load`, what `detect` and
   the app run (inference fast paths, compiled CPU kernel when it builds), without internals;
 - "torch-reference": the same with the pure-PyTorch op (`F.grid_sample`, what the ONNX graph does).
 
@@ -64,8 +64,8 @@ def _worker(conn, engine: str, args: argparse.Namespace, onnx_path: str):
         import torch
 
         from dino_demo import ops
-        from dino_demo.explore.inference import run
-        from dino_demo.explore.speed import optimize_for_inference
+        from dino_demo.runtime.dino import run
+        from dino_demo.runtime.speed import optimize_for_inference
 
         if args.threads:
             torch.set_num_threads(args.threads)

@@ -5,7 +5,7 @@
     python benchmarks/precision.py --precision bfloat16 --device cpu --variant dino-4scale-r50 --count 4 --max-size 512
 
 For each image (synthetic shape scenes, seed 4242) the model, loaded as the app loads it
-(`explore.models.load`: inference fast paths), runs through `explore.inference.run` in float32
+(`explore.models.load`: inference fast paths), runs through `runtime.dino.run` in float32
 and in the chosen precision; reported are the largest difference of the encoder output, how many
 of the encoder's top-k selected tokens agree (as sets), how many float32 detections (score >=
 threshold) have a half-precision detection of the same class with IoU > 0.9, the largest score
@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from dino_demo.explore.inference import run
+    from dino_demo.runtime.dino import run
     from dino_demo.explore.precision import support
-    from dino_demo.explore.speed import optimize_for_inference
+    from dino_demo.runtime.speed import optimize_for_inference
     from dino_demo.explore.views import detection_view
     from dino_demo.sources.checkpoint import load_model
     from dino_demo.model.box_ops import box_iou

@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     from PIL import Image
 
-    from dino_demo.explore import inference
-    from dino_demo.explore.speed import optimize_for_inference
+    from dino_demo.runtime import dino as inference
+    from dino_demo.runtime.speed import optimize_for_inference
     from dino_demo.sources.checkpoint import load_model
     from dino_demo.model.config import get_config
     from dino_demo.model.detector import build_model

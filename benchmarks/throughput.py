@@ -4,7 +4,7 @@
     python benchmarks/throughput.py --device cuda --backends auto triton reference --precisions float32 float16
     python benchmarks/throughput.py --device cpu --model untrained:dino-tiny --size 256 256 --repeats 3
 
-Each image goes through `dino_demo.explore.inference.run` (resize, normalization, the model after
+Each image goes through `dino_demo.runtime.dino.run` (resize, normalization, the model after
 `optimize_for_inference`, post-processing, results on the CPU), as the app runs it: with the
 internals it keeps for the views, and with `--detections-only` without them (as the command line
 and evaluation run). The input is a synthetic photo-sized picture of the given size (the weights
@@ -43,14 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dino_demo import ops
-    from dino_demo.explore.inference import run
+    from dino_demo.runtime.dino import run
     from dino_demo.explore.models import load
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device is visible: pass --device cpu", file=sys.stderr)
         return 2
-    model, cfg = load(args.model, device=device)
+    detector = load(args.model, device=device)
+    model, cfg = detector.model, detector.config
     height, width = args.size
     rows, columns = np.mgrid[0:height, 0:width]
     image = np.stack([(rows * 255 // height), (columns * 255 // width), ((rows + columns) % 256)], axis=-1)
