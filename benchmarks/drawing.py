@@ -5,7 +5,7 @@
 "900 proposals": 900 box outlines with per-box opacity (0.7, the final ones 1.0), as the Proposals
 view draws its top 900. "all heads x all levels": 8 x 4 x 4 = 128 sampling points with per-point
 radius and opacity, as the Sampling points and Encoder views draw them. For each, the way
-`dino_demo.explore.visualize` draws it and the other library's best equivalent (PIL boxes are
+`dino_demo.explore.draw.pixels` draws it and the other library's best equivalent (PIL boxes are
 `ImageDraw` with RGBA outlines; OpenCV has no per-shape opacity, so its boxes go on one layer per
 opacity, blended once; PIL discs are `ImageDraw.ellipse`, aliased; OpenCV discs are anti-aliased,
 blended per point in a small window). Prints the median time of each.
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", nargs=2, type=int, default=[1066, 1600], metavar=("H", "W"))
     args = parser.parse_args(argv)
 
-    from dino_demo.explore import visualize as vis
+    from dino_demo.explore.draw import pixels as vis
 
     height, width = args.size
     rng = np.random.default_rng(0)

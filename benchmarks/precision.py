@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from dino_demo.runtime.dino import run
     from dino_demo.explore.precision import support
     from dino_demo.runtime.speed import optimize_for_inference
-    from dino_demo.explore.views import detection_view
+    from dino_demo.explore.draw.data import detection_view
     from dino_demo.sources.checkpoint import load_model
     from dino_demo.model.box_ops import box_iou
     from dino_demo.model.config import get_config

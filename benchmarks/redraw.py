@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))
     # The explorer's model cache holds this model, as after a Detect.
     source = ModelChoice("benchmark", None, "benchmark", cfg)
-    explorer.models.add(source.source, None, model, cfg)
+    explorer.models.add(source.source, None, inference.DINODetector(model, cfg, "benchmark"))
     stored = StoredResult.of(result, "input_a.png", model=source, encoder_layers=cfg.enc_layers)
     print(f"stored result: {stored.nbytes / 2**20:.1f} MiB")
     session = explorer.session(None, None)

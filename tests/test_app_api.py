@@ -504,7 +504,7 @@ def test_selecting_from_the_table_the_proposals_and_the_boxes_under_the_cursor(e
     smallest = min(inside, key=lambda d: d["bbox"][2] * d["bbox"][3])
     assert clicked["slot"] == smallest["query_slot"]
     # A click on a proposal selects the query slot it seeded.
-    from dino_demo.explore.views import proposal_view, query_lineage
+    from dino_demo.explore.draw.data import proposal_view, query_lineage
 
     proposals = proposal_view(stored.result, 100)
     box = proposals.boxes[0]

@@ -12,7 +12,7 @@ from browser_support import ARTIFACTS, BROWSER_MARKS, click_in_image, open_page
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from dino_demo.explore.views import DetectionView, detection_at  # noqa: E402
+from dino_demo.explore.draw.data import DetectionView, detection_at  # noqa: E402
 from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
 from dino_demo.paths import PROJECT_ROOT as ROOT  # noqa: E402
 

@@ -13,7 +13,7 @@ from dino_demo.explore.models import load
 from dino_demo.explore.refinement import look_forward_twice, render_look_forward_twice
 from dino_demo.explore.selection import level_scores, render_score_maps, render_selection_step, selection_step
 from dino_demo.explore.trace import traced_run
-from dino_demo.explore.visualize import display_canvas
+from dino_demo.explore.draw.pixels import display_canvas
 from dino_demo.io.boxes import boxes_from_document, read_boxes_text
 from dino_demo.io.denoising import MEANINGS, read_denoising
 from dino_demo.io.images import load_image

@@ -9,8 +9,8 @@ import torch
 from dino_demo.explore.analysis import GroundTruth
 from dino_demo.explore.compare import compare_detections
 from dino_demo.explore.diagnosis import diagnose_image, diagnose_region, match
-from dino_demo.explore.inference import InferenceResult
-from dino_demo.explore.views import detection_view
+from dino_demo.runtime import InferenceResult
+from dino_demo.explore.draw.data import detection_view
 from dino_demo.model.outputs import DINOOutput, EncoderSelection
 from dino_demo.model.postprocess import postprocess
 

@@ -12,7 +12,7 @@ from dino_demo.runtime.dino import run
 from dino_demo.explore.models import load
 from dino_demo.runtime import dino_encoder
 from dino_demo.runtime.speed import optimize_for_inference
-from dino_demo.explore.views import encoder_heatmap_view, encoder_sampling_view
+from dino_demo.explore.draw.data import encoder_heatmap_view, encoder_sampling_view
 from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT
 from dino_demo.model.config import get_config
 from dino_demo.model.detector import build_model

@@ -12,7 +12,8 @@ import torch
 import transformers
 
 from dino_demo import ops
-from dino_demo.explore import panels, views
+from dino_demo.explore.draw import data as views
+from dino_demo.explore import panels
 from dino_demo.explore.stored import StoredResult
 from dino_demo.explore.encoder import token
 from dino_demo.families.inference import run, token_attention

@@ -8,7 +8,7 @@ import torch
 from dino_demo import get_config
 from dino_demo.runtime.dino import run, run_batch
 from dino_demo.explore.models import ModelCache, load
-from dino_demo.explore.views import (
+from dino_demo.explore.draw.data import (
     DetectionView,
     detection_at,
     detection_view,

@@ -44,7 +44,7 @@ def test_boxes_are_in_the_pixels_of_the_image_as_given(pictures):
 def test_the_inference_result_remembers_the_size_as_given(pictures):
     from dino_demo.runtime.dino import run
     from dino_demo.explore.models import load
-    from dino_demo.explore.views import detection_view
+    from dino_demo.explore.draw.data import detection_view
     from dino_demo.io.results import image_record
 
     folder, (big_h, big_w), _ = pictures

@@ -53,8 +53,8 @@ def test_padding_to_a_canvas():
 
 
 def test_the_onnx_runtime_path_imports_no_torch():
-    modules = ("dino_demo.io.model_input", "dino_demo.io.results", "dino_demo.explore.detections",
-               "dino_demo.explore.visualize", "dino_demo.export.metadata", "dino_demo.export.runtime",
+    modules = ("dino_demo.io.model_input", "dino_demo.io.results", "dino_demo.runtime.detections",
+               "dino_demo.explore.draw.pixels", "dino_demo.export.metadata", "dino_demo.export.runtime",
                "dino_demo.cli.detect")
     code = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint('torch' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,

@@ -10,7 +10,7 @@ import pytest
 from gradio.state_holder import SessionState
 
 from dino_demo.explore import panels
-from dino_demo.explore.detections import DetectionView, query_rows
+from dino_demo.runtime.detections import DetectionView, query_rows
 from dino_demo.paths import EXAMPLES_DIR
 from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT
 

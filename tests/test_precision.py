@@ -14,7 +14,7 @@ import torch
 from dino_demo.explore import precision
 from dino_demo.runtime.dino import run
 from dino_demo.explore.models import load
-from dino_demo.explore.views import detection_view
+from dino_demo.explore.draw.data import detection_view
 from dino_demo.model.box_ops import box_iou
 from dino_demo.model.config import VARIANTS, get_config
 from dino_demo.model.detector import build_model

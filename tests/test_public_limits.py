@@ -38,7 +38,7 @@ def _explorer_recording_runs(monkeypatch):
     explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))
     runs = []
 
-    def run(model, cfg, image, *, max_size, **kwargs):
+    def run(detector, image, *, max_size, **kwargs):
         runs.append(max_size)
         raise _Ran()
 

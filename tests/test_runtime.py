@@ -40,12 +40,12 @@ def folders(tmp_path_factory):
 
 # -- the registry ----------------------------------------------------------------------------------
 def test_every_source_kind_has_one_loader():
-    from dino_demo import families
+    from dino_demo.families import registration
 
     for kind in (SourceKind.SHIPPED, SourceKind.ZOO, SourceKind.URL, SourceKind.FILE, SourceKind.UNTRAINED):
         assert registry.loader_for(kind) is dino.load
     for kind in (SourceKind.HUB, SourceKind.FOLDER):
-        assert registry.loader_for(kind) is families.load_detector
+        assert registry.loader_for(kind) is registration.load_detector
     assert set(SourceKind) == {SourceKind.SHIPPED, SourceKind.ZOO, SourceKind.URL, SourceKind.FILE,
                                SourceKind.UNTRAINED, SourceKind.HUB, SourceKind.FOLDER}
 
@@ -155,7 +155,7 @@ def test_family_post_processing_goes_through_model_postprocess(folders, monkeypa
 
 # -- the floors ------------------------------------------------------------------------------------
 def _imports(path) -> set[str]:
-    """Package-relative module names a file imports ("explore.views", "families", ...)."""
+    """Package-relative module names a file imports ("explore.draw.data", "families", ...)."""
     tree = ast.parse(path.read_text())
     package = path.relative_to(PACKAGE).parts[:-1]
     names = set()

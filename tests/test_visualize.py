@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from dino_demo.explore import figures as fig
-from dino_demo.explore import visualize as vis
-from dino_demo.explore.views import splat
+from dino_demo.explore.draw import figures as fig
+from dino_demo.explore.draw import pixels as vis
+from dino_demo.explore.draw.data import splat
 
 RED, GREEN, WHITE = (255, 0, 0), (0, 255, 0), (255, 255, 255)
 

@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..runtime.detections import DetectionView
-from ..explore.figures import render_detections
+from ..explore.draw.figures import render_detections
 from ..io.images import MAX_SIDE, ImageError, load_image
 from ..io.results import coco_results, detections_document, image_record
 from ..model.config import MIN_INPUT_SIDE, VARIANTS

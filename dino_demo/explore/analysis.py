@@ -157,13 +157,13 @@ def analyze(detector: Detector, dataset: DetectionSet, *, threshold: float,
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    cfg = detector.config
     ground_truth = dataset.ground_truth()
     grouped = annotations_by_image(ground_truth)
     names = {int(c["id"]): str(c.get("name", c["id"])) for c in ground_truth.get("categories", [])}
     if not set(names) & set(category_ids(cfg)):
         raise ValueError(f"none of the data set's category ids {sorted(names)[:10]} is one the model predicts "
                          f"({sorted(set(category_ids(cfg)))[:10]}...)")
-    cfg = detector.config
     detector.model.eval()
     share = distributed.shard(len(dataset))
     analyses, entries = [], []

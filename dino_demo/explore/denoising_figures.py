@@ -1,12 +1,12 @@
 """Figures of a denoising run (`explore.denoising.DenoisingRun`): one group's noised anchors and
 where the decoder took them, and the self-attention mask as a picture. Pure functions returning
-[H, W, 3] uint8 images with their key below (`visualize.with_legend`)."""
+[H, W, 3] uint8 images with their key below (`pixels.with_legend`)."""
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
-from .visualize import (
+from .draw.pixels import (
     WHITE,
     Color,
     Legend,

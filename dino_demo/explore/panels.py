@@ -1,4 +1,4 @@
-"""The values of the page's views for one stored result: images drawn with `explore.figures`,
+"""The values of the page's views for one stored result: images drawn with `explore.draw.figures`,
 tables (pandas) and short Markdown texts. Plain functions of a `StoredResult` and the options of
 `explore.options`; no UI framework here (the page, `dino_demo.ui`, puts these into components)."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pandas as pd
 from ..runtime.detections import query_rows
 from ..runtime.result import EncoderToken, TokenAttention
 from .encoder import level_grid
-from .figures import (
+from .draw.figures import (
     LayerPanel,
     ProposalHighlight,
     render_detections,
@@ -24,7 +24,7 @@ from .precision import support
 from .refinement import look_forward_rows, look_forward_twice, render_look_forward_twice
 from .selection import level_scores, render_score_maps, render_selection_step, selection_step
 from .stored import StoredResult
-from .views import (
+from .draw.data import (
     DetectionView,
     HeatmapView,
     detection_view,
@@ -39,7 +39,7 @@ from .views import (
     sampling_view,
     unavailable,
 )
-from .visualize import Legend, dim, palette_color, with_legend
+from .draw.pixels import Legend, dim, palette_color, with_legend
 
 HIGHLIGHT = "background-color: #fde68a; font-weight: 600"
 TABLE_COLUMNS = ["#", "label", "score", "slot", "x0", "y0", "x1", "y1"]

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .figures import FINAL_COLOR, REFERENCE_COLOR
+from .draw.figures import FINAL_COLOR, REFERENCE_COLOR
 from ..runtime.result import InferenceResult
-from .views import _check_index, _cxcywh_to_xyxy_pixels
-from .visualize import Color, Legend, crop_zoom, dim, draw_boxes, draw_title, tile, with_legend, zoom_window
+from .draw.data import _check_index, _cxcywh_to_xyxy_pixels
+from .draw.pixels import Color, Legend, crop_zoom, dim, draw_boxes, draw_title, tile, with_legend, zoom_window
 
 NEXT_REFERENCE_COLOR: Color = (0, 200, 255)
 

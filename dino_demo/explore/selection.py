@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .figures import REFERENCE_COLOR, FINAL_COLOR
+from .draw.figures import REFERENCE_COLOR, FINAL_COLOR
 from ..runtime.result import InferenceResult
-from .views import QueryLineage, padded_to_pixels, query_lineage
-from .visualize import (
+from .draw.data import QueryLineage, padded_to_pixels, query_lineage
+from .draw.pixels import (
     WHITE,
     Color,
     Legend,

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from ..runtime.result import InferenceResult
-from .visualize import display_canvas
+from .draw.pixels import display_canvas
 
 
 @dataclass(eq=False)
 class StoredResult:
     """result: the inference result; canvas: the image the views are drawn on and `scale`, its
-    pixels per image pixel (see `explore.visualize.display_canvas`); file_name: the upload's name;
+    pixels per image pixel (see `explore.draw.pixels.display_canvas`); file_name: the upload's name;
     max_input: the cap on the model input's longer side the result was computed with; model: the
     caller's handle of the model that made it (the page keeps its `ui.choices.ModelChoice`, to run
     the encoder again), None when unknown; encoder_layers: that model's number of encoder layers

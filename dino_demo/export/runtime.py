@@ -98,7 +98,7 @@ class OnnxDetector:
         return self.run_batch([image], max_size=max_size)[0]
 
     def run_batch(self, images: list[np.ndarray], *, max_size: int | None = None) -> list[OnnxResult]:
-        """Detect objects in `images` (each [H, W, 3] uint8 RGB), as `explore.inference.run_batch`
+        """Detect objects in `images` (each [H, W, 3] uint8 RGB), as `runtime.dino.run_batch`
         does with the PyTorch model: resized by the file's rule (`max_size` caps the longer side
         further) and padded to the largest image; a fixed-size file takes them one at a time, each
         fitted into its canvas."""

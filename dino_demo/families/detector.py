@@ -1,7 +1,7 @@
 """A loaded `transformers` family model behind the runtime's `Detector` interface.
 
-`load` is the loader the package registers for Hub ids and `save_pretrained` folders
-(`families.__init__`); it imports transformers, so it is reached only when such a model is asked for.
+`load` is what `registration` hands the runtime for Hub ids and `save_pretrained` folders; it
+imports transformers, so it is reached only when such a model is asked for.
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ SCHEMA = "dino-explorer/detections/1"
 
 
 def detection_records(view, scale: tuple[float, float] = (1.0, 1.0)) -> list[dict[str, Any]]:
-    """One record per detection of an `explore.views.DetectionView` (any object with boxes,
+    """One record per detection of an `runtime.detections.DetectionView` (any object with boxes,
     scores, categories, query_slots and names), boxes multiplied by `scale` (x, y)."""
     records = []
     sx, sy = scale
@@ -52,7 +52,7 @@ def detection_records(view, scale: tuple[float, float] = (1.0, 1.0)) -> list[dic
 def image_record(result, view, *, image_id: int, file_name: str = "", source: str | None = None,
                  given_size: tuple[int, int] | None = None) -> dict[str, Any]:
     """The entry of one image: its size as given, the model input size and its detections (`view`,
-    an `explore.views.DetectionView` of `result`, an `explore.inference.InferenceResult` or
+    an `runtime.detections.DetectionView` of `result`, a `runtime.InferenceResult` or
     `export.runtime.OnnxResult`), in the pixels of the image as given: `given_size` (H, W), else
     the result's `source_size`, is the size before the loader downscaled it (boxes are scaled back)."""
     ran_h, ran_w = result.size

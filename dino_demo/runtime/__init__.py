@@ -6,19 +6,27 @@
     detector.offers                               # what applies: proposals, encoder, denoising, prompt
 
 `result.py` holds what a run gives (the result, encoder tokens and their attention, precisions),
-`detector.py` the interface, `registry.py` the loader of each kind of source, `dino.py` DINO's
-inference path and detector (with `dino_encoder.py`, its encoder attention for any token, and
-`speed.py`, its inference fast paths); the `transformers` families register their own
-(`dino_demo.families`). Above this floor: explore, train, export, families, the page and the
-command line; below it: sources, io, model, ops.
+`detections.py` the detections above a threshold (numpy only), `detector.py` the interface,
+`registry.py` the loader of each kind of source, `dino.py` DINO's inference path and detector
+(with `dino_encoder.py`, its encoder attention for any token, and `speed.py`, its inference fast
+paths); the `transformers` families register their own (`dino_demo.families`). Above this floor:
+explore, train, export, families, the page and the command line; below it: sources, io, model, ops.
+
+The names below are imported on first use, so that `runtime.detections` (the ONNX Runtime path's)
+imports without torch.
 """
-from . import dino
-from .detector import Detector, Offers
-from .details import FamilyDetails
-from .registry import load_detector, register
-from .result import PRECISIONS, EncoderToken, InferenceResult, StageCallback, TokenAttention
+from __future__ import annotations
 
-DINODetector = dino.DINODetector
+import importlib
 
-__all__ = ["DINODetector", "Detector", "EncoderToken", "FamilyDetails", "InferenceResult", "Offers", "PRECISIONS",
-           "StageCallback", "TokenAttention", "load_detector", "register"]
+_NAMES = {"DINODetector": "dino", "Detector": "detector", "Offers": "detector", "FamilyDetails": "details",
+          "load_detector": "registry", "register": "registry", "PRECISIONS": "result", "EncoderToken": "result",
+          "InferenceResult": "result", "StageCallback": "result", "TokenAttention": "result"}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)

@@ -1,10 +1,11 @@
 """From a model source to a `Detector`: a registry keyed by the source's kind.
 
 DINO registers the checkpoint kinds (shipped, zoo, URL, file, untrained; `runtime.dino`), the
-`transformers` families the Hub ids and `save_pretrained` folders (`dino_demo.families`), each
-with a loader `(source, variant, device, progress) -> Detector`. This floor imports nothing above
-it: the packages that fill the registry in are named in `PROVIDERS` and imported by name the
-first time a kind nobody registered is asked for (as a plugin is found).
+`transformers` families the Hub ids and `save_pretrained` folders (`families.registration`), each
+with a loader `(source, variant, device, progress) -> Detector`, when their module is imported.
+This floor imports nothing above it: the modules that fill the registry in are named in
+`PROVIDERS` and imported by name the first time a kind nobody registered is asked for (as a
+plugin is found).
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from .detector import Detector
 
 Loader = Callable[[Source, "str | None", torch.device, "Progress | None"], Detector]
 
-# Packages that register loaders when imported (beside `runtime.dino`, which the runtime imports).
-PROVIDERS = ("dino_demo.families",)
+# Modules that register loaders when imported.
+PROVIDERS = ("dino_demo.runtime.dino", "dino_demo.families.registration")
 
 _LOADERS: dict[SourceKind, Loader] = {}
 _lock = threading.Lock()

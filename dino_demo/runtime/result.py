@@ -2,7 +2,7 @@
 `InferenceResult` the views draw, the precisions a run may use, and the helpers that bring a
 pass's tensors to the CPU in float32.
 
-An `explore.views` function turns a stored result into pixel-space arrays for drawing without
+An `explore.draw.data` function turns a stored result into pixel-space arrays for drawing without
 running the model again; `io.results` and `io.internals` write it.
 """
 from __future__ import annotations

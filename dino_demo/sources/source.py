@@ -6,16 +6,17 @@ The text people type (on the page, after `--checkpoint` / `--init`, in `load(...
 |---|---|---|
 | `shipped` | SHIPPED: weights/dino-tiny.pth, found from the package (any working directory) | checkpoint |
 | `zoo:ID` (a bare `ID` where `bare_zoo`) | ZOO: a model zoo entry, downloaded once (sources/zoo.py) | checkpoint |
-| `untrained:VARIANT` | UNTRAINED: random weights, seeded (a variant's structure) | explore.models |
+| `untrained:VARIANT` | UNTRAINED: random weights, seeded (a variant's structure) | loader |
 | `http://...`, `https://...` (any case) | URL: a checkpoint downloaded once into the cache | checkpoint |
-| `hf:ORG/NAME[@REVISION]` | HUB: a Hugging Face Hub model in transformers format | transformers |
+| `hf:ORG/NAME[@REVISION]` | HUB: a Hugging Face Hub model in transformers format | families |
 | a path to a file | FILE: a checkpoint (official, detrex, MMDetection or our own) | checkpoint |
-| a path to a folder | FOLDER: a transformers `save_pretrained` folder (`config.json`) | transformers |
+| a path to a folder | FOLDER: a transformers `save_pretrained` folder (`config.json`) | families |
 
 `Source.parse(text)` checks what can be checked without reading a file (a known zoo id and
 variant, a well-formed Hub id) and raises ValueError otherwise; `str(source)` gives the text back
 (`Source.parse(str(s)) == s`); `.name` is what people are shown. Which loader takes which kind is
-decided in one place: `sources.loader.build`.
+decided in one place, the runtime's registry (`runtime.load_detector`); `sources.loader.build`
+loads DINO's kinds.
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from ..explore import cost, encoder, panels
 from ..explore.models import DownloadsBusy, ModelCache
 from ..explore.options import SELECTED_QUERY, DetectionOptions, SamplingOptions
 from ..explore.stored import StoredResult
-from ..explore.views import DetectionView, detection_view, detections_at
+from ..explore.draw.data import DetectionView, detection_view, detections_at
 from ..io.images import MAX_SIDE, load_image
 from ..io.internals import write_internals
 from ..io.preprocess import model_input_size

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ..explore.compare import Comparison, compare_results, shared_slots
-from ..explore.figures import REGION_COLOR, render_detections
-from ..explore.visualize import draw_boxes
+from ..explore.draw.figures import REGION_COLOR, render_detections
+from ..explore.draw.pixels import draw_boxes
 from ..io.images import MAX_SIDE, load_image
 from ..sources import zoo
 from ..explore import panels

@@ -22,7 +22,7 @@ import pandas as pd
 from ..explore.denoising import DenoisingRun, denoising_rows, run_denoising
 from ..explore.denoising_figures import render_attention_mask, render_denoising_group
 from ..runtime.detections import detection_view
-from ..explore.visualize import display_canvas
+from ..explore.draw.pixels import display_canvas
 from ..io.boxes import GroundTruth, MAX_DOCUMENT_BYTES, boxes_text, read_boxes_text
 from ..io.denoising import write_denoising
 from ..io.images import MAX_SIDE, LoadedImage, load_image

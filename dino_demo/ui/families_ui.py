@@ -8,7 +8,7 @@ import gradio as gr
 import numpy as np
 
 from ..runtime.result import InferenceResult
-from ..explore.views import unavailable
+from ..explore.draw.data import unavailable
 from ..families.grounding_dino import MAX_PROMPT_CHARS
 from ..families import FAMILIES
 from ..families.hub import ENTRIES

@@ -235,7 +235,7 @@ def query_slot(value, queries: int, control: str = "slot") -> int:
 class DetectRequest:
     """A Detect's inputs: the image file (`path`, and the name it was uploaded as), the model, the
     cap on the model input's longer side, the precision the model runs in ("float32", or
-    "bfloat16" / "float16" under autocast: see `explore.inference.run_batch`), and the text prompt
+    "bfloat16" / "float16" under autocast: see `runtime.dino.run_batch`), and the text prompt
     of a text-prompted transformers detector (dino_demo.families; "" for every other model)."""
 
     path: str

@@ -27,9 +27,9 @@ from ..explore.diagnosis import (
     explain_false_alarm,
     pairwise_iou,
 )
-from ..explore.figures import REGION_COLOR, render_refinement, render_region
-from ..explore.views import refinement_view
-from ..explore.visualize import draw_boxes, draw_crosses
+from ..explore.draw.figures import REGION_COLOR, render_refinement, render_region
+from ..explore.draw.data import refinement_view
+from ..explore.draw.pixels import draw_boxes, draw_crosses
 from ..explore import panels
 from ..explore.stored import StoredResult
 from . import inputs

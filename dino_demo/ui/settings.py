@@ -36,7 +36,7 @@ class AppSettings:
     """device: torch device models run on; model_concurrency: model runs at a time;
     result_budget_mb: memory for the stored results of all sessions together; precision: the
     page's default Precision choice and the API endpoints' precision (see
-    `explore.inference.run_batch`); download_concurrency: model downloads at a
+    `runtime.dino.run_batch`); download_concurrency: model downloads at a
     time; model_cache_mb: memory for loaded models (None: bounded by count only)."""
 
     device: str

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..runtime.detections import DetectionView, detection_view  # noqa: F401 (detection_view: the first view)
-from ..runtime.result import InferenceResult, TokenAttention
-from .encoder import cell_box
+from ...runtime.detections import DetectionView, detection_view  # noqa: F401 (detection_view: the first view)
+from ...runtime.result import InferenceResult, TokenAttention
+from ..encoder import cell_box
 
 
 def _cxcywh_to_xyxy_pixels(boxes: torch.Tensor, size: tuple[int, int]) -> np.ndarray:

@@ -1,8 +1,8 @@
-"""The explorer's figures, drawn from pixel-space views (`explore.views`) with the primitives of
-`explore.visualize`. Pure functions: each takes the [H, W, 3] uint8 canvas to draw on and arrays
+"""The explorer's figures, drawn from pixel-space views (`explore.draw.data`) with the primitives of
+`explore.draw.pixels`. Pure functions: each takes the [H, W, 3] uint8 canvas to draw on and arrays
 in that canvas's pixels, and returns a new [H', W', 3] uint8 image; the input is never modified.
 
-Every colour or size encoding has a key in a strip below the picture (`visualize.with_legend`),
+Every colour or size encoding has a key in a strip below the picture (`pixels.with_legend`),
 so the picture's own pixels keep their coordinates (clicks map to them unchanged).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .visualize import (
+from .pixels import (
     WHITE,
     Color,
     Legend,
