@@ -170,9 +170,9 @@ def build(ui: dict, default_model: str) -> None:
                     "what one finds and the other misses, and the same query slot's sampling in both.",
                     elem_classes=["caption"])
         offered = choices.model_choices()
-        # B: a local model other than A (never a zoo entry, which a click would download).
+        # B: a local model other than A (never a zoo entry or a Hub model, which a click would download).
         local = [v for _, v in offered if v != default_model and v != choices.CUSTOM
-                 and not v.startswith(zoo.ZOO_PREFIX)]
+                 and not v.startswith((zoo.ZOO_PREFIX, choices.HUB_PREFIX))]
         other = local[0] if local else default_model
         with gr.Row():
             ui["compare_a"] = gr.Dropdown(offered, value=default_model, label="Model A", elem_id="compare-a")
@@ -189,6 +189,14 @@ def build(ui: dict, default_model: str) -> None:
                                            elem_id="compare-table", max_height=300)
         ui["compare_sampling"] = gr.ImageSlider(label="The query slot's sampling: A | B", elem_id="compare-sampling",
                                                 type="filepath")
+
+
+def _model(side: str, choice) -> choices.ModelChoice:
+    """Model A or B of the tab; a choice that names no usable model says which of the two it was."""
+    try:
+        return choices.resolve(choice, "", None)
+    except ValueError as err:
+        raise ValueError(f"Model {side}: {err}") from None
 
 
 def _decoder_layers(choice: str) -> int:
@@ -217,9 +225,8 @@ def wire(page) -> None:
 
     def run_both(event, progress=None):
         values = event.tab_values
-        return compare(services, event.detect_values.get("image_in"), choices.resolve(values["compare_a"], "", None),
-                       choices.resolve(values["compare_b"], "", None), request(event),
-                       values["compare_state"])
+        return compare(services, event.detect_values.get("image_in"), _model("A", values["compare_a"]),
+                       _model("B", values["compare_b"]), request(event), values["compare_state"])
 
     def change(event, progress=None):
         values = event.tab_values

@@ -13,7 +13,7 @@ import gradio as gr
 
 from ..explore import precision as precisions
 from ..io.images import MAX_SIDE, load_image
-from ..model.config import VARIANTS, DINOConfig
+from ..model.config import VARIANTS
 from ..sources import zoo
 from . import choices, families_ui, inputs
 from .events import Views, failure_views, reply
@@ -109,7 +109,7 @@ def choose_model(model_choice) -> Views:
     except ValueError:
         config = None
     if config is None:  # known once loaded: the official models' usual cap, never the previous model's rule
-        views["max_input"] = gr.Slider(maximum=inputs.MAX_INPUT_SIDE, value=DINOConfig().max_size,
+        views["max_input"] = gr.Slider(maximum=inputs.MAX_INPUT_SIDE, value=VARIANTS["dino-4scale-r50"].max_size,
                                        label=MAX_INPUT_LABEL)
     else:
         views["max_input"] = gr.Slider(maximum=config.max_size, value=config.max_size, label=max_input_label(config))

@@ -29,13 +29,15 @@ from .settings import AppSettings
 from .wiring import wire
 
 TITLE = "DINO Explorer"
-INTRO = ("**DINO Explorer**: the DINO detector, and a look inside it. Pick an example or upload an image and press "
-         "**Detect**; click a box (or pick a query) to follow it, click the Encoder tab's image to pick an encoder "
-         "token. Every tab re-draws from the stored result.")
-# The page's own styles: pictures as tall as the window allows (and no taller than their pixels),
+INTRO = ("**DINO Explorer**: the DINO detector, and a look inside it. Pick an example or upload an image, press "
+         "**Detect**, click a box (or pick a query) to follow it; every tab re-draws from the stored result.")
+# The page's own styles: pictures as tall as the window allows (and no taller than their pixels; the
+# Detections picture whole below the selected query's row),
 # model names that wrap instead of being cut off, a compact example gallery, the status line.
 PAGE_CSS = """
 .view-image img { max-height: calc(100vh - 150px); }
+#det-image img { max-height: max(240px, calc(100vh - 300px)); }
+#messages { gap: 0; }
 .view-image { min-height: 240px; }
 #model-choice ul.options li, #model-choice ul.options { white-space: normal; }
 #model-choice input { text-overflow: ellipsis; }
@@ -110,8 +112,9 @@ def build_layout(default_model: str, end_session, precision: str = "float32", de
         with gr.Column(scale=1, min_width=320):
             input_panel.build(ui, default_model, config, precision, device)
         with gr.Column(scale=3):
-            ui["status"] = gr.Markdown("", elem_id="status")
-            ui["notice"] = gr.Markdown("", elem_id="notice")
+            with gr.Column(elem_id="messages"):  # the status line and the result's notice, no gap between
+                ui["status"] = gr.Markdown("", elem_id="status")
+                ui["notice"] = gr.Markdown("", elem_id="notice")
             selection.build(ui, config)
             # Six tabs (every one shown at 1366 px): the selected query's views, DINO's ideas and the
             # diagnosis views each under one tab, with their own tabs inside.

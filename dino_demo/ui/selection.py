@@ -21,13 +21,18 @@ from .inputs import ControlError, PageControls
 
 
 def build(ui, config) -> None:
-    """The query list and slot box in one row, the boxes under the cursor, the query's card."""
-    with gr.Row():
-        ui["query"] = gr.Dropdown([], label="Query to inspect (or click a box)", scale=3, elem_id="query")
-        ui["slot"] = gr.Number(value=None, label="Query slot (Enter)", precision=0, scale=1, elem_id="slot",
-                               minimum=0, maximum=config.num_queries - 1)
+    """The query list and slot box with the query's card beside them (one row, so that the pictures
+    below start high: at 1366x768 the Detections picture shows whole), then the boxes under the
+    cursor."""
+    with gr.Row(equal_height=False, elem_id="selection"):
+        with gr.Column(scale=2, min_width=320):
+            with gr.Row():
+                ui["query"] = gr.Dropdown([], label="Query to inspect (or click a box)", scale=3, elem_id="query")
+                ui["slot"] = gr.Number(value=None, label="Slot (Enter)", precision=0, scale=1, elem_id="slot",
+                                       minimum=0, maximum=config.num_queries - 1, min_width=90)
+        with gr.Column(scale=3):
+            ui["query_info"] = gr.Markdown("", elem_id="query-info")
     ui["candidates"] = gr.Radio([], label="Boxes under the cursor", visible=False, elem_id="candidates")
-    ui["query_info"] = gr.Markdown("", elem_id="query-info")
 
 
 def wire(page) -> None:
