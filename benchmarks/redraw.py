@@ -3,7 +3,7 @@
     python benchmarks/redraw.py [--variant dino-4scale-r50] [--size 800 1066] [--repeats 5]
 
 Runs the model once, stores the result as a Detect does, then times the page's own callbacks
-(`dino_demo.ui.callbacks.Explorer`, through its `redraw` guard) that the threshold, query, layer,
+(the handlers of `dino_demo.ui`'s tabs, through the one `redraw` guard of `ui.results.Results`) that the threshold, query, layer,
 head, level, proposal, heatmap and encoder controls trigger, and prints the median and worst time
 of each, and the bytes the stored result holds. "encoder click" picks a new token each time (the
 encoder re-runs from its stored input); "encoder layer" re-draws a token already picked. Without --checkpoint the official
@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     from dino_demo.explore.encoder import token_at
     from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT
     from dino_demo.explore.stored import StoredResult
-    from dino_demo.ui.callbacks import Explorer, PageEvent
+    from dino_demo.ui import detections_tab, encoder_tab, query_tab, selection
+    from dino_demo.ui.events import PageEvent
+    from dino_demo.ui.services import Services
     from dino_demo.ui.choices import ModelChoice
     from dino_demo.ui.inputs import PageControls
     from dino_demo.ui.settings import AppSettings
@@ -60,14 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     result = inference.run(model, cfg, image)
     print(f"model run: {time.perf_counter() - start:.2f} s at {width}x{height} ({args.variant})")
 
-    explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))
-    # The explorer's model cache holds this model, as after a Detect.
+    services = Services.make(AppSettings(device="cpu", model_concurrency=1))
+    # The app's model cache holds this model, as after a Detect.
     source = ModelChoice("benchmark", None, "benchmark", cfg)
-    explorer.models.add(source.source, None, inference.DINODetector(model, cfg, "benchmark"))
+    services.models.cache.add(source.source, None, inference.DINODetector(model, cfg, "benchmark"))
     stored = StoredResult.of(result, "input_a.png", model=source, encoder_layers=cfg.enc_layers)
     print(f"stored result: {stored.nbytes / 2**20:.1f} MiB")
-    session = explorer.session(None, None)
-    session.result_key = explorer.store.put(stored, session.id)
+    session = services.sessions.session(None, None)
+    session.result_key = services.results.store.put(stored, session.id)
     m, l, _ = result.attention_shape
     k = result.num_layers
     slots = [int(s) for s in result.detections.query_slot[: args.repeats + 1]]
@@ -78,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def page(method, token=None, **controls):
         """The page's handler `method` for these controls (the others at their defaults)."""
-        return explorer.redraw(getattr(explorer, method), PageEvent(session, PageControls.parse(controls), token))
+        owner = next((part for part in (selection, detections_tab, query_tab) if hasattr(part, method)),
+                     encoder_tab.EncoderTab(services.models))
+        return services.results.redraw(getattr(owner, method), PageEvent(session, PageControls.parse(controls), token))
 
     cases = {
         "threshold / max detections": lambda i: page(

@@ -7,7 +7,7 @@ Packages, by concern:
     io/       images, pre-processing, class names, results and internals files
     explore/  the one inference path with its stored result, the views drawn from it, speed
     train/    synthetic data, matcher, losses, training loop, evaluation
-    ui/       the Gradio page (layout, callbacks, per-session state)
+    ui/       the Gradio page (one module per tab group, the app's services, per-session state)
     parity/   the parity kit's weight recipe and reference dump
     cli/      `python -m dino_demo COMMAND` / `dino-demo COMMAND`: every command, the only argv parsing
     env.py    every environment variable (DINO_DEMO_*)

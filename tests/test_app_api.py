@@ -20,6 +20,8 @@ from dino_demo.paths import EXAMPLES_DIR as EXAMPLES  # noqa: E402
 from dino_demo.paths import WEIGHTS_DIR  # noqa: E402
 from dino_demo.ui import settings  # noqa: E402
 
+import page_support  # noqa: E402
+
 SHIPPED = DEFAULT_CHECKPOINT.is_file()
 MODEL = "shipped" if SHIPPED else "untrained:dino-tiny"
 # Gradio's own use of pandas warns under pandas 3; not this project's concern.
@@ -276,34 +278,34 @@ class _Request:
 
 
 @pytest.fixture(scope="module")
-def explorer():
-    """The page's behaviour, its handlers called as the page calls them (no server needed)."""
-    from dino_demo.ui.callbacks import Explorer
+def services():
+    """The app's services, the page's handlers called with them as the page calls them (no server needed)."""
+    from dino_demo.ui.services import Services
 
-    return Explorer(settings.AppSettings(device="cpu", model_concurrency=1))
+    return Services.make(settings.AppSettings(device="cpu", model_concurrency=1))
 
 
 def _event(session=None, *, point=None, token=None, detect=None, session_hash="abc", **controls):
     """A page event: the controls by view name (the others at their defaults)."""
-    from dino_demo.ui.callbacks import PageEvent
+    from dino_demo.ui.events import PageEvent
     from dino_demo.ui.inputs import PageControls
 
     return PageEvent(session, PageControls.parse(controls), token, point, detect or {}, _Request(session_hash))
 
 
-def _page_detect(explorer, session=None, image=EXAMPLES / "chelsea.png", threshold=0.0, session_hash="abc"):
+def _page_detect(services, session=None, image=EXAMPLES / "chelsea.png", threshold=0.0, session_hash="abc"):
     """The Detect button's callback, as the page calls it."""
     detect = {"image_in": str(image), "model_choice": MODEL, "checkpoint": "", "variant": "auto", "max_input": 1333}
-    return explorer.detect(_event(session, detect=detect, session_hash=session_hash, threshold=threshold,
+    return page_support.detect(services, _event(session, detect=detect, session_hash=session_hash, threshold=threshold,
                                   max_detections=20))
 
 
-def _redraw(explorer, method, session, **controls):
-    """A re-drawing event of the page (through the one guard, `Explorer.redraw`)."""
-    return explorer.redraw(getattr(explorer, method), _event(session, **controls))
+def _redraw(services, method, session, **controls):
+    """A re-drawing event of the page (through the one guard, `Results.redraw`)."""
+    return page_support.redraw(services, method, _event(session, **controls))
 
 
-def test_one_detect_click_is_one_event_that_returns_every_view(served, explorer):
+def test_one_detect_click_is_one_event_that_returns_every_view(served, services):
     config = served.config
     detect_button = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "detect-button")
     on_click = [d for d in config["dependencies"] if (detect_button, "click") in map(tuple, d["targets"])]
@@ -313,7 +315,7 @@ def test_one_detect_click_is_one_event_that_returns_every_view(served, explorer)
     names = [d["api_name"] for d in config["dependencies"] if d.get("api_visibility") == "public"]
     assert sorted(names) == ["detect", "encoder", "inspect", "internals"] and len(set(names)) == len(names)
 
-    views = _page_detect(explorer)
+    views = _page_detect(services)
     assert {"det_image", "det_json", "table", "download_json", "download_coco", "query", "slot", "notice",
             "proposal_image", "sampling_image", "points_json", "mass", "refine_image", "refine_table", "runtime",
             "layer", "head", "level", "top_n", "session", "query_info", "layer_grid", "heatmap_image",
@@ -323,10 +325,10 @@ def test_one_detect_click_is_one_event_that_returns_every_view(served, explorer)
     assert views["head"].choices[-1][0] == str(cfg.num_heads) and views["top_n"].maximum == cfg.num_queries
 
 
-def test_downloads_are_detections_json_and_a_list_pycocotools_loads(explorer):
+def test_downloads_are_detections_json_and_a_list_pycocotools_loads(services):
     from pycocotools.coco import COCO
 
-    views = _page_detect(explorer, session_hash="downloads")
+    views = _page_detect(services, session_hash="downloads")
     document = json.loads(Path(views["download_json"]).read_text())
     assert document == views["det_json"] and document["schema"] == "dino-explorer/detections/1"
     results = json.loads(Path(views["download_coco"]).read_text())
@@ -340,31 +342,31 @@ def test_downloads_are_detections_json_and_a_list_pycocotools_loads(explorer):
     assert len(loaded.getAnnIds()) == len(results)
 
 
-def test_a_closed_session_leaves_nothing_behind(explorer, tmp_path):
+def test_a_closed_session_leaves_nothing_behind(services, tmp_path):
     upload = tmp_path / "upload.png"  # not an example: its result belongs to this session alone
     Image.open(EXAMPLES / "chelsea.png").crop((0, 0, 300, 200)).save(upload)
-    views = _page_detect(explorer, session_hash="leaving", image=upload)
+    views = _page_detect(services, session_hash="leaving", image=upload)
     session = views["session"]
     folder = Path(views["download_json"]).parent
-    assert folder.is_dir() and explorer.store.peek(session.result_key) is not None
-    explorer.unload(_Request("leaving"))  # the tab closed
-    assert not folder.exists() and explorer.store.peek(session.result_key) is None
-    views = _page_detect(explorer, session=session, session_hash="leaving", image=upload)
-    explorer.close_session(views["session"])  # Gradio deleted the state
-    assert not folder.exists() and explorer.store.peek(session.result_key) is None
+    assert folder.is_dir() and services.results.store.peek(session.result_key) is not None
+    services.sessions.unload(_Request("leaving"))  # the tab closed
+    assert not folder.exists() and services.results.store.peek(session.result_key) is None
+    views = _page_detect(services, session=session, session_hash="leaving", image=upload)
+    services.sessions.close(views["session"])  # Gradio deleted the state
+    assert not folder.exists() and services.results.store.peek(session.result_key) is None
 
 
 def test_results_beyond_the_budget_expire_with_a_clear_message():
-    from dino_demo.ui.callbacks import Explorer
+    from dino_demo.ui.services import Services
     from dino_demo.ui.settings import AppSettings
 
-    explorer = Explorer(AppSettings(device="cpu", model_concurrency=1), result_budget_bytes=1)
-    first = _page_detect(explorer, session_hash="first")["session"]
-    second = _page_detect(explorer, session_hash="second", image=EXAMPLES / "coffee.png")["session"]
-    assert len(explorer.store) == 1  # the budget keeps only the newest
+    services = Services.make(AppSettings(device="cpu", model_concurrency=1), result_budget_bytes=1)
+    first = _page_detect(services, session_hash="first")["session"]
+    second = _page_detect(services, session_hash="second", image=EXAMPLES / "coffee.png")["session"]
+    assert len(services.results.store) == 1  # the budget keeps only the newest
     with pytest.raises(ValueError, match="press Detect"):
-        _redraw(explorer, "inspect", first, slot=0, layer=1)
-    assert _redraw(explorer, "inspect", second, slot=0, layer=1)["points_json"]["query_slot"] == 0
+        _redraw(services, "inspect", first, slot=0, layer=1)
+    assert _redraw(services, "inspect", second, slot=0, layer=1)["points_json"]["query_slot"] == 0
 
 
 def test_app_module_has_a_demo_for_reload_mode():
@@ -373,7 +375,7 @@ def test_app_module_has_a_demo_for_reload_mode():
     import gradio as gr
 
     module = importlib.import_module("app")
-    assert isinstance(module.demo, gr.Blocks) and not hasattr(module.demo, "explorer")
+    assert isinstance(module.demo, gr.Blocks) and not hasattr(module.demo, "services")
 
 
 def test_drawn_images_are_written_once_and_whole(tmp_path):
@@ -483,21 +485,21 @@ class _Select:
         self.index = index
 
 
-def test_selecting_from_the_table_the_proposals_and_the_boxes_under_the_cursor(explorer):
-    views = _page_detect(explorer, session_hash="selecting", threshold=0.05)
+def test_selecting_from_the_table_the_proposals_and_the_boxes_under_the_cursor(services):
+    views = _page_detect(services, session_hash="selecting", threshold=0.05)
     session, document = views["session"], views["det_json"]
     detections = _image(document)["detections"]
-    stored = explorer.stored(session)
+    stored = services.results.stored(session)
     options = {"threshold": 0.05, "max_detections": 20, "layer": 3, "heat_layer": 3}
     rows = list(dict.fromkeys(d["query_slot"] for d in detections))  # one table row per query
-    row = _redraw(explorer, "select_table_row", session, point=[1, 2], **options)
+    row = _redraw(services, "select_table_row", session, point=[1, 2], **options)
     assert row["slot"] == rows[1]
     assert "slot" in row["query_info"] and row["layer_grid"].ndim == 3
     # A point inside several detections: all of them offered, the smallest selected.
     x0, y0, x1, y1 = detections[0]["box_xyxy"]
     inside = [d for d in detections if d["box_xyxy"][0] <= (x0 + x1) / 2 <= d["box_xyxy"][2]
               and d["box_xyxy"][1] <= (y0 + y1) / 2 <= d["box_xyxy"][3]]
-    clicked = _redraw(explorer, "click_detections", session,
+    clicked = _redraw(services, "click_detections", session,
                       point=[(x0 + x1) / 2 * stored.scale, (y0 + y1) / 2 * stored.scale], **options)
     offered = {value for _, value in clicked["candidates"].choices}
     assert offered == {d["query_slot"] for d in inside}
@@ -508,7 +510,7 @@ def test_selecting_from_the_table_the_proposals_and_the_boxes_under_the_cursor(e
 
     proposals = proposal_view(stored.result, 100)
     box = proposals.boxes[0]
-    picked = _redraw(explorer, "click_proposals", session,
+    picked = _redraw(services, "click_proposals", session,
                      point=[(box[0] + box[2]) / 2 * stored.scale, (box[1] + box[3]) / 2 * stored.scale], **options)
     lineage = query_lineage(stored.result, picked["slot"])
     x, y = (box[:2] + box[2:]) / 2
@@ -516,91 +518,91 @@ def test_selecting_from_the_table_the_proposals_and_the_boxes_under_the_cursor(e
     assert f"Query slot {picked['slot']}" in picked["query_info"]
 
 
-def test_the_encoder_tab_picks_tokens_by_click_level_and_seed(explorer):
-    views = _page_detect(explorer, session_hash="encoder-tab")
-    session, stored = views["session"], explorer.stored(views["session"])
+def test_the_encoder_tab_picks_tokens_by_click_level_and_seed(services):
+    views = _page_detect(services, session_hash="encoder-tab")
+    session, stored = views["session"], services.results.stored(views["session"])
     controls = {"enc_layer": 3}
-    clicked = _redraw(explorer, "click_encoder", session, point=[10 * stored.scale, 20 * stored.scale],
+    clicked = _redraw(services, "click_encoder", session, point=[10 * stored.scale, 20 * stored.scale],
                       token_level="1", **controls)
     token = clicked["enc_token"]
     assert token.level == 0 and "Encoder token" in clicked["token_info"] and clicked["enc_heatmap"].ndim == 3
-    coarser = explorer.redraw(explorer.change_token_level, _event(session, token=token, token_level="3", **controls))
+    coarser = page_support.redraw(services, "change_token_level", _event(session, token=token, token_level="3", **controls))
     assert coarser["enc_token"].level == 2 and coarser["token_level"] == "3"
-    seeded = _redraw(explorer, "seed_token", session, slot=views["slot"].value, **controls)
+    seeded = _redraw(services, "seed_token", session, slot=views["slot"].value, **controls)
     assert f"query slot {views['slot'].value}" in seeded["token_info"]
-    again = explorer.redraw(explorer.inspect_encoder, _event(session, token=seeded["enc_token"], enc_layer=1,
+    again = page_support.redraw(services, "inspect_encoder", _event(session, token=seeded["enc_token"], enc_layer=1,
                                                              enc_head="2", enc_color="head",
                                                              enc_extras=["offset vectors", "zoom in"]))
     assert again["enc_points"]["heads"] == [2] and again["enc_points"]["encoder_layer"] == 1
 
 
-def test_encoder_redraws_of_a_known_token_never_ask_for_the_model(explorer, monkeypatch):
+def test_encoder_redraws_of_a_known_token_never_ask_for_the_model(services, monkeypatch):
     """Changing layer, head, level or colour re-draws from the token's cached attention: the model
     is not asked for (it may have left the model cache; reloading it would hold up the page)."""
-    views = _page_detect(explorer, session_hash="encoder-redraw")
+    views = _page_detect(services, session_hash="encoder-redraw")
     session = views["session"]
-    token = _redraw(explorer, "seed_token", session, slot=views["slot"].value, enc_layer=3)["enc_token"]
+    token = _redraw(services, "seed_token", session, slot=views["slot"].value, enc_layer=3)["enc_token"]
 
     def no_model(*args, **kwargs):
         raise AssertionError("a re-draw asked for the model")
 
-    monkeypatch.setattr(explorer, "load_model", no_model)
+    monkeypatch.setattr(services.models, "load", no_model)
     for layer, head, level, color in ((1, "all", "all", "level"), (3, "2", "1", "head"), (2, "all", "2", "level")):
-        redrawn = explorer.redraw(explorer.inspect_encoder, _event(session, token=token, enc_layer=layer,
+        redrawn = page_support.redraw(services, "inspect_encoder", _event(session, token=token, enc_layer=layer,
                                                                    enc_head=head, enc_level=level, enc_color=color))
         assert redrawn["enc_points"]["encoder_layer"] == layer
 
 
-def test_redraws_leave_out_a_heatmap_they_cannot_change(explorer, monkeypatch):
+def test_redraws_leave_out_a_heatmap_they_cannot_change(services, monkeypatch):
     """Selecting a query does not change the heatmap of every detection, nor a new threshold the
     selected query's: those events neither draw nor send it (it is drawn only when it can change)."""
     from dino_demo.explore import panels
 
-    views = _page_detect(explorer, session_hash="heatmap-redraws")
+    views = _page_detect(services, session_hash="heatmap-redraws")
     session, slot = views["session"], views["slot"].value
     drawn = []
     monkeypatch.setattr(panels, "decoder_heatmaps", lambda *args: drawn.append(args[-1].source) or np.zeros((4, 4, 3)))
     selected, detections = "selected query", "detections above the threshold"
     query = {"layer": 1, "query": None}
-    assert "heatmap_image" in _redraw(explorer, "choose_query", session, threshold=0.0, max_detections=20,
+    assert "heatmap_image" in _redraw(services, "choose_query", session, threshold=0.0, max_detections=20,
                                       heat_source=selected, **{**query, "query": slot})
-    assert "heatmap_image" not in _redraw(explorer, "choose_query", session, threshold=0.0, max_detections=20,
+    assert "heatmap_image" not in _redraw(services, "choose_query", session, threshold=0.0, max_detections=20,
                                           heat_source=detections, **{**query, "query": slot})
     redraw = {"threshold": 0.5, "max_detections": 20}
-    assert "heatmap_image" not in _redraw(explorer, "change_detection_options", session, slot=slot,
+    assert "heatmap_image" not in _redraw(services, "change_detection_options", session, slot=slot,
                                           heat_source=selected, **redraw)
-    assert "heatmap_image" in _redraw(explorer, "change_detection_options", session, slot=slot,
+    assert "heatmap_image" in _redraw(services, "change_detection_options", session, slot=slot,
                                       heat_source=detections, **redraw)
-    assert "heatmap_image" in _redraw(explorer, "change_detection_options", session, slot=None,
+    assert "heatmap_image" in _redraw(services, "change_detection_options", session, slot=None,
                                       heat_source=selected, **redraw)
     assert drawn == [selected, detections, selected]
 
 
-def test_a_typed_slot_is_drawn_once(explorer):
+def test_a_typed_slot_is_drawn_once(services):
     """Enter and then leaving the box send the same slot twice: the second changes nothing."""
-    views = _page_detect(explorer, session_hash="typed-slot")
+    views = _page_detect(services, session_hash="typed-slot")
     session, shown = views["session"], views["slot"].value
     other = next(s for s in range(100) if s != shown)
-    typed = _redraw(explorer, "type_slot", session, slot=other, query=shown, layer=1)
+    typed = _redraw(services, "type_slot", session, slot=other, query=shown, layer=1)
     assert typed["slot"] == other and "sampling_image" in typed
-    assert _redraw(explorer, "type_slot", session, slot=float(other), query=other, layer=1) == {}
+    assert _redraw(services, "type_slot", session, slot=float(other), query=other, layer=1) == {}
     with pytest.raises(ValueError):
-        _redraw(explorer, "type_slot", session, slot="x", query=other, layer=1)
+        _redraw(services, "type_slot", session, slot="x", query=other, layer=1)
 
 
-def test_the_notice_says_when_nothing_passes_and_when_the_reference_op_served(explorer, tmp_path):
+def test_the_notice_says_when_nothing_passes_and_when_the_reference_op_served(services, tmp_path):
     import dataclasses
 
     upload = tmp_path / "own.png"  # not an example: the result is this session's own
     Image.open(EXAMPLES / "coffee.png").crop((0, 0, 200, 160)).save(upload)
-    session = _page_detect(explorer, session_hash="notice", image=upload)["session"]
-    stored = explorer.stored(session)
+    session = _page_detect(services, session_hash="notice", image=upload)["session"]
+    stored = services.results.stored(session)
     stored.result = dataclasses.replace(stored.result, backend=("reference", "the CPU kernel is still being built"))
-    notice = _redraw(explorer, "change_detection_options", session, threshold=1.0, max_detections=20)["notice"]
+    notice = _redraw(services, "change_detection_options", session, threshold=1.0, max_detections=20)["notice"]
     assert "No detection reaches the score threshold 1.00" in notice
     assert "pure-PyTorch reference" in notice and "still being built" in notice
     stored.result = dataclasses.replace(stored.result, backend=("reference", "disabled by DINO_DEMO_OP=reference"))
-    assert "reference" not in _redraw(explorer, "change_detection_options", session, threshold=0.0,
+    assert "reference" not in _redraw(services, "change_detection_options", session, threshold=0.0,
                                       max_detections=20)["notice"]
 
 

@@ -85,10 +85,10 @@ async def _call(url: str, calls: list[tuple[str, dict]]):
 
 
 def test_an_agent_detects_then_inspects_a_query(mcp_app):
-    explorer = mcp_app.explorer
+    models = mcp_app.services.models
     runs = []
-    model_run = explorer._run
-    explorer._run = lambda *args, **kwargs: runs.append(1) or model_run(*args, **kwargs)
+    model_run = models._run
+    models._run = lambda *args, **kwargs: runs.append(1) or model_run(*args, **kwargs)
     from PIL import Image
 
     upload = io.BytesIO()
@@ -101,7 +101,7 @@ def test_an_agent_detects_then_inspects_a_query(mcp_app):
             ("inspect", {"slot": 0, "layer": 2}),
         ]))
     finally:
-        explorer._run = model_run
+        models._run = model_run
     text = " ".join(getattr(item, "text", "") for item in detected.content)
     assert not detected.isError and "query_slot" in text and "dino-explorer/detections/1" in text
     text = " ".join(getattr(item, "text", "") for item in inspected.content)

@@ -92,15 +92,15 @@ def test_expected_sizes_come_from_the_variant_without_building_it():
 
 
 def test_the_app_settings_bound_the_model_cache(monkeypatch):
-    from dino_demo.ui.callbacks import Explorer
+    from dino_demo.ui.model_cache import PageModels
     from dino_demo.ui.settings import AppSettings
 
     monkeypatch.setenv("DINO_DEMO_PUBLIC", "1")
     monkeypatch.delenv("DINO_DEMO_MODEL_CACHE_MB", raising=False)
     settings = AppSettings.from_env()
     assert settings.model_cache_mb == 1024 and settings.download_concurrency == 2
-    explorer = Explorer(settings)
-    assert explorer.models.max_bytes == 1024**3 and explorer.models.download_slots == 2
+    models = PageModels(settings).cache
+    assert models.max_bytes == 1024**3 and models.download_slots == 2
     monkeypatch.setenv("DINO_DEMO_MODEL_CACHE_MB", "300")
     assert AppSettings.from_env().model_cache_mb == 300
 

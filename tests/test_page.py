@@ -13,6 +13,10 @@ from dino_demo.explore import panels
 from dino_demo.runtime.detections import DetectionView, query_rows
 from dino_demo.paths import EXAMPLES_DIR
 from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT
+from dino_demo.ui import input_panel
+from dino_demo.ui.detect import Detect
+
+import page_support
 
 MODEL = "shipped" if DEFAULT_CHECKPOINT.is_file() else "untrained:dino-tiny"
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
@@ -34,7 +38,7 @@ def app():
 def events(app):
     from dino_demo.ui.events import PageEvents
 
-    return PageEvents(app.ui, app.explorer)
+    return PageEvents(app.ui, app.services)
 
 
 class Page:
@@ -62,9 +66,10 @@ class Page:
         self.values.update(changes)
         components = {self.app.ui[name]: value for name, value in self.values.items()}
         if method == "detect":
-            reply = self.events.detect(components, _Request(), progress=lambda *a, **k: None)
+            detect = Detect(self.app.services).detect
+            reply = self.events.handler(detect, redraw=False)(components, _Request(), progress=lambda *a, **k: None)
         else:
-            handler = self.events.handler(getattr(self.app.explorer, method))
+            handler = self.events.handler(page_support.handler(self.app.services, method))
             reply = handler(components, _Request())
         return self._apply(reply)
 
@@ -110,7 +115,10 @@ def test_a_failed_detect_keeps_the_last_views_and_says_why_on_one_line(app, even
     assert redrawn["status"] == "" and "det_image" in redrawn
 
 
-def test_a_zoo_model_that_cannot_be_downloaded_is_one_short_line(app, events, local_zoo, monkeypatch):
+def test_a_zoo_model_that_cannot_be_downloaded_is_one_line_with_its_remedy(app, events, local_zoo, monkeypatch):
+    """Offline, the status line says why and, whole, what to do: the file's URL and where to put it
+    (this machine's folder; a public server names `$DINO_DEMO_CACHE/zoo/...` instead, as `zoo.resolve`
+    writes it)."""
     import dataclasses
     import socket
 
@@ -126,8 +134,20 @@ def test_a_zoo_model_that_cannot_be_downloaded_is_one_short_line(app, events, lo
     page.call("detect")
     failed = page.call("detect", model_choice=broken.source_id)
     assert set(failed) == {"status"} and failed["status"].startswith(f"⚠ Could not download {broken.name}")
-    assert "connection refused" in failed["status"].lower() and "zoo/tiny.pth" not in failed["status"]  # no server folders
-    assert "\n" not in failed["status"] and len(failed["status"]) < 300
+    assert "connection refused" in failed["status"].lower()
+    remedy = f"download {broken.urls[0]} yourself and put it at {zoo.local_path(broken)}."
+    assert failed["status"].endswith(remedy) and "\n" not in failed["status"] and "…" not in failed["status"]
+
+
+def test_a_long_failure_keeps_its_whole_remedy_on_one_line():
+    """A download library's page of text is cut in the middle: the head says why, the end (where a
+    zoo download failure says what to do) stays whole."""
+    from dino_demo.ui.model_cache import one_line
+
+    remedy = "to use dino-4scale-r50 without a network, download https://example.org/a/b/c.pth yourself"
+    text = one_line(ValueError("huggingface.co is unreachable\n" + "detail " * 200 + "; " + remedy))
+    assert text.startswith("huggingface.co is unreachable detail") and text.endswith(remedy + ".")
+    assert "\n" not in text and " … " in text and len(text) < 700
 
 
 def test_a_typed_slot_the_model_lacks_is_set_back_and_reported_once(app, events):
@@ -147,11 +167,11 @@ def test_an_event_that_changes_nothing_answers_what_gradio_accepts(app, events):
     changes, and Gradio gets a reply for every output (an empty dict would be too few values)."""
     fresh = Page(app, events)
     values = {app.ui[name]: value for name, value in fresh.values.items()}
-    before_detect = events.handler(app.explorer.inspect)(values, _Request())
+    before_detect = events.handler(page_support.handler(app.services, "inspect"))(values, _Request())
     page = Page(app, events)
     page.call("detect")
     values = {app.ui[name]: value for name, value in page.values.items()}
-    unchanged = events.handler(app.explorer.type_slot)(values, _Request())
+    unchanged = events.handler(page_support.handler(app.services, "type_slot"))(values, _Request())
     for reply, (component, trigger) in ((before_detect, (app.ui.layer, "release")),
                                         (unchanged, (app.ui.slot, "submit")), (unchanged, (app.ui.slot, "blur"))):
         assert reply == gr.skip()
@@ -176,10 +196,10 @@ def test_a_token_outside_the_grid_is_set_back(app, events):
 def test_an_upload_that_is_not_an_image_is_refused_at_once(app, events, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not a picture")
-    reply = events.check_upload({"path": str(text), "orig_name": "notes.png"})
+    reply = input_panel.upload_reply(app.ui, {"path": str(text), "orig_name": "notes.png"})
     by_name = {_name(app.ui, c): v for c, v in reply.items()}
     assert by_name["image_in"] is None and "Cannot use notes.png" in by_name["status"]
-    fine = events.check_upload({"path": str(EXAMPLES_DIR / "chelsea.png"), "orig_name": "chelsea.png"})
+    fine = input_panel.upload_reply(app.ui, {"path": str(EXAMPLES_DIR / "chelsea.png"), "orig_name": "chelsea.png"})
     assert {_name(app.ui, c): v for c, v in fine.items()} == {"status": ""}
 
 
@@ -230,7 +250,7 @@ def test_the_tabs_of_dinos_ideas_answer_through_the_page_events(app, events, tmp
     assert chosen["sel_step"] is not None and chosen["twice_image"] is not None
     assert len(drawn["twice_table"]) == drawn["refine_table"].shape[0] - 1  # one row per decoder layer
 
-    tab = DenoisingTab(app.explorer)
+    tab = DenoisingTab(app.services)
     assert "Give at least one box" in page.call_tab(tab.run)["status"]
     taken = page.call_tab(tab.take_detections)
     assert taken["status"] == "" and len(taken["dn_boxes"].splitlines()) == len(page.shown["det_json"]["images"][0]
@@ -254,7 +274,7 @@ def test_the_tabs_of_dinos_ideas_answer_through_the_page_events(app, events, tmp
     read = page.call_tab(tab.read_file, dn_file={"path": str(boxes), "orig_name": "boxes.json"})
     assert read["dn_boxes"] == "5.0 6.0 30.0 40.0 1"
 
-    walked = page.call_tab(TraceTab(app.explorer).walk)
+    walked = page.call_tab(TraceTab(app.services).walk)
     assert walked["status"] == "" and "level_start_index" in set(walked["trace_table"]["name"])
     assert walked["trace_json"]["schema"] == "dino-explorer/trace/1"
 

@@ -31,19 +31,19 @@ def huge_input_checkpoint(tmp_path, monkeypatch):
     return path
 
 
-def _explorer_recording_runs(monkeypatch):
-    from dino_demo.ui.callbacks import Explorer
+def _services_recording_runs(monkeypatch):
+    from dino_demo.ui.services import Services
     from dino_demo.ui.settings import AppSettings
 
-    explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))
+    services = Services.make(AppSettings(device="cpu", model_concurrency=1))
     runs = []
 
     def run(detector, image, *, max_size, **kwargs):
         runs.append(max_size)
         raise _Ran()
 
-    explorer._run = run
-    return explorer, runs
+    services.models._run = run
+    return services, runs
 
 
 @pytest.mark.parametrize("public", [True, False])
@@ -58,10 +58,10 @@ def test_a_stored_config_cannot_raise_the_input_size_of_a_public_server(huge_inp
         monkeypatch.delenv(variable, raising=False)
     if public:
         monkeypatch.setenv("DINO_DEMO_PUBLIC", "1")
-    explorer, runs = _explorer_recording_runs(monkeypatch)
+    services, runs = _services_recording_runs(monkeypatch)
     progress = lambda *args, desc="", **kwargs: described.append(desc)  # noqa: E731
     with pytest.raises(_Ran):
-        ApiEndpoints(explorer).detect(None, str(EXAMPLES_DIR / "chelsea.png"), "custom", str(huge_input_checkpoint),
+        ApiEndpoints(services).detect(None, str(EXAMPLES_DIR / "chelsea.png"), "custom", str(huge_input_checkpoint),
                                       "auto", 4096, 0.3, 10, request=_Request("cost"), progress=progress)
     if public:  # dino-tiny's usual maximum, not the file's 4096
         assert runs == [512] and any("caps the model input at 512" in w for w in warnings)
@@ -94,21 +94,21 @@ def test_files_of_sessions_that_never_leave_expire_by_age_and_size(monkeypatch):
     """A session that never opens a heartbeat is never closed: its files go by age, and the oldest
     go first when all together pass the quota."""
     from dino_demo.ui import cleanup
-    from dino_demo.ui.callbacks import Explorer
+    from dino_demo.ui.services import Services
     from dino_demo.ui.settings import AppSettings
 
-    explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))
+    sessions = Services.make(AppSettings(device="cpu", model_concurrency=1)).sessions
     folders = []
     for name, size, age in (("old", 1000, 7200), ("big", 3 << 20, 600), ("fresh", 1000, 10)):
-        session = explorer.session(None, _Request(name))
+        session = sessions.session(None, _Request(name))
         (session.downloads() / "internals.npz").write_bytes(b"x" * size)
         _age(session.folder, age)
         folders.append(session.folder)
     limits = cleanup.FileLimits(max_age_s=3600, quota_bytes=2 << 20)
-    swept = cleanup.sweep([explorer.files_folder], limits, keep=(cleanup.OWNER_FILE,))
+    swept = cleanup.sweep([sessions.files_folder], limits, keep=(cleanup.OWNER_FILE,))
     assert [p.name for p in swept.removed] == ["old", "big"]  # the expired one, then the oldest over the quota
     assert not folders[0].exists() and not folders[1].exists() and folders[2].exists()
-    assert (explorer.files_folder / cleanup.OWNER_FILE).is_file()
+    assert (sessions.files_folder / cleanup.OWNER_FILE).is_file()
     assert swept.held_bytes < 2 << 20
 
 
@@ -125,7 +125,7 @@ def test_the_app_sweeps_its_files_and_on_a_public_server_uploads_never_detected(
     monkeypatch.setenv("DINO_DEMO_FILES_MAX_AGE_H", str(5 / 3600))  # 5 s: swept every second
     app = build_app()
     try:
-        session = app.explorer.session(None, _Request("no-heartbeat"))
+        session = app.services.sessions.session(None, _Request("no-heartbeat"))
         (session.downloads() / "detections.json").write_text("{}")
         _age(session.folder, 30)
         deadline = time.time() + 10
@@ -161,13 +161,13 @@ def test_folders_left_by_a_killed_process_are_removed_at_start(tmp_path, monkeyp
     (unmarked_old / "session").mkdir(parents=True)
     _age(unmarked_old, 2 * 86400)
 
-    from dino_demo.ui.callbacks import Explorer
+    from dino_demo.ui.services import Services
     from dino_demo.ui.settings import AppSettings
 
-    explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))  # an app starting
+    sessions = Services.make(AppSettings(device="cpu", model_concurrency=1)).sessions  # an app starting
     assert not left.exists() and running.exists() and unmarked_new.exists() and not unmarked_old.exists()
-    assert explorer.files_folder.parent == tmp_path
-    assert (explorer.files_folder / cleanup.OWNER_FILE).read_text() == str(os.getpid())
+    assert sessions.files_folder.parent == tmp_path
+    assert (sessions.files_folder / cleanup.OWNER_FILE).read_text() == str(os.getpid())
 
 
 def test_the_result_budget_counts_what_is_really_held():

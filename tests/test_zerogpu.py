@@ -11,9 +11,13 @@ import pytest
 from dino_demo.model.config import VARIANTS
 from dino_demo.paths import EXAMPLES_DIR
 from dino_demo.ui import gpu
-from dino_demo.ui.callbacks import Explorer, PageEvent
+from dino_demo.ui.events import PageEvent
+from dino_demo.ui.model_cache import PageModels
 from dino_demo.ui.inputs import PageControls
+from dino_demo.ui.services import Services
 from dino_demo.ui.settings import AppSettings
+
+import page_support
 
 
 @pytest.fixture
@@ -43,24 +47,24 @@ class _Request:
     session_hash = "zerogpu"
 
 
-def _detect(explorer):
+def _detect(services):
     detect = {"image_in": str(EXAMPLES_DIR / "chelsea.png"), "model_choice": "untrained:dino-tiny", "checkpoint": "",
               "variant": "auto", "max_input": 1333}
-    return explorer.detect(PageEvent(None, PageControls.parse(threshold=0.0, max_detections=5), None, None, detect,
+    return page_support.detect(services, PageEvent(None, PageControls.parse(threshold=0.0, max_detections=5), None, None, detect,
                                      _Request()))
 
 
 def test_the_model_runs_inside_a_gpu_function(stand_in):
     assert gpu.on_zerogpu()
-    explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))
+    services = Services.make(AppSettings(device="cpu", model_concurrency=1))
     decorated = [fn.__name__ for fn in stand_in.decorated]
     assert decorated == ["run_detector", "_token_attention"]  # a Detect, and the encoder view's pass
-    views = _detect(explorer)
+    views = _detect(services)
     assert views["det_json"]["images"][0]["detections"]
     assert stand_in.calls == 1 and gpu.BASE_SECONDS <= stand_in.durations[0] <= gpu.MAX_SECONDS
-    views = _detect(explorer)  # an example image: its result is reused, no second GPU call
+    views = _detect(services)  # an example image: its result is reused, no second GPU call
     assert stand_in.calls == 1
-    explorer.redraw(explorer.seed_token, PageEvent(views["session"], PageControls.parse(slot=views["slot"].value)))
+    page_support.redraw(services, "seed_token", PageEvent(views["session"], PageControls.parse(slot=views["slot"].value)))
     assert stand_in.calls == 2 and stand_in.durations[1] == gpu.BASE_SECONDS
 
 
@@ -77,7 +81,7 @@ def test_the_default_model_is_placed_at_start_up(stand_in, monkeypatch):
     from dino_demo.ui import layout
 
     placed = []
-    monkeypatch.setattr(Explorer, "preload", lambda self, choice: placed.append((choice, self.settings.device)))
+    monkeypatch.setattr(PageModels, "preload", lambda self, choice: placed.append((choice, self.settings.device)))
     monkeypatch.setattr(layout.AppSettings, "from_env", classmethod(lambda cls: cls(device="cuda", model_concurrency=1)))
     layout.build_demo()
     assert placed and placed[0][1] == "cuda"

@@ -1,10 +1,14 @@
-"""The Gradio page: `build_demo()` returns the queued gr.Blocks (`build_app()` with its `Explorer`);
+"""The Gradio page: `build_demo()` returns the queued gr.Blocks (`build_app()` with its services);
 `launch()` serves it, with Gradio's MCP server when asked (`DINO_DEMO_MCP=1`, `python app.py --mcp`).
 
-The components are made in `layout`, the events wired in `events`, behaviour in `callbacks` (plain
-methods of one parsed `PageEvent`, returning the views they change), the controls parsed in
-`inputs`, the model list in `choices`, per-session state in `session`, the app-wide store of
-results in `store`. What the views draw is framework-free, in `dino_demo.explore.panels`.
+The page is put together in `layout` and connected in `wiring`; each part of it has a module with
+its components (`build`), its connections (`wire`) and its handlers (plain functions of one parsed
+`events.PageEvent`, returning the views they change): `input_panel`, `detect`, `selection`, one
+module per tab group (`detections_tab`, `query_tab`, `encoder_tab`, `denoising_tab`, `steps_tab`,
+`region_tab`, `analysis_tab`, `compare_tab`). The controls are parsed in `inputs`; the app-wide
+services (`services`: `session.Sessions`, `model_cache.PageModels`, `results.Results` over the
+`store.ResultStore`, with `cost_policy`) are made once per app. What the views draw is
+framework-free, in `dino_demo.explore.panels`.
 """
 from __future__ import annotations
 

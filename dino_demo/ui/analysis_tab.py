@@ -30,6 +30,7 @@ from ..explore.analysis import SCHEMA, GroundTruth, analyze
 from ..io.images import MAX_SIDE
 from ..train.data import CocoDetectionSet
 from . import choices, gpu, inputs
+from .detect import Detect
 from .files import write_atomically
 from .region_tab import ANY_CLASS, RegionRequest, RegionTruth, ask, truth_for, truth_views
 
@@ -109,7 +110,7 @@ class Uploads:
         return cls(analysis, coco, coco_path, images)
 
 
-def load_or_run(explorer, files, folder: str, model: choices.ModelChoice, threshold: float, cache_dir: str,
+def load_or_run(models, files, folder: str, model: choices.ModelChoice, threshold: float, cache_dir: str,
                 progress=None) -> Views:
     """Load an uploaded analysis.json, or run the uploaded COCO set with `model`."""
     uploads = Uploads.of(files)
@@ -119,13 +120,13 @@ def load_or_run(explorer, files, folder: str, model: choices.ModelChoice, thresh
     if uploads.analysis is not None:
         document = uploads.analysis
     elif uploads.coco is not None:
-        document = run_set(explorer, uploads, model, threshold, progress)
+        document = run_set(models, uploads, model, threshold, progress)
     else:
         raise ValueError("Upload an analysis.json, or a COCO annotation file with its images.")
     return loaded_views(LoadedAnalysis(document, images, uploads.coco, _items(document)), cache_dir)
 
 
-def run_set(explorer, uploads: Uploads, model: choices.ModelChoice, threshold: float, progress=None) -> dict:
+def run_set(models, uploads: Uploads, model: choices.ModelChoice, threshold: float, progress=None) -> dict:
     """The analysis of the uploaded images that the annotation file lists, with `model`."""
     coco = uploads.coco
     listed = [i for i in coco["images"] if isinstance(i, dict) and Path(str(i.get("file_name", ""))).name
@@ -144,7 +145,7 @@ def run_set(explorer, uploads: Uploads, model: choices.ModelChoice, threshold: f
     subset = {**coco, "images": [{**i, "file_name": Path(str(i["file_name"])).name} for i in listed]}
     ids = {int(i["id"]) for i in listed}
     subset["annotations"] = [a for a in coco.get("annotations", []) if int(a.get("image_id", -1)) in ids]
-    detector = explorer.models.get(model.source, model.variant)
+    detector = models.load(model)
     with tempfile.TemporaryDirectory(prefix="dino-set-") as folder:
         for entry in subset["images"]:
             shutil.copyfile(uploads.images[entry["file_name"]], Path(folder) / entry["file_name"])
@@ -219,14 +220,14 @@ def open_item(loaded: LoadedAnalysis | None, row: int, cache_dir: str) -> Views:
             "region_class": name, "region_truth": truth, "diagnose_tabs": gr.Tabs(selected="region")}
 
 
-def open_in_explorer(explorer, event, loaded: LoadedAnalysis | None, row: int, cache_dir: str,
+def open_in_explorer(services, event, loaded: LoadedAnalysis | None, row: int, cache_dir: str,
                      progress) -> Views:
     """Item `row` opened: its image detected with the event's model and controls (every view the
     Detect button draws), the Why? tab selected and asked about the item's box."""
     opened = open_item(loaded, row, cache_dir)
-    detected = explorer.detect(replace(event, detect_values={**event.detect_values, "image_in": opened["image_in"]}),
+    detected = Detect(services).detect(replace(event, detect_values={**event.detect_values, "image_in": opened["image_in"]}),
                                progress)
-    stored = explorer.stored(detected["session"])
+    stored = services.results.stored(detected["session"])
     threshold = event.controls.detection.threshold
     box = [opened[f"region_{c}"] for c in ("x0", "y0", "x1", "y1")]
     class_name = opened["region_class"] if opened["region_class"] in stored.result.class_names else ANY_CLASS
@@ -328,11 +329,11 @@ def build(ui: dict) -> None:
                                             elem_id="analysis-items")
 
 
-def wire(ui: dict, page) -> None:
+def wire(page) -> None:
     """Connect the tab (`page`: the page's `events.PageEvents`). Opening a row is one event: the
     item's image is detected as the Detect button would (the page's model and controls), then the
     Why? tab is asked about the item's box with the image's ground truth."""
-    explorer = page.explorer
+    ui, services = page.ui, page.services
     own = {ui.analysis_files, ui.analysis_folder, ui.analysis_threshold, ui.analysis_state}
     on = {"inputs": page.inputs | own, "api_visibility": "private", "preprocess": False, "concurrency_id": "detect"}
 
@@ -341,13 +342,13 @@ def wire(ui: dict, page) -> None:
         model = choices.resolve(*(event.detect_values.get(name) for name in ("model_choice", "checkpoint",
                                                                             "variant")))
         threshold = inputs.number(values["analysis_threshold"], "Threshold", 0.0, 1.0)
-        return load_or_run(explorer, values["analysis_files"], values["analysis_folder"] or "", model, threshold,
+        return load_or_run(services.models, values["analysis_files"], values["analysis_folder"] or "", model, threshold,
                            ui.analysis_download.GRADIO_CACHE, progress)
 
     def open_row(event, progress=None):
         values = event.tab_values
         row = event.point[0] if isinstance(event.point, (list, tuple)) else event.point
-        return open_in_explorer(explorer, event, values["analysis_state"], int(row), ui.image_in.GRADIO_CACHE,
+        return open_in_explorer(services, event, values["analysis_state"], int(row), ui.image_in.GRADIO_CACHE,
                                 progress)
 
     gr.on([ui.analysis_run.click], page.handler(load_set, redraw=False), outputs=page.tab_outputs("analysis_"),

@@ -5,7 +5,7 @@ API page and for MCP agents (Gradio builds the tool descriptions from them).
 "/detect" stores its result in the caller's session for "/inspect", "/encoder" and "/internals".
 MCP calls all share one Gradio session, so over MCP nothing is read from a session: "inspect" and
 "encoder" take the image (and model) given to "detect", whose result is stored by content and
-reused (`Explorer.shared_result`).
+reused (`Results.shared`).
 """
 from __future__ import annotations
 
@@ -15,16 +15,19 @@ from ..explore import panels
 from ..explore.stored import StoredResult
 from ..runtime.detections import detection_view
 from ..io.internals import write_internals
-from . import choices, inputs
-from .callbacks import Explorer, PageEvent, Views, detections_json, sampling_options
+from . import choices, inputs, selection
+from .detections_tab import detections_json
+from .encoder_tab import EncoderTab
+from .events import PageEvent, Views
 from .inputs import ControlError, DetectRequest, PageControls
+from .services import Services
 
 
 class ApiEndpoints:
-    """The endpoints over the page's `Explorer` (its model cache, result store and sessions)."""
+    """The endpoints over the app's services (its model cache, result store and sessions)."""
 
-    def __init__(self, explorer: Explorer):
-        self.explorer = explorer
+    def __init__(self, services: Services):
+        self.services = services
 
     def detect(self, session, image, model_choice=None, checkpoint=None, variant="auto", max_input=None,
                threshold=None, max_detections=None, prompt=None, request: gr.Request = None,
@@ -48,14 +51,14 @@ class ApiEndpoints:
         Returns:
             The image with the detections drawn, and detections.json: per detection its box (x0, y0, x1, y1 in the image's pixels), class, score and query slot.
         """
-        parsed = _by_image(image, model_choice, checkpoint, variant, max_input, self.explorer.settings.precision,
+        parsed = _by_image(image, model_choice, checkpoint, variant, max_input, self.services.settings.precision,
                            prompt)
         given = {"threshold": threshold, "max_detections": max_detections}
         options = PageControls.parse({name: value for name, value in given.items() if value is not None}).detection
         if from_mcp(request):  # no session of its own: the result is reached again by its image
-            stored = self.explorer.shared_result(parsed, progress)
+            stored = self.services.results.shared(parsed, progress)
         else:
-            stored = self.explorer.compute(parsed, self.explorer.session(session, request), progress)
+            stored = self.services.results.compute(parsed, self.services.sessions.session(session, request), progress)
         view = detection_view(stored.result, options.threshold, options.max_detections)
         return {"det_image": panels.detections_image(stored, view, None),
                 "det_json": detections_json(stored, view, options)}
@@ -86,7 +89,7 @@ class ApiEndpoints:
         controls = PageControls.parse(slot=slot, layer=layer, head=head, level=level, point_color=point_color)
         stored = self._api_result(session, request, progress, image, model_choice, checkpoint, variant, max_input)
         slot = inputs.query_slot(controls.slot, stored.result.num_queries)
-        return self.explorer.sampling_views(stored, slot, sampling_options(controls, stored.result))
+        return selection.sampling_views(stored, slot, selection.sampling_options(controls, stored.result))
 
     def encoder(self, session, token_level, row, col, layer, head, level, point_color, image=None,
                 model_choice=None, checkpoint=None, variant="auto", max_input=None, request: gr.Request = None,
@@ -115,7 +118,7 @@ class ApiEndpoints:
         controls = PageControls.parse(token_level=token_level, token_row=row, token_col=col, enc_layer=layer,
                                       enc_head=head, enc_level=level, enc_color=point_color)
         stored = self._api_result(session, request, progress, image, model_choice, checkpoint, variant, max_input)
-        views = self.explorer.typed_token(PageEvent(session, controls), stored)
+        views = EncoderTab(self.services.models).typed_token(PageEvent(session, controls), stored)
         return {name: views[name] for name in ("enc_image", "enc_points", "enc_mass")}
 
     def internals(self, session, request: gr.Request = None) -> Views:
@@ -126,7 +129,7 @@ class ApiEndpoints:
         """
         if from_mcp(request):
             raise ValueError("internals is for sessions of the page or gradio_client; MCP calls have none.")
-        stored = self.explorer.stored(session)
+        stored = self.services.results.stored(session)
         path = write_internals(stored.result, session.downloads() / "internals.npz", source=stored.file_name)
         return {"download_internals": str(path)}
 
@@ -135,11 +138,11 @@ class ApiEndpoints:
         """The result an API call reads: `detect`'s on `image` when given, else the session's (never
         over MCP, whose calls share one session)."""
         if image is not None:
-            parsed = _by_image(image, model_choice, checkpoint, variant, max_input, self.explorer.settings.precision)
-            return self.explorer.shared_result(parsed, progress)
+            parsed = _by_image(image, model_choice, checkpoint, variant, max_input, self.services.settings.precision)
+            return self.services.results.shared(parsed, progress)
         if from_mcp(request):
             raise ControlError("image_in", "Pass the image (and model) given to detect: MCP calls have no session.")
-        return self.explorer.stored(session)
+        return self.services.results.stored(session)
 
 
 def _by_image(image, model_choice, checkpoint, variant, max_input, precision: str, prompt=None) -> DetectRequest:

@@ -2,7 +2,7 @@
 gives (typed, drawn with two clicks, from a COCO / BOXES.json file, or the current detections taken
 as ground truth).
 
-`build(ui)` makes the components inside the page's tabs; `wire(page, on, model_run)` connects them
+`build(ui)` makes the components inside the page's tabs; `wire(page)` connects them
 through the page's events (`events.PageEvents`): every handler is a method of `DenoisingTab` taking
 the page's `PageEvent` (the Detect controls, the typed page controls and this tab's own raw values,
 parsed here into `DenoisingRequest` / `DenoisingDisplay`) and returning {view name: value}. The run
@@ -28,8 +28,8 @@ from ..io.denoising import write_denoising
 from ..io.images import MAX_SIDE, LoadedImage, load_image
 from ..io.labels import category_ids, class_names
 from . import families_ui, gpu
-from .callbacks import DETECT_CONTROLS, PageEvent, Views
-from .inputs import DetectRequest, uploaded_file
+from .events import PageEvent, Views
+from .inputs import DetectRequest, detect_request, uploaded_file
 
 log = logging.getLogger("dino_explorer")
 
@@ -55,7 +55,7 @@ class DenoisingRequest:
 
     @classmethod
     def parse(cls, event: PageEvent) -> "DenoisingRequest":
-        detect = DetectRequest.parse(*(event.detect_values.get(name) for name in DETECT_CONTROLS))
+        detect = detect_request(event.detect_values)
         tab = event.tab_values
         boxes = str(tab.get("dn_boxes") or "")
         if not boxes.strip():
@@ -108,10 +108,10 @@ def parse_kinds(kinds) -> tuple[str, ...]:
 # -- handlers --------------------------------------------------------------------------------------
 
 class DenoisingTab:
-    """The tab's handlers over the page's `Explorer` (its model cache, model slots and sessions)."""
+    """The tab's handlers over the app's services (its model cache, model slots and sessions)."""
 
-    def __init__(self, explorer):
-        self.explorer = explorer
+    def __init__(self, services):
+        self.services = services
         self._run = gpu.gpu_function(run_denoising)
 
     def run(self, event: PageEvent, progress=None) -> Views:
@@ -119,18 +119,18 @@ class DenoisingTab:
         after the last layer."""
         request = DenoisingRequest.parse(event)
         loaded = _image(request.detect.path)
-        detector = self.explorer.load_model(request.detect.model)
+        detector = self.services.models.load(request.detect.model)
         families_ui.require_dino(detector, request.detect.model.model_id, "Denoising")
         model, cfg = detector.model, detector.config
         truth = read_boxes_text(request.boxes, loaded.file_size, category_ids(cfg), request.detect.file_name)
         try:
-            with self.explorer.model_slot:
+            with self.services.models.slot:
                 result = self._run(model, cfg, loaded.array, truth, request.seed, max_size=request.detect.max_input,
                                    class_names=class_names(cfg), model_id=request.detect.model.model_id)
         except RuntimeError as err:
             log.exception("denoising failed")
             raise ValueError(f"Denoising failed: {err}") from None
-        session = self.explorer.session(event.session, event.request)
+        session = self.services.sessions.session(event.session, event.request)
         path = write_denoising(result, session.downloads() / "denoising.npz", source=request.detect.file_name)
         canvas, _ = display_canvas(loaded.array)
         stored = StoredRun(dataclasses.replace(result, input_image=np.zeros((3, 0, 0), np.float32)), canvas)
@@ -153,7 +153,7 @@ class DenoisingTab:
 
     def take_detections(self, event: PageEvent, progress=None) -> Views:
         """The current result's detections (the page's threshold and maximum) as typed boxes."""
-        stored = self.explorer.stored(event.session)
+        stored = self.services.results.stored(event.session)
         options = event.controls.detection
         view = detection_view(stored.result, options.threshold, options.max_detections)
         if not len(view.boxes):
@@ -173,11 +173,11 @@ class DenoisingTab:
         path = Path(file if isinstance(file, str) else file.get("path", ""))
         if path.stat().st_size > MAX_DOCUMENT_BYTES:
             raise ValueError(f"The boxes file is larger than {MAX_DOCUMENT_BYTES} bytes.")
-        request = DetectRequest.parse(*(event.detect_values.get(name) for name in DETECT_CONTROLS))
+        request = detect_request(event.detect_values)
         loaded = _image(request.path)
         cfg = request.model.config
         if cfg is None:
-            detector = self.explorer.load_model(request.model)
+            detector = self.services.models.load(request.model)
             families_ui.require_dino(detector, request.model.model_id, "Denoising")
             cfg = detector.config
         truth = read_boxes_text(path.read_text(errors="replace"), loaded.file_size, category_ids(cfg),
@@ -289,16 +289,15 @@ def build(ui) -> None:
                                              buttons=["download", "fullscreen"])
 
 
-def wire(page, on: dict, model_run: dict) -> None:
-    """Connect the tab's controls through the page's events (`page`: `events.PageEvents`; `on`: the
-    page events' Gradio arguments; `model_run`: the concurrency of events that run the model)."""
-    ui, tab = page.ui, DenoisingTab(page.explorer)
-    events = {**on, "inputs": page.inputs | {ui[name] for name in CONTROLS}}
+def wire(page) -> None:
+    """Connect the tab's controls through the page's events (`page`: `events.PageEvents`)."""
+    ui, tab = page.ui, DenoisingTab(page.services)
+    own = {"inputs": page.inputs | {ui[name] for name in CONTROLS}}
 
     def when(triggers, method, selected=False, **extra):
-        gr.on(triggers, page.handler(method, selected=selected, redraw=False), **{**events, **extra})
+        page.when(triggers, method, selected=selected, redraw=False, **own, **extra)
 
-    when([ui.dn_run.click], tab.run, show_progress="full", **model_run)
+    when([ui.dn_run.click], tab.run, show_progress="full", **page.model_run)
     when([ui.dn_group.release, ui.dn_layer.release, ui.dn_kinds.input], tab.redraw)
     when([ui.dn_take.click], tab.take_detections)
     when([ui.dn_draw.click], tab.show_canvas)

@@ -1,4 +1,5 @@
-"""Which user action calls which `Explorer` method: one event per action, one round trip.
+"""One user action, one event, one round trip: `PageEvent` (what a handler gets) and `PageEvents`
+(a handler as Gradio's function). Which action calls which handler is in each tab's `wire`.
 
 Every page event sends the same set of controls (Gradio hands a set of inputs over as one dict),
 parsed once into a `PageEvent`, and answers with a dict keyed by component (`reply`). A failure
@@ -13,17 +14,40 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import gradio as gr
 import numpy as np
 
-from . import analysis_tab, choices, compare_tab, denoising_tab, inputs, region_tab, steps_tab
-from .api import ApiEndpoints
-from .callbacks import DETECT_CONTROLS, Explorer, PageEvent, Views, example_files
+from ..explore.encoder import EncoderToken
+from . import inputs
 from .files import save_drawn_image
-from .inputs import ControlError, PageControls
+from .inputs import DETECT_CONTROLS, ControlError, PageControls
+from .services import Services
+from .session import Session
 
 log = logging.getLogger("dino_explorer")
+
+# A handler's answer: {view name: value} of the views it changed.
+Views = dict[str, object]
+
+
+@dataclass(frozen=True)
+class PageEvent:
+    """One user action on the page: the visitor's `session` (None before the first Detect), the
+    parsed `controls`, the encoder `token` picked earlier (None before a pick), `point` where a
+    click on a picture or table landed (Gradio's SelectData index; None for other events), the
+    Detect controls' raw values (`detect_values`, parsed by `inputs.detect_request` where a handler
+    runs the model), the `request`, and the raw values of a tab's own controls when its events send
+    them (`tab_values`, by view name; each tab parses its own)."""
+
+    session: Session | None
+    controls: PageControls
+    token: EncoderToken | None = None
+    point: object = None
+    detect_values: Mapping[str, object] = field(default_factory=dict)
+    request: gr.Request | None = None
+    tab_values: Mapping[str, object] = field(default_factory=dict)
 
 # What a control refused by the page goes back to (from the event's raw values by view name).
 RESETS: dict[str, Callable[[Mapping[str, object]], Views]] = {
@@ -64,10 +88,12 @@ def failure_views(err: Exception, raw: Mapping[str, object]) -> Views:
 
 
 class PageEvents:
-    """The page's events over one `Explorer`: `handler(name)` is the Gradio function of a method."""
+    """The page's events over the app's `Services`: `handler(method)` is the Gradio function of a
+    handler; `on` the Gradio arguments every page event shares, `model_run` those of the events
+    that run the model (their concurrency)."""
 
-    def __init__(self, ui, explorer: Explorer):
-        self.ui, self.explorer = ui, explorer
+    def __init__(self, ui, services: Services, concurrency: int = 1):
+        self.ui, self.services = ui, services
         self.names = {component: name for name, component in ui.items()}
         # What every page event sends: the controls, the Detect inputs and the two states (a tab's
         # events add its own controls, handed over as `PageEvent.tab_values`).
@@ -78,6 +104,15 @@ class PageEvents:
                                         "variant", "max_input", "precision")
                         and not isinstance(component, gr.Button)]
         self.outputs.append(ui["image_in"])  # set back when it holds no usable image
+        # Every event takes the controls' raw values (`preprocess=False`): `inputs.PageControls` checks
+        # them, so a bad value is one clear message (and one log line) whichever way it came.
+        self.on = {"inputs": self.inputs, "outputs": self.outputs, "api_visibility": "private",
+                   "show_progress": "hidden", "preprocess": False}
+        # Detects run side by side (loading models and reading images); the model run itself takes one
+        # of `concurrency` slots inside the handler. Downloads have slots of their own on top
+        # (ModelCache's download_slots, refused at once when taken), so stalled ones never take all.
+        self.model_run = {"concurrency_id": "detect",
+                          "concurrency_limit": max(4, concurrency) + (services.models.cache.download_slots or 0)}
 
     def respond(self, method: Callable, values: dict, request, point=None, progress=None, redraw=True) -> dict:
         """Run `method` on the parsed event; its views, or the status line when it failed."""
@@ -87,7 +122,7 @@ class PageEvents:
             event = PageEvent(raw["session"], PageControls.parse({name: raw[name] for name in inputs.DEFAULTS}),
                               raw["enc_token"], point, {name: raw[name] for name in DETECT_CONTROLS}, request, tab)
             if redraw:
-                views = self.explorer.redraw(method, event)
+                views = self.services.results.redraw(method, event)
             else:
                 views = method(event, progress)
         except Exception as err:  # noqa: BLE001 - whatever failed, the page says so on one line
@@ -117,17 +152,9 @@ class PageEvents:
         and the controls a failure sets back."""
         return [c for name, c in self.ui.items() if name.startswith(prefix)] + [self.ui[n] for n in ("status", *RESETS)]
 
-    def detect(self, values: dict, request: gr.Request, progress=gr.Progress()):
-        """The Detect button (and an example picked)."""
-        return self.respond(self.explorer.detect, values, request, progress=progress, redraw=False)
-
-    def check_upload(self, image):
-        """An image chosen: refused at once (input cleared, one status line) when it is not one."""
-        try:
-            return reply(self.ui, {**self.explorer.check_upload(image), "status": ""})
-        except ValueError as err:
-            log.info("upload: %s", err)
-            return reply(self.ui, failure_views(err, {}))
+    def when(self, triggers, method: Callable, *, selected: bool = False, redraw: bool = True, **extra) -> None:
+        """Connect `triggers` to a handler with the page events' arguments (`extra` overrides them)."""
+        gr.on(triggers, self.handler(method, selected=selected, redraw=redraw), **{**self.on, **extra})
 
 
 def api(ui, method: Callable) -> Callable:
@@ -142,82 +169,3 @@ def api(ui, method: Callable) -> Callable:
             raise gr.Error(str(err), print_exception=False) from None
         return reply(ui, views)
     return call
-
-
-def wire(ui, explorer: Explorer, concurrency: int) -> None:
-    """Connect each user action to its Explorer method.
-
-    Every event takes the controls' raw values (`preprocess=False`): `inputs.PageControls` checks
-    them, so a bad value is one clear message (and one log line) whichever way it came.
-    """
-    page = PageEvents(ui, explorer)
-    # Detects run side by side (loading models and reading images); the model run itself takes one of
-    # `concurrency` slots inside the callback. Downloads have slots of their own on top
-    # (ModelCache's download_slots, refused at once when taken), so stalled ones never take all.
-    model_run = {"concurrency_id": "detect",
-                 "concurrency_limit": max(4, concurrency) + (explorer.models.download_slots or 0)}
-    raw = {"preprocess": False}
-    _api_endpoints(ui, ApiEndpoints(explorer), raw, model_run)
-
-    on = {"inputs": page.inputs, "outputs": page.outputs, "api_visibility": "private", "show_progress": "hidden",
-          **raw}
-    detect = {**on, "fn": page.detect, "show_progress": "full", **model_run}
-    ui.detect.click(**detect)
-    with ui.examples_slot:
-        examples = gr.Examples([[str(p)] for p in example_files()], inputs=[ui.image_in],
-                               label="Examples (photos and synthetic scenes)", examples_per_page=12,
-                               cache_examples=False)
-    examples.load_input_event.then(**detect)
-    ui.image_in.upload(page.check_upload, ui.image_in, [ui.image_in, ui.status], api_visibility="private",
-                       show_progress="hidden", **raw)
-
-    def when(triggers, method, selected=False):
-        gr.on(triggers, page.handler(method, selected=selected), **on)
-
-    when([ui.threshold.release, ui.max_detections.release], explorer.change_detection_options)
-    when([ui.top_n.release, ui.proposal_color.input], explorer.change_proposals)
-    # Selecting a query, whichever way.
-    when([ui.query.input], explorer.choose_query)
-    when([ui.slot.submit, ui.slot.blur], explorer.type_slot)
-    when([ui.candidates.input], explorer.select_candidate)
-    when([ui.table.select], explorer.select_table_row, selected=True)
-    when([ui.det_image.select], explorer.click_detections, selected=True)
-    when([ui.proposal_image.select], explorer.click_proposals, selected=True)
-    when([ui.layer.release, ui.head.input, ui.level.input, ui.point_color.input, ui.point_extras.input],
-         explorer.inspect)
-    when([ui.heat_source.input, ui.heat_layer.release, ui.heat_head.input], explorer.change_heatmaps)
-    # The encoder's attention of a token.
-    when([ui.enc_image.select], explorer.click_encoder, selected=True)
-    when([ui.token_row.submit, ui.token_col.submit], explorer.select_token)
-    when([ui.token_level.input], explorer.change_token_level)
-    when([ui.seed_token.click], explorer.seed_token)
-    when([ui.enc_layer.release, ui.enc_head.input, ui.enc_level.input, ui.enc_color.input, ui.enc_extras.input],
-         explorer.inspect_encoder)
-    ui.model_choice.change(lambda choice: reply(ui, explorer.choose_model(choice)), [ui.model_choice],
-                           [ui.checkpoint, ui.variant, ui.max_input, ui.shipped_note, ui.prompt],
-                           api_visibility="private", queue=False)
-    ui.coco_model.click(lambda: choices.COCO_MODEL, None, ui.model_choice, api_visibility="private", queue=False)
-    denoising_tab.wire(page, on, model_run)
-    steps_tab.wire(page, on, model_run)
-    # The Diagnose tabs: their own controls, the same event design.
-    region_tab.wire(ui, page)
-    analysis_tab.wire(ui, page)
-    compare_tab.wire(ui, page, model_run)
-
-
-def _api_endpoints(ui, endpoints: ApiEndpoints, raw: dict, model_run: dict) -> None:
-    """The API endpoints, triggered by no control (the page's own events draw every view at once).
-    Registered first, so that they own their names; an MCP tool is named after its method."""
-    gr.on([], api(ui, endpoints.detect),
-          [ui.session, ui.image_in, ui.model_choice, ui.checkpoint, ui.variant, ui.max_input, ui.threshold,
-           ui.max_detections, ui.prompt], [ui.det_image, ui.det_json], api_name="detect", **raw, **model_run)
-    by_image = [ui.image_in, ui.model_choice, ui.checkpoint, ui.variant, ui.max_input]  # callers without a session
-    gr.on([], api(ui, endpoints.inspect),
-          [ui.session, ui.slot, ui.layer, ui.head, ui.level, ui.point_color, *by_image],
-          [ui.sampling_image, ui.points_json, ui.mass], api_name="inspect", **raw, **model_run)
-    gr.on([], api(ui, endpoints.encoder),
-          [ui.session, ui.token_level, ui.token_row, ui.token_col, ui.enc_layer, ui.enc_head, ui.enc_level,
-           ui.enc_color, *by_image], [ui.enc_image, ui.enc_points, ui.enc_mass], api_name="encoder", **raw,
-          **model_run)
-    gr.on([], api(ui, endpoints.internals), [ui.session], [ui.download_internals],
-          api_name="internals", **raw)

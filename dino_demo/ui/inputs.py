@@ -50,6 +50,8 @@ DEFAULTS: dict[str, object] = {
     "enc_layer": None, "enc_head": ALL, "enc_level": ALL, "enc_color": POINT_COLORS[0], "enc_extras": [],
     "token_level": "1", "token_row": None, "token_col": None,
 }
+# The controls a Detect reads besides PageControls (parsed by `DetectRequest.parse`, in this order).
+DETECT_CONTROLS = ("image_in", "model_choice", "checkpoint", "variant", "max_input", "precision", "prompt")
 
 
 class ControlError(ValueError):
@@ -261,6 +263,11 @@ class DetectRequest:
         if not path:
             raise ControlError("image_in", "Upload an image or pick an example first.")
         return cls(path, file_name, model, side, precision, text)
+
+
+def detect_request(values: Mapping[str, object]) -> DetectRequest:
+    """The Detect request of a page event's raw Detect controls (by view name)."""
+    return DetectRequest.parse(*(values.get(name) for name in DETECT_CONTROLS))
 
 
 def uploaded_file(image) -> tuple[str | None, str]:

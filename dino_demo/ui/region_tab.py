@@ -312,15 +312,16 @@ def build(ui: dict) -> None:
                                            "click one)", elem_id="region-alarms")
 
 
-def wire(ui: dict, page) -> None:
+def wire(page) -> None:
     """Connect the tab's controls (`page`: the page's `events.PageEvents`). Each event sends the
     page's controls (parsed into its PageEvent: the session, the score threshold) and the tab's own
     values; a failure goes to the page's status line."""
+    ui = page.ui
     own = {ui.region_x0, ui.region_y0, ui.region_x1, ui.region_y1, ui.region_class, ui.region_truth,
            ui.region_corner, ui.region_annotations, ui.region_pick, ui.region_queries}
     on = {"inputs": page.inputs | own, "outputs": page.tab_outputs("region_"), "api_visibility": "private",
           "show_progress": "minimal", "show_progress_on": [ui.region_verdict], "preprocess": False}
-    actions = RegionEvents(page.explorer)
+    actions = RegionEvents(page.services.results)
 
     def when(triggers, method, selected=False):
         gr.on(triggers, page.handler(method, selected=selected, redraw=False), **on)
@@ -336,16 +337,16 @@ def wire(ui: dict, page) -> None:
 
 
 class RegionEvents:
-    """The tab's user actions over the page's `Explorer`: one method `(event, progress)` per action
-    (an `events.PageEvent` with the tab's values in `tab_values`), answering {view name: value}."""
+    """The tab's user actions over the app's `results.Results`: one method `(event, progress)` per
+    action (an `events.PageEvent` with the tab's values in `tab_values`), answering {view name: value}."""
 
-    def __init__(self, explorer):
-        self.explorer = explorer
+    def __init__(self, results):
+        self.results = results
 
     def ask_box(self, event, progress=None):
         """The Ask button: the typed box."""
         values = event.tab_values
-        stored = self.explorer.stored(event.session)
+        stored = self.results.stored(event.session)
         threshold = event.controls.detection.threshold
         request = RegionRequest.parse(stored, *(values[f"region_{c}"] for c in ("x0", "y0", "x1", "y1")),
                                       values["region_class"], threshold)
@@ -355,7 +356,7 @@ class RegionEvents:
     def click_corner(self, event, progress=None):
         """A click on the picture: the first corner is marked, the second asks about the box."""
         values = event.tab_values
-        stored = self.explorer.stored(event.session)
+        stored = self.results.stored(event.session)
         x, y = (float(v) / stored.scale for v in event.point)
         corner = values["region_corner"]
         if corner is None:
@@ -371,7 +372,7 @@ class RegionEvents:
     def load_truth(self, event, progress=None):
         """An annotation file uploaded: the image's ground truth, listed with its false alarms."""
         values = event.tab_values
-        stored = self.explorer.stored(event.session)
+        stored = self.results.stored(event.session)
         file = values["region_annotations"]
         truth = read_truth(file.get("path") if isinstance(file, dict) else file, stored)
         return {"region_truth": truth, **truth_views(stored, truth, event.controls.detection.threshold)}
@@ -379,7 +380,7 @@ class RegionEvents:
     def pick_truth(self, event, progress=None):
         """A ground-truth box picked from the list (its class when the model knows it)."""
         values = event.tab_values
-        stored = self.explorer.stored(event.session)
+        stored = self.results.stored(event.session)
         truth = values["region_truth"]
         if truth is None or not truth.fits(stored):
             raise ValueError("Load the annotations of this image first.")
@@ -394,7 +395,7 @@ class RegionEvents:
     def follow_query(self, event, progress=None):
         """A row of the nearest-queries table: that query's layers against the region."""
         values = event.tab_values
-        stored = self.explorer.stored(event.session)
+        stored = self.results.stored(event.session)
         rows = (values["region_queries"] or {}).get("data") or []
         row = _row(event.point)
         if not 0 <= row < len(rows):
@@ -410,13 +411,13 @@ class RegionEvents:
     def explain_row(self, event, progress=None):
         """A row of the false-alarm table: why it is one, layer by layer."""
         values = event.tab_values
-        stored = self.explorer.stored(event.session)
+        stored = self.results.stored(event.session)
         return explain_alarm(stored, values["region_truth"], event.controls.detection.threshold, _row(event.point))
 
     def show_tab(self, event, progress=None):
         """The tab opened: the result's picture, classes and ground truth (or a hint to detect first)."""
         values = event.tab_values
-        stored = self.explorer.store.peek(event.session.result_key) if event.session is not None else None
+        stored = self.results.store.peek(event.session.result_key) if event.session is not None else None
         if stored is None:
             return {"region_verdict": "Run a detection first (Detect), then ask about any box of it."}
         return {"region_image": stored.canvas, "region_corner": None,

@@ -15,8 +15,8 @@ from ..explore.panels import LOOK_FORWARD_COLUMNS
 from ..explore.trace import trace_document, traced_run
 from ..io.images import MAX_SIDE, load_image
 from . import families_ui, gpu
-from .callbacks import DETECT_CONTROLS, PageEvent, Views
-from .inputs import ControlError, DetectRequest
+from .events import PageEvent, Views
+from .inputs import ControlError, detect_request
 
 log = logging.getLogger("dino_explorer")
 
@@ -24,24 +24,24 @@ TRACE_HEADERS = ["stage", "name", "shape", "dtype", "meaning", "preview"]
 
 
 class TraceTab:
-    """The Forward pass tab's handler over the page's `Explorer`."""
+    """The Forward pass tab's handler over the app's services."""
 
-    def __init__(self, explorer):
-        self.explorer = explorer
+    def __init__(self, services):
+        self.services = services
         self._traced = gpu.gpu_function(traced_run)
 
     def walk(self, event: PageEvent, progress=None) -> Views:
         """Run the page's image through the page's model with the forward pass traced: the table
         and trace.json."""
-        request = DetectRequest.parse(*(event.detect_values.get(name) for name in DETECT_CONTROLS))
+        request = detect_request(event.detect_values)
         try:
             loaded = load_image(request.path, max_side=MAX_SIDE)
         except ValueError as err:
             raise ControlError("image_in", f"Cannot use this image: {err}.") from None
-        detector = self.explorer.load_model(request.model)
+        detector = self.services.models.load(request.model)
         families_ui.require_dino(detector, request.model.model_id, "The forward pass")
         try:
-            with self.explorer.model_slot:
+            with self.services.models.slot:
                 result, stages = self._traced(detector.model, detector.config, loaded.array, max_size=request.max_input,
                                               precision=request.precision, model_id=request.model.model_id,
                                               source_size=loaded.file_size)
@@ -49,7 +49,7 @@ class TraceTab:
             log.exception("traced run failed")
             raise ValueError(f"The traced run failed: {err}") from None
         document = trace_document(result, stages, source=request.file_name)
-        session = self.explorer.session(event.session, event.request)
+        session = self.services.sessions.session(event.session, event.request)
         out = session.downloads() / "trace.json"
         out.write_text(json.dumps(document, indent=1))
         rows = [[s.stage, s.name, "×".join(str(v) for v in s.shape) or "scalar", s.dtype, s.meaning,
@@ -97,8 +97,7 @@ def build_trace_tab(ui) -> None:
             ui["trace_json"] = gr.JSON(label="Trace")
 
 
-def wire(page, on: dict, model_run: dict) -> None:
+def wire(page) -> None:
     """Connect the Forward pass button through the page's events (see `denoising_tab.wire`)."""
-    tab = TraceTab(page.explorer)
-    gr.on([page.ui.trace_run.click], page.handler(tab.walk, redraw=False), **{**on, "show_progress": "full"},
-          **model_run)
+    tab = TraceTab(page.services)
+    page.when([page.ui.trace_run.click], tab.walk, redraw=False, show_progress="full", **page.model_run)
