@@ -9,7 +9,9 @@ the bare list `pycocotools` loads. With --save-internals, also DIR/<name>.intern
 (the model's internals, see `dino_demo.io.internals`; its name is the image entry's "internals").
 With --trace, also DIR/<name>.trace.json per image: every stage of the forward pass with its shape
 and first values, named as in the official code (see `dino_demo.explore.trace`; entry "trace").
-Images that cannot be read are reported and skipped; the exit status is then 1.
+Images that cannot be read are reported and skipped; the exit status is then 1. When a model that
+knows only the eight synthetic shapes (the shipped one) runs on an image that is not one of its
+synthetic scenes (a photo), a warning says so once, and that image's entry carries it in "notes".
 
 With `--onnx model.onnx` (a file from `python -m dino_demo export`) the model runs in ONNX Runtime
 and this command never imports torch.
@@ -28,6 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..explore.detections import DetectionView
+from ..explore.domain import CLI_REMEDY, synthetic_model_note
 from ..explore.figures import render_detections
 from ..io.images import MAX_SIDE, ImageError, load_image
 from ..io.results import coco_results, detections_document, image_record
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     detector = onnx_detector(args) if args.onnx else torch_detector(args)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    entries, failed, used_names = [], 0, set()
+    entries, failed, used_names, warned = [], 0, set(), False
     for image_id, path in enumerate(tqdm(args.images, desc="detect", unit="image"), start=1):
         try:
             loaded = load_image(path, max_side=MAX_SIDE)
@@ -170,8 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         trace = Path(annotated).stem + ".trace.json" if args.trace else None
         result, view = detector.detect(loaded.array, args.out / internals if internals else None, str(path),
                                        args.out / trace if trace else None)
+        note = synthetic_model_note(result, CLI_REMEDY)
+        if note and not warned:  # once: the same is true of every other photo
+            log.warning("%s: %s", path, note)
+            warned = True
         entry = {**image_record(result, view, image_id=image_id, file_name=path.name, source=str(path),
-                                given_size=loaded.file_size),
+                                given_size=loaded.file_size, notes=(note,) if note else ()),
                  "annotated": annotated}
         if internals:
             entry["internals"] = internals

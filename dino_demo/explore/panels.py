@@ -319,9 +319,9 @@ def query_choices(result, view: DetectionView, slot: int | None) -> list[tuple[s
 
 
 def notice_markdown(stored: StoredResult, view: DetectionView, threshold: float, reused: bool) -> str:
-    """What the person should know about this result: nothing above the threshold, a reused
-    example result, the op's slower reference path."""
-    lines = []
+    """What the person should know about this result: the stored notes (a model of synthetic shapes
+    on a photo), nothing above the threshold, a reused example result, the op's slower reference path."""
+    lines = list(stored.notes)
     if len(view) == 0:
         best = stored.result.detections.scores
         best_score = float(best[0]) if len(best) else 0.0

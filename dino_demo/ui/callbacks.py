@@ -582,7 +582,8 @@ def _token_level(controls: PageControls, result: InferenceResult) -> int:
 
 def detections_json(stored: StoredResult, view: DetectionView, options: DetectionOptions) -> dict:
     result = stored.result
-    entry = image_record(result, view, image_id=coco_image_id(stored.file_name, 1), file_name=stored.file_name)
+    entry = image_record(result, view, image_id=coco_image_id(stored.file_name, 1), file_name=stored.file_name,
+                         notes=stored.notes)
     return detections_document([entry], model_id=result.model_id, variant=result.variant,
                                threshold=options.threshold, max_detections=options.max_detections,
                                max_input_side=stored.max_input)
