@@ -21,6 +21,7 @@ from .figures import (
 from .options import SELECTED_QUERY, HeatmapOptions, ProposalOptions, SamplingOptions
 from .precision import support
 from .refinement import look_forward_rows, look_forward_twice, render_look_forward_twice
+from .score_text import score_text, threshold_text
 from .selection import level_scores, render_score_maps, render_selection_step, selection_step
 from .stored import StoredResult
 from .views import (
@@ -325,8 +326,9 @@ def notice_markdown(stored: StoredResult, view: DetectionView, threshold: float,
     if len(view) == 0:
         best = stored.result.detections.scores
         best_score = float(best[0]) if len(best) else 0.0
-        lines.append(f"No detection reaches the score threshold {threshold:.2f} (the best score is "
-                     f"{best_score:.2f}): lower it to see more. The query list offers the best ones anyway.")
+        lines.append(f"No detection reaches the score threshold {threshold_text(threshold)} (the best score is "
+                     f"{score_text(best_score, threshold)}): lower it to see more. The query list offers the best "
+                     f"ones anyway.")
     if reused:
         lines.append("This example's result was computed earlier and reused: the timings in the Runtime tab "
                      "are from that run.")
