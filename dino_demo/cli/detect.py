@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dino_demo detect", description=__doc__.split("\n\n")[0])
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                        help=f"image files (PNG, JPEG, WebP, ...); larger than {MAX_SIDE} px on a side are run downscaled")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint",
                         help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), a "
