@@ -184,3 +184,12 @@ def test_two_models_matched_to_each_other():
     assert [(i, j) for i, j, _ in comparison.pairs] == [(0, 0)]
     assert comparison.only_a == (1,) and comparison.only_b == (1, 2)
     assert comparison.best_iou_a[1] == pytest.approx(1.0, abs=1e-6)   # B put another class there
+
+
+def test_a_score_just_below_the_threshold_does_not_read_as_the_threshold():
+    truth = np.array([[10, 10, 40, 40]], float)
+    result = make_result([([10, 10, 40, 40], {0: 0.29996})] + unused(3))
+    diagnosis = diagnose_image(result, truth, np.array([1]), 0.3)
+    summary = diagnosis.misses[0].summary
+    assert diagnosis.misses[0].verdict == "below_threshold" and "threshold 0.30" in summary
+    assert "a 0.2999" in summary and "0.300" not in summary

@@ -16,6 +16,8 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 MAX_README_LINES = 200
 QUICK_START = ("pip install -r requirements.txt -c constraints.txt && python app.py", "bash scripts/test.sh")
+# Without a GPU: the CPU-only torch first, pinned like the quick start's install, so that it keeps it.
+CPU_TORCH = "pip install torch torchvision -c constraints.txt --index-url https://download.pytorch.org/whl/cpu"
 # Pages other work adds; the README and the index link them already.
 LINKED_PAGES = ("app", "zoo", "training", "onnx", "op", "parity", "deployment", "formats", "library",
                 "families", "denoising", "analysis", "performance")
@@ -105,6 +107,16 @@ def test_readme_is_short_and_keeps_front_matter_and_quick_start():
     assert any(line.startswith("sdk_version: ") for line in front)
     for command in QUICK_START:
         assert command in text, command
+
+
+def test_quick_start_says_how_to_get_a_cpu_only_torch_that_the_next_commands_keep():
+    text = README.read_text(encoding="utf-8")
+    block = text.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert lines[0].startswith(CPU_TORCH) and "CPU-only" in lines[0]
+    assert [line.split("  #")[0].strip() for line in lines[1:]] == list(QUICK_START)
+    pinned = {line.split("==")[0] for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line}
+    assert {"torch", "torchvision"} <= pinned  # what the first line installs, the others keep
 
 
 def test_readme_and_index_link_every_page():

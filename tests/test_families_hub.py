@@ -139,3 +139,38 @@ def test_download_asks_for_what_from_pretrained_needs_with_progress(monkeypatch,
     available[hub.WEIGHTS_INDEX] = json.dumps({"weight_map": {"a": "../../etc/passwd"}})
     with pytest.raises(DownloadError, match="safetensors"):
         hub.download("hf:org/model", policy=Policy())
+
+
+def test_a_hub_failure_names_the_model(monkeypatch, tmp_path, capsys):
+    """Offline or unreachable, a Hub model's error says which model: "hf:ORG/NAME: ... unreachable"
+    from `hub.download`, through the load path and on the command line."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from dino_demo.cli import main
+    from dino_demo.families.load import load
+    from dino_demo.sources.download import Unreachable
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{closed}")
+    for name in ("HF_HUB_OFFLINE", "DINO_DEMO_OFFLINE", "SPACE_ID", "DINO_DEMO_PUBLIC"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(Unreachable, match=r"^hf:tiny-org/nowhere@v1: 127\.0\.0\.1 is unreachable") as raised:
+        hub.download("hf:tiny-org/nowhere@v1", policy=Policy(retry_after_s=0))
+    assert raised.value.host == "127.0.0.1"  # the type and its attributes are kept
+    with pytest.raises(DownloadError, match=r"^hf:tiny-org/elsewhere: 127\.0\.0\.1 is unreachable"):
+        load("hf:tiny-org/elsewhere")
+    with pytest.raises(DownloadError, match=r"^hf:tiny-org/elsewhere: .*failed moments ago"):  # said at once
+        load("hf:tiny-org/elsewhere")
+    monkeypatch.setenv("DINO_DEMO_OFFLINE", "1")
+    with pytest.raises(DownloadError, match=r"^hf:tiny-org/third: downloads are switched off"):
+        hub.download("hf:tiny-org/third")
+    picture = tmp_path / "p.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(picture)
+    assert main(["detect", str(picture), "--model", "hf:tiny-org/third", "--out", str(tmp_path / "o")]) == 1
+    assert capsys.readouterr().err.startswith("error: hf:tiny-org/third: downloads are switched off")

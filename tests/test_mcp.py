@@ -72,6 +72,11 @@ def test_the_published_schema_names_and_describes_the_tools(mcp_app):
         assert len(inspect["properties"][name]["description"]) > 15, name
     assert "query_slot" in inspect["properties"]["slot"]["description"]
     assert inspect["properties"]["head"]["enum"][0] == "all"
+    # internals works over MCP as inspect does: the image given to detect, not a session.
+    internals = tools["internals"]
+    assert internals["description"].startswith("Every array of DINO's result on an image as one internals.npz")
+    assert "MCP agents" in internals["description"] and "no session" not in internals["description"]
+    assert {"image", "model_choice"} <= set(internals["inputSchema"]["properties"])
 
 
 async def _call(url: str, calls: list[tuple[str, dict]]):
@@ -95,17 +100,24 @@ def test_an_agent_detects_then_inspects_a_query(mcp_app):
     Image.open(IMAGE).crop((0, 0, 240, 200)).save(upload, "PNG")  # not an example: no shared example result
     image = "data:image/png;base64," + base64.b64encode(upload.getvalue()).decode()
     try:
-        detected, inspected, no_image = asyncio.run(_call(mcp_app.demo.local_url + "gradio_api/mcp/", [
-            ("detect", {"image": image, "model_choice": MODEL, "threshold": 0.0, "max_detections": 3}),
-            ("inspect", {"slot": 0, "layer": 2, "head": "1", "image": image, "model_choice": MODEL}),
-            ("inspect", {"slot": 0, "layer": 2}),
-        ]))
+        detected, inspected, no_image, internals, no_image_internals = asyncio.run(_call(
+            mcp_app.demo.local_url + "gradio_api/mcp/", [
+                ("detect", {"image": image, "model_choice": MODEL, "threshold": 0.0, "max_detections": 3}),
+                ("inspect", {"slot": 0, "layer": 2, "head": "1", "image": image, "model_choice": MODEL}),
+                ("inspect", {"slot": 0, "layer": 2}),
+                ("internals", {"image": image, "model_choice": MODEL}),
+                ("internals", {}),
+            ]))
     finally:
         models._run = model_run
     text = " ".join(getattr(item, "text", "") for item in detected.content)
     assert not detected.isError and "query_slot" in text and "dino-explorer/detections/1" in text
     text = " ".join(getattr(item, "text", "") for item in inspected.content)
     assert not inspected.isError and "'query_slot': 0" in text and "'heads': [1]" in text
-    assert len(runs) == 1  # inspect reused the result of detect on the same image
+    assert len(runs) == 1  # inspect and internals reused the result of detect on the same image
     # Without the image, an MCP call has no session to read: it is refused, never another agent's result.
     assert no_image.isError and "no session" in " ".join(item.text for item in no_image.content)
+    # internals: the file of that same result, found again by the image.
+    text = " ".join(getattr(item, "text", "") or str(getattr(item, "resource", "")) for item in internals.content)
+    assert not internals.isError and "internals.npz" in text, text
+    assert no_image_internals.isError and "no session" in " ".join(item.text for item in no_image_internals.content)

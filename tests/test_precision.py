@@ -124,19 +124,30 @@ def test_support_notes_say_what_to_expect(monkeypatch):
 
 # -- the choice on the command line (on the page: tests/test_page.py) ------------------------------
 
-def test_cli_detect_runs_in_the_chosen_precision(tmp_path, caplog):
+# The CPU's flags as /proc/cpuinfo would give them: this machine's own, one that emulates bfloat16
+# and one that computes in it (AVX-512 BF16, AMX); the log says what each does, on any machine.
+CPUS = {"this CPU": None, "emulated": frozenset({"avx2"}), "native": frozenset({"avx2", "avx512_bf16", "amx_bf16"})}
+SAID = {"emulated": "emulated, so much slower than float32", "native": "bfloat16 matrix products on this CPU"}
+
+
+@pytest.mark.parametrize("cpu", list(CPUS))
+def test_cli_detect_runs_in_the_chosen_precision(tmp_path, caplog, monkeypatch, cpu):
     import logging
 
     from PIL import Image
 
     from dino_demo.cli import main
 
+    if CPUS[cpu] is not None:
+        monkeypatch.setattr(precision, "cpu_flags", lambda *args: CPUS[cpu])
     image = tmp_path / "scene.png"
     Image.fromarray(generate_scene(4242, 0, SceneSpec(size=96)).image).save(image)
     with caplog.at_level(logging.INFO):
         status = main(["detect", str(image), "--checkpoint", "untrained:dino-tiny", "--precision", "bfloat16",
                        "--out", str(tmp_path / "out")])
     assert status == 0 and (tmp_path / "out" / "detections.json").is_file()
-    assert "precision: bfloat16 on this CPU" in caplog.text
+    assert "precision: " + precision.support("cpu").note("bfloat16") in caplog.text
+    if cpu in SAID:
+        assert SAID[cpu] in caplog.text
     with pytest.raises(SystemExit):  # argparse: not a precision
         main(["detect", str(image), "--precision", "float8", "--out", str(tmp_path / "out")])

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dino_demo denoise", description=__doc__.split("\n\n")[0])
-    parser.add_argument("image", type=Path, metavar="IMAGE")
+    parser.add_argument("image", type=Path, metavar="IMAGE", help="the image whose boxes are denoised")
     parser.add_argument("--boxes", type=Path, required=True, metavar="BOXES.json",
                         help="ground-truth boxes: {\"boxes\": [{\"bbox\": [x, y, w, h], \"category_id\": k}]} in "
                              "pixels, or a COCO annotation file")

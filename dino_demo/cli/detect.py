@@ -9,7 +9,9 @@ the bare list `pycocotools` loads. With --save-internals, also DIR/<name>.intern
 (the model's internals, see `dino_demo.io.internals`; its name is the image entry's "internals").
 With --trace, also DIR/<name>.trace.json per image: every stage of the forward pass with its shape
 and first values, named as in the official code (see `dino_demo.explore.trace`; entry "trace").
-Images that cannot be read are reported and skipped; the exit status is then 1.
+Images that cannot be read are reported and skipped; the exit status is then 1. When a model that
+knows only the eight synthetic shapes (the shipped one) runs on an image that is not one of its
+synthetic scenes (a photo), a warning says so once, and that image's entry carries it in "notes".
 
 With `--onnx model.onnx` (a file from `python -m dino_demo export`) the model runs in ONNX Runtime
 and this command never imports torch.
@@ -29,6 +31,7 @@ from tqdm import tqdm
 
 from ..runtime.detections import DetectionView
 from ..explore.draw.figures import render_detections
+from ..explore.domain import CLI_REMEDY, synthetic_model_note
 from ..io.images import MAX_SIDE, ImageError, load_image
 from ..io.results import coco_results, detections_document, image_record
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
@@ -39,7 +42,8 @@ log = logging.getLogger(__name__)
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dino_demo detect", description=__doc__.split("\n\n")[0])
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                        help=f"image files (PNG, JPEG, WebP, ...); larger than {MAX_SIDE} px on a side are run downscaled")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint",
                         help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), a "
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     detector = onnx_detector(args) if args.onnx else torch_detector(args)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    entries, failed, used_names = [], 0, set()
+    entries, failed, used_names, warned = [], 0, set(), False
     for image_id, path in enumerate(tqdm(args.images, desc="detect", unit="image"), start=1):
         try:
             loaded = load_image(path, max_side=MAX_SIDE)
@@ -170,8 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         trace = Path(annotated).stem + ".trace.json" if args.trace else None
         result, view = detector.detect(loaded.array, args.out / internals if internals else None, str(path),
                                        args.out / trace if trace else None)
+        note = synthetic_model_note(result, CLI_REMEDY)
+        if note and not warned:  # once: the same is true of every other photo
+            log.warning("%s: %s", path, note)
+            warned = True
         entry = {**image_record(result, view, image_id=image_id, file_name=path.name, source=str(path),
-                                given_size=loaded.file_size),
+                                given_size=loaded.file_size, notes=(note,) if note else ()),
                  "annotated": annotated}
         if internals:
             entry["internals"] = internals

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", nargs="+", required=True, help="images, fed at their own size")
     parser.add_argument("--out", required=True, help="output .npz")
     parser.add_argument("--topk-indices", help="npz whose `topk_indices` replace the encoder's selection")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="PyTorch device (default cpu)")
     args = parser.parse_args(argv)
 
     model, cfg = build(model_source(args), variant=args.variant, device=args.device)

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1000, help="synthetic scenes: the set's seed")
     parser.add_argument("--count", type=int, default=200, help="synthetic scenes: how many")
     parser.add_argument("--size", type=int, default=None, help="synthetic scenes: size (default: the model's min_size)")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: its own choice)")
     args = parser.parse_args(argv)
     if (args.images is None) != (args.annotations is None):
         parser.error("--images and --annotations go together")

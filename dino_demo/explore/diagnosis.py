@@ -40,6 +40,7 @@ from ..model.box_ops import box_cxcywh_to_xyxy, box_iou
 from ..runtime.detections import DetectionView
 from ..runtime.result import InferenceResult
 from ..runtime.detections import detection_view
+from .score_text import score_text, threshold_text
 
 MATCH_IOU = 0.5
 NEAR_IOU = 0.3
@@ -307,8 +308,8 @@ def _verdict(result: InferenceResult, view: DetectionView, box: np.ndarray, clas
         q = int(strong_off[np.argmax(class_scores[strong_off])])
         return ("box_off", f"slot {q} scores {name} {class_scores[q]:.2f} but its box reaches IoU "
                            f"{final_iou[q]:.2f} only", None)
-    line = (f"slot {best} has the box (IoU {final_iou[best]:.2f}) and scores {name} {class_scores[best]:.3f}, "
-            f"threshold {threshold:.3f}")
+    line = (f"slot {best} has the box (IoU {final_iou[best]:.2f}) and scores {name} "
+            f"{score_text(class_scores[best], threshold, 3)}, threshold {threshold_text(threshold)}")
     if class_scores[best] >= BELOW_THRESHOLD_FRACTION * threshold:
         return "below_threshold", line, None
     return "low_score", line, None

@@ -22,6 +22,7 @@ from .draw.figures import (
 from .options import SELECTED_QUERY, HeatmapOptions, ProposalOptions, SamplingOptions
 from .precision import support
 from .refinement import look_forward_rows, look_forward_twice, render_look_forward_twice
+from .score_text import score_text, threshold_text
 from .selection import level_scores, render_score_maps, render_selection_step, selection_step
 from .stored import StoredResult
 from .draw.data import (
@@ -320,14 +321,15 @@ def query_choices(result, view: DetectionView, slot: int | None) -> list[tuple[s
 
 
 def notice_markdown(stored: StoredResult, view: DetectionView, threshold: float, reused: bool) -> str:
-    """What the person should know about this result: nothing above the threshold, a reused
-    example result, the op's slower reference path."""
-    lines = []
+    """What the person should know about this result: the stored notes (a model of synthetic shapes
+    on a photo), nothing above the threshold, a reused example result, the op's slower reference path."""
+    lines = list(stored.notes)
     if len(view) == 0:
         best = stored.result.detections.scores
         best_score = float(best[0]) if len(best) else 0.0
-        lines.append(f"No detection reaches the score threshold {threshold:.2f} (the best score is "
-                     f"{best_score:.2f}): lower it to see more. The query list offers the best ones anyway.")
+        lines.append(f"No detection reaches the score threshold {threshold_text(threshold)} (the best score is "
+                     f"{score_text(best_score, threshold)}): lower it to see more. The query list offers the best "
+                     f"ones anyway.")
     if reused:
         lines.append("This example's result was computed earlier and reused: the timings in the Runtime tab "
                      "are from that run.")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .domain import APP_REMEDY, synthetic_model_note
 from ..runtime.result import InferenceResult
 from .draw.pixels import display_canvas
 
@@ -25,7 +26,9 @@ class StoredResult:
     max_input: the cap on the model input's longer side the result was computed with; model: the
     caller's handle of the model that made it (the page keeps its `ui.choices.ModelChoice`, to run
     the encoder again), None when unknown; encoder_layers: that model's number of encoder layers
-    (the encoder view's layer choice, known without the model)."""
+    (the encoder view's layer choice, known without the model); notes: what the person should know
+    about the result, decided while the image was still there (`explore.domain`), for the page's
+    status and the API's detections.json."""
 
     result: InferenceResult
     canvas: np.ndarray
@@ -34,12 +37,14 @@ class StoredResult:
     max_input: int | None = None
     model: object | None = None
     encoder_layers: int = 0
+    notes: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, result: InferenceResult, file_name: str = "", max_input: int | None = None,
            model: object | None = None, encoder_layers: int = 0) -> "StoredResult":
         canvas, scale = display_canvas(result.image)
-        return cls(compact(result), canvas, scale, file_name, max_input, model, encoder_layers)
+        notes = tuple(note for note in (synthetic_model_note(result, APP_REMEDY),) if note)
+        return cls(compact(result), canvas, scale, file_name, max_input, model, encoder_layers, notes)
 
     @property
     def nbytes(self) -> int:

@@ -96,6 +96,21 @@ def download(source: str, progress: Progress | None = None, policy: Policy | Non
     """The local folder (huggingface_hub's snapshot folder) holding what `from_pretrained` needs of
     a Hub id, downloaded where missing. Raises DownloadError (a ValueError) when not allowed or
     not available."""
+    try:
+        return _download(source, progress, policy)
+    except DownloadError as error:  # a failure names the model: "hf:ORG/NAME: huggingface.co is unreachable ..."
+        raise named(error, str(Source.parse(source))) from None
+
+
+def named(error: DownloadError, model: str) -> DownloadError:
+    """`error` (its type and attributes kept) with its message led by `model`, unless it already is."""
+    text = str(error)
+    if not text.startswith(model):
+        error.args = (f"{model}: {text}",)
+    return error
+
+
+def _download(source: str, progress: Progress | None, policy: Policy | None) -> Path:
     repo_id, revision = parse(source)
     policy = policy or Policy.from_env()
     if not allowed(repo_id, policy):

@@ -22,7 +22,9 @@ orientation; an image larger than the loader's limit is run downscaled and its b
 with `input_size` the model's input), `bbox` is COCO's [x, y, width, height] of the same box; `query_slot` is the decoder
 query slot (0..num_queries-1) the detection came from; detections are best first. `source` is the
 path as given on the command line (absent for uploads), `annotated` the file name of the drawn
-copy the command line wrote; `image_id` is unique within the file.
+copy the command line wrote; `image_id` is unique within the file. `notes`, present only when there
+is something to say, lists sentences for the person about that image's result, e.g. that the
+shipped model, which knows only eight synthetic shapes, ran on a photo.
 """
 from __future__ import annotations
 
@@ -50,11 +52,12 @@ def detection_records(view, scale: tuple[float, float] = (1.0, 1.0)) -> list[dic
 
 
 def image_record(result, view, *, image_id: int, file_name: str = "", source: str | None = None,
-                 given_size: tuple[int, int] | None = None) -> dict[str, Any]:
+                 given_size: tuple[int, int] | None = None, notes: tuple[str, ...] = ()) -> dict[str, Any]:
     """The entry of one image: its size as given, the model input size and its detections (`view`,
     an `runtime.detections.DetectionView` of `result`, a `runtime.InferenceResult` or
     `export.runtime.OnnxResult`), in the pixels of the image as given: `given_size` (H, W), else
-    the result's `source_size`, is the size before the loader downscaled it (boxes are scaled back)."""
+    the result's `source_size`, is the size before the loader downscaled it (boxes are scaled back).
+    `notes`: sentences for the person about this result (the entry's "notes", left out when empty)."""
     ran_h, ran_w = result.size
     height, width = given_size or getattr(result, "source_size", None) or result.size
     record = {"image_id": int(image_id), "file_name": file_name}
@@ -65,6 +68,8 @@ def image_record(result, view, *, image_id: int, file_name: str = "", source: st
         "input_size": {"width": int(result.input_size[1]), "height": int(result.input_size[0])},
         "detections": detection_records(view, (width / ran_w, height / ran_h)),
     })
+    if notes:
+        record["notes"] = list(notes)
     return record
 
 

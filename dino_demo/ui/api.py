@@ -3,11 +3,16 @@ per endpoint, one parameter per value a client sends, and docstrings written for
 API page and for MCP agents (Gradio builds the tool descriptions from them).
 
 "/detect" stores its result in the caller's session for "/inspect", "/encoder" and "/internals".
-MCP calls all share one Gradio session, so over MCP nothing is read from a session: "inspect" and
-"encoder" take the image (and model) given to "detect", whose result is stored by content and
-reused (`Results.shared`).
+MCP calls all share one Gradio session, so over MCP nothing is read from a session: "inspect",
+"encoder" and "internals" take the image (and model) given to "detect", whose result is stored by
+content and reused (`Results.shared`).
 """
 from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from pathlib import Path
 
 import gradio as gr
 
@@ -21,6 +26,10 @@ from .encoder_tab import EncoderTab
 from .events import PageEvent, Views
 from .inputs import ControlError, DetectRequest, PageControls
 from .services import Services
+
+# Files made for calls without a session (`internals` over MCP): one folder per call, kept this long.
+SESSION_FREE = "session-free"
+SESSION_FREE_SECONDS = 600
 
 
 class ApiEndpoints:
@@ -121,16 +130,25 @@ class ApiEndpoints:
         views = EncoderTab(self.services.models).typed_token(PageEvent(session, controls), stored)
         return {name: views[name] for name in ("enc_image", "enc_points", "enc_mass")}
 
-    def internals(self, session, request: gr.Request = None) -> Views:
-        """Every array of the session's last detection as one internals.npz file (see docs/app.md).
+    def internals(self, session, image=None, model_choice=None, checkpoint=None, variant="auto", max_input=None,
+                  request: gr.Request = None, progress=gr.Progress()) -> Views:
+        """Every array of DINO's result on an image as one internals.npz file: detections, the encoder's selection, boxes and references per decoder layer, sampling points and attention weights of every query.
+
+        Reads the session's last `detect`, or, when `image` is given (as MCP agents do), the result of `detect` on that image with that model (computed once, then reused).
+
+        Args:
+            image: the image given to `detect`; leave empty to use the session's last detection.
+            model_choice: the model given to `detect` (with `image`).
+            checkpoint: the checkpoint given to `detect` (with `image` and model "custom").
+            variant: the variant given to `detect` (with `image`).
+            max_input: the max input side given to `detect` (with `image`).
 
         Returns:
-            The internals.npz file: boxes, scores, per-layer references, sampling locations and attention weights.
+            The internals.npz file (NumPy arrays, described in docs/formats.md): boxes, scores, per-layer references, sampling locations and attention weights.
         """
-        if from_mcp(request):
-            raise ValueError("internals is for sessions of the page or gradio_client; MCP calls have none.")
-        stored = self.services.results.stored(session)
-        path = write_internals(stored.result, session.downloads() / "internals.npz", source=stored.file_name)
+        stored = self._api_result(session, request, progress, image, model_choice, checkpoint, variant, max_input)
+        folder = session_free_folder(self.services.sessions.files_folder) if image is not None else session.downloads()
+        path = write_internals(stored.result, folder / "internals.npz", source=stored.file_name)
         return {"download_internals": str(path)}
 
     def _api_result(self, session, request, progress, image, model_choice, checkpoint, variant,
@@ -150,6 +168,23 @@ def _by_image(image, model_choice, checkpoint, variant, max_input, precision: st
     model runs in the app's precision (`DINO_DEMO_PRECISION`)."""
     return DetectRequest.parse(image, model_choice or choices.default_choice(), checkpoint, variant,
                                inputs.MAX_INPUT_SIDE if max_input is None else max_input, precision, prompt)
+
+
+def session_free_folder(files_folder: Path) -> Path:
+    """A new folder for one file of a call without a session (MCP), under `files_folder`'s
+    `SESSION_FREE` folder; those older than `SESSION_FREE_SECONDS` go first (Gradio has copied
+    them to its own cache for the caller by then)."""
+    root = files_folder / SESSION_FREE
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        try:
+            if time.time() - old.stat().st_mtime > SESSION_FREE_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # another call removed it meanwhile
+            pass
+    folder = root / uuid.uuid4().hex
+    folder.mkdir()
+    return folder
 
 
 def from_mcp(request: gr.Request | None) -> bool:

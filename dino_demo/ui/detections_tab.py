@@ -124,7 +124,8 @@ def detection_views(stored: StoredResult, view: DetectionView, slot: int | None,
 def detections_json(stored: StoredResult, view: DetectionView, options: DetectionOptions) -> dict:
     """detections.json of the view (docs/formats.md)."""
     result = stored.result
-    entry = image_record(result, view, image_id=coco_image_id(stored.file_name, 1), file_name=stored.file_name)
+    entry = image_record(result, view, image_id=coco_image_id(stored.file_name, 1), file_name=stored.file_name,
+                         notes=stored.notes)
     return detections_document([entry], model_id=result.model_id, variant=result.variant,
                                threshold=options.threshold, max_detections=options.max_detections,
                                max_input_side=stored.max_input)

@@ -37,5 +37,5 @@ def _api_endpoints(ui, endpoints: ApiEndpoints, model_run: dict) -> None:
           [ui.session, ui.token_level, ui.token_row, ui.token_col, ui.enc_layer, ui.enc_head, ui.enc_level,
            ui.enc_color, *by_image], [ui.enc_image, ui.enc_points, ui.enc_mass], api_name="encoder", **raw,
           **model_run)
-    gr.on([], api(ui, endpoints.internals), [ui.session], [ui.download_internals],
-          api_name="internals", **raw)
+    gr.on([], api(ui, endpoints.internals), [ui.session, *by_image], [ui.download_internals],
+          api_name="internals", **raw, **model_run)
