@@ -18,8 +18,8 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops.misc import FrozenBatchNorm2d
 
+from ..model.backbone import FrozenBatchNorm2d
 from ..model.detector import DINO
 
 FFN_CHUNK = 4096
