@@ -115,3 +115,29 @@ def test_packed_linear_runs_in_autocasts_dtype():
         torch.testing.assert_close(packed(x), torch.relu(linear(x)), atol=1e-5, rtol=0)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert packed(x).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("precast", [False, True])
+def test_bfloat16_weights_cast_once_give_autocasts_numbers(precast):
+    if not fast.onednn_available():
+        pytest.skip("this PyTorch has no oneDNN packed linear")
+    torch.manual_seed(0)
+    linear = nn.Linear(8, 4)
+    packed = fast.PackedLinear(linear, precast=precast)
+    x = torch.randn(5, 8)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = linear(x)
+        actual = packed(x)
+    assert actual.dtype == torch.bfloat16
+    torch.testing.assert_close(actual, expected, atol=0, rtol=0)
+    assert (packed._bfloat16 is not None) == precast
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_the_cpus_bfloat16_support_chooses_pre_cast_weights(folders, monkeypatch, native):
+    if not fast.onednn_available():
+        pytest.skip("this PyTorch has no oneDNN packed linear")
+    monkeypatch.setattr(fast.speed, "native_bfloat16", lambda: native)
+    handle = load(folders["deformable-detr"])
+    layers = [m for m in handle.model.modules() if isinstance(m, fast.PackedLinear)]
+    assert layers and all(layer.precast == native for layer in layers)

@@ -7,9 +7,10 @@ module tree (the capture hooks and our op's layer mapping sit on modules it leav
 - **BatchNorm folded**: every convolution followed by a (frozen) BatchNorm in a ResNet / HGNet
   backbone or a conv-norm layer gets the norm's scale and shift in its own weight and bias, and
   the norm becomes an identity (one pass over each feature map instead of three);
-- **pre-packed linears** (CPU, float32): the transformer layers' `nn.Linear`s and the backbone's
-  become `PackedLinear`, oneDNN with the weight re-laid out once (as DINO's own fast path,
-  `explore.speed`); under autocast they are plain linear layers in autocast's dtype;
+- **pre-packed linears** (CPU, float32): every `nn.Linear` (transformer layers, backbone, text
+  encoder, heads) becomes `PackedLinear`, oneDNN with the weight re-laid out once (DINO's own
+  fast path, `explore.speed`); under autocast they are plain linear layers in autocast's dtype,
+  with bfloat16 weights cast once where the CPU has native bfloat16;
 - **blocked feed-forward layers**: fc1, ReLU and fc2 of every encoder and decoder layer run in
   token blocks with the ReLU fused into fc1's product (no [tokens, ffn_dim] intermediate: 180 MB
   per Grounding DINO encoder layer at 800x1333);
@@ -29,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..explore import speed
+
 FFN_BLOCK = 4096
 # (convolution, norm) attribute pairs of transformers' conv-norm layers (ResNet, HGNet, RT-DETR)
 CONV_NORM_NAMES = (("convolution", "normalization"), ("conv", "norm"))
@@ -41,14 +44,15 @@ def optimize(model: nn.Module) -> nn.Module:
     """Apply the fast paths above to a transformers detector in eval mode; returns `model`."""
     device = next(model.parameters()).device
     packed = device.type == "cpu" and onednn_available()
+    precast = packed and speed.native_bfloat16()
     fold_batch_norms(model)
-    block_feed_forwards(model, packed)
+    block_feed_forwards(model, packed, precast)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child).__name__ == FUSION_ATTENTION:
                 setattr(parent, name, FoldedBiAttention(child))
     if packed:
-        pack_linears(model)
+        pack_linears(model, precast)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     model.dino_demo_fast = True
@@ -90,22 +94,19 @@ def _fold(conv: nn.Conv2d, norm: nn.Module) -> None:
 
 # -- pre-packed linears and blocked feed-forward layers -----------------------------------------
 
-class PackedLinear(nn.Module):
-    """An inference-only `nn.Linear` (any leading dims) whose weight oneDNN re-laid out once for
-    float32 products, with an optional fused ReLU (`relu`). Under autocast, or for inputs that are
-    not float32, it is a plain linear layer on the unpacked weight."""
+class PackedLinear(speed.PackedLinear):
+    """DINO's packed linear layer (`explore.speed.PackedLinear`: oneDNN, weight re-laid out once;
+    under autocast a plain linear layer in autocast's dtype, bfloat16 weights pre-cast once where
+    the CPU has native bfloat16) for inputs with any leading dims, with an optional fused ReLU
+    (`relu`). Inputs that are not float32 outside autocast take the plain linear layer too."""
 
-    def __init__(self, linear: nn.Linear, relu: bool = False, rows_hint: int = FFN_BLOCK):
-        super().__init__()
-        weight = linear.weight.detach()
-        self.in_features, self.out_features, self.relu = weight.shape[1], weight.shape[0], relu
-        self.register_buffer("packed", torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint), persistent=False)
-        self.register_buffer("weight", weight, persistent=False)
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach(), persistent=False)
+    def __init__(self, linear: nn.Linear, relu: bool = False, rows_hint: int = FFN_BLOCK, precast: bool = False):
+        super().__init__(linear, rows_hint, precast)
+        self.in_features, self.relu = linear.weight.shape[1], relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type):
-            y = F.linear(x, self.weight, self.bias)
+            y = F.linear(x, *self.autocast_weights(x.device.type))
             return F.relu(y) if self.relu else y
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "relu" if self.relu else "none", [], "")
 
@@ -114,11 +115,11 @@ class BlockedFeedForward(nn.Module):
     """relu(x W1^T + b1) W2^T + b2 over [..., C] inputs in blocks of `block` tokens: the [tokens,
     hidden] intermediate exists one block at a time."""
 
-    def __init__(self, fc1: nn.Linear, fc2: nn.Linear, packed: bool, block: int = FFN_BLOCK):
+    def __init__(self, fc1: nn.Linear, fc2: nn.Linear, packed: bool, block: int = FFN_BLOCK, precast: bool = False):
         super().__init__()
         self.block = block
-        self.fc1 = PackedLinear(fc1, relu=True) if packed else _ReluLinear(fc1)
-        self.fc2 = PackedLinear(fc2) if packed else fc2
+        self.fc1 = PackedLinear(fc1, relu=True, precast=precast) if packed else _ReluLinear(fc1)
+        self.fc2 = PackedLinear(fc2, precast=precast) if packed else fc2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
@@ -156,7 +157,7 @@ def _is_relu(module) -> bool:
     return isinstance(module, nn.ReLU) or type(module).__name__ == "ReLU"
 
 
-def block_feed_forwards(model: nn.Module, packed: bool) -> int:
+def block_feed_forwards(model: nn.Module, packed: bool, precast: bool = False) -> int:
     """Replace each ReLU feed-forward (a module with `fc1`, `fc2` and a ReLU `activation_fn` /
     `activation`, used as act(fc1(x)) then fc2) by a `BlockedFeedForward`; returns how many.
     Inline ones (Grounding DINO's layers call `self.fc2(self.activation_fn(self.fc1(x)))`) keep
@@ -165,7 +166,8 @@ def block_feed_forwards(model: nn.Module, packed: bool) -> int:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child).__name__ in FFN_OWNERS and _is_relu(getattr(child, "activation_fn", None)):
-                setattr(parent, name, _FeedForwardMLP(BlockedFeedForward(child.fc1, child.fc2, packed)))
+                ffn = BlockedFeedForward(child.fc1, child.fc2, packed, precast=precast)
+                setattr(parent, name, _FeedForwardMLP(ffn))
                 count += 1
         if type(parent).__name__ in FFN_OWNERS:
             continue
@@ -173,7 +175,7 @@ def block_feed_forwards(model: nn.Module, packed: bool) -> int:
         act_name = next((n for n in ("activation_fn", "activation") if hasattr(parent, n)), None)
         if (type(fc1) is nn.Linear and type(fc2) is nn.Linear and act_name
                 and _is_relu(getattr(parent, act_name)) and type(parent).__name__.startswith(_INLINE_FFN)):
-            parent.fc1 = BlockedFeedForward(fc1, fc2, packed)
+            parent.fc1 = BlockedFeedForward(fc1, fc2, packed, precast=precast)
             setattr(parent, act_name, nn.Identity())
             parent.fc2 = nn.Identity()
             count += 1
@@ -185,13 +187,13 @@ _INLINE_FFN = ("GroundingDinoDeformableLayer", "GroundingDinoDecoderLayer", "Gro
                "DeformableDetrDecoderLayer", "DeformableDetrEncoderLayer")
 
 
-def pack_linears(model: nn.Module) -> int:
+def pack_linears(model: nn.Module, precast: bool = False) -> int:
     """Replace every plain `nn.Linear` of `model` by a `PackedLinear`; returns how many."""
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
-                setattr(parent, name, PackedLinear(child))
+                setattr(parent, name, PackedLinear(child, precast=precast))
                 count += 1
     return count
 
