@@ -30,6 +30,9 @@ import torch
 import transformers as T
 
 
+MODELS = ("deformable-detr", "grounding-dino")
+
+
 def _resnet50() -> dict:
     return dict(backbone_config=T.ResNetConfig(out_features=["stage2", "stage3", "stage4"]), use_timm_backbone=False,
                 backbone=None, use_pretrained_backbone=False)
@@ -90,8 +93,7 @@ def measure(name: str, folder: Path, repeats: int, warmup: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=("deformable-detr", "grounding-dino"),
-                        default=["deformable-detr", "grounding-dino"])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--json", help="write the results here")

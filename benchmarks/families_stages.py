@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from families import save_model  # noqa: E402
+from families import MODELS, save_model  # noqa: E402
 
 def _stage_of(name: str) -> str | None:
     parts = name.split(".")
@@ -102,16 +102,13 @@ def measure(name: str, folder: Path, ops: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=("deformable-detr", "grounding-dino"),
-                        default=["grounding-dino", "deformable-detr"])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--ops", action="store_true", help="also profile operators (one more forward per path)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     logging.getLogger("kernels").setLevel(logging.ERROR)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
-            rows.append(measure(name, save_model(name, Path(tmp) / name), args.ops))
+        rows = [measure(name, save_model(name, Path(tmp) / name), args.ops) for name in args.models]
     for row in rows:
         stages = row["stages"]
         print(f"\n{row['model']}: CPU seconds per stage")
