@@ -1,14 +1,16 @@
 """End-to-end images per second of transformers' Deformable DETR and Grounding DINO on the CPU,
-stock (transformers' own `grid_sample` attention) against our op (the fused CPU kernel through
-the `kernels` layer mapping, `dino_demo.families.op`).
+stock (transformers' own modules and `grid_sample` attention) against the project's path, "our op":
+what the app runs, the fused CPU kernel through the `kernels` layer mapping
+(`dino_demo.families.op`) and the inference fast paths of `dino_demo.families.fast`.
 
     python benchmarks/families.py --repeats 5 --json benchmarks/results/families.json
 
 The models are the published architectures (Deformable DETR R50 two-stage with box refinement;
 Grounding DINO Swin-T with BERT-base) with seeded random weights: the work does not depend on the
 weights. Each image goes through `dino_demo.families.inference.run` (behind `families.detector.FamilyDetector`) as the app and `detect` run it
-(processor, model with the internals captured, post-processing), at 800x1333. The same model
-switches between the two attention paths, alternating image by image, so that both see the same
+(processor, model with the internals captured, post-processing), at 800x1333. The two paths are
+two loads of the same folder (`load(..., our_op=False, fast=False)` and `load(...)`), alternating
+image by image, so that both see the same
 load on a shared machine; the figures are medians of wall time (images/s) and of the process's CPU
 time (less sensitive to other jobs on a loaded machine).
 """
@@ -28,12 +30,16 @@ import torch
 import transformers as T
 
 
+MODELS = ("deformable-detr", "grounding-dino")
+
+
 def _resnet50() -> dict:
     return dict(backbone_config=T.ResNetConfig(out_features=["stage2", "stage3", "stage4"]), use_timm_backbone=False,
                 backbone=None, use_pretrained_backbone=False)
 
 
-def _save(name: str, folder: Path) -> Path:
+def save_model(name: str, folder: Path) -> Path:
+    """Write the published architecture `name` with seeded random weights into `folder`."""
     torch.manual_seed(0)
     size = {"shortest_edge": 800, "longest_edge": 1333}
     if name == "deformable-detr":
@@ -60,17 +66,16 @@ def measure(name: str, folder: Path, repeats: int, warmup: int) -> dict:
     from dino_demo.families.inference import run
     from dino_demo.families.load import load
 
-    handle = load(folder)
+    handles = {"transformers": load(folder, our_op=False, fast=False), "our op": load(folder)}
     image = np.random.default_rng(0).integers(0, 255, (800, 1333, 3), dtype=np.uint8)
-    prompt = "cat . remote control . couch ." if handle.family.text_prompt else None
+    prompt = "cat . remote control . couch ." if handles["our op"].family.text_prompt else None
     seconds = {"transformers": [], "our op": []}
     cpu_seconds = {"transformers": [], "our op": []}
     backends = {}
     for step in range(warmup + repeats):
         for path in ("transformers", "our op") if step % 2 == 0 else ("our op", "transformers"):
-            handle.use_op(path == "our op")
             start, cpu_start = time.perf_counter(), time.process_time()
-            result = run(handle, image, prompt=prompt)
+            result = run(handles[path], image, prompt=prompt)
             elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
             backends[path] = result.backend[0]
             if step >= warmup:
@@ -88,8 +93,7 @@ def measure(name: str, folder: Path, repeats: int, warmup: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=("deformable-detr", "grounding-dino"),
-                        default=["deformable-detr", "grounding-dino"])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--json", help="write the results here")
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            row = measure(name, _save(name, Path(tmp) / name), args.repeats, args.warmup)
+            row = measure(name, save_model(name, Path(tmp) / name), args.repeats, args.warmup)
             print(json.dumps(row), flush=True)
             rows.append(row)
     print(f"{'model':18s} {'transformers img/s':>18s} {'our op img/s':>13s} {'speed-up':>9s} {'CPU-time speed-up':>18s}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..model.config import get_config
+from ..model.skeleton import on_meta
 from ..model.detector import build_model
 from ..paths import url_checkpoints_dir
 from ..runtime import Detector, load_detector
@@ -162,7 +163,7 @@ def _variant_bytes(name: str) -> int:
         cfg = get_config(name)
     except ValueError:
         return 0
-    with torch.device("meta"):
+    with on_meta():
         skeleton = build_model(cfg)
     return sum(t.numel() * 4 for t in [*skeleton.parameters(), *skeleton.buffers()])
 

@@ -17,6 +17,7 @@ from ..sources.download import Progress
 from ..sources.source import Source, SourceKind
 from . import capture, family_of, hub
 from .base import Family
+from .fast import optimize
 from .op import use_op
 
 CONFIG = "config.json"
@@ -80,8 +81,9 @@ def is_model_folder(path: str | Path) -> bool:
 
 
 def load(source: str | Path | Source, device: str | torch.device = "cpu", *, our_op: bool = True,
-         progress: Progress | None = None) -> FamilyModel:
-    """A folder written by `save_pretrained`, or "hf:ORG/NAME[@REVISION]", ready for inference."""
+         progress: Progress | None = None, fast: bool = True) -> FamilyModel:
+    """A folder written by `save_pretrained`, or "hf:ORG/NAME[@REVISION]", ready for inference
+    (`fast`: with the inference fast paths of `fast.optimize`; off: transformers' modules as loaded)."""
     parsed = Source.parse(source)
     if not parsed.is_transformers:
         raise ValueError(f"{parsed} is not a transformers model (an hf:ORG/NAME id or a save_pretrained folder)")
@@ -104,6 +106,8 @@ def load(source: str | Path | Source, device: str | torch.device = "cpu", *, our
     except (OSError, KeyError, TypeError) as error:
         raise ValueError(f"{source}: not a loadable {family.name} folder ({error})") from None
     model = model.to(device).eval()
+    if fast:
+        optimize(model)
     capture.install(model)
     use_op(model, our_op)
     return FamilyModel(model, processor, family, _settings(model, processor, family), source, our_op)

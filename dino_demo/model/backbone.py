@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
-from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.models.resnet import BasicBlock
-from torchvision.ops.misc import FrozenBatchNorm2d
+
+from ..vision import import_torchvision
+
+torchvision = import_torchvision()  # without torch._dynamo, which inference never uses
+IntermediateLayerGetter = torchvision.models._utils.IntermediateLayerGetter
+BasicBlock = torchvision.models.resnet.BasicBlock
+FrozenBatchNorm2d = torchvision.ops.misc.FrozenBatchNorm2d
 
 
 def downsample_mask(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch
 
 from .. import paths
 from ..model.config import STORED_LIMITS, VARIANTS, DINOConfig, get_config
+from ..model.skeleton import on_meta
 from ..model.detector import DINO, build_model
 from . import download, layouts, zoo
 from .download import Progress
@@ -302,7 +303,7 @@ def check_fits(cfg: DINOConfig, state_dict: dict[str, torch.Tensor], source: str
     """Raise CheckpointError unless `state_dict` has exactly the keys, shapes and kinds of dtype of
     the model `cfg` builds. The model is built on the meta device: nothing is allocated, so a
     config that asks for a huge model costs nothing when the file's tensors do not match it."""
-    with torch.device("meta"):
+    with on_meta():
         skeleton = build_model(cfg)
     report = mismatch_report(skeleton, state_dict)
     if report:
