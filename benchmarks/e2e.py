@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cpu() -> dict:
-    from dino_demo.explore.precision import support
+    from dino_demo.runtime.precision import support
 
     found = support("cpu")
     return {"capability": found.capability, "native_bfloat16": found.native_bfloat16,

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats must be >= 1")
 
     from dino_demo import ops
-    from dino_demo.explore.precision import support
+    from dino_demo.runtime.precision import support
 
     op_bench = _op_bench()
     implementation, reason = ops.backend(args.device)

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dino_demo.runtime.dino import run
-    from dino_demo.explore.precision import support
+    from dino_demo.runtime.precision import support
     from dino_demo.runtime.speed import optimize_for_inference
     from dino_demo.explore.draw.data import detection_view
     from dino_demo.sources.checkpoint import load_model

@@ -283,7 +283,7 @@ def test_the_precision_choice_runs_the_model_in_it_and_the_runtime_panel_says_wh
     """The Precision radio is a Detect control: the run (and its example-cache entry) is in the
     chosen precision, the Runtime panel says which and what the device offers, and a value
     outside the choices is one status line."""
-    from dino_demo.explore import precision
+    from dino_demo.runtime import precision
 
     radio = next(c for c in app.demo.config["components"] if c.get("props", {}).get("elem_id") == "precision")
     assert [choice[0] for choice in radio["props"]["choices"]] == list(precision.PRECISIONS)

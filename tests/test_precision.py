@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from dino_demo.explore import precision
+from dino_demo.runtime import precision
 from dino_demo.runtime.dino import run
 from dino_demo.explore.models import load
 from dino_demo.explore.draw.data import detection_view

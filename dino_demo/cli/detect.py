@@ -104,7 +104,7 @@ class Detector:
 def torch_detector(args: argparse.Namespace) -> Detector:
     """The PyTorch path (`runtime.Detector.run`)."""
     from ..explore.models import load
-    from ..explore.precision import support
+    from ..runtime.precision import support
     from ..explore.trace import trace_document, traced_run
     from ..runtime.detections import detection_view
     from ..io.internals import write_internals

@@ -20,7 +20,7 @@ from .draw.figures import (
     render_sampling,
 )
 from .options import SELECTED_QUERY, HeatmapOptions, ProposalOptions, SamplingOptions
-from .precision import support
+from ..runtime.precision import support
 from .refinement import look_forward_rows, look_forward_twice, render_look_forward_twice
 from .score_text import score_text, threshold_text
 from .selection import level_scores, render_score_maps, render_selection_step, selection_step

@@ -9,7 +9,7 @@ module tree (the capture hooks and our op's layer mapping sit on modules it leav
   the norm becomes an identity (one pass over each feature map instead of three);
 - **pre-packed linears** (CPU, float32): every `nn.Linear` (transformer layers, backbone, text
   encoder, heads) becomes `PackedLinear`, oneDNN with the weight re-laid out once (DINO's own
-  fast path, `explore.speed`); under autocast they are plain linear layers in autocast's dtype,
+  fast path, `runtime.speed`); under autocast they are plain linear layers in autocast's dtype,
   with bfloat16 weights cast once where the CPU has native bfloat16;
 - **blocked feed-forward layers**: fc1, ReLU and fc2 of every encoder and decoder layer run in
   token blocks with the ReLU fused into fc1's product (no [tokens, ffn_dim] intermediate: 180 MB
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..explore import speed
+from ..runtime import speed
 
 FFN_BLOCK = 4096
 # (convolution, norm) attribute pairs of transformers' conv-norm layers (ResNet, HGNet, RT-DETR)
@@ -95,7 +95,7 @@ def _fold(conv: nn.Conv2d, norm: nn.Module) -> None:
 # -- pre-packed linears and blocked feed-forward layers -----------------------------------------
 
 class PackedLinear(speed.PackedLinear):
-    """DINO's packed linear layer (`explore.speed.PackedLinear`: oneDNN, weight re-laid out once;
+    """DINO's packed linear layer (`runtime.speed.PackedLinear`: oneDNN, weight re-laid out once;
     under autocast a plain linear layer in autocast's dtype, bfloat16 weights pre-cast once where
     the CPU has native bfloat16) for inputs with any leading dims, with an optional fused ReLU
     (`relu`). Inputs that are not float32 outside autocast take the plain linear layer too."""

@@ -111,7 +111,7 @@ def run_batch(model: torch.nn.Module, cfg: DINOConfig, images: list[np.ndarray],
         takes half-precision values and weights at float32 locations and accumulates in float32;
         softmax, the two-stage selection's scores and the box references stay float32. Outputs
         are float32 either way. On a CPU without native bfloat16 this is much slower than float32
-        (`explore.precision.support` says which CPU has it).
+        (`runtime.precision.support` says which CPU has it).
     on_stage: called with (stage, seconds) as each stage ends ("preprocess", "backbone",
         "encoder", "decoder", "postprocess", "total"), from the thread that runs the model.
     source_sizes: per image, its (H, W) as given when the image is a downscaled copy (the

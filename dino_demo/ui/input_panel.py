@@ -11,7 +11,7 @@ import logging
 
 import gradio as gr
 
-from ..explore import precision as precisions
+from ..runtime import precision as precisions
 from ..io.images import MAX_SIDE, load_image
 from ..model.config import VARIANTS
 from ..sources import zoo

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..runtime.result import PRECISIONS
+from .result import PRECISIONS
 # /proc/cpuinfo flags of native bfloat16 arithmetic (AVX-512 BF16; AMX tiles, Sapphire Rapids on).
 BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 CPUINFO = Path("/proc/cpuinfo")
