@@ -2,7 +2,7 @@
 
     python benchmarks/redraw.py [--variant dino-4scale-r50] [--size 800 1066] [--repeats 5]
 
-Runs the model once, stores the result as a Detect does, then times the page's own callbacks
+Runs the model once, stores the result as a Detect does, then times the page's own handlers
 (the handlers of `dino_demo.ui`'s tabs, through the one `redraw` guard of `ui.results.Results`) that the threshold, query, layer,
 head, level, proposal, heatmap and encoder controls trigger, and prints the median and worst time
 of each, and the bytes the stored result holds. "encoder click" picks a new token each time (the

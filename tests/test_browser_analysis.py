@@ -135,10 +135,13 @@ def test_open_a_listed_miss_in_the_explorer(page, tmp_path):
 def test_two_models_side_by_side(page):
     ARTIFACTS.mkdir(exist_ok=True)
     _detect(page, IMAGE)
-    from dino_demo.explore.compare import compare_results
+    from dino_demo.explore.compare import compare_detections
+    from dino_demo.runtime.detections import detection_view
+    from dino_demo.ui.compare_tab import per_query
 
     image = np.asarray(Image.open(IMAGE).convert("RGB"))
-    expected = compare_results(load(MODEL).run(image), load("untrained:dino-tiny").run(image), 0.3)
+    a, b = (per_query(detection_view(load(m).run(image), 0.3)) for m in (MODEL, "untrained:dino-tiny"))
+    expected = compare_detections(a, b, 0.3)  # each query once, as the tab compares them
     open_tab(page, "Diagnose", "Compare")
     page.locator("#compare-b input").click()
     page.get_by_role("option", name=re.compile(r"^dino-tiny, untrained")).click()
