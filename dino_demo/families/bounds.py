@@ -36,11 +36,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import env
+from ..io.set_limits import json_depth
 
 LARGE_VARIABLE = "DINO_DEMO_ALLOW_LARGE_MODEL"
 CONFIG = "config.json"
@@ -168,22 +168,6 @@ def read_json(path: Path, name: str):
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as error:
         raise ValueError(f"{name}: {path.name} is not valid JSON ({str(error)[:80]})") from None
-
-
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_NOT_BRACKET = bytes(c for c in range(256) if c not in b"[]{}")
-
-
-def json_depth(data: bytes) -> int:
-    """How deeply arrays and objects nest in JSON text `data` (strings skipped), without parsing it."""
-    import numpy as np
-
-    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKET)
-    if not brackets:
-        return 0
-    codes = np.frombuffer(brackets, dtype=np.uint8)
-    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)
-    return int(np.cumsum(steps).max())
 
 
 def check_config(config: dict, name: str, limits: ModelLimits) -> None:
