@@ -37,6 +37,7 @@ from ..paths import EXAMPLES_DIR
 from ..sources import zoo
 from ..sources.download import DownloadError, Policy
 from . import choices, cleanup, families_ui, gpu, inputs
+from .busy import model_turn
 from .files import write_atomically
 from .inputs import ControlError, DetectRequest, PageControls
 from .memory import release_freed_memory
@@ -191,7 +192,7 @@ class Explorer:
             return stored, key, True
         progress(0.3, desc=f"Running DINO: {estimate.describe()}; backbone")
         try:
-            with self.model_slot:
+            with model_turn(self.model_slot):
                 result = self._run(model, cfg, loaded.array, max_size=max_input,
                                    precision=request.precision, model_id=model_id,
                                    source_size=loaded.file_size,
@@ -447,7 +448,7 @@ class Explorer:
             raise ValueError("This result does not say which model made it: press Detect again.")
         model, _ = self.load_model(stored.model)
         try:
-            with self.model_slot:
+            with model_turn(self.model_slot):
                 return self._token_attention(model, stored.result, [token], precision=stored.result.precision)[0]
         except RuntimeError as err:
             log.exception("encoder attention failed")

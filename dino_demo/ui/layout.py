@@ -23,7 +23,7 @@ from ..explore.options import HEATMAP_SOURCES, POINT_COLORS, PROPOSAL_COLORS
 from ..model.config import VARIANTS, DINOConfig
 from ..sources import zoo
 from ..sources.download import Policy
-from . import (analysis_tab, choices, cleanup, compare_tab, denoising_tab, families_ui, gpu, inputs, memory,
+from . import (analysis_tab, busy, choices, cleanup, compare_tab, denoising_tab, families_ui, gpu, inputs, memory,
                region_tab, steps_tab)
 from .callbacks import Explorer, max_input_label
 from .session import Session
@@ -334,7 +334,7 @@ def build_app(settings: AppSettings | None = None, **explorer_options) -> App:
     swept = [explorer.files_folder] + ([cleanup.gradio_upload_folder()] if Policy.from_env().public else [])
     sweeper = cleanup.Sweeper(swept, cleanup.FileLimits.from_env(), keep=(cleanup.OWNER_FILE,))
     sweeper.start()
-    return App(demo.queue(default_concurrency_limit=4, max_size=64), explorer, ui, sweeper)
+    return App(demo.queue(default_concurrency_limit=4, max_size=busy.queue_size()), explorer, ui, sweeper)
 
 
 def build_demo(settings: AppSettings | None = None, **explorer_options) -> gr.Blocks:
