@@ -42,7 +42,7 @@ from pathlib import Path
 from .. import env
 from ..io.set_limits import json_depth
 
-LARGE_VARIABLE = "DINO_DEMO_ALLOW_LARGE_MODEL"
+LARGE_VARIABLE = env.ALLOW_LARGE_MODEL
 CONFIG = "config.json"
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "image_processor_config.json")
 TOKENIZER_NAMES = ("vocab.txt", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
