@@ -14,7 +14,8 @@ The second line above is 50 visitors one after the other, each uploading a 4096 
 p95 latency of each call, and the server's resident memory (sampled every 0.5 s: at start, peak,
 end). Only 127.0.0.1 is ever contacted; the number of sessions and the total time are bounded.
 
-`--scenario` runs one of issue 25's instead (see each `scenario_*` function): `switch` (memory across
+`--scenario connect --sessions 80` opens the page with 80 visitors at once (plain HTTP: the page
+config and the API description). `--scenario` also runs one of issue 25's (see each `scenario_*` function): `switch` (memory across
 models, and how long another visitor waits), `stalled` (a Hub that accepts connections and never
 answers: HF_ENDPOINT points the app at a local socket), `disk` (sessions that never heartbeat and
 uploads never detected: what stays in the app's temporary folders).
@@ -38,7 +39,7 @@ from pathlib import Path
 from dino_demo.ui.memory import rss_mib
 
 ROOT = Path(__file__).resolve().parent.parent
-MAX_SESSIONS = 64
+MAX_SESSIONS = 100
 
 
 def _free_port() -> int:
@@ -92,12 +93,18 @@ def _first_slot(payload: dict) -> int:
     return int(detections[0]["query_slot"]) if detections else 0
 
 
-def session(url: str, image: str, args, deadline: float) -> dict:
+def session(url: str, image: str, args, deadline: float, client=None) -> dict:
+    """One visitor's rounds; `client` connected already, else connected here (timed as "connect")."""
     from gradio_client import Client, handle_file
 
-    timings = {"detect": [], "inspect": []}
+    timings = {"connect": [], "detect": [], "inspect": []}
     errors = []
-    client = Client(url, verbose=False)
+    start = time.perf_counter()
+    try:
+        client = client or Client(url, verbose=False)  # the page config and the API description
+    except Exception as error:  # noqa: BLE001 - every failure is counted and reported
+        return {"timings": timings, "errors": [f"connect {type(error).__name__}: {str(error)[:120]}"]}
+    timings["connect"].append(time.perf_counter() - start)
     for _ in range(args.rounds):
         if time.time() > deadline:
             errors.append("deadline")
@@ -333,7 +340,29 @@ def scenario_disk(args, url: str, sampler: "Sampler", tmp: Path) -> dict:
             f"disk_{args.settle:.0f}_s_later_mib": _folder_mib(tmp / "app-tmp")}
 
 
-SCENARIOS = {"switch": scenario_switch, "stalled": scenario_stalled, "disk": scenario_disk}
+def scenario_connect(args, url: str, sampler: "Sampler", tmp: Path) -> dict:
+    """`--sessions` visitors opening the page at once: each GETs `/config` (what a page and a
+    gradio_client ask first) and `/gradio_api/info`, with plain HTTP (no client-side parsing);
+    the seconds each took, and how many failed within 60 s."""
+    def visit(_: int) -> tuple[float, str]:
+        start = time.perf_counter()
+        try:
+            for path in ("/config", "/gradio_api/info"):
+                with urllib.request.urlopen(url + path, timeout=60) as answer:
+                    answer.read()
+            return time.perf_counter() - start, ""
+        except OSError as error:
+            return time.perf_counter() - start, f"{type(error).__name__}: {str(error)[:80]}"
+
+    urllib.request.urlopen(url + "/config", timeout=120).read()  # the app is up and has answered once
+    with ThreadPoolExecutor(args.sessions) as pool:
+        visits = list(pool.map(visit, range(args.sessions)))
+    return {"visitors": args.sessions, "config_and_info": _percentiles([t for t, e in visits if not e]),
+            "errors": sorted({e for _, e in visits if e})[:5], "failed": sum(bool(e) for _, e in visits)}
+
+
+SCENARIOS = {"switch": scenario_switch, "stalled": scenario_stalled, "disk": scenario_disk,
+             "connect": scenario_connect}
 
 
 def _percentiles(values: list[float]) -> dict:
@@ -360,8 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-dir", type=Path, default=ROOT, help="checkout whose app.py is served")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="for the app process")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--connect-first", action="store_true",
+                        help="connect every client first (one after the other), then run the sessions at once")
     parser.add_argument("--scenario", choices=["visitors", *SCENARIOS], default="visitors",
-                        help="visitors: the default above; switch: Detects cycling through --models while a "
+                        help="visitors: the default above; connect: 80 page openings at once; switch: Detects cycling through --models while a "
                              "bystander detects; stalled: zoo requests to a Hub that never answers while a "
                              "bystander detects; disk: sessions without a heartbeat and never-detected uploads")
     parser.add_argument("--models", default="untrained:dino-4scale-r50,untrained:dino-5scale-r50,shipped")
@@ -406,9 +437,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.scenario != "visitors":
                 outcome = SCENARIOS[args.scenario](args, f"http://127.0.0.1:{port}", sampler, Path(tmp))
             else:
+                clients = [None] * args.sessions
+                if args.connect_first:  # visitors whose pages are open: only their Detects come at once
+                    from gradio_client import Client
+
+                    clients = [Client(f"http://127.0.0.1:{port}", verbose=False) for _ in range(args.sessions)]
                 with ThreadPoolExecutor(args.parallel or args.sessions) as pool:
-                    outcomes = list(pool.map(lambda _: session(f"http://127.0.0.1:{port}", image, args, deadline),
-                                             range(args.sessions)))
+                    outcomes = list(pool.map(lambda c: session(f"http://127.0.0.1:{port}", image, args, deadline, c),
+                                             clients))
             elapsed = time.perf_counter() - started
             time.sleep(2.0)
         finally:
@@ -430,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     errors = [e for outcome in outcomes for e in outcome["errors"]]
+    connects = [t for outcome in outcomes for t in outcome["timings"]["connect"]]
     detects = [t for outcome in outcomes for t in outcome["timings"]["detect"]]
     inspects = [t for outcome in outcomes for t in outcome["timings"]["inspect"]]
     rss = [value for _, value in sampler.samples]
@@ -439,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model, "max_input": args.max_input,
         "image": f"generated {args.upload_side}x{args.upload_side} PNG" if args.upload_side else Path(image).name,
         "elapsed_s": round(elapsed, 1), "errors": len(errors), "error_kinds": sorted(set(errors))[:10],
-        "detect": _percentiles(detects), "inspect": _percentiles(inspects),
+        "connect": _percentiles(connects), "detect": _percentiles(detects), "inspect": _percentiles(inspects),
         "rss_mib": {"start": rss[1] if len(rss) > 1 else None, "peak": max(rss, default=None),
                     "end": rss[-1] if rss else None},
         "rss_samples": sampler.samples,

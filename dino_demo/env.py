@@ -144,3 +144,5 @@ FILES_MAX_AGE_H = "DINO_DEMO_FILES_MAX_AGE_H"
 FILES_QUOTA_MB = "DINO_DEMO_FILES_QUOTA_MB"
 # The model input's longer side in public mode is at most this factor of the variant's own maximum.
 INPUT_SIDE_FACTOR = "DINO_DEMO_INPUT_SIDE_FACTOR"
+# transformers folders may go beyond the usual bounds (families.bounds; never in public mode).
+ALLOW_LARGE_MODEL = "DINO_DEMO_ALLOW_LARGE_MODEL"

@@ -6,6 +6,9 @@ per image, worst first; the format is in `dino_demo.explore.analysis`).
 Under `torchrun --nproc-per-node N python -m dino_demo analyze ...` (or `torchrun -m dino_demo
 analyze`) the images are split across the N processes (Gloo on CPUs, NCCL with --device cuda, one
 GPU per process) and the main process writes the same file one process writes.
+
+In public mode (`SPACE_ID` / `DINO_DEMO_PUBLIC`) the set is bounded by what its annotation file
+lists, as on the page (`dino_demo.io.set_limits`).
 """
 from __future__ import annotations
 
@@ -54,12 +57,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from ..explore.analysis import analyze
     from ..explore.models import load
+    from ..io.set_limits import SetLimits, check_listed, read_json
+    from ..sources.download import Policy
     from ..train import distributed
     from ..train.data import CocoDetectionSet
 
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no GPU is visible")
+    if Policy.from_env().public:  # a public server's bounds: what the set lists, as on the page
+        check_listed(read_json(args.annotations, args.annotations.name), args.annotations.name, SetLimits())
     dataset = CocoDetectionSet(args.images, args.annotations)
     source = model_source(args)
     start = time.perf_counter()

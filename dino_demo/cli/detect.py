@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .. import env
 from ..runtime.detections import DetectionView
 from ..explore.draw.figures import render_detections
 from ..explore.domain import CLI_REMEDY, synthetic_model_note
@@ -63,6 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-size", type=int, default=None,
                         help="cap on the longer side of the model input (default: the variant's own resize)")
     parser.add_argument("--device", default=None, help="PyTorch device (default cpu)")
+    parser.add_argument("--allow-large-model", action="store_true",
+                        help="transformers folders: allow configs and inputs beyond the usual bounds (still bounded; "
+                             "see docs/deployment.md; ignored in public mode)")
     parser.add_argument("--precision", default=None, choices=("float32", "bfloat16", "float16"),
                         help="float32 (default), or bfloat16 / float16 under autocast: faster on GPUs and on "
                              "CPUs with native bfloat16 (AVX-512 BF16, AMX), much slower on other CPUs; the log "
@@ -155,6 +160,8 @@ def onnx_detector(args: argparse.Namespace) -> Detector:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.allow_large_model:  # read where the folder is checked (families.bounds.ModelLimits.from_env)
+        os.environ[env.ALLOW_LARGE_MODEL] = "1"
     detector = onnx_detector(args) if args.onnx else torch_detector(args)
     args.out.mkdir(parents=True, exist_ok=True)
 

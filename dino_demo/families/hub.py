@@ -5,7 +5,10 @@ size cap and deadline of the download policy, `HF_HUB_OFFLINE` / `DINO_DEMO_OFFL
 `from_pretrained` needs is fetched: the config, the processor's files and the weights as
 safetensors (never pickled `.bin` files). In public mode (see `sources.download`) only the ids
 listed in ENTRIES, and those of DINO_DEMO_ALLOWED_HF (comma-separated ids or "ORG/" prefixes, or
-"*"), may be downloaded.
+"*"), may be downloaded, and only at an allowed revision: the default branch, a commit an entry
+lists (`HubEntry.revisions`), or one named in DINO_DEMO_ALLOWED_HF as `ORG/NAME@REVISION`. Anyone
+can open a pull request (`refs/pr/N`) or push a branch with their own config.json: those are
+refused before anything is fetched.
 """
 from __future__ import annotations
 
@@ -25,13 +28,15 @@ OPTIONAL = ("processor_config.json", "tokenizer.json", "tokenizer_config.json", 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 MAX_SHARDS = 64
+DEFAULT_BRANCH = "main"
 
 
 @dataclass(frozen=True)
 class HubEntry:
     """A published `transformers` detector: repo id, family, parameters (millions), about how large
     its weights are, licence, and COCO val2017 box AP as its authors published it (None where
-    this list does not state one; zero-shot for the open-vocabulary models)."""
+    this list does not state one; zero-shot for the open-vocabulary models); `revisions`: commits
+    (40 hex digits) a public server opens besides the default branch."""
 
     repo_id: str
     family: str
@@ -40,6 +45,7 @@ class HubEntry:
     licence: str
     box_ap: float | None
     note: str = ""
+    revisions: tuple[str, ...] = ()
 
     @property
     def source_id(self) -> str:
@@ -77,19 +83,28 @@ def parse(source: str | Source) -> tuple[str, str]:
     parsed = Source.parse(source)
     if parsed.kind is not SourceKind.HUB:
         raise ValueError(f"{str(source)[:200]!r} is not a Hub id: write hf:ORG/NAME or hf:ORG/NAME@REVISION")
-    return parsed.value, parsed.revision or "main"
+    return parsed.value, parsed.revision or DEFAULT_BRANCH
 
 
 def entry(repo_id: str) -> HubEntry | None:
     return _BY_ID.get(repo_id)
 
 
-def allowed(repo_id: str, policy: Policy) -> bool:
-    """Whether `repo_id` may be downloaded under `policy` (anything outside public mode)."""
-    if not policy.public or repo_id in _BY_ID:
+
+def allowed(repo_id: str, policy: Policy, revision: str | None = None) -> bool:
+    """Whether `repo_id` at `revision` (None: the default branch) may be downloaded under `policy`
+    (anything outside public mode). In public mode: a listed id, or one DINO_DEMO_ALLOWED_HF
+    names, at its default branch or a listed revision (see the module docstring)."""
+    if not policy.public:
         return True
+    revision = revision or DEFAULT_BRANCH
     patterns = [p.strip() for p in (env.text(ALLOWED_VARIABLE) or "").split(",") if p.strip()]
-    return any(p == "*" or p == repo_id or (p.endswith("/") and repo_id.startswith(p)) for p in patterns)
+    if f"{repo_id}@{revision}" in patterns:
+        return True
+    listed = repo_id in _BY_ID or any(p == "*" or p == repo_id or (p.endswith("/") and repo_id.startswith(p))
+                                      for p in patterns)
+    return listed and (revision == DEFAULT_BRANCH or revision in (_BY_ID[repo_id].revisions if repo_id in _BY_ID
+                                                                   else ()))
 
 
 def download(source: str, progress: Progress | None = None, policy: Policy | None = None) -> Path:
@@ -113,7 +128,10 @@ def named(error: DownloadError, model: str) -> DownloadError:
 def _download(source: str, progress: Progress | None, policy: Policy | None) -> Path:
     repo_id, revision = parse(source)
     policy = policy or Policy.from_env()
-    if not allowed(repo_id, policy):
+    if not allowed(repo_id, policy, revision):
+        if allowed(repo_id, policy):
+            raise DownloadError(f"this server opens Hub models at their default branch or a listed commit only; "
+                                f"{repo_id}@{revision[:60]} is not one of them")
         raise DownloadError(f"this server opens only the listed Hub models (and those of {ALLOWED_VARIABLE}); "
                             f"{repo_id} is not one of them")
 

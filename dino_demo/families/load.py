@@ -6,16 +6,16 @@ with the capture hooks installed and our op serving their deformable attention (
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import transformers
+from safetensors import SafetensorError
 
 from ..sources.download import Progress
 from ..sources.source import Source, SourceKind
-from . import capture, family_of, hub
+from . import bounds, capture, family_of, hub
 from .base import Family
 from .fast import optimize
 from .op import use_op
@@ -89,13 +89,15 @@ def load(source: str | Path | Source, device: str | torch.device = "cpu", *, our
         raise ValueError(f"{parsed} is not a transformers model (an hf:ORG/NAME id or a save_pretrained folder)")
     source = str(parsed)
     folder = hub.download(source, progress) if parsed.kind is SourceKind.HUB else parsed.path
+    shown = parsed.name  # messages name the folder, never its path on this machine
     if not is_model_folder(folder):
-        raise ValueError(f"{source} holds no {CONFIG}: not a transformers model folder")
+        raise ValueError(f"{shown} holds no {CONFIG}: not a transformers model folder")
     try:
-        model_type = json.loads((folder / CONFIG).read_text()).get("model_type", "")
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{source}: unreadable {CONFIG} ({error})") from None
+        model_type = bounds.read_json(folder / CONFIG, shown).get("model_type", "")
+    except (OSError, AttributeError) as error:
+        raise ValueError(f"{shown}: unreadable {CONFIG} ({type(error).__name__})") from None
     family = family_of(str(model_type))
+    bounds.check_folder(folder, shown)  # sizes and memory, before any parameter exists
     model_class = getattr(transformers, family.model_class)
     try:
         model = model_class.from_pretrained(folder, use_safetensors=_has_safetensors(folder) or None)
@@ -103,8 +105,10 @@ def load(source: str | Path | Source, device: str | torch.device = "cpu", *, our
             processor = transformers.AutoProcessor.from_pretrained(folder, trust_remote_code=False)
         else:
             processor = transformers.AutoImageProcessor.from_pretrained(folder, trust_remote_code=False)
-    except (OSError, KeyError, TypeError) as error:
-        raise ValueError(f"{source}: not a loadable {family.name} folder ({error})") from None
+    except (OSError, KeyError, TypeError, SafetensorError) as error:
+        detail = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        raise ValueError(f"{shown}: not a loadable {family.name} folder ({detail.replace(str(folder), shown)})") \
+            from None
     model = model.to(device).eval()
     if fast:
         optimize(model)

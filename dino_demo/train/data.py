@@ -191,6 +191,8 @@ def read_coco(path: str | Path) -> dict:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not a JSON file: {error}") from None
+    except RecursionError:
+        raise ValueError(f"{path} is not a COCO detection file: its JSON nests too deeply") from None
     where = f"{path} is not a COCO detection file"
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
         raise ValueError(f"{where}: it needs the lists 'images', 'annotations' and 'categories'")

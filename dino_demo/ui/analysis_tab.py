@@ -3,8 +3,10 @@ COCO-format set (an annotation file and its images, uploaded) with the page's mo
 listed miss or false alarm in the explorer at that box (its image detected, the Why? tab asked
 about the box, the image's ground truth loaded).
 
-Bounds, for a public page: at most MAX_SET_IMAGES images per run, each at most
-`io.images.MAX_SIDE` pixels a side, JSON files at most MAX_JSON_BYTES; images are read from the
+Bounds, for a public page: at most MAX_SET_IMAGES images listed per run (each listed entry is a
+run, duplicates too), the annotations and categories of `io.set_limits.SetLimits`, each image at
+most `io.images.MAX_SIDE` pixels a side, JSON files at most MAX_JSON_BYTES and nested at most
+`SetLimits.depth` deep (checked before parsing); images are read from the
 uploads, or from a server folder only when `DINO_DEMO_DATA_DIRS` allows it (unset: no server folder).
 
 `build(ui)` makes the components, `wire(ui, page)` connects them through the page's events
@@ -28,6 +30,7 @@ from PIL import Image
 from .. import env
 from ..explore.analysis import SCHEMA, GroundTruth, analyze
 from ..io.images import MAX_SIDE
+from ..io.set_limits import SetLimits, check_listed, read_json
 from ..train.data import CocoDetectionSet
 from . import choices, gpu, inputs
 from .detect import Detect
@@ -97,6 +100,7 @@ class Uploads:
                 if isinstance(data, dict) and data.get("schema") == SCHEMA:
                     analysis = data
                 elif isinstance(data, dict) and isinstance(data.get("images"), list) and "annotations" in data:
+                    check_listed(data, name, SetLimits.reading())
                     coco, coco_path = data, path
                 else:
                     raise ValueError(f"{name} is neither an analysis.json nor a COCO annotation file.")
@@ -133,6 +137,11 @@ def run_set(models, uploads: Uploads, model: choices.ModelChoice, threshold: flo
               in uploads.images]
     if not listed:
         raise ValueError("None of the uploaded images is listed in the annotation file (matched by file name).")
+    ids = {int(i["id"]) for i in listed}
+    annotations = [a for a in coco.get("annotations", []) if isinstance(a, dict) and a.get("image_id") in ids]
+    # What runs is bounded by what is listed: each listed entry is a model run, duplicates too.
+    check_listed({**coco, "images": listed, "annotations": annotations},
+                 Path(uploads.coco_path or "annotations.json").name, SetLimits(images=MAX_SET_IMAGES))
     for entry in listed:   # sizes from the files' headers, before anything is decoded
         name = Path(str(entry["file_name"])).name
         try:
@@ -142,15 +151,21 @@ def run_set(models, uploads: Uploads, model: choices.ModelChoice, threshold: flo
             raise ValueError(f"{name} is not an image this app can read.") from None
         if max(size) > MAX_SIDE:
             raise ValueError(f"{name} is larger than {MAX_SIDE} pixels a side.")
-    subset = {**coco, "images": [{**i, "file_name": Path(str(i["file_name"])).name} for i in listed]}
-    ids = {int(i["id"]) for i in listed}
-    subset["annotations"] = [a for a in coco.get("annotations", []) if int(a.get("image_id", -1)) in ids]
+        if (entry.get("width", size[0]), entry.get("height", size[1])) != size:
+            raise ValueError(f"{name} is {size[0]}x{size[1]} but the annotation file says "
+                             f"{str(entry.get('width'))[:12]}x{str(entry.get('height'))[:12]}.")
+    subset = {**coco, "images": [{**i, "file_name": Path(str(i["file_name"])).name} for i in listed],
+              "annotations": annotations}
     detector = models.load(model)
     with tempfile.TemporaryDirectory(prefix="dino-set-") as folder:
         for entry in subset["images"]:
             shutil.copyfile(uploads.images[entry["file_name"]], Path(folder) / entry["file_name"])
         (Path(folder) / "annotations.json").write_text(json.dumps(subset))
-        dataset = CocoDetectionSet(folder, Path(folder) / "annotations.json")
+        try:
+            dataset = CocoDetectionSet(folder, Path(folder) / "annotations.json")
+        except ValueError as error:  # its messages name files: the visitor's names, not this server's folder
+            message = str(error).replace(str(Path(folder) / "annotations.json"), "the annotation file")
+            raise ValueError(message.replace(str(folder), "the uploaded set").splitlines()[0]) from None
         names = [dataset.coco.imgs[i]["file_name"] for i in dataset.ids]
         on_image = None if progress is None else (lambda done, total: progress(done / total, desc="Analysing"))
         run = gpu.gpu_function(analyze, gpu.BASE_SECONDS + 2 * len(names))
@@ -291,12 +306,7 @@ def _folder_images(folder: str, uploads: Uploads) -> dict[str, str]:
 
 
 def _read_json(path: Path, name: str):
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise ValueError(f"{name} is larger than {MAX_JSON_BYTES // 1024 ** 2} MB.")
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError(f"{name} is not valid JSON.") from None
+    return read_json(path, name, SetLimits(json_bytes=MAX_JSON_BYTES))
 
 
 # -- events ----------------------------------------------------------------------------------------

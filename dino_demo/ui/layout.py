@@ -21,7 +21,7 @@ import gradio as gr
 from .. import ops
 from ..model.config import DINOConfig
 from ..sources.download import Policy
-from . import (analysis_tab, choices, cleanup, compare_tab, denoising_tab, detections_tab, encoder_tab, gpu,
+from . import (analysis_tab, busy, choices, cleanup, compare_tab, denoising_tab, detections_tab, encoder_tab, gpu,
                input_panel, memory, query_tab, region_tab, selection, steps_tab)
 from .services import Services
 from .session import Session
@@ -157,7 +157,7 @@ def build_app(settings: AppSettings | None = None, **service_options) -> App:
     swept = [services.sessions.files_folder] + ([cleanup.gradio_upload_folder()] if Policy.from_env().public else [])
     sweeper = cleanup.Sweeper(swept, cleanup.FileLimits.from_env(), keep=(cleanup.OWNER_FILE,))
     sweeper.start()
-    return App(demo.queue(default_concurrency_limit=4, max_size=64), services, ui, sweeper, page)
+    return App(demo.queue(default_concurrency_limit=4, max_size=busy.queue_size()), services, ui, sweeper, page)
 
 
 def build_demo(settings: AppSettings | None = None, **service_options) -> gr.Blocks:

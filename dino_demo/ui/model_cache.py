@@ -15,6 +15,7 @@ from ..sources import zoo
 from ..sources.download import DownloadError
 from ..runtime import Detector, EncoderToken, InferenceResult, TokenAttention
 from . import choices, gpu
+from .busy import model_turn
 from .memory import release_freed_memory
 from .settings import AppSettings
 
@@ -70,7 +71,7 @@ class PageModels:
 
     def infer(self, detector: Detector, image, **options) -> InferenceResult:
         """One model run of the page (in a model slot); `options` as `Detector.run` takes them."""
-        with self.slot:
+        with model_turn(self.slot):
             return self._run(detector, image, **options)
 
     def encoder_attention(self, stored, token: EncoderToken) -> TokenAttention:
@@ -83,7 +84,7 @@ class PageModels:
             raise ValueError("This result does not say which model made it: press Detect again.")
         detector = self.load(stored.model)
         try:
-            with self.slot:
+            with model_turn(self.slot):
                 return self._token_attention(detector, stored.result, token)
         except RuntimeError as err:
             log.exception("encoder attention failed")

@@ -9,7 +9,6 @@ result and typed values.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from ..explore.draw.data import refinement_view
 from ..explore.draw.pixels import draw_boxes, draw_crosses
 from ..explore import panels
 from ..explore.stored import StoredResult
+from ..io.set_limits import SetLimits, check_listed, read_json
 from . import inputs
 
 ANY_CLASS = "any class"
@@ -242,14 +242,11 @@ def read_truth(path: str | None, stored: StoredResult) -> RegionTruth:
     """The ground truth of the stored image from a COCO annotation file (matched by file name)."""
     if not path:
         raise ValueError("Upload a COCO annotation file (.json).")
-    file = Path(path)
-    if file.stat().st_size > MAX_ANNOTATION_BYTES:
-        raise ValueError(f"Annotation files are limited to {MAX_ANNOTATION_BYTES // 1024 ** 2} MB here.")
-    try:
-        coco = json.loads(file.read_text())
-        images = coco["images"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise ValueError("This is not a COCO annotation file (JSON with images and annotations).") from None
+    coco = read_json(path, "The annotation file", SetLimits(json_bytes=MAX_ANNOTATION_BYTES))
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
+        raise ValueError("This is not a COCO annotation file (JSON with images and annotations).")
+    check_listed(coco, "The annotation file", SetLimits.reading())
+    images = coco["images"]
     return truth_for(coco, stored.file_name, stored.result.size, images)
 
 
