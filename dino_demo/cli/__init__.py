@@ -15,6 +15,7 @@ from ..sources.source import HUB_PREFIX, SHIPPED_TEXT, Source
 
 COMMANDS = {
     "detect": ("dino_demo.cli.detect", "detect objects in images, write annotated copies and detections.json"),
+    "video": ("dino_demo.cli.video", "detect and track objects in every frame of a clip (detections.json, annotated clip)"),
     "denoise": ("dino_demo.cli.denoise", "DINO's contrastive denoising queries for an image's boxes, through the decoder"),
     "export": ("dino_demo.cli.export", "export the detector to ONNX (deformable attention as GridSample)"),
     "zoo": ("dino_demo.cli.zoo", "list the model zoo (published COCO weights) and what is on this machine"),
