@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 import gradio as gr
 import numpy as np
 
-from . import analysis_tab, choices, compare_tab, denoising_tab, inputs, region_tab, steps_tab
+from . import analysis_tab, choices, compare_tab, denoising_tab, inputs, region_tab, steps_tab, video_tab
 from .api import ApiEndpoints
 from .callbacks import DETECT_CONTROLS, Explorer, PageEvent, Views, example_files
 from .files import save_drawn_image
@@ -203,6 +203,7 @@ def wire(ui, explorer: Explorer, concurrency: int) -> None:
     region_tab.wire(ui, page)
     analysis_tab.wire(ui, page)
     compare_tab.wire(ui, page, model_run)
+    video_tab.wire(ui, page, model_run)
 
 
 def _api_endpoints(ui, endpoints: ApiEndpoints, raw: dict, model_run: dict) -> None:

@@ -24,7 +24,7 @@ from ..model.config import VARIANTS, DINOConfig
 from ..sources import zoo
 from ..sources.download import Policy
 from . import (analysis_tab, choices, cleanup, compare_tab, denoising_tab, families_ui, gpu, inputs, memory,
-               region_tab, steps_tab)
+               region_tab, steps_tab, video_tab)
 from .callbacks import Explorer, max_input_label
 from .session import Session
 from .events import wire
@@ -166,6 +166,7 @@ def build_layout(default_model: str, end_session, precision: str = "float32", de
                         region_tab.build(ui)
                         analysis_tab.build(ui)
                         compare_tab.build(ui, default_model)
+                video_tab.build(ui)
                 with gr.Tab("Runtime", id="runtime"):
                     ui["runtime"] = gr.Markdown("Run a detection to see the runtime.", elem_id="runtime")
     gr.HTML("", js_on_load=PAGE_JS % json.dumps(PAGE_CSS), container=False, padding=False)
