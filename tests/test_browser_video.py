@@ -21,8 +21,9 @@ def page(url):
 
 
 def _table_rows(page) -> list[list[str]]:
-    rows = ("Array.from(document.querySelectorAll('#video-table .virtual-row'))"
-            ".map(r => Array.from(r.querySelectorAll('td')).map(c => c.innerText.trim()))")
+    rows = ("Array.from(document.querySelectorAll('#video-table [role=row].virtual-row'))"
+            ".sort((a, b) => a.getAttribute('aria-rowindex') - b.getAttribute('aria-rowindex'))"
+            ".map(r => Array.from(r.querySelectorAll('[role=gridcell]')).map(c => c.innerText.trim()))")
     page.wait_for_function(f"() => {rows}.some(r => /^\\d+$/.test(r[0] || ''))")
     return [r for r in page.evaluate(f"() => {rows}") if r and re.match(r"^\d+$", r[0])]
 

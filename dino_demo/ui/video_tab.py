@@ -126,10 +126,13 @@ def run_clip(explorer, event, request: VideoRequest, previous: VideoRun | None, 
                    str(folder / "detections.json"), str(annotated))
     first = run.records[0]["detections"]
     track = next((d["track_id"] for d in first if d["track_id"] is not None), None)
-    layers = explorer.store.get(run.keys[0]).result.num_layers
+    result = explorer.store.get(run.keys[0]).result
+    layers, (heads, levels, _) = result.num_layers, result.attention_shape
     return {"video_state": run, "video_download": run.document_path, "video_annotated": run.annotated_path,
             "video_frame": gr.Slider(minimum=0, maximum=len(records) - 1, value=0, step=1),
             "video_layer": gr.Slider(minimum=1, maximum=layers, value=layers, step=1),
+            "video_head": gr.Radio([inputs.ALL, *map(str, range(1, heads + 1))], value=inputs.ALL),
+            "video_level": gr.Radio([inputs.ALL, *map(str, range(1, levels + 1))], value=inputs.ALL),
             **draw(explorer, run, FrameRequest(0, track, SamplingOptions(layers - 1, None, None, POINT_COLORS[0])))}
 
 
@@ -180,7 +183,7 @@ def build(ui: dict) -> None:
                 with gr.Row():
                     ui["video_every"] = gr.Number(1, label="Every n-th frame", precision=0, minimum=1,
                                                   elem_id="video-every")
-                    ui["video_max_frames"] = gr.Number(None, label="Max frames", precision=0, minimum=1,
+                    ui["video_max_frames"] = gr.Number(0, label="Max frames (0: all)", precision=0,
                                                        elem_id="video-max-frames")
                 ui["video_run"] = gr.Button("Run on the clip", variant="primary", elem_id="video-run")
         ui["video_info"] = gr.Markdown("", elem_id="video-info")
