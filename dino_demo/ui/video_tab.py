@@ -19,6 +19,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..explore import cost
 from ..explore.options import POINT_COLORS, SamplingOptions
 from ..explore.stored import StoredResult
 from ..sources.download import Policy
@@ -92,13 +93,14 @@ def run_clip(explorer, event, request: VideoRequest, previous: VideoRun | None, 
     values = event.detect_values
     model = choices.resolve(values.get("model_choice"), values.get("checkpoint"), values.get("variant"))
     detection = event.controls.detection
+    max_input = inputs.max_input_side(values.get("max_input"))
+    precision = inputs.one_of(values.get("precision") or "float32", "Precision", engine.PRECISIONS)
+    prompt = families_ui.parse_prompt(values.get("prompt")) or None
+    loaded, cfg = explorer.load_model(model, progress)
     settings = engine.VideoSettings(
         threshold=detection.threshold, max_detections=detection.max_detections,
-        max_size=inputs.max_input_side(values.get("max_input")),
-        precision=inputs.one_of(values.get("precision") or "float32", "Precision", engine.PRECISIONS),
-        prompt=families_ui.parse_prompt(values.get("prompt")) or None, every=request.every,
-        max_frames=request.max_frames, internals=True)
-    loaded, cfg = explorer.load_model(model, progress)
+        max_size=cost.bounded_max_input(cfg, max_input, Policy.from_env().public), precision=precision,
+        prompt=prompt, every=request.every, max_frames=request.max_frames, internals=True)
     if previous is not None:
         for key in previous.keys:
             explorer.store.discard(key)
