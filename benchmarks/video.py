@@ -7,7 +7,10 @@ drawing and writing the annotated clip.
 The clip is made here: a synthetic shapes scene panned a few pixels per frame (so that objects
 move and tracks carry over), written as MPEG-4 (mp4v) at `--size`. Each model runs the engine of
 the command (`dino_demo.video.engine`: `detect_frames`, `track`, `write_annotated`) on it after one
-warm-up frame; the timings are the engine's own per step. Models: "shipped" (dino-tiny), and any
+warm-up frame; the timings are the engine's own per step. Before and after, the baseline: `detect`'s
+own call (`explore.inference.run`, no internals) on the same decoded frames, so that on a shared
+machine the engine's model time is read against it (`model_vs_baseline`), and tracking, drawing and
+writing as a share of the whole run. Models: "shipped" (dino-tiny), and any
 `Source` text (default also `untrained:dino-4scale-r50`: random weights do the same work, the
 encoder always selects 900 tokens; its frames are `--r50-size`, fewer of them: `--r50-frames`).
 
@@ -45,11 +48,24 @@ def measure(source: str, clip: Path, frames: int, batch_size: int, out: Path) ->
     from dino_demo.video import engine
     from dino_demo.video.clip import probe
 
+    from dino_demo.explore.inference import run
+    from dino_demo.video.clip import read_frames
+
     model, cfg = load(source)
     info = probe(clip)
     settings = engine.VideoSettings(threshold=0.3, batch_size=batch_size)
     engine.detect_frames(model, cfg, info, [0], settings)                     # warm-up
     engine.track(engine.detect_frames(model, cfg, info, [0], settings), info, settings)  # imports the tracker
+    decoded = [frame for _, frame in read_frames(clip, range(frames))]
+
+    def baseline() -> float:
+        """Seconds per frame of `detect`'s own call on the decoded frames (no decoding, tracking, drawing)."""
+        start = time.perf_counter()
+        for frame in decoded:
+            run(model, cfg, frame, internals=False)
+        return (time.perf_counter() - start) / frames
+
+    before = baseline()
     timings: dict[str, float] = {}
     start = time.perf_counter()
     detected = engine.detect_frames(model, cfg, info, list(range(frames)), settings, timings=timings)
@@ -57,10 +73,15 @@ def measure(source: str, clip: Path, frames: int, batch_size: int, out: Path) ->
     records = engine.frame_records(detected, engine.track(detected, info, settings, timings))
     engine.write_annotated(info, records, out / f"{clip.stem}.annotated.mp4", timings)
     total = time.perf_counter() - start
+    after = baseline()
     per_frame = {step: round(1000 * seconds / frames, 2) for step, seconds in sorted(timings.items())}
+    model_ms = 1000 * timings["model"] / frames
     return {"model": source, "variant": cfg.name, "frame_size": [info.height, info.width], "frames": frames,
             "batch_size": batch_size, "fps_detect": round(frames / detect_seconds, 3),
             "fps_all": round(frames / total, 3), "ms_per_frame": per_frame,
+            "baseline_ms_per_frame": [round(1000 * before, 1), round(1000 * after, 1)],
+            "model_vs_baseline": round(model_ms / (500 * (before + after)), 3),
+            "track_draw_write_share": round((timings["track"] + timings["draw"] + timings["write"]) / total, 4),
             "detections": sum(len(r["detections"]) for r in records),
             "tracks": len({d["track_id"] for r in records for d in r["detections"] if d["track_id"] is not None})}
 
@@ -68,9 +89,9 @@ def measure(source: str, clip: Path, frames: int, batch_size: int, out: Path) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["shipped", "untrained:dino-4scale-r50"])
-    parser.add_argument("--frames", type=int, default=40, help="frames for the shipped model (default 40)")
+    parser.add_argument("--frames", type=int, default=20, help="frames for the shipped model (default 20)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=(320, 320))
-    parser.add_argument("--r50-frames", type=int, default=6, help="frames for other models (default 6)")
+    parser.add_argument("--r50-frames", type=int, default=4, help="frames for other models (default 4)")
     parser.add_argument("--r50-size", type=int, nargs=2, metavar=("H", "W"), default=(480, 640))
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -95,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in results:
         steps = ", ".join(f"{k} {v}" for k, v in row["ms_per_frame"].items())
         print(f"{row['model']:28s} {row['frame_size'][0]:>4d}x{row['frame_size'][1]:<4d} {row['fps_detect']:>10.2f} "
-              f"{row['fps_all']:>8.2f}  {steps}", file=sys.stderr)
+              f"{row['fps_all']:>8.2f}  {steps}; model / baseline {row['model_vs_baseline']}", file=sys.stderr)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

@@ -33,6 +33,20 @@ COMMANDS = {
 INSTALL_EXPORT = 'pip install ".[export]" (in the project folder; or: pip install onnx onnxscript onnxruntime)'
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
+    """--checkpoint and --model (read by `model_source`), one or the other; the group is returned
+    so that a command can add another way to name its model."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint",
+                        help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), a "
+                             "transformers model folder (save_pretrained), shipped, zoo:ID or untrained:VARIANT "
+                             "(default: shipped, weights/dino-tiny.pth)")
+    source.add_argument("--model", metavar="ZOO_ID",
+                        help="a model zoo entry or hf:ORG/NAME[@REV] (`python -m dino_demo zoo` lists them), "
+                             "downloaded once")
+    return source
+
+
 def model_source(args: argparse.Namespace) -> Source:
     """The model a command's --model ZOO_ID (or hf:ORG/NAME[@REV], a transformers detector on the
     Hub) or --checkpoint SOURCE names (any text `Source.parse` reads: a path, a transformers model

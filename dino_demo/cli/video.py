@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
-from . import model_source
+from . import add_model_arguments, model_source
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,7 @@ log = logging.getLogger(__name__)
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dino_demo video", description=__doc__.split("\n\n")[0])
     parser.add_argument("clip", type=Path, metavar="CLIP", help="a video file (.mp4, .mkv, ... as OpenCV reads them)")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint",
-                        help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), a "
-                             "transformers model folder (save_pretrained), shipped, zoo:ID or untrained:VARIANT "
-                             "(default: shipped, weights/dino-tiny.pth)")
-    source.add_argument("--model", metavar="ZOO_ID",
-                        help="a model zoo entry or hf:ORG/NAME[@REV] (`python -m dino_demo zoo` lists them), "
-                             "downloaded once")
+    add_model_arguments(parser)
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="force a variant instead of detecting it")
     parser.add_argument("--prompt", default=None,
                         help='what to detect, for text-prompted models (Grounding DINO): "cat . remote control ."')

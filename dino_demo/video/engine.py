@@ -135,15 +135,21 @@ def detect_frames(model, cfg, info: ClipInfo, indices: list[int], settings: Vide
     return detected
 
 
-def _batches(frames: Iterator[tuple[int, np.ndarray]], size: int, timings: dict[str, float]):
-    """Lists of up to `size` (index, frame) pairs, the decoding time added to timings["decode"]."""
-    batch = []
+def _decoded(frames: Iterator[tuple[int, np.ndarray]], timings: dict[str, float]):
+    """The (index, frame) pairs of `frames`, the time spent decoding them added to timings["decode"]."""
     while True:
         start = time.perf_counter()
         item = next(frames, None)
         _add(timings, "decode", start)
         if item is None:
-            break
+            return
+        yield item
+
+
+def _batches(frames: Iterator[tuple[int, np.ndarray]], size: int, timings: dict[str, float]):
+    """Lists of up to `size` (index, frame) pairs, the decoding time added to timings["decode"]."""
+    batch = []
+    for item in _decoded(frames, timings):
         batch.append(item)
         if len(batch) == size:
             yield batch
@@ -179,14 +185,7 @@ def write_annotated(info: ClipInfo, records: list[dict[str, Any]], path: Path,
     indices = sorted(by_index)
     step = indices[1] - indices[0] if len(indices) > 1 else 1
     with ClipWriter(path, info.fps / step, (info.height, info.width)) as writer:
-        frames = read_frames(info.source, indices)
-        while True:
-            start = time.perf_counter()
-            item = next(frames, None)
-            _add(timings, "decode", start)
-            if item is None:
-                break
-            index, frame = item
+        for index, frame in _decoded(read_frames(info.source, indices), timings):
             start = time.perf_counter()
             drawn = draw_frame(frame, by_index[index])
             _add(timings, "draw", start)
