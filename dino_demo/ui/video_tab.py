@@ -104,18 +104,24 @@ def run_clip(explorer, event, request: VideoRequest, previous: VideoRun | None, 
     if previous is not None:
         for key in previous.keys:
             explorer.store.discard(key)
-    keys: dict[int, str] = {}
 
-    def keep(index, frame, result, view) -> None:
-        keys[index] = explorer.store.put(light(StoredResult.of(result, request.file_name, settings.max_size, model)))
-        if progress is not None:
-            progress((len(keys), len(indices)), desc="Detecting frames", unit="frames")
+    def detect(local):
+        """The frames and their stored results (returned, not stored here: on ZeroGPU this runs in
+        another process)."""
+        kept: dict[int, StoredResult] = {}
+
+        def keep(index, frame, result, view) -> None:
+            kept[index] = light(StoredResult.of(result, request.file_name, settings.max_size, model))
+            if progress is not None:
+                progress((len(kept), len(indices)), desc="Detecting frames", unit="frames")
+
+        return engine.detect_frames(loaded, cfg, local, indices, settings, model_id=model.model_id, on_frame=keep), kept
 
     local = replace(info, source=request.path)
-    detect = gpu.gpu_function(engine.detect_frames, gpu.BASE_SECONDS + 2 * len(indices))
-    frames = detect(loaded, cfg, local, indices, settings, model_id=model.model_id, on_frame=keep)
+    frames, kept = gpu.gpu_function(detect, gpu.BASE_SECONDS + 2 * len(indices))(local)
     if not frames:
         raise ValueError(f"{request.file_name}: no frame could be decoded.")
+    keys = {index: explorer.store.put(stored) for index, stored in kept.items()}
     records = engine.frame_records(frames, engine.track(frames, info, settings))
     folder = Path(cache_dir) / uuid.uuid4().hex
     folder.mkdir(parents=True)
