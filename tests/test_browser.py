@@ -214,7 +214,7 @@ def test_the_shipped_models_note_and_the_examples_are_above_the_fold(url, width,
             assert box is not None and box["y"] + box["height"] <= height, f"{selector} is below the fold"
 
 
-TAB_BARS = {"tabs": ["Detections", "Query", "Encoder", "DINO's ideas", "Diagnose", "Runtime"],
+TAB_BARS = {"tabs": ["Detections", "Query", "Encoder", "DINO's ideas", "Diagnose", "Video", "Runtime"],
             "query-tabs": ["Proposals", "Sampling points", "Layers", "Heatmaps", "Refinement"],
             "ideas-tabs": ["Denoising", "Forward pass"],
             "diagnose-tabs": ["Why?", "Data set", "Compare"]}

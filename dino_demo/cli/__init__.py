@@ -15,6 +15,7 @@ from ..sources.source import HUB_PREFIX, SHIPPED_TEXT, Source
 
 COMMANDS = {
     "detect": ("dino_demo.cli.detect", "detect objects in images, write annotated copies and detections.json"),
+    "video": ("dino_demo.cli.video", "detect and track objects in every frame of a clip (detections.json, annotated clip)"),
     "denoise": ("dino_demo.cli.denoise", "DINO's contrastive denoising queries for an image's boxes, through the decoder"),
     "export": ("dino_demo.cli.export", "export the detector to ONNX (deformable attention as GridSample)"),
     "zoo": ("dino_demo.cli.zoo", "list the model zoo (published COCO weights) and what is on this machine"),
@@ -30,6 +31,20 @@ COMMANDS = {
 
 # What to run when the ONNX packages (the `export` extra) are missing.
 INSTALL_EXPORT = 'pip install ".[export]" (in the project folder; or: pip install onnx onnxscript onnxruntime)'
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
+    """--checkpoint and --model (read by `model_source`), one or the other; the group is returned
+    so that a command can add another way to name its model."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint",
+                        help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), a "
+                             "transformers model folder (save_pretrained), shipped, zoo:ID or untrained:VARIANT "
+                             "(default: shipped, weights/dino-tiny.pth)")
+    source.add_argument("--model", metavar="ZOO_ID",
+                        help="a model zoo entry or hf:ORG/NAME[@REV] (`python -m dino_demo zoo` lists them), "
+                             "downloaded once")
+    return source
 
 
 def model_source(args: argparse.Namespace) -> Source:

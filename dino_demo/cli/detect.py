@@ -37,7 +37,7 @@ from ..explore.domain import CLI_REMEDY, synthetic_model_note
 from ..io.images import MAX_SIDE, ImageError, load_image
 from ..io.results import coco_results, detections_document, image_record
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
-from . import INSTALL_EXPORT, model_source
+from . import INSTALL_EXPORT, add_model_arguments, model_source
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dino_demo detect", description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
                         help=f"image files (PNG, JPEG, WebP, ...); larger than {MAX_SIDE} px on a side are run downscaled")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint",
-                        help="checkpoint path or http(s) URL (official, detrex or MMDetection layout), a "
-                             "transformers model folder (save_pretrained), shipped, zoo:ID or untrained:VARIANT "
-                             "(default: shipped, weights/dino-tiny.pth)")
-    source.add_argument("--model", metavar="ZOO_ID",
-                        help="a model zoo entry or hf:ORG/NAME[@REV] (`python -m dino_demo zoo` lists them), "
-                             "downloaded once")
+    source = add_model_arguments(parser)
     source.add_argument("--onnx", type=Path, help="an ONNX file written by `python -m dino_demo export`, run with "
                                                   "ONNX Runtime (CPU) instead of PyTorch")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="force a variant instead of detecting it")

@@ -22,7 +22,7 @@ from .. import ops
 from ..model.config import DINOConfig
 from ..sources.download import Policy
 from . import (analysis_tab, busy, choices, cleanup, compare_tab, denoising_tab, detections_tab, encoder_tab, gpu,
-               input_panel, memory, query_tab, region_tab, selection, steps_tab)
+               input_panel, memory, query_tab, region_tab, selection, steps_tab, video_tab)
 from .services import Services
 from .session import Session
 from .settings import AppSettings
@@ -130,6 +130,7 @@ def build_layout(default_model: str, end_session, precision: str = "float32", de
                         region_tab.build(ui)
                         analysis_tab.build(ui)
                         compare_tab.build(ui, default_model)
+                video_tab.build(ui)
                 with gr.Tab("Runtime", id="runtime"):
                     ui["runtime"] = gr.Markdown("Run a detection to see the runtime.", elem_id="runtime")
     gr.HTML("", js_on_load=PAGE_JS % json.dumps(PAGE_CSS), container=False, padding=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from . import (analysis_tab, compare_tab, denoising_tab, detect, detections_tab, encoder_tab, input_panel, query_tab,
-               region_tab, selection, steps_tab)
+               region_tab, selection, steps_tab, video_tab)
 from .api import ApiEndpoints
 from .events import PageEvents, api
 from .services import Services
@@ -17,7 +17,7 @@ def wire(ui, services: Services, concurrency: int) -> PageEvents:
     page = PageEvents(ui, services, concurrency)
     _api_endpoints(ui, ApiEndpoints(services), page.model_run)
     for part in (input_panel, detect, selection, detections_tab, query_tab, encoder_tab, denoising_tab, steps_tab,
-                 region_tab, analysis_tab, compare_tab):
+                 region_tab, analysis_tab, compare_tab, video_tab):
         part.wire(page)
     return page
 
