@@ -7,10 +7,10 @@ module tree (the capture hooks and our op's layer mapping sit on modules it leav
 - **BatchNorm folded**: every convolution followed by a (frozen) BatchNorm in a ResNet / HGNet
   backbone or a conv-norm layer gets the norm's scale and shift in its own weight and bias, and
   the norm becomes an identity (one pass over each feature map instead of three);
-- **pre-packed linears** (CPU, float32): every `nn.Linear` (transformer layers, backbone, text
-  encoder, heads) becomes `PackedLinear`, oneDNN with the weight re-laid out once (DINO's own
-  fast path, `runtime.speed`); under autocast they are plain linear layers in autocast's dtype,
-  with bfloat16 weights cast once where the CPU has native bfloat16;
+- **pre-packed linears** (CPU, float32): every `nn.Linear` (transformer layers, backbone, heads;
+  not the text encoder, see UNPACKED) becomes `PackedLinear`, oneDNN with the weight re-laid out
+  once (DINO's own fast path, `runtime.speed`); under autocast they are plain linear layers in
+  autocast's dtype, with bfloat16 weights cast once where the CPU has native bfloat16;
 - **blocked feed-forward layers**: fc1, ReLU and fc2 of every encoder and decoder layer run in
   token blocks with the ReLU fused into fc1's product (no [tokens, ffn_dim] intermediate: 180 MB
   per Grounding DINO encoder layer at 800x1333);
@@ -38,6 +38,9 @@ CONV_NORM_NAMES = (("convolution", "normalization"), ("conv", "norm"))
 # modules whose linears stay as they are: heads read by the capture code, tiny MLPs
 FFN_OWNERS = ("DeformableDetrMLP",)
 FUSION_ATTENTION = "GroundingDinoBiMultiHeadAttention"
+# submodules whose linears stay unpacked: Grounding DINO's BERT reads a few prompt tokens, where a
+# packed copy of its ~85M linear weights would cost memory and gain nothing measurable
+UNPACKED = frozenset({"text_backbone"})
 
 
 def optimize(model: nn.Module) -> nn.Module:
@@ -188,9 +191,12 @@ _INLINE_FFN = ("GroundingDinoDeformableLayer", "GroundingDinoDecoderLayer", "Gro
 
 
 def pack_linears(model: nn.Module, precast: bool = False) -> int:
-    """Replace every plain `nn.Linear` of `model` by a `PackedLinear`; returns how many."""
+    """Replace every plain `nn.Linear` of `model` (but those under UNPACKED) by a `PackedLinear`;
+    returns how many."""
     count = 0
-    for parent in list(model.modules()):
+    for qualified, parent in list(model.named_modules()):
+        if UNPACKED.intersection(qualified.split(".")):
+            continue
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
                 setattr(parent, name, PackedLinear(child, precast=precast))
