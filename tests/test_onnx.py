@@ -92,7 +92,7 @@ def compare(graph, detector, images, masks) -> dict[str, float]:
         return dict(zip(names, (t.numpy() for t in outputs)))
 
     names = [spec.name for spec in detector.info.outputs]
-    onnx_run = dict(zip(names, detector.session.run(None, {"images": images, "masks": masks})))
+    onnx_run = dict(zip(names, detector.session.run({"images": images, "masks": masks})))
     free = run_torch()
     same_order = np.array_equal(free["topk_indices"], onnx_run["topk_indices"])
     forced = free if same_order else run_torch(torch.from_numpy(onnx_run["topk_indices"]))
