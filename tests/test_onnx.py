@@ -43,21 +43,22 @@ PHOTOS = sorted(EXAMPLES_DIR.glob("*.png"))
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """(PyTorch graph, ONNX Runtime detector) of the shipped model, dynamic, with internals."""
+    """(PyTorch graph, ONNX Runtime detector) of the shipped model, dynamic, with internals, GridSample."""
     model, _ = build(str(DEFAULT_CHECKPOINT))
     path = tmp_path_factory.mktemp("onnx") / "dino-tiny.onnx"
-    export_onnx(model, path, internals=True, source=DEFAULT_CHECKPOINT.name)
+    export_onnx(model, path, internals=True, source=DEFAULT_CHECKPOINT.name, sampling="grid-sample")
     return DetectorGraph(model, internals=True).eval(), OnnxDetector(path)
 
 
 @pytest.fixture(scope="module")
 def r50(tmp_path_factory):
     """(PyTorch graph, ONNX Runtime detector) of a 4-scale R50 with the parity kit's random
-    weights (every weight random, unlike a fresh model's zero sampling offsets), fixed canvas."""
+    weights (every weight random, unlike a fresh model's zero sampling offsets), fixed canvas, Gather-based
+    sampling (no GridSample)."""
     model, _ = build("untrained:dino-4scale-r50")
     model.load_state_dict(recipe_state_dict(model.state_dict()), strict=True)
     path = tmp_path_factory.mktemp("onnx") / "r50.onnx"
-    export_onnx(model, path, canvas=R50_CANVAS, internals=True, source="parity recipe")
+    export_onnx(model, path, canvas=R50_CANVAS, internals=True, source="parity recipe", sampling="gather")
     return DetectorGraph(model, internals=True).eval(), OnnxDetector(path)
 
 
