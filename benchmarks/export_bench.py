@@ -65,7 +65,7 @@ def _rate(run, repeats: int) -> list[float]:
 
 
 def measure(folder: Path, name: str, samplings: list[str], threads: int, repeats: int, bf16: bool,
-            work: Path, image_shape: tuple[int, int]) -> list[dict]:
+            work: Path, image_shape: tuple[int, int], reuse: Path | None = None) -> list[dict]:
     torch.set_num_threads(threads)
     handle = load(str(folder), our_op=False)
     prompt = "cat . remote control ." if handle.family.text_prompt else None
@@ -75,9 +75,12 @@ def measure(folder: Path, name: str, samplings: list[str], threads: int, repeats
     rows = {}
     for sampling in samplings:
         path = work / f"{name}-{sampling}.onnx"
-        started = time.perf_counter()
-        export_family(load(str(folder)), path, sampling=sampling, source=name)
-        print(f"# exported {name} {sampling} in {time.perf_counter() - started:.0f} s", flush=True)
+        if reuse is not None and (reuse / path.name).is_file():
+            path = reuse / path.name  # exported from this folder before
+        else:
+            started = time.perf_counter()
+            export_family(load(str(folder)), path, sampling=sampling, source=name)
+            print(f"# exported {name} {sampling} in {time.perf_counter() - started:.0f} s", flush=True)
         variants = [("onnxruntime", "float32"), ("openvino", "float32")] + ([("openvino", "bfloat16")] if bf16 else [])
         for runtime, precision in variants:
             detector = FamilyOnnxDetector(path, runtime=runtime, precision=precision, threads=threads)
@@ -118,6 +121,8 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="also OpenVINO with the bfloat16 precision hint")
     parser.add_argument("--image", type=int, nargs=2, default=(256, 384), metavar=("H", "W"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="a folder of NAME-SAMPLING.onnx files exported from the same folders, used as they are")
     args = parser.parse_args()
     for noisy in ("onnx_ir", "onnxscript", "kernels", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -129,7 +134,7 @@ def main() -> None:
             models += [(name, _tiny(name, work / name)) for name in args.families]
         for name, folder in models:
             rows += measure(folder, name, args.samplings, args.threads, args.repeats, args.bf16, work,
-                            tuple(args.image))
+                            tuple(args.image), args.reuse)
             if args.json:
                 args.json.write_text(json.dumps(rows, indent=1))
     print("| family | runtime | precision | sampling | max score diff | max box diff (px) | labels equal | "
