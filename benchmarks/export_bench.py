@@ -42,17 +42,9 @@ def _torch_run(handle, image: np.ndarray, prompt: str | None):
 
 
 def _tiny(name: str, folder: Path) -> Path:
-    import transformers
-    from family_models import configs, save_tiny
+    from family_models import save_spread
 
-    save_tiny(name, folder)
-    model = getattr(transformers, configs()[name][1]).from_pretrained(folder).eval()
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    model.save_pretrained(folder)
-    return folder
+    return save_spread(name, folder)
 
 
 def _rate(run, repeats: int) -> list[float]:

@@ -22,7 +22,7 @@ from dino_demo.export.family_metadata import FamilyExportInfo, write_processor_f
 from dino_demo.export.family_runtime import FamilyOnnxDetector, open_detector, top_detections
 from dino_demo.ops.gather import ms_deform_attn_gather
 from dino_demo.ops.reference import ms_deform_attn_reference
-from family_models import configs, save_tiny
+from family_models import save_spread
 
 RUNTIMES = ("onnxruntime", "openvino")
 SCORE_ATOL = 1e-4
@@ -42,19 +42,6 @@ def _infer(folder: Path, image: np.ndarray, prompt: str | None):
 
     model, cfg = load(str(folder), None, "cpu")
     return run(model, cfg, image, prompt=prompt, internals=True)
-
-
-def _spread_model(name: str, folder: Path) -> Path:
-    """Tiny model `name` with every weight perturbed (seeded): freshly initialised heads give many
-    equal scores, whose top-k order no two runtimes need to share."""
-    save_tiny(name, folder)
-    model = getattr(transformers, configs()[name][1]).from_pretrained(folder).eval()
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    model.save_pretrained(folder)
-    return folder
 
 
 # fast --------------------------------------------------------------------------------------------
@@ -131,7 +118,7 @@ def exported(tmp_path_factory):
 
     def make(name: str, sampling: str = "gather") -> tuple[Path, Path]:
         if name not in files:
-            files[name] = (_spread_model(name, root / name), {})
+            files[name] = (save_spread(name, root / name), {})
         folder, paths = files[name]
         if sampling not in paths:
             paths[sampling] = root / f"{name}-{sampling}.onnx"

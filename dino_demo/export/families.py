@@ -22,7 +22,6 @@ import os
 import time
 from pathlib import Path
 
-import onnx
 import onnxscript.optimizer
 import torch
 from torch import nn
@@ -32,7 +31,7 @@ from ..families.capture import Recorder, recording
 from ..families.load import FamilyModel
 from .family_metadata import TEXT_INPUTS, FamilyExportInfo, family_outputs, processor_files
 from .metadata import DEFAULT_OPSET, DEFAULT_SAMPLING, MIN_OPSET, SAMPLINGS
-from .onnx import ExportReport, file_bytes
+from .onnx import ExportReport, save_checked
 
 
 
@@ -109,15 +108,7 @@ def export_family(handle: FamilyModel, path: str | os.PathLike, *, sampling: str
     onnxscript.optimizer.remove_unused_nodes(onnx_program.model)
     onnx_program.model.metadata_props.update(info.properties())
     seconds["translate"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx_program.save(path)
-    seconds["save"] = time.perf_counter() - start
-    start = time.perf_counter()
-    onnx.checker.check_model(str(path), full_check=True)
-    seconds["check"] = time.perf_counter() - start
-    return ExportReport(path=path, bytes=file_bytes(path), seconds=seconds, info=info)
+    return save_checked(onnx_program, path, seconds, info)
 
 
 def _class_names(config) -> tuple[str, ...]:

@@ -113,12 +113,16 @@ def export_onnx(model: DINO, path: str | os.PathLike, *, canvas: tuple[int, int]
                                f"opset {opset}", sampling=sampling)
     onnx_program.model.metadata_props.update(info.properties())
     seconds["translate"] = time.perf_counter() - start
+    return save_checked(onnx_program, path, seconds, info)
 
+
+def save_checked(onnx_program, path: Path, seconds: dict[str, float], info) -> ExportReport:
+    """Write a translated program to `path`, check it with `onnx.checker` (full check) and report,
+    adding the "save" and "check" wall times to `seconds`."""
     start = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx_program.save(path)
     seconds["save"] = time.perf_counter() - start
-
     start = time.perf_counter()
     onnx.checker.check_model(str(path), full_check=True)
     seconds["check"] = time.perf_counter() - start
