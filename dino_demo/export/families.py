@@ -17,10 +17,10 @@ switched off with its own `TRANSFORMERS_DISABLE_TORCH_CHECK`.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from pathlib import Path
+from unittest import mock
 
 import onnxscript.optimizer
 import torch
@@ -140,19 +140,11 @@ def _dynamic_text(info: FamilyExportInfo):
     return (tuple({1: length} if name in TEXT_INPUTS else None for name in info.inputs),)  # one varargs
 
 
-@contextlib.contextmanager
 def _exportable_transformers():
     """transformers' own switch for its run-time shape checks (`torch_compilable_check`: the
-    `_assert` ops it traces to have no ONNX translation), on while capturing."""
-    previous = os.environ.get("TRANSFORMERS_DISABLE_TORCH_CHECK")
-    os.environ["TRANSFORMERS_DISABLE_TORCH_CHECK"] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("TRANSFORMERS_DISABLE_TORCH_CHECK", None)
-        else:
-            os.environ["TRANSFORMERS_DISABLE_TORCH_CHECK"] = previous
+    `_assert` ops it traces to have no ONNX translation), on while capturing (the environment is
+    restored afterwards)."""
+    return mock.patch.dict(os.environ, {"TRANSFORMERS_DISABLE_TORCH_CHECK": "1"})
 
 
 def _cumulative(x: torch.Tensor, dim: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
