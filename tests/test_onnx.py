@@ -53,12 +53,11 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def r50(tmp_path_factory):
     """(PyTorch graph, ONNX Runtime detector) of a 4-scale R50 with the parity kit's random
-    weights (every weight random, unlike a fresh model's zero sampling offsets), fixed canvas, Gather-based
-    sampling (no GridSample)."""
+    weights (every weight random, unlike a fresh model's zero sampling offsets), fixed canvas, GridSample."""
     model, _ = build("untrained:dino-4scale-r50")
     model.load_state_dict(recipe_state_dict(model.state_dict()), strict=True)
     path = tmp_path_factory.mktemp("onnx") / "r50.onnx"
-    export_onnx(model, path, canvas=R50_CANVAS, internals=True, source="parity recipe", sampling="gather")
+    export_onnx(model, path, canvas=R50_CANVAS, internals=True, source="parity recipe", sampling="grid-sample")
     return DetectorGraph(model, internals=True).eval(), OnnxDetector(path)
 
 
