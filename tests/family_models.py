@@ -127,3 +127,16 @@ def _spread_boxes(model) -> None:
         for name, parameter in model.named_parameters():
             if "bbox_embed" in name and parameter.abs().sum() == 0:
                 parameter.normal_(0, 0.2)
+
+
+def save_spread(name: str, folder: Path, seed: int = 1, scale: float = 0.1) -> Path:
+    """`save_tiny`, then every weight perturbed by N(0, scale) (seeded): freshly initialised heads
+    give many equal scores, whose top-k order no two runtimes need to share."""
+    save_tiny(name, folder)
+    model = getattr(T, configs()[name][1]).from_pretrained(folder).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
+    model.save_pretrained(folder)
+    return folder

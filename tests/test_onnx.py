@@ -43,21 +43,21 @@ PHOTOS = sorted(EXAMPLES_DIR.glob("*.png"))
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """(PyTorch graph, ONNX Runtime detector) of the shipped model, dynamic, with internals."""
+    """(PyTorch graph, ONNX Runtime detector) of the shipped model, dynamic, with internals, GridSample."""
     model, _ = build(str(DEFAULT_CHECKPOINT))
     path = tmp_path_factory.mktemp("onnx") / "dino-tiny.onnx"
-    export_onnx(model, path, internals=True, source=DEFAULT_CHECKPOINT.name)
+    export_onnx(model, path, internals=True, source=DEFAULT_CHECKPOINT.name, sampling="grid-sample")
     return DetectorGraph(model, internals=True).eval(), OnnxDetector(path)
 
 
 @pytest.fixture(scope="module")
 def r50(tmp_path_factory):
     """(PyTorch graph, ONNX Runtime detector) of a 4-scale R50 with the parity kit's random
-    weights (every weight random, unlike a fresh model's zero sampling offsets), fixed canvas."""
+    weights (every weight random, unlike a fresh model's zero sampling offsets), fixed canvas, GridSample."""
     model, _ = build("untrained:dino-4scale-r50")
     model.load_state_dict(recipe_state_dict(model.state_dict()), strict=True)
     path = tmp_path_factory.mktemp("onnx") / "r50.onnx"
-    export_onnx(model, path, canvas=R50_CANVAS, internals=True, source="parity recipe")
+    export_onnx(model, path, canvas=R50_CANVAS, internals=True, source="parity recipe", sampling="grid-sample")
     return DetectorGraph(model, internals=True).eval(), OnnxDetector(path)
 
 
@@ -92,7 +92,7 @@ def compare(graph, detector, images, masks) -> dict[str, float]:
         return dict(zip(names, (t.numpy() for t in outputs)))
 
     names = [spec.name for spec in detector.info.outputs]
-    onnx_run = dict(zip(names, detector.session.run(None, {"images": images, "masks": masks})))
+    onnx_run = dict(zip(names, detector.session.run({"images": images, "masks": masks})))
     free = run_torch()
     same_order = np.array_equal(free["topk_indices"], onnx_run["topk_indices"])
     forced = free if same_order else run_torch(torch.from_numpy(onnx_run["topk_indices"]))

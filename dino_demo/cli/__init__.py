@@ -17,7 +17,7 @@ COMMANDS = {
     "detect": ("dino_demo.cli.detect", "detect objects in images, write annotated copies and detections.json"),
     "video": ("dino_demo.cli.video", "detect and track objects in every frame of a clip (detections.json, annotated clip)"),
     "denoise": ("dino_demo.cli.denoise", "DINO's contrastive denoising queries for an image's boxes, through the decoder"),
-    "export": ("dino_demo.cli.export", "export the detector to ONNX (deformable attention as GridSample)"),
+    "export": ("dino_demo.cli.export", "export DINO or a transformers detector to ONNX (Gather-based sampling or GridSample)"),
     "zoo": ("dino_demo.cli.zoo", "list the model zoo (published COCO weights) and what is on this machine"),
     "convert": ("dino_demo.cli.convert", "convert a detrex or MMDetection checkpoint to the official layout"),
     "analyze": ("dino_demo.cli.analyze", "misses and false alarms of a COCO-format set explained (analysis.json; torchrun)"),

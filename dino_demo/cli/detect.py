@@ -14,7 +14,9 @@ knows only the eight synthetic shapes (the shipped one) runs on an image that is
 synthetic scenes (a photo), a warning says so once, and that image's entry carries it in "notes".
 
 With `--onnx model.onnx` (a file from `python -m dino_demo export`) the model runs in ONNX Runtime
-and this command never imports torch.
+or OpenVINO (`--runtime`, on the CPU, float32 unless `--precision bfloat16` with OpenVINO); for
+DINO's files this command never imports torch. `--save-internals` then writes the file's internal
+outputs (an `--internals` export) as the .npz.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from ..explore.domain import CLI_REMEDY, synthetic_model_note
 from ..io.images import MAX_SIDE, ImageError, load_image
 from ..io.results import coco_results, detections_document, image_record
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
-from . import INSTALL_EXPORT, add_model_arguments, model_source
+from . import add_model_arguments, model_source
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"image files (PNG, JPEG, WebP, ...); larger than {MAX_SIDE} px on a side are run downscaled")
     source = add_model_arguments(parser)
     source.add_argument("--onnx", type=Path, help="an ONNX file written by `python -m dino_demo export`, run with "
-                                                  "ONNX Runtime (CPU) instead of PyTorch")
+                                                  "ONNX Runtime or OpenVINO (CPU) instead of PyTorch")
+    parser.add_argument("--runtime", choices=("onnxruntime", "openvino"), default=None,
+                        help="what runs an --onnx file (default onnxruntime)")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="force a variant instead of detecting it")
     parser.add_argument("--prompt", default=None,
                         help='what to detect, for text-prompted models (Grounding DINO): "cat . remote control ."')
@@ -79,11 +83,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--max-detections must be at least 1, got {args.max_detections}")
     if args.max_size is not None and args.max_size < MIN_INPUT_SIDE:
         parser.error(f"--max-size must be at least {MIN_INPUT_SIDE}, got {args.max_size}")
-    if args.prompt is not None and args.onnx is not None:
-        parser.error("--prompt applies to text-prompted transformers models, not to --onnx")
-    if args.onnx is not None and (args.variant or args.device or args.precision or args.save_internals or args.trace):
-        parser.error("--variant, --device, --precision, --save-internals and --trace apply to PyTorch models, "
-                     "not to --onnx")
+    if args.onnx is not None and (args.variant or args.device or args.trace):
+        parser.error("--variant, --device and --trace apply to PyTorch models, not to --onnx")
+    if args.onnx is None and args.runtime is not None:
+        parser.error("--runtime applies to --onnx files")
+    if args.onnx is not None and args.precision == "float16":
+        parser.error("--onnx files run in float32, or bfloat16 with --runtime openvino")
+    if args.onnx is not None and args.precision == "bfloat16" and args.runtime != "openvino":
+        parser.error("--precision bfloat16 with --onnx needs --runtime openvino (ONNX Runtime runs float32)")
     return args
 
 
@@ -135,20 +142,38 @@ def torch_detector(args: argparse.Namespace) -> Detector:
 
 
 def onnx_detector(args: argparse.Namespace) -> Detector:
-    """The ONNX Runtime path (`export.runtime`, no torch)."""
-    try:
-        from ..export.runtime import OnnxDetector, detection_view
-    except ImportError as error:
-        raise ValueError(f"--onnx needs ONNX Runtime, not installed here ({error}): {INSTALL_EXPORT}") from None
+    """The ONNX Runtime / OpenVINO path (`export.runtime`, no torch for DINO's files;
+    `export.family_runtime` for a transformers detector's)."""
+    from ..export.engines import open_session
+    from ..export.family_metadata import FAMILY_FORMAT
+    from ..export.metadata import FORMAT_KEY
+    from ..export.runtime import OnnxDetector, detection_view
 
-    detector = OnnxDetector(args.onnx)
+    session = open_session(args.onnx, args.runtime or "onnxruntime", args.precision or "float32")
+    log.info("running %s in %s, %s", args.onnx.name, session.runtime, session.precision)
+    if session.properties.get(FORMAT_KEY) == FAMILY_FORMAT:
+        from ..export.family_runtime import FamilyOnnxDetector
+
+        detector = FamilyOnnxDetector(args.onnx, session=session)
+        variant, check = detector.variant, (lambda array: None)
+        run = lambda array: detector.run(array, prompt=args.prompt, max_size=args.max_size)  # noqa: E731
+    else:
+        if args.prompt is not None:
+            raise ValueError("--prompt applies to text-prompted models; this file is a DINO export with fixed classes")
+        detector = OnnxDetector(args.onnx, session=session)
+        variant = detector.info.config.name
+        check = lambda array: detector.input_size(*array.shape[:2], args.max_size)  # noqa: E731
+        run = lambda array: detector.run(array, max_size=args.max_size)  # noqa: E731
+    if args.save_internals and not detector.info.internals:
+        raise ValueError(f"{args.onnx.name} has no internal outputs: export it with --internals")
 
     def detect(array: np.ndarray, internals_path: Path | None = None, source: str = "", trace_path: Path | None = None):
-        result = detector.run(array, max_size=args.max_size)
+        result = run(array)
+        if internals_path is not None:
+            np.savez_compressed(internals_path, **result.internals)
         return result, detection_view(result, args.threshold, args.max_detections)
 
-    return Detector(detector.model_id, detector.info.config.name,
-                    lambda array: detector.input_size(*array.shape[:2], args.max_size), detect)
+    return Detector(detector.model_id, variant, check, detect)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,10 @@
 """`python -m dino_demo export --checkpoint CK --out model.onnx`: write the whole detector as an
-ONNX file that any ONNX Runtime runs (deformable attention as GridSample), checked with
-onnx.checker.
+ONNX file that ONNX Runtime and OpenVINO run, checked with onnx.checker.
+
+CK is DINO (shipped, a checkpoint, zoo:ID, untrained:VARIANT) or a transformers detector (a
+save_pretrained folder or hf:ORG/NAME: Deformable DETR, Grounding DINO, RT-DETR v1/v2, D-FINE,
+LW-DETR, RF-DETR). `--sampling gather` (the default) writes the deformable attention with
+Gather-based bilinear sampling, no GridSample node; `--sampling grid-sample` with GridSample.
 
 `--size H W` makes a fully static graph for a padded H x W input (batch of one; every image is
 resized by the official rule to fit into it, so that 800 1333 keeps landscape images at their
@@ -8,6 +12,9 @@ official size, and padded); `--dynamic` (the default) keeps batch, height and wi
 `--internals` adds the encoder's selection, the decoder's reference boxes and its sampling
 locations and attention weights to the outputs. Run the file with
 `python -m dino_demo detect --onnx model.onnx IMAGE... --out DIR`.
+
+A transformers detector is exported for one padded input size (its processor's, or `--size H W`);
+Grounding DINO keeps the prompt's tokens as inputs, and its tokenizer in the file's metadata.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import logging
 from pathlib import Path
 
 from ..explore.models import build
-from ..export.metadata import DEFAULT_OPSET, MIN_OPSET
+from ..export.metadata import DEFAULT_OPSET, DEFAULT_SAMPLING, MIN_OPSET, SAMPLINGS
 from ..model.config import MIN_INPUT_SIDE, VARIANTS
 from . import INSTALL_EXPORT, model_source
 
@@ -30,7 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--model", metavar="ZOO_ID",
                         help="a model zoo entry (`python -m dino_demo zoo` lists them), downloaded once")
     source.add_argument("--checkpoint", help="checkpoint path or http(s) URL (official, detrex or MMDetection "
-                                             "layout), shipped, zoo:ID or untrained:VARIANT (default: shipped, "
+                                             "layout), shipped, zoo:ID, untrained:VARIANT, a transformers model "
+                                             "folder (save_pretrained) or hf:ORG/NAME (default: shipped, "
                                              "weights/dino-tiny.pth)")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="force a variant instead of detecting it")
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
@@ -40,6 +48,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--internals", action="store_true",
                         help="also output the top-k token indices, per-layer references and boxes, and the "
                              "decoder's sampling locations and attention weights")
+    parser.add_argument("--sampling", choices=sorted(SAMPLINGS), default=DEFAULT_SAMPLING,
+                        help=f"how the deformable attention samples: gather (Gather-based bilinear, no GridSample "
+                             f"node: for TensorRT and other runtimes without it) or grid-sample (default "
+                             f"{DEFAULT_SAMPLING})")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset, {MIN_OPSET} or later (default {DEFAULT_OPSET})")
     args = parser.parse_args(argv)
@@ -61,12 +73,36 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     source = model_source(args)
     name = source.name
+    if source.is_transformers:
+        return _export_family(args, source)
     model, cfg = build(source, args.variant)
     log.info("exporting %s (%s) to %s", name, cfg.name, args.out)
     report = export_onnx(model, args.out, canvas=tuple(args.size) if args.size else None, internals=args.internals,
-                         opset=args.opset, source=name)
+                         opset=args.opset, source=name, sampling=args.sampling)
     timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in report.seconds.items())
     shape = (f"fixed 1x3x{args.size[0]}x{args.size[1]}" if args.size else
              f"dynamic, sides >= {report.info.min_side}")
-    log.info("wrote %s: %.1f MB, %s input; %s; onnx.checker passed", report.path, report.bytes / 1e6, shape, timing)
+    log.info("wrote %s: %.1f MB, %s input, %s sampling; %s; onnx.checker passed", report.path, report.bytes / 1e6,
+             shape, args.sampling, timing)
+    return 0
+
+
+def _export_family(args: argparse.Namespace, source) -> int:
+    """A transformers detector (`export.families`), for one padded size."""
+    from ..export.families import export_family
+    from ..families.load import load
+
+    if args.dynamic:
+        raise ValueError("transformers detectors are exported for one padded size (their processor's, or --size H W); "
+                         "--dynamic applies to DINO")
+    if args.variant:
+        raise ValueError("--variant applies to DINO checkpoints, not to transformers models")
+    handle = load(source)
+    log.info("exporting %s (%s) to %s", source.name, handle.settings.family, args.out)
+    report = export_family(handle, args.out, sampling=args.sampling, canvas=tuple(args.size) if args.size else None,
+                           internals=args.internals, opset=args.opset, source=source.name)
+    timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in report.seconds.items())
+    height, width = report.info.canvas
+    log.info("wrote %s: %.1f MB, fixed 1x3x%dx%d input, %s sampling; %s; onnx.checker passed", report.path,
+             report.bytes / 1e6, height, width, args.sampling, timing)
     return 0

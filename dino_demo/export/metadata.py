@@ -12,7 +12,7 @@ pads it to the canvas; a dynamic file takes any padded size whose sides are at l
 Metadata properties (strings; JSON where structured): `dino_explorer.format`, `variant`, `config`
 (the `DINOConfig`), `source` (the checkpoint exported), `internals`, `input_size_rule`,
 `normalization`, `class_names`, `category_ids` (COCO category id of each class id), `outputs`
-(name -> shape legend), `exporter`.
+(name -> shape legend), `exporter`, `sampling` ("grid-sample" or "gather").
 """
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ MIN_OPSET = 18  # torch.onnx.export(dynamo=True) writes 18 or later (GridSample 
 FORMAT = "dino-explorer/onnx/1"
 FORMAT_KEY = "dino_explorer.format"
 INPUT_NAMES = ("images", "masks")
+# --sampling -> the `ops` backend the export is traced with: GridSample nodes, or Gather-based
+# bilinear sampling (`ops.gather`, no GridSample node).
+SAMPLINGS = {"grid-sample": "reference", "gather": "gather"}
+DEFAULT_SAMPLING = "gather"
 NORMALIZATION = {"scale": "1/255", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                  "layout": "RGB, channels first"}
 
@@ -85,6 +89,7 @@ class ExportInfo:
     canvas: tuple[int, int] | None
     min_side: int
     exporter: str
+    sampling: str = "grid-sample"
 
     def __post_init__(self) -> None:
         if self.canvas is not None and min(self.canvas) < max(self.min_side, MIN_INPUT_SIDE):
@@ -126,6 +131,7 @@ class ExportInfo:
             "category_ids": json.dumps(list(category_ids(cfg))),
             "outputs": json.dumps({spec.name: spec.legend for spec in self.outputs}),
             "exporter": self.exporter,
+            "sampling": self.sampling,
         }
 
     @classmethod
@@ -141,7 +147,7 @@ class ExportInfo:
             info = cls(config=DINOConfig.from_dict(json.loads(properties["config"])), source=properties["source"],
                        internals=bool(json.loads(properties["internals"])),
                        canvas=tuple(rule["canvas"]) if rule["canvas"] else None, min_side=int(rule["min_side"]),
-                       exporter=properties["exporter"])
+                       exporter=properties["exporter"], sampling=properties.get("sampling", "grid-sample"))
         except (KeyError, TypeError, json.JSONDecodeError) as error:
             raise ValueError(f"{name}: incomplete DINO Explorer metadata ({type(error).__name__}: {error})") from None
         if normalization != NORMALIZATION:

@@ -1,8 +1,10 @@
-"""Exporting the whole DINO detector to ONNX, with the deformable attention lowered to GridSample.
+"""Exporting the whole DINO detector to ONNX, with the deformable attention as Gather-based bilinear
+sampling or as GridSample.
 
 The model is captured with `torch.export` (symbolic sizes, so a dynamic export follows the input
-size through the level shapes, the encoder's top-k and the post-processing) under the reference
-op (`ops.use_backend("reference")`: `F.grid_sample`, exported as ONNX GridSample, opset 16+), then
+size through the level shapes, the encoder's top-k and the post-processing) under the op the
+sampling names (`metadata.SAMPLINGS`: "gather", `ops.gather`, Gather and MatMul nodes; or
+"grid-sample", the reference op's `F.grid_sample`, exported as ONNX GridSample, opset 16+), then
 translated by `torch.onnx.export(..., dynamo=True)`, its constants folded, and checked with
 `onnx.checker`. The file carries the metadata of `export.metadata`.
 """
@@ -21,7 +23,7 @@ from torch import nn
 from .. import ops
 from ..model.detector import DINO
 from ..model.postprocess import top_detections
-from .metadata import DEFAULT_OPSET, INPUT_NAMES, MIN_OPSET, ExportInfo, output_specs
+from .metadata import DEFAULT_OPSET, DEFAULT_SAMPLING, INPUT_NAMES, MIN_OPSET, SAMPLINGS, ExportInfo, output_specs
 
 # The sample a dynamic export is traced with: two images (a batch of one would fix B at 1) of a size
 # whose levels all have more than one cell and whose height and width differ.
@@ -61,11 +63,12 @@ class ExportReport:
     path: Path
     bytes: int
     seconds: dict[str, float]
-    info: ExportInfo
+    info: ExportInfo  # or export.family_metadata.FamilyExportInfo for a transformers family
 
 
 def export_onnx(model: DINO, path: str | os.PathLike, *, canvas: tuple[int, int] | None = None,
-                internals: bool = False, opset: int = DEFAULT_OPSET, source: str = "") -> ExportReport:
+                internals: bool = False, opset: int = DEFAULT_OPSET, source: str = "",
+                sampling: str = DEFAULT_SAMPLING) -> ExportReport:
     """Write `model` (eval mode, official weights layout) as an ONNX file at `path`.
 
     canvas: fixed (H, W) of the padded input, batch of one: a fully static graph. None: batch,
@@ -73,7 +76,10 @@ def export_onnx(model: DINO, path: str | os.PathLike, *, canvas: tuple[int, int]
     internals: also output the encoder's selection, the decoder's reference boxes per layer and
         its sampling locations and attention weights (`metadata.INTERNAL_OUTPUTS`).
     source: what the model was loaded from, recorded in the metadata.
+    sampling: "gather" (no GridSample node) or "grid-sample".
     """
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be at least {MIN_OPSET} (what torch's exporter writes), got {opset}")
     if model.training:
@@ -87,7 +93,7 @@ def export_onnx(model: DINO, path: str | os.PathLike, *, canvas: tuple[int, int]
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     graph = DetectorGraph(model, internals).eval()
-    program, min_side = _capture(graph, canvas)
+    program, min_side = _capture(graph, canvas, SAMPLINGS[sampling])
     seconds["capture"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -104,22 +110,27 @@ def export_onnx(model: DINO, path: str | os.PathLike, *, canvas: tuple[int, int]
         raise ValueError(f"the exporter wrote opset {written}, not the {opset} asked for")
     info = ExportInfo(config=model.cfg, source=source, internals=internals, canvas=canvas, min_side=min_side,
                       exporter=f"torch {torch.__version__}, torch.export + torch.onnx.export(dynamo=True), "
-                               f"opset {opset}")
+                               f"opset {opset}", sampling=sampling)
     onnx_program.model.metadata_props.update(info.properties())
     seconds["translate"] = time.perf_counter() - start
+    return save_checked(onnx_program, path, seconds, info)
 
+
+def save_checked(onnx_program, path: Path, seconds: dict[str, float], info) -> ExportReport:
+    """Write a translated program to `path`, check it with `onnx.checker` (full check) and report,
+    adding the "save" and "check" wall times to `seconds`."""
     start = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx_program.save(path)
     seconds["save"] = time.perf_counter() - start
-
     start = time.perf_counter()
     onnx.checker.check_model(str(path), full_check=True)
     seconds["check"] = time.perf_counter() - start
-    return ExportReport(path=path, bytes=_file_bytes(path), seconds=seconds, info=info)
+    return ExportReport(path=path, bytes=file_bytes(path), seconds=seconds, info=info)
 
 
-def _capture(graph: DetectorGraph, canvas: tuple[int, int] | None) -> tuple[torch.export.ExportedProgram, int]:
+def _capture(graph: DetectorGraph, canvas: tuple[int, int] | None, backend: str
+             ) -> tuple[torch.export.ExportedProgram, int]:
     """(the exported program, the smallest padded side it holds for)."""
     cfg = graph.model.cfg
     batch, height, width = (1, *canvas) if canvas is not None else DYNAMIC_SAMPLE
@@ -130,7 +141,7 @@ def _capture(graph: DetectorGraph, canvas: tuple[int, int] | None) -> tuple[torc
     if canvas is None:
         auto = torch.export.Dim.AUTO
         dynamic = {"images": {0: auto, 2: auto, 3: auto}, "masks": {0: auto, 1: auto, 2: auto}}
-    with ops.use_backend("reference"), torch.no_grad():
+    with ops.use_backend(backend), torch.no_grad():
         program = torch.export.export(graph, (images, masks), dynamic_shapes=dynamic, strict=False)
     if canvas is not None:
         return program, min(canvas)
@@ -150,6 +161,6 @@ def _dynamic_min_side(program: torch.export.ExportedProgram, variant: str) -> in
     return max(int(program.range_constraints[size.node.expr].lower) for size in (height, width))
 
 
-def _file_bytes(path: Path) -> int:
+def file_bytes(path: Path) -> int:
     """Size of the file plus any external data files next to it."""
     return path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(f"{path.name}.data"))

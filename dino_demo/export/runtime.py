@@ -1,6 +1,7 @@
-"""Running an exported DINO with ONNX Runtime alone: nothing on this path imports torch.
+"""Running an exported DINO with ONNX Runtime or OpenVINO alone: nothing on this path imports torch.
 
-`OnnxDetector(path)` opens a file written by `export.onnx` (any other file raises ValueError) and
+`OnnxDetector(path, runtime=...)` opens a file written by `export.onnx` (any other file raises
+ValueError) in a runtime of `export.engines` and
 `run_batch` takes HxWx3 uint8 RGB images through the same preprocessing as the PyTorch path
 (`io.model_input`), the graph (which ends with the official top-k post-processing) and the scaling
 of the boxes to each image's pixels, returning one `OnnxResult` per image.
@@ -13,16 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from ..runtime.detections import DetectionView, select_detections
 from ..io.labels import category_ids, class_names, label_name
 from ..io.model_input import prepare_arrays
+from .engines import Session, open_session
 from .metadata import INPUT_NAMES, INTERNAL_OUTPUTS, ExportInfo
-
-_LOAD_ERRORS = (ort_errors.Fail, ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.InvalidArgument,
-                ort_errors.NoSuchFile, ort_errors.NotImplemented)
 
 
 @dataclass(eq=False)
@@ -61,27 +58,20 @@ class OnnxResult:
 
 
 class OnnxDetector:
-    """An exported DINO in an ONNX Runtime session (CPU).
+    """An exported DINO in a runtime session on the CPU (`export.engines`).
 
-    threads: intra-op threads of the session (default: ONNX Runtime's, one per core).
+    runtime: "onnxruntime" or "openvino"; precision: "float32", or "bfloat16" (OpenVINO only).
+    threads: intra-op threads of the session (default: the runtime's, one per core).
     model_id: what results call the model (default: the file name).
+    session: the file already opened (`engines.open_session`).
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: int | None = None, model_id: str | None = None):
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None, model_id: str | None = None,
+                 runtime: str = "onnxruntime", precision: str = "float32", session: Session | None = None):
         path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"no such ONNX file: {path}")
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except _LOAD_ERRORS as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"{path.name} is not an ONNX model ONNX Runtime can load ({first[:200]})") from None
-        self.info = ExportInfo.from_properties(self.session.get_modelmeta().custom_metadata_map, path.name)
-        inputs = tuple(i.name for i in self.session.get_inputs())
-        outputs = tuple(o.name for o in self.session.get_outputs())
+        self.session = session or open_session(path, runtime, precision, threads)
+        self.info = ExportInfo.from_properties(self.session.properties, path.name)
+        inputs, outputs = self.session.inputs, self.session.outputs
         expected = tuple(spec.name for spec in self.info.outputs)
         if inputs != INPUT_NAMES or outputs != expected:
             raise ValueError(f"{path.name}: inputs {inputs} and outputs {outputs} are not those its metadata "
@@ -120,7 +110,7 @@ class OnnxDetector:
         timings["preprocess"] = time.perf_counter() - start
 
         model_start = time.perf_counter()
-        arrays = self.session.run(None, {"images": batch.images, "masks": batch.masks})
+        arrays = self.session.run({"images": batch.images, "masks": batch.masks})
         timings["model"] = time.perf_counter() - model_start
 
         post_start = time.perf_counter()

@@ -9,7 +9,9 @@
   compiled (no nvcc, no C++ compiler), or on CPU tensors in Triton's interpreter (see
   `triton_backend`);
 - "reference": the pure-PyTorch definition in `reference.py`, used when nothing else can serve
-  the device, or when forced.
+  the device, or when forced;
+- "gather": the same in pure PyTorch with Gather-based bilinear sampling (`gather.py`), only
+  when forced: what an ONNX export without GridSample is traced with.
 
 The kernels are implementations of one `torch.library` op, `torch.ops.dino_demo.ms_deform_attn`,
 whose schema, fake kernel and autograd are defined in Python (`registration`).
@@ -27,10 +29,11 @@ import torch
 
 from .. import env
 from . import extension, registration, triton_backend
+from .gather import ms_deform_attn_gather
 from .reference import ms_deform_attn_reference
 from .validation import check_inputs, check_level_shapes, check_levels
 
-BACKEND_CHOICES = ("auto", "triton", "reference")
+BACKEND_CHOICES = ("auto", "triton", "reference", "gather")
 _chosen: str | None = None  # set by use_backend(); None follows $DINO_DEMO_OP
 
 
@@ -61,6 +64,8 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_star
     """
     check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     implementation, _ = backend(value.device)
+    if implementation == "gather":
+        return ms_deform_attn_gather(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     if implementation == "reference":
         if level_shapes is None:
             level_shapes = check_levels(spatial_shapes, level_start_index, value.shape[1])
@@ -86,8 +91,8 @@ def backend(device: torch.device | str = "cpu") -> tuple[str, str]:
     """
     device = torch.device(device)
     choice, source = _choice()
-    if choice == "reference":
-        return "reference", f"disabled by {source}"
+    if choice in ("reference", "gather"):
+        return choice, f"chosen by {source}" if choice == "gather" else f"disabled by {source}"
     if choice == "triton":
         triton = triton_backend.load(device.type)
         if triton.ok:
@@ -124,7 +129,7 @@ def prepare_in_background(device: torch.device | str) -> None:
 
 
 def use_backend(name: str) -> contextlib.AbstractContextManager:
-    """Choose "auto", "triton" or "reference" (see the module docstring) for every later call.
+    """Choose "auto", "triton", "reference" or "gather" (see the module docstring) for every later call.
 
     Overrides `DINO_DEMO_OP`. Used as a context manager, the previous choice comes back when the
     block ends::
