@@ -36,7 +36,7 @@ def _image(seed: int = 0) -> np.ndarray:
 
 
 def _infer(folder: Path, image: np.ndarray, prompt: str | None):
-    """The PyTorch path (today's `explore.inference.run`) on a transformers folder."""
+    """The PyTorch path (`Detector.run`) on a transformers folder."""
     from dino_demo.explore.models import load
 
     return load(str(folder), None, "cpu").run(image, prompt=prompt, internals=True)
