@@ -12,7 +12,7 @@ from conftest import ROOT
 PACKAGE = ROOT / "dino_demo"
 EXTRAS = ("onnx", "onnxscript", "onnxruntime", "transformers", "triton")
 # Modules whose one job is an extra: they import it at the top, and their callers say what to install.
-WRAPPERS = {"dino_demo.export.onnx": "onnx", "dino_demo.export.runtime": "onnxruntime",
+WRAPPERS = {"dino_demo.export.onnx": "onnx", "dino_demo.export.families": "onnxscript",
             "dino_demo.ops.triton_kernels": "triton", "dino_demo.families.load": "transformers",
             "dino_demo.families.inference": "transformers", "dino_demo.families.detector": "transformers"}
 
@@ -83,7 +83,7 @@ def test_the_export_extra_is_declared():
               if line and not line.startswith("#")}
     test = {line.split(">")[0] for line in (ROOT / "requirements-test.txt").read_text().splitlines()
             if line and not line.startswith("#")}
-    assert export == {"onnx", "onnxscript", "onnxruntime"} and export <= test
+    assert export == {"onnx", "onnxscript", "onnxruntime", "openvino"} and export <= test
 
 
 def test_commands_live_in_cli():
