@@ -1,7 +1,7 @@
 """Exported transformers families against transformers' own PyTorch path: agreement and speed.
 
 For each family (a transformers folder, or with --tiny the seeded tiny models of
-tests/family_models.py with every weight perturbed), export with each sampling ("gather",
+tests/support/family_models.py with every weight perturbed), export with each sampling ("gather",
 "grid-sample"), run the same image through transformers' PyTorch path (its own attention code,
 `families.load(..., our_op=False)`) and through ONNX Runtime and OpenVINO (float32; OpenVINO also
 bfloat16 with --bf16), all with the same number of threads, repeats interleaved (the machine may
@@ -103,7 +103,7 @@ def measure(folder: Path, name: str, samplings: list[str], threads: int, repeats
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="the tiny seeded models of tests/family_models.py")
+    parser.add_argument("--tiny", action="store_true", help="the tiny seeded models of tests/support/family_models.py")
     parser.add_argument("--families", nargs="+", default=["deformable-detr-two-stage", "grounding-dino",
                                                           "rt-detr-v2", "d-fine", "lw-detr"])
     parser.add_argument("--folders", nargs="+", type=Path, default=[], help="transformers folders instead")

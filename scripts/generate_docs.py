@@ -13,7 +13,7 @@ page; everything outside the markers is written by hand. The parts:
 - docs/formats.md "video": `dino_demo/video/document.py`'s description of the video command's
   detections.json (its docstring);
 - docs/zoo.md "zoo": the table of `dino_demo/sources/zoo.py`'s `ENTRIES`.
-`tests/test_docs.py` fails when a page differs from what this script writes.
+`tests/project/test_docs.py` fails when a page differs from what this script writes.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MMDetection's DINO-4scale on a real photo: the reference that tests/test_mmdet_parity.py compares
+"""MMDetection's DINO-4scale on a real photo: the reference that tests/sources/test_mmdet_parity.py compares
 this project against after converting MMDetection's checkpoint.
 
     python scripts/mmdet_reference.py                      # writes tests/fixtures/mmdet_dino/

@@ -29,6 +29,6 @@ else
   python -m dino_demo build-ops --check
 fi
 
-# tests/test_ops_triton.py runs the Triton kernels on CPU tensors in Triton's interpreter when no
+# tests/ops/test_ops_triton.py runs the Triton kernels on CPU tensors in Triton's interpreter when no
 # GPU is visible (tests/conftest.py sets TRITON_INTERPRET=1); tests marked `cuda` are skipped then.
 python -m pytest -q -ra "$@"

@@ -14,7 +14,7 @@ OFFICIAL = FIXTURES / "official_dino"
 _THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else torch.get_num_threads()
 torch.set_num_threads(int(os.environ.get("DINO_DEMO_TEST_THREADS", _THREADS)))
 
-# Without a GPU, tests/test_ops_triton.py checks the Triton kernels on CPU tensors in Triton's
+# Without a GPU, tests/ops/test_ops_triton.py checks the Triton kernels on CPU tensors in Triton's
 # interpreter. Triton reads TRITON_INTERPRET when it is imported, and test modules import it
 # indirectly at collection (torchvision imports torch._dynamo, which imports triton), so it is set
 # here, before any test module is imported. Nothing else in the suite runs Triton.

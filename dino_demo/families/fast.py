@@ -1,7 +1,7 @@
 """Inference fast paths for `transformers` detectors: module replacements applied after loading.
 
 `optimize(model)` changes a loaded transformers detector in place, module by module, keeping its
-outputs equal to transformers' own within float rounding (tests/test_families_fast.py), and its
+outputs equal to transformers' own within float rounding (tests/families/test_families_fast.py), and its
 module tree (the capture hooks and our op's layer mapping sit on modules it leaves alone):
 
 - **BatchNorm folded**: every convolution followed by a (frozen) BatchNorm in a ResNet / HGNet

@@ -5,7 +5,7 @@ from pathlib import Path
 
 
 def test_the_throughput_benchmark_times_each_backend_and_precision(tmp_path):
-    spec = importlib.util.spec_from_file_location("throughput", Path(__file__).parents[1] / "benchmarks" / "throughput.py")
+    spec = importlib.util.spec_from_file_location("throughput", Path(__file__).parents[2] / "benchmarks" / "throughput.py")
     throughput = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(throughput)
     out = tmp_path / "throughput.json"

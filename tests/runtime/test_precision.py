@@ -20,7 +20,7 @@ from dino_demo.model.config import VARIANTS, get_config
 from dino_demo.model.detector import build_model
 from dino_demo.train.synthetic import SceneSpec, generate_scene
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "dino-tiny.pth"
+WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "dino-tiny.pth"
 OFFICIAL = sorted(name for name in VARIANTS if name != "dino-tiny")
 
 
@@ -122,7 +122,7 @@ def test_support_notes_say_what_to_expect(monkeypatch):
         fast.note("float8")
 
 
-# -- the choice on the command line (on the page: tests/test_page.py) ------------------------------
+# -- the choice on the command line (on the page: tests/ui/test_page.py) ------------------------------
 
 # The CPU's flags as /proc/cpuinfo would give them: this machine's own, one that emulates bfloat16
 # and one that computes in it (AVX-512 BF16, AMX); the log says what each does, on any machine.

@@ -20,7 +20,7 @@ from dino_demo.video.clip import ClipLimits, chosen_frames, probe
 from dino_demo.video.tracking import Tracker
 from family_models import save_tiny
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.is_file() else "untrained:dino-tiny"
 THRESHOLD = 0.3
 FOURCC = {".mp4": "mp4v", ".mkv": "FFV1"}

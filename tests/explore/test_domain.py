@@ -92,7 +92,7 @@ def test_cli_detect_on_a_photo_writes_synthetic_to_stderr(tmp_path):
 
     photo = tmp_path / "photo.png"
     Image.open(PHOTOS[0]).convert("RGB").resize((128, 96)).save(photo)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
     done = subprocess.run([sys.executable, "-m", "dino_demo", "detect", str(photo), "--out", str(tmp_path / "o")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -21,7 +21,7 @@ from dino_demo.train.data import CocoDetectionSet
 from dino_demo.train.evaluate import evaluate
 from dino_demo.train.synthetic import SceneSpec, write_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.is_file() else "untrained:dino-tiny"
 THRESHOLD = 0.3
 

@@ -1,4 +1,4 @@
-"""Run by test_distributed.py: `torchrun --nproc_per_node 2 tests/distributed_gradients.py DATA.json OUT`
+"""Run by test_distributed.py: `torchrun --nproc_per_node 2 tests/support/distributed_gradients.py DATA.json OUT`
 computes the gradients of one step over a global batch of four images (two per process) into
 OUT/gradients.pt, then trains two steps with `python -m dino_demo train`'s entry point into
 OUT/run. The test computes the same gradients in one process with `gradients`.

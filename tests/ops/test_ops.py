@@ -214,7 +214,7 @@ def test_import_does_not_build(tmp_path):
         "assert torch.ops.dino_demo.ms_deform_attn.default._schema.name == 'dino_demo::ms_deform_attn'; "
         "sys.exit('triton' in sys.modules)"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, env=environment, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, env=environment, cwd=Path(__file__).parents[2])
     assert not (tmp_path / "cache").exists()
 
 

@@ -10,7 +10,7 @@ from dino_demo.sources.checkpoint import load_model
 from dino_demo.model.box_ops import box_iou
 from dino_demo.train.synthetic import CLASS_NAMES, SceneSpec, generate_scene
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "dino-tiny.pth"
+WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "dino-tiny.pth"
 # Scenes of a seed used neither for training (0), model selection (1000) nor the held-out AP (2000).
 TEST_SEED = 4242
 NUM_SCENES = 16

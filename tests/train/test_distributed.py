@@ -12,7 +12,7 @@ import torch
 
 from dino_demo.train import distributed
 
-SCRIPT = Path(__file__).with_name("distributed_gradients.py")
+SCRIPT = Path(__file__).resolve().parents[1] / "support" / "distributed_gradients.py"
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """The transformers families (dino_demo.families) against transformers itself, on tiny models of
-every family built from their configs with seeded random weights (tests/family_models.py)."""
+every family built from their configs with seeded random weights (tests/support/family_models.py)."""
 from __future__ import annotations
 
 import json

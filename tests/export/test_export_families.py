@@ -1,5 +1,5 @@
 """ONNX export of the transformers families and Gather-based sampling: tiny seeded models of each
-family (tests/family_models.py, every weight perturbed so that no scores tie), exported both ways,
+family (tests/support/family_models.py, every weight perturbed so that no scores tie), exported both ways,
 run in ONNX Runtime and OpenVINO, compared with the PyTorch path."""
 from __future__ import annotations
 

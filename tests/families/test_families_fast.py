@@ -1,5 +1,5 @@
 """The families' inference fast paths (dino_demo.families.fast) against transformers' own modules,
-on tiny models of every family (tests/family_models.py) and on the replaced modules alone."""
+on tiny models of every family (tests/support/family_models.py) and on the replaced modules alone."""
 from __future__ import annotations
 
 import numpy as np

@@ -272,7 +272,7 @@ def test_synthetic_examples_are_the_scenes_their_names_say():
 
     from dino_demo.train.synthetic import SceneSpec, generate_scene
 
-    examples = Path(__file__).resolve().parent.parent / "examples"
+    examples = Path(__file__).resolve().parents[2] / "examples"
     files = sorted(examples.glob("shapes-90210-*.png"))
     assert files
     for path in files:

@@ -222,13 +222,13 @@ def test_environment_variables_choose_triton_on_cpu(tmp_path):
         "from dino_demo.ops import triton_kernels",
         "assert triton_kernels.interpreted()",
     ])
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     environment = {
         **os.environ,
         "TRITON_INTERPRET": "1",
         "DINO_DEMO_OP": "triton",
         "DINO_DEMO_CACHE": str(tmp_path / "cache"),
-        "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")]),
+        "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests"), str(root / "tests" / "support")]),
     }
     subprocess.run([sys.executable, "-c", code], check=True, env=environment, cwd=root)
     assert not (tmp_path / "cache").exists()
@@ -237,7 +237,7 @@ def test_environment_variables_choose_triton_on_cpu(tmp_path):
 def test_benchmark_worker_runs_triton():
     """benchmarks/op_bench.py's measuring code on the Triton path, forward and backward, at a tiny input
     (no timing is checked)."""
-    spec = importlib.util.spec_from_file_location("op_bench", Path(__file__).parents[1] / "benchmarks" / "op_bench.py")
+    spec = importlib.util.spec_from_file_location("op_bench", Path(__file__).parents[2] / "benchmarks" / "op_bench.py")
     op_bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(op_bench)
     assert op_bench.level_shapes(800, 1333, 5) == [[200, 334], [100, 167], [50, 84], [25, 42], [13, 21]]

@@ -8,7 +8,7 @@ import pytest
 from dino_demo import env
 from dino_demo.ui import settings
 
-PACKAGE = Path(__file__).resolve().parent.parent / "dino_demo"
+PACKAGE = Path(__file__).resolve().parents[2] / "dino_demo"
 
 
 @pytest.fixture(autouse=True)
