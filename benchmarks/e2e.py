@@ -21,7 +21,6 @@ because of speed.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import platform
@@ -30,6 +29,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+from arguments import parse_counts, timing_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("preprocess", "backbone", "encoder", "decoder", "postprocess", "total")
@@ -141,11 +142,7 @@ def _compare(base, cand, tol: float) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="dino-4scale-r50")
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--size", nargs=2, type=int, default=[800, 1066], metavar=("H", "W"))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = timing_parser(__doc__, repeats=3)
     parser.add_argument("--backend", choices=["cpu-kernel", "reference"], default="cpu-kernel",
                         help="op for the candidate (the baseline always uses the reference)")
     parser.add_argument("--no-fast-path", action="store_true",
@@ -156,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the candidate's precision (the baseline is float32): reduced precisions report "
                              "their agreement with the baseline instead of checking it")
     parser.add_argument("--json", help="write the results here")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be >= 1")
+    args = parse_counts(parser, argv, "repeats")
 
     runners = {"baseline": _start("baseline", args, "reference", fast=False),
                "candidate": _start("candidate", args, args.backend, fast=not args.no_fast_path,

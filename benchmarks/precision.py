@@ -19,6 +19,8 @@ import argparse
 import json
 import sys
 
+from arguments import parse_counts
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,9 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="cap on the model input's longer side (default: the variant's resize, 800 px short side "
                              "for the official variants)")
     parser.add_argument("--json", help="also write the report here")
-    args = parser.parse_args(argv)
-    if args.count < 1:
-        parser.error("--count must be >= 1")
+    args = parse_counts(parser, argv, "count")
 
     import statistics
     import time

@@ -11,21 +11,18 @@ variants use the parity kit's recipe weights; dino-tiny uses the shipped weights
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from arguments import timing_parser
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="dino-4scale-r50")
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--size", nargs=2, type=int, default=[800, 1066], metavar=("H", "W"))
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = timing_parser(__doc__, repeats=5)
     args = parser.parse_args(argv)
 
     import numpy as np

@@ -2,6 +2,7 @@ import os
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,7 +38,14 @@ def official_dir() -> Path:
     return OFFICIAL
 
 
-def _free_port() -> int:
+def npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, read into memory (the file closed)."""
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def free_port() -> int:
+    """A 127.0.0.1 port nothing listens on (bound once, then released)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -48,7 +56,7 @@ def served():
     """The app served on a free 127.0.0.1 port for one test module."""
     from dino_demo.ui import build_demo, launch
 
-    demo = launch(build_demo(), "127.0.0.1", _free_port(), prevent_thread_lock=True, quiet=True)
+    demo = launch(build_demo(), "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
     yield demo
     demo.close()
 

@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 
+from ..model.config import MIN_INPUT_SIDE
 from ..sources.source import HUB_PREFIX, SHIPPED_TEXT, Source
 
 COMMANDS = {
@@ -54,6 +55,23 @@ def model_source(args: argparse.Namespace) -> Source:
     if getattr(args, "model", None):
         return Source.parse(args.model) if args.model.lower().startswith(HUB_PREFIX) else Source.zoo(args.model)
     return Source.parse(args.checkpoint or SHIPPED_TEXT)
+
+
+def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                        at_least_one: tuple[str, ...] = ()) -> None:
+    """`parser.error` unless --threshold is in [0, 1], each option named in `at_least_one` (as args names
+    it: "batch_size") is unset or at least 1, --max-size is unset or at least MIN_INPUT_SIDE, and --device
+    is cpu or cuda; checked in that order."""
+    if not 0.0 <= args.threshold <= 1.0:
+        parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
+    for name in at_least_one:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.max_size is not None and args.max_size < MIN_INPUT_SIDE:
+        parser.error(f"--max-size must be at least {MIN_INPUT_SIDE}, got {args.max_size}")
+    if args.device not in ("cpu", "cuda"):
+        parser.error(f"--device must be cpu or cuda, got {args.device!r}")
 
 
 def usage() -> str:

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..model.config import MIN_INPUT_SIDE, VARIANTS
-from . import model_source
+from ..model.config import VARIANTS
+from . import check_run_arguments, model_source
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (under torchrun: one GPU per process)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
-    if not 0.0 <= args.threshold <= 1.0:
-        parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.max_size is not None and args.max_size < MIN_INPUT_SIDE:
-        parser.error(f"--max-size must be at least {MIN_INPUT_SIDE}, got {args.max_size}")
-    if args.device not in ("cpu", "cuda"):
-        parser.error(f"--device must be cpu or cuda, got {args.device!r}")
+    check_run_arguments(parser, args, at_least_one=("batch_size",))
     return args
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..model.config import MIN_INPUT_SIDE, VARIANTS
-from . import add_model_arguments, model_source
+from ..model.config import VARIANTS
+from . import add_model_arguments, check_run_arguments, model_source
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also write <clip name>.<frame>.internals.npz per detected frame")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
-    if not 0.0 <= args.threshold <= 1.0:
-        parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
-    for name in ("max_detections", "every", "max_frames", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.max_size is not None and args.max_size < MIN_INPUT_SIDE:
-        parser.error(f"--max-size must be at least {MIN_INPUT_SIDE}, got {args.max_size}")
-    if args.device not in ("cpu", "cuda"):
-        parser.error(f"--device must be cpu or cuda, got {args.device!r}")
+    check_run_arguments(parser, args, at_least_one=("max_detections", "every", "max_frames", "batch_size"))
     return args
 
 

@@ -128,24 +128,26 @@ def _v2_forward(module, hidden_states, attention_mask, encoder_hidden_states, po
     return module.output_proj(output), weights
 
 
-class RTDetrV2OpAttention(nn.Module):
-    """RT-DETR v2's attention with its core served by our op (bilinear method) and reported."""
+def _v2_layer(name: str, doc: str, *, use_op: bool) -> type[nn.Module]:
+    """A `kernels` layer class `name` for RT-DETR v2's attention: the module's own forward through
+    `_v2_forward` with `use_op` fixed (a layer may hold no member but `forward`, so the choice is bound
+    here)."""
 
     def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
                 position_embeddings=None, reference_points=None, spatial_shapes=None, spatial_shapes_list=None,
                 level_start_index=None, **kwargs):
         return _v2_forward(self, hidden_states, attention_mask, encoder_hidden_states, position_embeddings,
-                           reference_points, spatial_shapes, spatial_shapes_list, use_op=True)
+                           reference_points, spatial_shapes, spatial_shapes_list, use_op=use_op)
+
+    return type(name, (nn.Module,), {"__doc__": doc, "__module__": __name__, "forward": forward})
 
 
-class RTDetrV2RecordedAttention(nn.Module):
-    """RT-DETR v2's attention with transformers' own core, reported (its path when our op is off)."""
-
-    def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
-                position_embeddings=None, reference_points=None, spatial_shapes=None, spatial_shapes_list=None,
-                level_start_index=None, **kwargs):
-        return _v2_forward(self, hidden_states, attention_mask, encoder_hidden_states, position_embeddings,
-                           reference_points, spatial_shapes, spatial_shapes_list, use_op=False)
+RTDetrV2OpAttention = _v2_layer(
+    "RTDetrV2OpAttention", "RT-DETR v2's attention with its core served by our op (bilinear method) and reported.",
+    use_op=True)
+RTDetrV2RecordedAttention = _v2_layer(
+    "RTDetrV2RecordedAttention",
+    "RT-DETR v2's attention with transformers' own core, reported (its path when our op is off).", use_op=False)
 
 
 def _transformers_core_v2():

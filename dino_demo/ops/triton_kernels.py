@@ -67,6 +67,17 @@ def _sample(locations_ptr, weights_ptr, row, row_mask, level, point, levels, poi
 
 
 @triton.jit
+def _corner_backward(value_ptr, grad_value_ptr, offset, mask, grad, scaled, corner_weight, ACC: tl.constexpr):
+    """One bilinear corner of the backward, for a [BLOCK_ROWS, BLOCK_CHANNELS] tile of its values at
+    `offset` (`mask`: in the map and a channel): adds corner_weight * scaled (the attention-weighted
+    incoming gradient) to grad_value, and returns the dot product of `grad` with the corner's values
+    per row."""
+    dot = tl.sum(grad * tl.load(value_ptr + offset, mask=mask, other=0.0).to(ACC), axis=1)
+    tl.atomic_add(grad_value_ptr + offset, corner_weight[:, None] * scaled, mask=mask, sem="relaxed")
+    return dot
+
+
+@triton.jit
 def _forward_kernel(
     value_ptr, shapes_ptr, starts_ptr, locations_ptr, weights_ptr, output_ptr,
     rows, num_values, queries, heads, channels, levels, points,
@@ -135,21 +146,17 @@ def _backward_kernel(
                 ).to(ACC)
                 scaled = attention[:, None] * grad
                 offset = top_left_offset[:, None] + channel[None, :]
-                mask = top_left[:, None] & channel_mask
-                d00 += tl.sum(grad * tl.load(value_ptr + offset, mask=mask, other=0.0).to(ACC), axis=1)
-                tl.atomic_add(grad_value_ptr + offset, (gy * gx)[:, None] * scaled, mask=mask, sem="relaxed")
+                d00 += _corner_backward(value_ptr, grad_value_ptr, offset, top_left[:, None] & channel_mask,
+                                        grad, scaled, gy * gx, ACC)
                 offset += pixel_stride
-                mask = top_right[:, None] & channel_mask
-                d01 += tl.sum(grad * tl.load(value_ptr + offset, mask=mask, other=0.0).to(ACC), axis=1)
-                tl.atomic_add(grad_value_ptr + offset, (gy * fx)[:, None] * scaled, mask=mask, sem="relaxed")
+                d01 += _corner_backward(value_ptr, grad_value_ptr, offset, top_right[:, None] & channel_mask,
+                                        grad, scaled, gy * fx, ACC)
                 offset += below - pixel_stride
-                mask = bottom_left[:, None] & channel_mask
-                d10 += tl.sum(grad * tl.load(value_ptr + offset, mask=mask, other=0.0).to(ACC), axis=1)
-                tl.atomic_add(grad_value_ptr + offset, (fy * gx)[:, None] * scaled, mask=mask, sem="relaxed")
+                d10 += _corner_backward(value_ptr, grad_value_ptr, offset, bottom_left[:, None] & channel_mask,
+                                        grad, scaled, fy * gx, ACC)
                 offset += pixel_stride
-                mask = bottom_right[:, None] & channel_mask
-                d11 += tl.sum(grad * tl.load(value_ptr + offset, mask=mask, other=0.0).to(ACC), axis=1)
-                tl.atomic_add(grad_value_ptr + offset, (fy * fx)[:, None] * scaled, mask=mask, sem="relaxed")
+                d11 += _corner_backward(value_ptr, grad_value_ptr, offset, bottom_right[:, None] & channel_mask,
+                                        grad, scaled, fy * fx, ACC)
             grad_x = (gy * (d01 - d00) + fy * (d11 - d10)) * width * attention
             grad_y = (gx * (d10 - d00) + fx * (d11 - d01)) * height * attention
             grad_weight = gy * (gx * d00 + fx * d01) + fy * (gx * d10 + fx * d11)

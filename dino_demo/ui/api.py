@@ -32,6 +32,27 @@ SESSION_FREE = "session-free"
 SESSION_FREE_SECONDS = 600
 
 
+# The Args lines of the endpoints that read `detect`'s result, written once for their docstrings
+# (`_with_detect_inputs`): the API page and the MCP tool descriptions are built from those.
+_DETECT_INPUTS_DOC = """\
+            image: the image given to `detect`; leave empty to use the session's last detection.
+            model_choice: the model given to `detect` (with `image`).
+            checkpoint: the checkpoint given to `detect` (with `image` and model "custom").
+            variant: the variant given to `detect` (with `image`).
+            max_input: the max input side given to `detect` (with `image`)."""
+
+
+def _with_detect_inputs(method):
+    """`method` with _DETECT_INPUTS_DOC at the end of its docstring's Args section (made when it has none);
+    unchanged without a docstring (`python -OO`)."""
+    if method.__doc__ is None:
+        return method
+    head, returns = method.__doc__.split("\n\n        Returns:")
+    args = "" if "\n        Args:\n" in head else "\n\n        Args:"
+    method.__doc__ = f"{head}{args}\n{_DETECT_INPUTS_DOC}\n\n        Returns:{returns}"
+    return method
+
+
 class ApiEndpoints:
     """The endpoints over the app's services (its model cache, result store and sessions)."""
 
@@ -72,6 +93,7 @@ class ApiEndpoints:
         return {"det_image": panels.detections_image(stored, view, None),
                 "det_json": detections_json(stored, view, options)}
 
+    @_with_detect_inputs
     def inspect(self, session, slot, layer, head, level, point_color, image=None, model_choice=None,
                 checkpoint=None, variant="auto", max_input=None, request: gr.Request = None,
                 progress=gr.Progress()) -> Views:
@@ -86,11 +108,6 @@ class ApiEndpoints:
             head: one attention head ("1", "2", ...) or "all".
             level: one feature level ("1" is the finest) or "all".
             point_color: colour the sampling points by "level" or by "head".
-            image: the image given to `detect`; leave empty to use the session's last detection.
-            model_choice: the model given to `detect` (with `image`).
-            checkpoint: the checkpoint given to `detect` (with `image` and model "custom").
-            variant: the variant given to `detect` (with `image`).
-            max_input: the max input side given to `detect` (with `image`).
 
         Returns:
             The sampling-point overlay, the points as JSON (x, y in the image's pixels, attention weights), and the attention mass per head and level.
@@ -100,6 +117,7 @@ class ApiEndpoints:
         slot = inputs.query_slot(controls.slot, stored.result.num_queries)
         return selection.sampling_views(stored, slot, selection.sampling_options(controls, stored.result))
 
+    @_with_detect_inputs
     def encoder(self, session, token_level, row, col, layer, head, level, point_color, image=None,
                 model_choice=None, checkpoint=None, variant="auto", max_input=None, request: gr.Request = None,
                 progress=gr.Progress()) -> Views:
@@ -115,11 +133,6 @@ class ApiEndpoints:
             head: one attention head ("1", "2", ...) or "all".
             level: one feature level the token looks at ("1", "2", ...) or "all".
             point_color: colour the sampling points by "level" or by "head".
-            image: the image given to `detect`; leave empty to use the session's last detection.
-            model_choice: the model given to `detect` (with `image`).
-            checkpoint: the checkpoint given to `detect` (with `image` and model "custom").
-            variant: the variant given to `detect` (with `image`).
-            max_input: the max input side given to `detect` (with `image`).
 
         Returns:
             The sampling-point overlay, the points as JSON and the attention mass per head and level.
@@ -130,18 +143,12 @@ class ApiEndpoints:
         views = EncoderTab(self.services.models).typed_token(PageEvent(session, controls), stored)
         return {name: views[name] for name in ("enc_image", "enc_points", "enc_mass")}
 
+    @_with_detect_inputs
     def internals(self, session, image=None, model_choice=None, checkpoint=None, variant="auto", max_input=None,
                   request: gr.Request = None, progress=gr.Progress()) -> Views:
         """Every array of DINO's result on an image as one internals.npz file: detections, the encoder's selection, boxes and references per decoder layer, sampling points and attention weights of every query.
 
         Reads the session's last `detect`, or, when `image` is given (as MCP agents do), the result of `detect` on that image with that model (computed once, then reused).
-
-        Args:
-            image: the image given to `detect`; leave empty to use the session's last detection.
-            model_choice: the model given to `detect` (with `image`).
-            checkpoint: the checkpoint given to `detect` (with `image` and model "custom").
-            variant: the variant given to `detect` (with `image`).
-            max_input: the max input side given to `detect` (with `image`).
 
         Returns:
             The internals.npz file (NumPy arrays, described in docs/formats.md): boxes, scores, per-layer references, sampling locations and attention weights.

@@ -23,21 +23,10 @@ from dino_demo.runtime import load_detector
 from dino_demo.ops.reference import ms_deform_attn_reference
 
 from conftest import ROOT
-from family_models import FAMILY_NAMES, LABELS, TEXT_PROMPTED, save_tiny
+from family_models import FAMILY_NAMES, LABELS, TEXT_PROMPTED, folders, image  # noqa: F401 (fixtures)
 
 PROMPT = "cat . remote control ."
 TEXT = TEXT_PROMPTED
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("families")
-    return {name: save_tiny(name, root / name) for name in FAMILY_NAMES}
-
-
-@pytest.fixture(scope="module")
-def image():
-    return np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)
 
 
 def _prompt(name):

@@ -2,7 +2,6 @@
 on tiny models of every family (tests/support/family_models.py) and on the replaced modules alone."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import transformers
@@ -13,21 +12,10 @@ from dino_demo.families import fast
 from dino_demo.families.inference import run
 from dino_demo.families.load import load
 
-from family_models import FAMILY_NAMES, TEXT_PROMPTED, save_tiny
+from family_models import FAMILY_NAMES, TEXT_PROMPTED, folders, image  # noqa: F401 (fixtures)
 
 PROMPT = "cat . remote control ."
 REPLACED = ("PackedLinear", "BlockedFeedForward", "FoldedBiAttention")
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("families_fast")
-    return {name: save_tiny(name, root / name) for name in FAMILY_NAMES}
-
-
-@pytest.fixture(scope="module")
-def image():
-    return np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)
 
 
 def _outputs(handle, image, prompt):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, free_port
 from family_models import save_tiny
 from hub_stand_in import COMMIT, answer_as_hub
 
@@ -144,17 +144,13 @@ def test_download_asks_for_what_from_pretrained_needs_with_progress(monkeypatch,
 def test_a_hub_failure_names_the_model(monkeypatch, tmp_path, capsys):
     """Offline or unreachable, a Hub model's error says which model: "hf:ORG/NAME: ... unreachable"
     from `hub.download`, through the load path and on the command line."""
-    import socket
-
     from huggingface_hub import constants
 
     from dino_demo.cli import main
     from dino_demo.families.load import load
     from dino_demo.sources.download import Unreachable
 
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{closed}")
     for name in ("HF_HUB_OFFLINE", "DINO_DEMO_OFFLINE", "SPACE_ID", "DINO_DEMO_PUBLIC"):
         monkeypatch.delenv(name, raising=False)

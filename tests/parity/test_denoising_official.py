@@ -7,7 +7,7 @@ from a checkout of the official code (its docstring says how). Same seed, same t
 import numpy as np
 import pytest
 import torch
-from conftest import OFFICIAL
+from conftest import OFFICIAL, npz_arrays
 
 from dino_demo.io.images import load_image
 from dino_demo.io.preprocess import batch_images, to_tensor_normalized
@@ -23,8 +23,7 @@ DN_LOGIT_ATOL = 2e-4
 
 @pytest.fixture(scope="module")
 def reference():
-    with np.load(OFFICIAL / "denoising_reference.npz") as npz:
-        return {k: npz[k] for k in npz.files}
+    return npz_arrays(OFFICIAL / "denoising_reference.npz")
 
 
 def official_order(per_slot: torch.Tensor, counts: list[int], max_targets: int, copies: int) -> np.ndarray:

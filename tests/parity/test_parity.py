@@ -7,7 +7,7 @@ the top-900 selection is compared as a set and the decoder is compared teacher-f
 import numpy as np
 import pytest
 import torch
-from conftest import OFFICIAL
+from conftest import OFFICIAL, npz_arrays
 
 from dino_demo.sources.checkpoint import load_model
 from dino_demo.io.images import load_image
@@ -30,8 +30,7 @@ PROPOSAL_ATOL = 1.2e-7
 
 @pytest.fixture(scope="module")
 def reference():
-    with np.load(OFFICIAL / "DINO_4scale_reference.npz") as npz:
-        return {k: npz[k] for k in npz.files}
+    return npz_arrays(OFFICIAL / "DINO_4scale_reference.npz")
 
 
 @pytest.fixture(scope="module")

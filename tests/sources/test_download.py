@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from dino_demo.sources import download, zoo
 from dino_demo.sources.download import GENERIC_FAILURE, DownloadError, Policy, enforce_quota, fetch_url
@@ -192,11 +193,7 @@ def test_offline_switch(server, tmp_path, monkeypatch):
 
 
 def test_unreachable_zoo_file_says_what_to_download_and_where(monkeypatch):
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     entry = zoo.ZooEntry("test-entry", "test", "dino-tiny", "official", "official",
                          (f"http://127.0.0.1:{port}/weights/tiny-test.pth",), 7, 0.0, 1, "none", "tests")
     with pytest.raises(DownloadError) as info:

@@ -45,6 +45,16 @@ def manifest(path) -> dict[str, tuple[list[int], str]]:
     return rows
 
 
+def assert_values_land(official: dict[str, torch.Tensor], foreign: dict[str, torch.Tensor], layout: str) -> None:
+    """Each row of fixtures/key_places/<layout>.tsv (foreign key, tab, official key): the converted state
+    holds the foreign value under the official key."""
+    lines = (FIXTURES / "key_places" / f"{layout}.tsv").read_text().splitlines()
+    rows = [line.split("\t") for line in lines if line and not line.startswith("#")]
+    assert len(rows) >= 20
+    for theirs, ours in rows:
+        assert torch.equal(official[ours], foreign[theirs]), (theirs, ours)
+
+
 _HEADS = re.compile(r"(transformer\.decoder\.)?(class_embed|bbox_embed|bbox_head\.(cls|reg)_branches)\.")
 
 
@@ -115,36 +125,7 @@ def test_official_manifests_pass_through_unchanged(name, variant):
 @pytest.mark.slow  # R50-size weights
 def test_detrex_values_land_in_their_official_places(detrex_r50):
     d, o = detrex_r50, layouts.to_official({"model": detrex_r50}).state_dict
-    pairs = {
-        "backbone.stem.conv1.weight": "backbone.0.body.conv1.weight",
-        "backbone.stem.conv1.norm.running_var": "backbone.0.body.bn1.running_var",
-        "backbone.res3.0.conv2.weight": "backbone.0.body.layer2.0.conv2.weight",
-        "backbone.res3.0.conv2.norm.weight": "backbone.0.body.layer2.0.bn2.weight",
-        "backbone.res5.0.shortcut.weight": "backbone.0.body.layer4.0.downsample.0.weight",
-        "backbone.res5.0.shortcut.norm.running_mean": "backbone.0.body.layer4.0.downsample.1.running_mean",
-        "neck.convs.2.conv.bias": "input_proj.2.0.bias",
-        "neck.extra_convs.0.conv.weight": "input_proj.3.0.weight",
-        "neck.extra_convs.0.norm.bias": "input_proj.3.1.bias",
-        "transformer.level_embeds": "transformer.level_embed",
-        "transformer.encoder.layers.5.attentions.0.sampling_offsets.weight": "transformer.encoder.layers.5.self_attn.sampling_offsets.weight",
-        "transformer.encoder.layers.1.ffns.0.layers.0.0.weight": "transformer.encoder.layers.1.linear1.weight",
-        "transformer.encoder.layers.1.ffns.0.layers.1.bias": "transformer.encoder.layers.1.linear2.bias",
-        "transformer.encoder.layers.2.norms.0.weight": "transformer.encoder.layers.2.norm1.weight",
-        "transformer.encoder.layers.2.norms.1.weight": "transformer.encoder.layers.2.norm2.weight",
-        "transformer.decoder.layers.3.attentions.0.attn.in_proj_weight": "transformer.decoder.layers.3.self_attn.in_proj_weight",
-        "transformer.decoder.layers.3.attentions.1.value_proj.weight": "transformer.decoder.layers.3.cross_attn.value_proj.weight",
-        # The decoder's norms: after self-attention, cross-attention, FFN = official norm2, norm1, norm3.
-        "transformer.decoder.layers.4.norms.0.bias": "transformer.decoder.layers.4.norm2.bias",
-        "transformer.decoder.layers.4.norms.1.bias": "transformer.decoder.layers.4.norm1.bias",
-        "transformer.decoder.layers.4.norms.2.bias": "transformer.decoder.layers.4.norm3.bias",
-        "transformer.decoder.ref_point_head.layers.1.weight": "transformer.decoder.ref_point_head.layers.1.weight",
-        "transformer.tgt_embed.weight": "transformer.tgt_embed.weight",
-        "transformer.enc_output_norm.weight": "transformer.enc_output_norm.weight",
-        "bbox_embed.2.layers.1.weight": "bbox_embed.2.layers.1.weight",
-        "bbox_embed.6.layers.2.bias": "transformer.enc_out_bbox_embed.layers.2.bias",
-    }
-    for theirs, ours in pairs.items():
-        assert torch.equal(o[ours], d[theirs]), (theirs, ours)
+    assert_values_land(o, d, "detrex")
     # Per-layer heads stay distinct; the decoder lists the same ones.
     assert not torch.equal(o["class_embed.0.weight"], o["class_embed.1.weight"])
     assert torch.equal(o["transformer.decoder.bbox_embed.5.layers.0.weight"], d["bbox_embed.5.layers.0.weight"])
@@ -153,30 +134,7 @@ def test_detrex_values_land_in_their_official_places(detrex_r50):
 @pytest.mark.slow  # R50-size weights
 def test_mmdet_values_land_in_their_official_places(mmdet_r50):
     m, o = mmdet_r50, layouts.to_official({"state_dict": mmdet_r50}).state_dict
-    pairs = {
-        "level_embed": "transformer.level_embed",
-        "backbone.layer3.2.bn1.running_var": "backbone.0.body.layer3.2.bn1.running_var",
-        "backbone.layer1.0.downsample.0.weight": "backbone.0.body.layer1.0.downsample.0.weight",
-        "neck.convs.1.conv.weight": "input_proj.1.0.weight",
-        "neck.convs.1.gn.weight": "input_proj.1.1.weight",
-        "neck.extra_convs.0.conv.weight": "input_proj.3.0.weight",
-        "encoder.layers.0.self_attn.attention_weights.bias": "transformer.encoder.layers.0.self_attn.attention_weights.bias",
-        "encoder.layers.3.ffn.layers.0.0.weight": "transformer.encoder.layers.3.linear1.weight",
-        "encoder.layers.3.norms.1.bias": "transformer.encoder.layers.3.norm2.bias",
-        "decoder.layers.1.self_attn.attn.out_proj.weight": "transformer.decoder.layers.1.self_attn.out_proj.weight",
-        "decoder.layers.1.cross_attn.sampling_offsets.bias": "transformer.decoder.layers.1.cross_attn.sampling_offsets.bias",
-        "decoder.layers.5.norms.0.weight": "transformer.decoder.layers.5.norm2.weight",
-        "decoder.layers.5.norms.1.weight": "transformer.decoder.layers.5.norm1.weight",
-        "decoder.layers.5.norms.2.weight": "transformer.decoder.layers.5.norm3.weight",
-        "decoder.norm.bias": "transformer.decoder.norm.bias",
-        "query_embedding.weight": "transformer.tgt_embed.weight",
-        "memory_trans_fc.weight": "transformer.enc_output.weight",
-        "memory_trans_norm.bias": "transformer.enc_output_norm.bias",
-        "bbox_head.reg_branches.3.2.weight": "bbox_embed.3.layers.1.weight",
-        "bbox_head.reg_branches.6.4.bias": "transformer.enc_out_bbox_embed.layers.2.bias",
-    }
-    for theirs, ours in pairs.items():
-        assert torch.equal(o[ours], m[theirs]), (theirs, ours)
+    assert_values_land(o, m, "mmdet")
     assert torch.equal(o["input_proj.3.0.bias"], torch.zeros(256))  # mmdet's projections have no bias
     assert not any(k.endswith("num_batches_tracked") for k in o)
 

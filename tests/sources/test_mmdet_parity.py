@@ -22,7 +22,7 @@ from dino_demo.sources.layouts import ABSENT_CLASS_LOGIT, COCO80_IDS
 from dino_demo.io.preprocess import to_tensor_normalized
 from dino_demo.parity.recipe import recipe_tensor
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, npz_arrays
 
 pytestmark = pytest.mark.slow  # an official-size R50 model
 
@@ -34,9 +34,7 @@ BOX_ATOL = 2e-5
 
 @pytest.fixture(scope="module")
 def recorded():
-    with np.load(REFERENCE / "reference.npz") as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    return arrays, json.loads((REFERENCE / "meta.json").read_text())
+    return npz_arrays(REFERENCE / "reference.npz"), json.loads((REFERENCE / "meta.json").read_text())
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,14 @@
 """Tiny `transformers` detectors of every family, built from their configs with seeded random
 weights and written with `save_pretrained` (model, image processor, and for Grounding DINO a
-tokenizer made from a small vocabulary), for offline tests."""
+tokenizer made from a small vocabulary), for offline tests; the module-scoped fixtures `folders` (every
+family saved once per test module) and `image` (a seeded random 48 x 80 RGB uint8 array) for the test
+modules that import them."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 import transformers as T
 
@@ -118,6 +122,18 @@ def save_tiny(name: str, folder: Path, seed: int = 0) -> Path:
     else:
         image_processor.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    """Every family's tiny model saved in its own folder, by family name."""
+    root = tmp_path_factory.mktemp("families")
+    return {name: save_tiny(name, root / name) for name in FAMILY_NAMES}
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)
 
 
 def _spread_boxes(model) -> None:

@@ -1,6 +1,7 @@
 """Problems and comparisons shared by the op tests (test_ops.py, test_ops_triton.py)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dino_demo.ops import ms_deform_attn_reference
@@ -125,6 +126,17 @@ def bad_grad_outputs(output):
         "grad_output must be \\[N, Lq, M \\* D\\]": output[:, :, :-1],
         "dtype and device of value": output.double() if output.dtype != torch.float64 else output.float(),
     }
+
+
+def assert_backward_rejects_bad_inputs(output, inputs):
+    """The registered backward op raises ValueError with the expected message for every bad call of
+    `bad_calls(*inputs)` and every bad grad_output of `bad_grad_outputs(output)`."""
+    for message, args in bad_calls(*inputs).items():
+        with pytest.raises(ValueError, match=message):
+            torch.ops.dino_demo.ms_deform_attn_backward(output, *args)
+    for message, grad_output in bad_grad_outputs(output).items():
+        with pytest.raises(ValueError, match=message):
+            torch.ops.dino_demo.ms_deform_attn_backward(grad_output, *inputs)
 
 
 def mixed_precision(inputs, dtype):

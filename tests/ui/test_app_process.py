@@ -2,26 +2,20 @@
 down cleanly, its temporary files removed."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
+from conftest import free_port
 
 from dino_demo.paths import PROJECT_ROOT
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_sigterm_removes_the_apps_temporary_files(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "TMPDIR": str(tmp_path),
            "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "DINO_DEMO_OP": "reference"}
     process = subprocess.Popen([sys.executable, "app.py"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,

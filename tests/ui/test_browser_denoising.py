@@ -57,17 +57,22 @@ def _open_ideas_tab(page, name: str) -> None:
     _open_tab(page, name, "#ideas-tabs")
 
 
+def _detect(page) -> None:
+    """Upload the test image, press Detect and wait for the detections image (artifacts folder made)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.set_input_files("#image-in input[type=file]", str(IMAGE))
+    page.wait_for_selector("#image-in img")
+    page.click("#detect-button")
+    _new_src(page, "#det-image img", None)
+
+
 def _table(page) -> list[list[str]]:
     return page.evaluate(f"() => {ROWS_JS}")
 
 
 @pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason="needs the shipped model (weights/dino-tiny.pth)")
 def test_denoising_tab_runs_the_official_queries_and_draws_them(page):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.set_input_files("#image-in input[type=file]", str(IMAGE))
-    page.wait_for_selector("#image-in img")
-    page.click("#detect-button")
-    _new_src(page, "#det-image img", None)
+    _detect(page)
 
     _open_ideas_tab(page, "Denoising")
     page.click("#dn-take")
@@ -120,11 +125,7 @@ def test_denoising_tab_runs_the_official_queries_and_draws_them(page):
 
 
 def test_query_selection_look_forward_twice_and_forward_pass(page):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.set_input_files("#image-in input[type=file]", str(IMAGE))
-    page.wait_for_selector("#image-in img")
-    page.click("#detect-button")
-    _new_src(page, "#det-image img", None)
+    _detect(page)
 
     _open_tab(page, "Query")
     _open_tab(page, "Proposals", "#query-tabs")

@@ -4,13 +4,13 @@ result picture whole after Detect, the input cap's label following the model, an
 slider and table fitting the two models. The app is served with a zoo entry whose host refuses
 connections (this machine "offline"). Screenshots go to test-artifacts/."""
 import re
-import socket
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from browser_support import ARTIFACTS, BROWSER_MARKS, open_page
+from conftest import free_port
 
 from dino_demo.paths import PROJECT_ROOT as ROOT  # noqa: E402
 from dino_demo.sources.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
@@ -26,9 +26,7 @@ def offline(tmp_path_factory):
     from dino_demo.sources import zoo
     from dino_demo.ui import build_demo, launch
 
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()
     entry = zoo.ZooEntry("offline-tiny", "DINO-tiny offline", "dino-tiny", "official", "official",
                          (f"http://127.0.0.1:{closed}/offline-tiny.pth",), 7, 0.0, 1, "test", "tests")
     folder = tmp_path_factory.mktemp("zoo")
@@ -38,10 +36,7 @@ def offline(tmp_path_factory):
         patch.setattr(zoo, "folder", lambda: folder)
         for variable in ("SPACE_ID", "DINO_DEMO_PUBLIC"):
             patch.delenv(variable, raising=False)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        demo = launch(build_demo(), "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+        demo = launch(build_demo(), "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
         yield demo.local_url, entry
         demo.close()
 

@@ -3,21 +3,15 @@
 cannot get its slot says "busy, try again" (ui.busy)."""
 from __future__ import annotations
 
-import socket
 import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import gradio as gr
 import pytest
+from conftest import free_port
 
 from dino_demo.ui import busy
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_page_config_is_built_once_for_many_visitors(monkeypatch):
@@ -40,7 +34,7 @@ def test_the_page_config_is_built_once_for_many_visitors(monkeypatch):
         return original(value)
 
     monkeypatch.setattr(utils, "safe_deepcopy", counting)
-    port = _free_port()
+    port = free_port()
     launch(demo, server_port=port, prevent_thread_lock=True)
     try:
         url = f"http://127.0.0.1:{port}/config"

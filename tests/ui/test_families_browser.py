@@ -8,7 +8,7 @@ import re
 
 import pytest
 from family_models import FAMILY_NAMES, TEXT_PROMPTED, save_tiny
-from conftest import _free_port
+from conftest import free_port
 from browser_support import ARTIFACTS, BROWSER_MARKS, open_page
 from test_browser import IMAGE, _element_pixels, _set_number
 
@@ -34,7 +34,7 @@ def app(tmp_path_factory):
     os.environ["DINO_DEMO_CHECKPOINT_DIRS"] = str(root)
     from dino_demo.ui import build_demo, launch
 
-    demo = launch(build_demo(), "127.0.0.1", _free_port(), prevent_thread_lock=True, quiet=True)
+    demo = launch(build_demo(), "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
     yield demo.local_url, folders
     demo.close()
     if previous is None:

@@ -5,10 +5,11 @@ import asyncio
 import base64
 import io
 import json
-import socket
 import urllib.request
 
 import pytest
+
+from conftest import free_port
 
 pytest.importorskip("mcp")
 
@@ -21,12 +22,6 @@ IMAGE = EXAMPLES_DIR / "shapes-90210-9.png"
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword|gr.State input).*")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mcp_app():
     """The app launched on 127.0.0.1 with DINO_DEMO_MCP=1 (and nothing else asking for MCP)."""
@@ -37,7 +32,7 @@ def mcp_app():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(env.MCP_VARIABLE, "1")
         patch.delenv("GRADIO_MCP_SERVER", raising=False)
-        launch(app.demo, "127.0.0.1", _free_port(), prevent_thread_lock=True, quiet=True)
+        launch(app.demo, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
     yield app
     app.demo.close()
 

@@ -7,6 +7,7 @@ import asyncio
 import gradio as gr
 import numpy as np
 import pytest
+from conftest import free_port
 from gradio.state_holder import SessionState
 
 from dino_demo.explore import panels
@@ -120,13 +121,10 @@ def test_a_zoo_model_that_cannot_be_downloaded_is_one_line_with_its_remedy(app, 
     (this machine's folder; a public server names `$DINO_DEMO_CACHE/zoo/...` instead, as `zoo.resolve`
     writes it)."""
     import dataclasses
-    import socket
 
     from dino_demo.sources import zoo
 
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()
     broken = dataclasses.replace(local_zoo, id="broken-tiny", urls=(f"http://127.0.0.1:{closed}/tiny.pth",))
     monkeypatch.setattr(zoo, "ENTRIES", (*zoo.ENTRIES, broken))
     monkeypatch.setattr(zoo, "_BY_ID", {**zoo._BY_ID, broken.id: broken})
