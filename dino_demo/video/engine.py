@@ -177,7 +177,6 @@ def write_annotated(info: ClipInfo, records: list[dict[str, Any]], path: Path,
     """The detected frames (`frame_records`) drawn and written as an .mp4 at the rate they were
     detected at (the clip's fps divided by the step between them)."""
     timings = {} if timings is None else timings
-    detector = detector.named(model_id) if model_id else detector
     by_index = {r["index"]: r["detections"] for r in records}
     indices = sorted(by_index)
     step = indices[1] - indices[0] if len(indices) > 1 else 1

@@ -247,7 +247,7 @@ def test_torchrun_with_two_processes_writes_the_same_file(scene, tmp_path):
 
 def _page_event(max_input: int = 256):
     from dino_demo.ui import choices
-    from dino_demo.ui.callbacks import PageEvent
+    from dino_demo.ui.events import PageEvent
     from dino_demo.ui.inputs import PageControls
 
     detect = {"model_choice": choices.SHIPPED, "checkpoint": "", "variant": choices.AUTO_VARIANT,
@@ -256,21 +256,21 @@ def _page_event(max_input: int = 256):
 
 
 @pytest.fixture(scope="module")
-def explorer():
-    from dino_demo.ui.callbacks import Explorer
+def services():
+    from dino_demo.ui.services import Services
     from dino_demo.ui.settings import AppSettings
 
-    return Explorer(AppSettings(device="cpu", model_concurrency=1))
+    return Services.make(AppSettings(device="cpu", model_concurrency=1))
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason="the Video tab runs the shipped model")
-def test_the_video_tab_holds_what_the_command_writes_and_follows_a_clicked_track(explorer, scene, tmp_path):
+def test_the_video_tab_holds_what_the_command_writes_and_follows_a_clicked_track(services, scene, tmp_path):
     from dino_demo.ui import video_tab
 
     clip = write_clip(tmp_path / "pan.mkv", scene[0][:3])
     request = video_tab.VideoRequest.parse({"path": str(clip), "orig_name": "my pan.mkv"}, 1, 0)
-    views = video_tab.run_clip(explorer, _page_event(), request, None, str(tmp_path / "cache"))
+    views = video_tab.run_clip(services, _page_event(), request, None, str(tmp_path / "cache"))
     run = views["video_state"]
     assert cli(["video", str(clip), "--threshold", str(THRESHOLD), "--max-size", "256", "--out",
                 str(tmp_path / "cli")]) == 0
@@ -282,11 +282,11 @@ def test_the_video_tab_holds_what_the_command_writes_and_follows_a_clicked_track
     # A click inside the last tracked detection's box of the last frame follows its track.
     last = [d for d in run.records[-1]["detections"] if d["track_id"] is not None]
     assert len(last) >= 2
-    stored = explorer.store.get(run.keys[-1])
+    stored = services.results.store.get(run.keys[-1])
     x0, y0, x1, y1 = last[-1]["box_xyxy"]
     frame = video_tab.FrameRequest.parse({"video_frame": 2, "video_track": None, "video_layer": 1,
                                           "video_head": "1", "video_level": "all"})
-    picked = video_tab.pick(explorer, run, frame, ((x0 + x1) / 2 * stored.scale, (y0 + y1) / 2 * stored.scale),
+    picked = video_tab.pick(services, run, frame, ((x0 + x1) / 2 * stored.scale, (y0 + y1) / 2 * stored.scale),
                             from_table=False)
     track = last[-1]["track_id"]
     assert picked["video_track"] == track and f"**Track #{track}**" in picked["video_info"]
@@ -294,13 +294,13 @@ def test_the_video_tab_holds_what_the_command_writes_and_follows_a_clicked_track
     assert list(scores["score"]) == [next(d["score"] for d in r["detections"] if d["track_id"] == track)
                                      for r in run.records if any(d["track_id"] == track for d in r["detections"])]
     assert picked["video_sampling"].shape[1] == stored.canvas.shape[1]
-    assert video_tab.pick(explorer, run, frame, 0, from_table=True)["video_track"] == run.records[-1]["detections"][0][
+    assert video_tab.pick(services, run, frame, 0, from_table=True)["video_track"] == run.records[-1]["detections"][0][
         "track_id"]
     with pytest.raises(ValueError, match="No tracked box there"):
-        video_tab.pick(explorer, run, frame, 99, from_table=True)
+        video_tab.pick(services, run, frame, 99, from_table=True)
 
 
-def test_a_public_page_refuses_long_clips_with_one_line(explorer, tmp_path, monkeypatch):
+def test_a_public_page_refuses_long_clips_with_one_line(services, tmp_path, monkeypatch):
     from dino_demo.ui import video_tab
 
     monkeypatch.setenv("DINO_DEMO_PUBLIC", "1")
@@ -308,5 +308,5 @@ def test_a_public_page_refuses_long_clips_with_one_line(explorer, tmp_path, monk
     clip = write_clip(tmp_path / "f81d4fae.mkv", [np.zeros((32, 32, 3), np.uint8)] * 12, fps=4.0)
     request = video_tab.VideoRequest.parse({"path": str(clip), "orig_name": "holiday.mkv"}, 1, 0)
     with pytest.raises(ValueError, match=r"^holiday.mkv: the clip is too long \(12 frames, 3.0 s") as refused:
-        video_tab.run_clip(explorer, _page_event(), request, None, str(tmp_path / "cache"))
+        video_tab.run_clip(services, _page_event(), request, None, str(tmp_path / "cache"))
     assert "\n" not in str(refused.value) and str(tmp_path) not in str(refused.value)
