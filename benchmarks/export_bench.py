@@ -71,7 +71,7 @@ def measure(folder: Path, name: str, samplings: list[str], threads: int, repeats
             path = reuse / path.name  # exported from this folder before
         else:
             started = time.perf_counter()
-            export_family(load(str(folder)), path, sampling=sampling, source=name)
+            export_family(load(str(folder), fast=False), path, sampling=sampling, source=name)
             print(f"# exported {name} {sampling} in {time.perf_counter() - started:.0f} s", flush=True)
         variants = [("onnxruntime", "float32"), ("openvino", "float32")] + ([("openvino", "bfloat16")] if bf16 else [])
         for runtime, precision in variants:

@@ -97,7 +97,7 @@ def _export_family(args: argparse.Namespace, source) -> int:
                          "--dynamic applies to DINO")
     if args.variant:
         raise ValueError("--variant applies to DINO checkpoints, not to transformers models")
-    handle = load(source)
+    handle = load(source, fast=False)  # transformers' own modules: the fast path's oneDNN ops have no ONNX form
     log.info("exporting %s (%s) to %s", source.name, handle.settings.family, args.out)
     report = export_family(handle, args.out, sampling=args.sampling, canvas=tuple(args.size) if args.size else None,
                            internals=args.internals, opset=args.opset, source=source.name)

@@ -29,6 +29,7 @@ from torch import nn
 from .. import ops
 from ..families.capture import Recorder, recording
 from ..families.load import FamilyModel
+from ..runtime.speed import PackedLinear
 from .family_metadata import TEXT_INPUTS, FamilyExportInfo, family_outputs, processor_files
 from .metadata import DEFAULT_OPSET, DEFAULT_SAMPLING, MIN_OPSET, SAMPLINGS
 from .onnx import ExportReport, save_checked
@@ -72,6 +73,9 @@ def export_family(handle: FamilyModel, path: str | os.PathLike, *, sampling: str
         raise ValueError(f"opset must be at least {MIN_OPSET} (what torch's exporter writes), got {opset}")
     if not handle.our_op:
         raise ValueError("export a family model served by our op (families.load(..., our_op=True))")
+    if any(isinstance(module, PackedLinear) for module in handle.model.modules()):
+        raise ValueError("export a family model with transformers' own modules (families.load(..., fast=False)): "
+                         "the inference fast path's oneDNN layers have no ONNX form")
     settings, config = handle.settings, handle.model.config
     method = getattr(config, "decoder_method", "default")
     if method != "default":
