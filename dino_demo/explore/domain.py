@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sources.source import UNTRAINED_PREFIX, Source, SourceKind
+from ..sources.source import UNTRAINED_PREFIX
 from ..train.synthetic import CLASS_NAMES, SceneSpec
 
 # Median absolute chroma residual of a scene, per grey level of its pixel noise: the residual of
@@ -78,7 +78,7 @@ def synthetic_model_note(result, remedy: str) -> str | None:
         return None
     if looks_like_synthetic_scene(np.asarray(image)):
         return None
-    who = "The shipped model" if model_id == Source(SourceKind.SHIPPED).name else (model_id or "This model")
-    return (f"{who} knows only eight synthetic shapes ({', '.join(CLASS_NAMES)}) and this image is not one "
+    # The same words whoever runs it (PyTorch or an exported file), so results files agree.
+    return (f"This model knows only eight synthetic shapes ({', '.join(CLASS_NAMES)}) and this image is not one "
             f"of its synthetic scenes, so these detections mean little; for photos use a zoo model: "
             f"{remedy} ({ZOO_HINT}).")

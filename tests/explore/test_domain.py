@@ -52,10 +52,10 @@ def test_photos_drawings_and_flat_or_noise_images_are_not_scenes():
 def test_the_note_is_for_models_of_the_synthetic_shapes_on_other_images():
     photo, scene = _rgb(PHOTOS[0]), _rgb(SCENE)
     note = domain.synthetic_model_note(_result(photo), domain.CLI_REMEDY)
-    assert note.startswith("The shipped model knows only eight synthetic shapes")
+    assert note.startswith("This model knows only eight synthetic shapes")
     assert "--checkpoint zoo:dino-4scale-r50" in note and "docs/zoo.md" in note
     assert "zoo:dino-4scale-r50" in domain.synthetic_model_note(_result(photo), domain.APP_REMEDY)
-    assert domain.synthetic_model_note(_result(photo, "my-shapes.pth"), "x").startswith("my-shapes.pth knows")
+    assert domain.synthetic_model_note(_result(photo, "my-shapes.pth"), "x").startswith("This model knows")
     assert domain.synthetic_model_note(_result(scene), domain.CLI_REMEDY) is None
     assert domain.synthetic_model_note(_result(photo, "untrained:dino-tiny"), "x") is None  # knows nothing
     assert domain.synthetic_model_note(_result(photo, "dino-4scale-r50", ("person", "cat")), "x") is None
