@@ -280,7 +280,7 @@ def test_detect_refuses_a_pull_request_revision_without_contacting_the_hub(recor
     import gradio as gr
 
     from dino_demo.ui.api import ApiEndpoints
-    from dino_demo.ui.callbacks import Explorer
+    from dino_demo.ui.services import Services
     from dino_demo.ui.settings import AppSettings
 
     monkeypatch.delenv("SPACE_ID", raising=False)
@@ -290,9 +290,9 @@ def test_detect_refuses_a_pull_request_revision_without_contacting_the_hub(recor
     class Request:
         session_hash = "revision"
 
-    explorer = Explorer(AppSettings(device="cpu", model_concurrency=1))
+    services = Services.make(AppSettings(device="cpu", model_concurrency=1))
     with pytest.raises((ValueError, gr.Error)) as refused:
-        ApiEndpoints(explorer).detect(None, image=str(EXAMPLES_DIR / "chelsea.png"), model_choice="custom",
+        ApiEndpoints(services).detect(None, image=str(EXAMPLES_DIR / "chelsea.png"), model_choice="custom",
                                       checkpoint="hf:SenseTime/deformable-detr@refs/pr/1", request=Request(),
                                       progress=lambda *a, **k: None)
     assert "default branch or a listed commit" in str(refused.value)
