@@ -36,7 +36,7 @@ INTRO = ("**DINO Explorer**: the DINO detector, and a look inside it. Pick an ex
 # model names that wrap instead of being cut off, a compact example gallery, the status line.
 PAGE_CSS = """
 .view-image img { max-height: calc(100vh - 150px); }
-#det-image img { max-height: max(240px, calc(100vh - 300px)); }
+#det-image img { max-height: max(240px, calc(100vh - 350px)); }
 #messages { gap: 0; }
 .view-image { min-height: 240px; }
 #model-choice ul.options li, #model-choice ul.options { white-space: normal; }
