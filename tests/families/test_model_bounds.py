@@ -156,26 +156,40 @@ def test_large_models_need_the_flag_and_never_in_public_mode(tiny_folders, tmp_p
         bounds.check_folder(never, "never")
 
 
+# A child's own peak: /proc/self/status VmHWM belongs to the process's address space, made anew at
+# exec. (ru_maxrss, from getrusage or wait4, keeps the parent's peak across fork and exec, so a
+# child of a large test process would report the parent's size.)
+PEAK = """
+def _peak_mib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) // 1024
+"""
+
+# Runs `python -m MODULE ARGS...` and writes its peak into $PEAK_FILE as it exits (SystemExit too).
+MODULE_WITH_PEAK = PEAK + """
+import atexit, os, runpy, sys
+atexit.register(lambda: open(os.environ["PEAK_FILE"], "w").write(str(_peak_mib())))
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
 def _peak_run(arguments: list[str], tmp_path: Path, timeout: float = 300) -> tuple[int, str, float]:
-    """(exit status, stderr, peak resident MiB) of `python ARGUMENTS` in a child process (its own
-    peak, from wait4)."""
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    """(exit status, stderr, peak resident MiB) of `python -m MODULE ARGS...` (`arguments`) in a
+    child process: its own peak (VmHWM)."""
+    if arguments[0] != "-m":
+        raise ValueError("_peak_run runs a module: ['-m', MODULE, ...]")
+    peak_file = tmp_path / "peak.txt"
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PEAK_FILE": str(peak_file)}
     for name in ("SPACE_ID", "DINO_DEMO_PUBLIC", bounds.LARGE_VARIABLE):
         environment.pop(name, None)
-    errors = tmp_path / "stderr.txt"
-    with errors.open("w") as stderr:
-        child = subprocess.Popen([sys.executable, *arguments], cwd=ROOT, env=environment,
-                                 stdout=subprocess.DEVNULL, stderr=stderr)
-        timer = threading.Timer(timeout, child.kill)
-        timer.start()
-        _, status, usage = os.wait4(child.pid, 0)
-        timer.cancel()
-        child.returncode = os.waitstatus_to_exitcode(status)
-    return child.returncode, errors.read_text(), usage.ru_maxrss / 1024
+    done = subprocess.run([sys.executable, "-c", MODULE_WITH_PEAK, *arguments[1:]], cwd=ROOT, env=environment,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    return done.returncode, done.stderr, float(peak_file.read_text())
 
 
-LOAD_ALL = """
-import sys, resource
+LOAD_ALL = PEAK + """
+import sys
 from dino_demo.families.load import load
 refused = 0
 for folder in sys.argv[1:]:
@@ -184,7 +198,7 @@ for folder in sys.argv[1:]:
     except ValueError as error:
         refused += 1
         print(str(error), file=sys.stderr)
-print(refused, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr)
+print(refused, _peak_mib(), file=sys.stderr)
 """
 
 
