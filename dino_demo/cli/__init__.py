@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from ..model.config import MIN_INPUT_SIDE
+from ..model.config import MIN_INPUT_SIDE, VARIANTS
 from ..sources.source import HUB_PREFIX, SHIPPED_TEXT, Source
 
 COMMANDS = {
@@ -46,6 +46,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyEx
                         help="a model zoo entry or hf:ORG/NAME[@REV] (`python -m dino_demo zoo` lists them), "
                              "downloaded once")
     return source
+
+
+def add_detection_arguments(parser: argparse.ArgumentParser, per: str) -> None:
+    """--variant, --prompt, --threshold, --max-detections and --max-size, as `detect` and `video`
+    take them (`per`: what --max-detections counts in, "image" or "frame")."""
+    parser.add_argument("--variant", choices=sorted(VARIANTS), help="force a variant instead of detecting it")
+    parser.add_argument("--prompt", default=None,
+                        help='what to detect, for text-prompted models (Grounding DINO): "cat . remote control ."')
+    parser.add_argument("--threshold", type=float, default=0.3, help="minimum score (default 0.3)")
+    parser.add_argument("--max-detections", type=int, default=None,
+                        help=f"keep at most this many detections per {per} (default: all above the threshold)")
+    parser.add_argument("--max-size", type=int, default=None,
+                        help="cap on the longer side of the model input (default: the variant's own resize)")
 
 
 def model_source(args: argparse.Namespace) -> Source:

@@ -38,8 +38,8 @@ from ..explore.draw.figures import render_detections
 from ..explore.domain import CLI_REMEDY, synthetic_model_note
 from ..io.images import MAX_SIDE, ImageError, load_image
 from ..io.results import coco_results, detections_document, image_record
-from ..model.config import MIN_INPUT_SIDE, VARIANTS
-from . import add_model_arguments, model_source
+from ..model.config import MIN_INPUT_SIDE
+from . import add_detection_arguments, add_model_arguments, model_source
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                   "ONNX Runtime or OpenVINO (CPU) instead of PyTorch")
     parser.add_argument("--runtime", choices=("onnxruntime", "openvino"), default=None,
                         help="what runs an --onnx file (default onnxruntime)")
-    parser.add_argument("--variant", choices=sorted(VARIANTS), help="force a variant instead of detecting it")
-    parser.add_argument("--prompt", default=None,
-                        help='what to detect, for text-prompted models (Grounding DINO): "cat . remote control ."')
-    parser.add_argument("--threshold", type=float, default=0.3, help="minimum score (default 0.3)")
-    parser.add_argument("--max-detections", type=int, default=None,
-                        help="keep at most this many detections per image (default: all above the threshold)")
-    parser.add_argument("--max-size", type=int, default=None,
-                        help="cap on the longer side of the model input (default: the variant's own resize)")
+    add_detection_arguments(parser, per="image")
     parser.add_argument("--device", default=None, help="PyTorch device (default cpu)")
     parser.add_argument("--allow-large-model", action="store_true",
                         help="transformers folders: allow configs and inputs beyond the usual bounds (still bounded; "

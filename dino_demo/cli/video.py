@@ -22,8 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..model.config import VARIANTS
-from . import add_model_arguments, check_run_arguments, model_source
+from . import add_detection_arguments, add_model_arguments, check_run_arguments, model_source
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dino_demo video", description=__doc__.split("\n\n")[0])
     parser.add_argument("clip", type=Path, metavar="CLIP", help="a video file (.mp4, .mkv, ... as OpenCV reads them)")
     add_model_arguments(parser)
-    parser.add_argument("--variant", choices=sorted(VARIANTS), help="force a variant instead of detecting it")
-    parser.add_argument("--prompt", default=None,
-                        help='what to detect, for text-prompted models (Grounding DINO): "cat . remote control ."')
-    parser.add_argument("--threshold", type=float, default=0.3, help="minimum score (default 0.3)")
-    parser.add_argument("--max-detections", type=int, default=None,
-                        help="keep at most this many detections per frame (default: all above the threshold)")
-    parser.add_argument("--max-size", type=int, default=None,
-                        help="cap on the longer side of the model input (default: the variant's own resize)")
+    add_detection_arguments(parser, per="frame")
     parser.add_argument("--every", type=int, default=1, metavar="N", help="detect every N-th frame (default 1)")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N",
                         help="detect at most N frames (default: all chosen by --every)")
