@@ -118,7 +118,7 @@ def build_layout(default_model: str, end_session, precision: str = "float32", de
             selection.build(ui, config)
             # Six tabs (every one shown at 1366 px): the selected query's views, DINO's ideas and the
             # diagnosis views each under one tab, with their own tabs inside.
-            with gr.Tabs(elem_id="tabs"):
+            with gr.Tabs(elem_id="tabs") as ui["tabs"]:
                 detections_tab.build(ui)
                 query_tab.build(ui, config)
                 encoder_tab.build(ui, config)

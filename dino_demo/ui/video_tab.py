@@ -1,6 +1,9 @@
 """The Video tab: a clip through the page's model frame by frame (`dino_demo.video`), objects
 followed across frames (track ids), and for a track picked with a click its query's sampling
-points and box refinement in each frame, and its score over time.
+points and box refinement in each frame, and its score over time. "Open this frame in the views"
+makes the current frame the page's image and current result (Detect's views, the followed track's
+query selected): a frame's result is kept without the encoder's input (`video.views.light`), so
+the frame runs again, alone, through Detect's path with the clip run's model and settings.
 
 The frames' results live in the app's result store (its memory budget; each frame kept without
 what the tab never draws, `video.views.light`), the tab's state keeps their keys (`VideoRun`). On a
@@ -18,17 +21,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
+from PIL import Image
 
 from ..explore import cost
-from ..explore.options import POINT_COLORS, SamplingOptions
+from ..explore.options import POINT_COLORS, DetectionOptions, SamplingOptions
 from ..explore.stored import StoredResult
 from ..sources.download import Policy
 from ..video import engine
-from ..video.clip import ClipLimits, chosen_frames, probe
+from ..video.clip import ClipLimits, chosen_frames, probe, read_frame
 from ..video.document import video_document
 from ..video.views import (VideoRun, frame_image, frame_table, light, track_at, track_markdown, track_refinement,
                            track_row, track_sampling, track_scores)
-from . import choices, families_ui, gpu, inputs
+from . import choices, detect, families_ui, gpu, inputs
+from .results import no_progress
 
 Views = dict[str, object]
 PRIVATE_MAX_FRAMES = 120
@@ -132,7 +137,8 @@ def run_clip(services, event, request: VideoRequest, previous: VideoRun | None, 
                               settings=settings.as_json(), annotated=annotated.name)
     (folder / "detections.json").write_text(json.dumps(document, indent=1))
     run = VideoRun(info, request.file_name, model.model_id, tuple(records), tuple(keys[r["index"]] for r in records),
-                   str(folder / "detections.json"), str(annotated))
+                   str(folder / "detections.json"), str(annotated), clip_path=request.path, model=model,
+                   settings=settings)
     first = run.records[0]["detections"]
     track = next((d["track_id"] for d in first if d["track_id"] is not None), None)
     result = services.results.store.get(run.keys[0]).result
@@ -174,6 +180,34 @@ def pick(services, run: VideoRun | None, request: FrameRequest, point, from_tabl
     return draw(services, run, replace(request, track=track))
 
 
+def open_frame(services, event, run: VideoRun | None, request: FrameRequest, progress=no_progress) -> Views:
+    """The frame as the page's image and current result: it runs again, alone, through Detect's
+    path (`Results.compute`) with the clip run's model, input cap, precision and prompt, and every
+    view of the page is drawn from it at the run's threshold and max detections, with the followed
+    track's query selected (the first detection's when no track is followed or it is not here)."""
+    if run is None:
+        raise ValueError("Upload a clip and press Run first.")
+    if run.model is None:
+        raise ValueError("This clip's run does not say which model made it: press Run again.")
+    record = run.frame(request.position)
+    try:
+        frame = read_frame(run.clip_path, record["index"])
+    except ValueError as err:   # the server's copy has a random name: say the uploaded one
+        raise ValueError(str(err).replace(Path(run.clip_path).name, run.file_name, 1)) from None
+    session = services.sessions.session(event.session, event.request)
+    image = session.downloads() / f"{Path(run.file_name).stem}.frame{record['index']:06d}.png"
+    Image.fromarray(frame).save(image)   # lossless: Detect reads back the decoded frame
+    settings = run.settings
+    stored = services.results.compute(
+        inputs.DetectRequest(str(image), image.name, run.model, settings.max_size, settings.precision,
+                             settings.prompt or ""), session, progress)
+    detection = DetectionOptions(settings.threshold, settings.max_detections or inputs.MAX_DETECTIONS)
+    controls = replace(event.controls.for_new_result(), detection=detection)
+    return {**detect.result_views(stored, session, controls, run.track_slot(request.position, request.track)),
+            "image_in": str(image), "threshold": detection.threshold, "max_detections": detection.max_detections,
+            "tabs": gr.Tabs(selected="detections")}
+
+
 # -- events ----------------------------------------------------------------------------------------
 
 def build(ui: dict) -> None:
@@ -183,7 +217,8 @@ def build(ui: dict) -> None:
         ui["video_track"] = gr.State(None)
         gr.Markdown("A clip through the page's model (and its threshold, input size, precision and prompt) frame "
                     "by frame, objects followed across frames (ByteTrack). Click a box to follow its track: its "
-                    "query's sampling points and box refinement in each frame, and its score over time.",
+                    "query's sampling points and box refinement in each frame, and its score over time. "
+                    "\"Open this frame in the views\" shows the frame in the other tabs.",
                     elem_classes=["caption"])
         with gr.Row(equal_height=False):
             ui["video_clip"] = gr.File(label="Clip (.mp4, .mkv, …)", file_types=CLIP_TYPES, elem_id="video-clip",
@@ -196,8 +231,11 @@ def build(ui: dict) -> None:
                                                        elem_id="video-max-frames")
                 ui["video_run"] = gr.Button("Run on the clip", variant="primary", elem_id="video-run")
         ui["video_info"] = gr.Markdown("", elem_id="video-info")
-        ui["video_frame"] = gr.Slider(0, 1, value=0, step=1, label="Detected frame", elem_id="video-frame",
-                                      elem_classes=["commit-on-enter"])
+        with gr.Row(equal_height=True):
+            ui["video_frame"] = gr.Slider(0, 1, value=0, step=1, label="Detected frame", elem_id="video-frame",
+                                          elem_classes=["commit-on-enter"], scale=4)
+            ui["video_open"] = gr.Button("Open this frame in the views", size="sm", elem_id="video-open", scale=1,
+                                         min_width=200)
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 ui["video_image"] = gr.Image(interactive=False, show_label=False, elem_id="video-image",
@@ -256,9 +294,16 @@ def wire(page) -> None:
         return pick(services, event.tab_values["video_state"], FrameRequest.parse(event.tab_values), event.point,
                     from_table=True)
 
+    def open_in_views(event, progress=no_progress):
+        values = event.tab_values
+        return open_frame(services, event, values["video_state"], FrameRequest.parse(values), progress)
+
     gr.on([ui.video_run.click], page.handler(run, redraw=False), show_progress="full",
           show_progress_on=[ui.video_image, ui.video_info], **on, **page.model_run)
     gr.on([ui.video_frame.release, ui.video_layer.release, ui.video_head.input, ui.video_level.input],
           page.handler(change, redraw=False), show_progress="hidden", **on)
     gr.on([ui.video_image.select], page.handler(click, selected=True, redraw=False), show_progress="hidden", **on)
     gr.on([ui.video_table.select], page.handler(row, selected=True, redraw=False), show_progress="hidden", **on)
+    # The frame becomes the page's result: this event may change every view (`page.outputs`).
+    page.when([ui.video_open.click], open_in_views, redraw=False, inputs=page.inputs | own, show_progress="full",
+              show_progress_on=[ui.video_image], **page.model_run)

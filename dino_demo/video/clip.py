@@ -1,5 +1,6 @@
 """A clip as the video engine reads it: `probe` checks it against `ClipLimits` and says what it is
-(`ClipInfo`), `read_frames` decodes the frames asked for, in order, as [H, W, 3] uint8 RGB arrays.
+(`ClipInfo`), `read_frames` decodes the frames asked for, in order, as [H, W, 3] uint8 RGB arrays
+(`read_frame` one of them).
 
 Decoding is OpenCV's (its FFmpeg back end reads MPEG-4 .mp4, FFV1 .mkv and most other
 containers). Everything a clip can get wrong (not a video, no frames, no frame rate, too large a
@@ -149,3 +150,13 @@ def read_frames(path: str | Path, indices: Iterable[int]) -> Iterator[tuple[int,
             yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     finally:
         capture.release()
+
+
+def read_frame(path: str | Path, index: int) -> np.ndarray:
+    """Frame `index` of the clip at `path` as [H, W, 3] uint8 RGB, decoded as `read_frames` does;
+    ValueError (naming the file, not its folder) when the clip is gone or ends before it."""
+    if not Path(path).is_file():
+        raise ValueError(f"{Path(path).name}: the clip is no longer here: upload it and run it again")
+    for _, frame in read_frames(path, [index]):
+        return frame
+    raise ValueError(f"{Path(path).name}: frame {index} cannot be decoded")

@@ -9,7 +9,7 @@ every function here takes the stored result of the frame it draws.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from ..explore.draw.data import boxes_at
 from ..explore.draw.pixels import Legend, dim, with_legend
 from .annotate import UNTRACKED_COLOR
 from .clip import ClipInfo
+from .engine import VideoSettings
 
 TABLE_COLUMNS = ["track", "label", "score", "slot", "x0", "y0", "x1", "y1"]
 
@@ -31,8 +32,10 @@ TABLE_COLUMNS = ["track", "label", "score", "slot", "x0", "y0", "x1", "y1"]
 @dataclass(frozen=True)
 class VideoRun:
     """A clip detected on the page: `info`, the name it was uploaded as, the model's name, its
-    frame records in clip order, the store key of each frame's result, and the files offered for
-    download (detections.json, the annotated clip)."""
+    frame records in clip order, the store key of each frame's result, the files offered for
+    download (detections.json, the annotated clip), and what a frame needs to run again as one
+    image: the clip's path on the server, the caller's handle of the model (the page keeps its
+    `ui.choices.ModelChoice`) and the run's `settings`."""
 
     info: ClipInfo
     file_name: str
@@ -41,6 +44,9 @@ class VideoRun:
     keys: tuple[str, ...]
     document_path: str = ""
     annotated_path: str = ""
+    clip_path: str = ""
+    model: object | None = None
+    settings: VideoSettings = field(default_factory=VideoSettings)
 
     def __post_init__(self) -> None:
         if len(self.records) != len(self.keys) or not self.records:
@@ -51,6 +57,13 @@ class VideoRun:
         if not 0 <= position < len(self.records):
             raise ValueError(f"Frame must be 0 … {len(self.records) - 1}, got {position}.")
         return self.records[position]
+
+    def track_slot(self, position: int, track: int | None) -> int | None:
+        """The query slot of `track`'s best detection in detected frame `position`, None when the
+        track is not detected there (or `track` is None)."""
+        record = self.frame(position)
+        index = _index_of(record, track)
+        return None if index is None else int(record["detections"][index]["query_slot"])
 
     @property
     def tracks(self) -> list[int]:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -310,3 +311,50 @@ def test_a_public_page_refuses_long_clips_with_one_line(services, tmp_path, monk
     with pytest.raises(ValueError, match=r"^holiday.mkv: the clip is too long \(12 frames, 3.0 s") as refused:
         video_tab.run_clip(services, _page_event(), request, None, str(tmp_path / "cache"))
     assert "\n" not in str(refused.value) and str(tmp_path) not in str(refused.value)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason="the Video tab runs the shipped model")
+def test_a_frame_opened_in_the_views_is_the_page_s_result_with_the_frame_s_detections(services, scene, tmp_path):
+    from dino_demo.ui import query_tab, video_tab
+    from dino_demo.ui.events import PageEvent
+    from dino_demo.ui.inputs import PageControls
+
+    clip = write_clip(tmp_path / "f81d4fae.mkv", scene[0][:3])
+    request = video_tab.VideoRequest.parse({"path": str(clip), "orig_name": "my pan.mkv"}, 1, 0)
+    run = video_tab.run_clip(services, _page_event(), request, None, str(tmp_path / "cache"))["video_state"]
+    record = run.records[2]
+    followed = [d for d in record["detections"] if d["track_id"] is not None][-1]
+    assert followed["query_slot"] != record["detections"][0]["query_slot"]  # not the query selected by default
+    frame = video_tab.FrameRequest.parse({"video_frame": 2, "video_track": followed["track_id"], "video_layer": 1,
+                                          "video_head": "all", "video_level": "all"})
+    # The page's own threshold differs: the frame opens at the clip run's.
+    page = replace(_page_event(), controls=PageControls.parse(threshold=0.95, max_detections=3))
+    views = video_tab.open_frame(services, page, run, frame)
+
+    session = views["session"]
+    stored = services.results.stored(session)
+    assert stored.file_name == "my pan.frame000002.png" and views["image_in"].endswith(stored.file_name)
+    np.testing.assert_array_equal(np.asarray(Image.open(views["image_in"])), decoded(clip)[2])
+    assert views["threshold"] == THRESHOLD and views["tabs"].selected == "detections"
+    # The Detections tab draws the frame's detections (those of the video document, without track ids)...
+    assert views["det_json"]["images"][0]["detections"] == without_tracks(record["detections"])
+    assert json.loads(Path(views["download_json"]).read_text())["images"][0]["detections"] == without_tracks(
+        record["detections"])
+    assert views["det_image"].shape[:2] == stored.canvas.shape[:2]
+    # ... the Query tab's selected query is the followed track's in this frame ...
+    slot = followed["query_slot"]
+    assert views["slot"].value == slot and views["query"].value == slot
+    assert f"slot {slot}" in views["query_info"]
+    # ... and later events of the other tabs re-draw from it, the Encoder tab's input kept.
+    event = PageEvent(session, PageControls.parse(threshold=THRESHOLD, slot=slot, layer=1))
+    assert services.results.redraw(query_tab.inspect, event)["points_json"]["query_slot"] == slot
+    assert stored.result.internals.encoder_input is not None
+
+    with pytest.raises(ValueError, match="Upload a clip and press Run first"):
+        video_tab.open_frame(services, page, None, frame)
+    clip.unlink()
+    with pytest.raises(ValueError, match=r"^my pan.mkv: the clip is no longer here") as gone:
+        video_tab.open_frame(services, page, run, frame)
+    assert str(tmp_path) not in str(gone.value)
+
