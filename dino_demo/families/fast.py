@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runtime import speed
+from ..runtime.speed import BlockedFeedForward, PackedLinear
 
-FFN_BLOCK = 4096
 # (convolution, norm) attribute pairs of transformers' conv-norm layers (ResNet, HGNet, RT-DETR)
 CONV_NORM_NAMES = (("convolution", "normalization"), ("conv", "norm"))
 # modules whose linears stay as they are: heads read by the capture code, tiny MLPs
@@ -97,54 +97,6 @@ def _fold(conv: nn.Conv2d, norm: nn.Module) -> None:
 
 # -- pre-packed linears and blocked feed-forward layers -----------------------------------------
 
-class PackedLinear(speed.PackedLinear):
-    """DINO's packed linear layer (`runtime.speed.PackedLinear`: oneDNN, weight re-laid out once;
-    under autocast a plain linear layer in autocast's dtype, bfloat16 weights pre-cast once where
-    the CPU has native bfloat16) for inputs with any leading dims, with an optional fused ReLU
-    (`relu`). Inputs that are not float32 outside autocast take the plain linear layer too."""
-
-    def __init__(self, linear: nn.Linear, relu: bool = False, rows_hint: int = FFN_BLOCK, precast: bool = False):
-        super().__init__(linear, rows_hint, precast)
-        self.in_features, self.relu = linear.weight.shape[1], relu
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type):
-            y = F.linear(x, *self.autocast_weights(x.device.type))
-            return F.relu(y) if self.relu else y
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "relu" if self.relu else "none", [], "")
-
-
-class BlockedFeedForward(nn.Module):
-    """relu(x W1^T + b1) W2^T + b2 over [..., C] inputs in blocks of `block` tokens: the [tokens,
-    hidden] intermediate exists one block at a time."""
-
-    def __init__(self, fc1: nn.Linear, fc2: nn.Linear, packed: bool, block: int = FFN_BLOCK, precast: bool = False):
-        super().__init__()
-        self.block = block
-        self.fc1 = PackedLinear(fc1, relu=True, precast=precast) if packed else _ReluLinear(fc1)
-        self.fc2 = PackedLinear(fc2, precast=precast) if packed else fc2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1])
-        if flat.shape[0] <= self.block or torch.is_grad_enabled():
-            return self.fc2(self.fc1(x))
-        first = self.fc2(self.fc1(flat[:self.block]))
-        out = first.new_empty((flat.shape[0], first.shape[-1]))
-        out[:self.block] = first
-        for start in range(self.block, flat.shape[0], self.block):
-            out[start:start + self.block] = self.fc2(self.fc1(flat[start:start + self.block]))
-        return out.view(*x.shape[:-1], out.shape[-1])
-
-
-class _ReluLinear(nn.Module):
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.linear = linear
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.linear(x))
-
-
 class _FeedForwardMLP(nn.Module):
     """Deformable DETR's `DeformableDetrMLP` (fc1, activation, dropout, fc2) as one blocked layer."""
 
@@ -206,15 +158,7 @@ def pack_linears(model: nn.Module, precast: bool = False) -> int:
 
 def onednn_available() -> bool:
     """Whether this PyTorch has oneDNN's packed linear and it agrees with F.linear here."""
-    try:
-        if not torch.backends.mkldnn.is_available():
-            return False
-        probe = nn.Linear(8, 4)
-        x = torch.randn(2, 3, 8)
-        with torch.no_grad():
-            return bool(torch.allclose(PackedLinear(probe, relu=True)(x), F.relu(probe(x)), atol=1e-5))
-    except (AttributeError, RuntimeError):
-        return False
+    return speed.onednn_linear_available()
 
 
 # -- Grounding DINO's image-text fusion ----------------------------------------------------------

@@ -34,8 +34,14 @@ class ResNetBackbone(nn.Module):
         return_layers = {f"layer{level + 1}": str(i) for i, level in enumerate(levels)}
         self.body = IntermediateLayerGetter(resnet, return_layers=return_layers)
         self.num_channels = [stage_channels[level] for level in levels]
+        # An inference copy on the CPU (runtime.speed) sets this: under autocast (bfloat16 runs) the
+        # trunk then computes channels-last, the layout oneDNN's half-precision convolutions run
+        # fastest in; float32 keeps the default layout, whose sums stay within the parity tolerances.
+        self.channels_last_under_autocast = False
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor) -> FeatureMaps:
+        if self.channels_last_under_autocast and torch.is_autocast_enabled(images.device.type):
+            images = images.contiguous(memory_format=torch.channels_last)
         features = self.body(images)
         return [(x, downsample_mask(mask, x.shape[-2:])) for x in features.values()]
 

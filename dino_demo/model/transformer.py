@@ -29,21 +29,13 @@ class MLP(nn.Module):
         return x
 
 
-def feed_forward(x: torch.Tensor, linear1: nn.Linear, linear2: nn.Linear, dropout: nn.Dropout,
-                 chunk: int | None = None) -> torch.Tensor:
-    """dropout(linear2(dropout(relu(linear1(x))))).
-
-    With `chunk` and no autograd (inference), tokens go through in blocks of `chunk` rows with an
-    in-place ReLU, so that the [tokens, ffn_dim] intermediate stays in cache instead of being
-    allocated whole (one per encoder layer; see benchmarks/RESULTS.md). Same arithmetic per row.
-    """
-    if chunk is None or torch.is_grad_enabled() or dropout.training:
-        return dropout(linear2(dropout(F.relu(linear1(x)))))
-    rows = x.reshape(-1, x.shape[-1])
-    out = torch.empty_like(rows)
-    for start in range(0, rows.shape[0], chunk):
-        out[start:start + chunk] = linear2(F.relu_(linear1(rows[start:start + chunk])))
-    return out.view_as(x)
+def feed_forward(layer: EncoderLayer | DecoderLayer, x: torch.Tensor) -> torch.Tensor:
+    """A layer's dropout(linear2(dropout(relu(linear1(x))))), or its `fast_feed_forward` where an
+    inference copy of the model has one (the same in token blocks with the ReLU fused:
+    `runtime.speed.BlockedFeedForward`)."""
+    if layer.fast_feed_forward is not None:
+        return layer.fast_feed_forward(x)
+    return layer.dropout(layer.linear2(layer.dropout(F.relu(layer.linear1(x)))))
 
 
 @dataclass
@@ -88,7 +80,7 @@ class EncoderLayer(nn.Module):
         self.linear2 = nn.Linear(ffn_dim, dim)
         self.norm2 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
-        self.ffn_chunk: int | None = None  # see feed_forward
+        self.fast_feed_forward: nn.Module | None = None  # see feed_forward
 
     def forward(self, x: torch.Tensor, reference_points: torch.Tensor, features: FlatFeatures,
                 rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -100,7 +92,7 @@ class EncoderLayer(nn.Module):
         attended, _, _ = self.self_attn(query + pos, reference, x, features.spatial_shapes,
                                         features.level_start_index, features.padding_mask, features.level_shapes)
         out = self.norm1(query + self.dropout(attended))
-        return self.norm2(out + feed_forward(out, self.linear1, self.linear2, self.dropout, self.ffn_chunk))
+        return self.norm2(out + feed_forward(self, out))
 
 
 class Encoder(nn.Module):
@@ -144,7 +136,7 @@ class DecoderLayer(nn.Module):
         self.linear2 = nn.Linear(ffn_dim, dim)
         self.norm3 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
-        self.ffn_chunk: int | None = None  # see feed_forward
+        self.fast_feed_forward: nn.Module | None = None  # see feed_forward
 
     def forward(self, x: torch.Tensor, query_pos: torch.Tensor, reference_boxes: torch.Tensor,
                 memory: torch.Tensor, features: FlatFeatures, attn_mask: torch.Tensor | None):
@@ -155,7 +147,7 @@ class DecoderLayer(nn.Module):
             x + query_pos, reference_boxes, memory, features.spatial_shapes, features.level_start_index,
             features.padding_mask, features.level_shapes)
         x = self.norm1(x + self.dropout(attended))
-        x = self.norm3(x + feed_forward(x, self.linear1, self.linear2, self.dropout, self.ffn_chunk))
+        x = self.norm3(x + feed_forward(self, x))
         return x, locations, weights
 
 

@@ -2,14 +2,21 @@
 
 `optimize_for_inference(model)` returns a copy of a DINO for inference:
 - every BatchNorm of a ResNet backbone is folded into the convolution before it (one pass over
-  each feature map instead of three);
-- the transformer's feed-forward layers run in token blocks with an in-place ReLU when autograd
-  is off (see `transformer.feed_forward`);
+  each feature map instead of three), and on the CPU under bfloat16 autocast the ResNet computes
+  channels-last, oneDNN's faster layout there (in float32 it would move the encoder's outputs
+  past the parity tolerances);
+- the transformer's feed-forward layers become `BlockedFeedForward`: tokens in blocks of 4096 with
+  the ReLU fused into the first product, so the [tokens, ffn_dim] intermediate stays in cache
+  instead of being allocated whole (one per encoder layer; see benchmarks/RESULTS.md);
 - on the CPU, the transformer layers' linear projections use oneDNN with pre-packed weights
-  (faster than the default BLAS on this project's AMD machines: benchmarks/RESULTS.md), when PyTorch has it;
-  under autocast (bfloat16 runs) they are plain linear layers in autocast's dtype.
+  (`PackedLinear`: faster than the default BLAS on this project's AMD machines), when PyTorch has
+  it. Under bfloat16 autocast, where the CPU computes in bfloat16 natively, they keep a second
+  copy packed in bfloat16, made once, instead of autocast's cast of the weight at every call;
+- the deformable attention skips masking its values when no token is padding (a single image).
 The multi-scale deformable attention kernels are chosen separately (`dino_demo.ops`).
 The copy's state_dict is no longer the official layout: save the original, not the copy.
+`PackedLinear` and `BlockedFeedForward` serve the transformers families' fast path too
+(`families.fast`).
 """
 from __future__ import annotations
 
@@ -19,27 +26,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..model.attention import MSDeformAttn
 from ..model.backbone import FrozenBatchNorm2d
 from ..model.detector import DINO
 
-FFN_CHUNK = 4096
+FFN_BLOCK = 4096
 
 
-def optimize_for_inference(model: DINO, ffn_chunk: int = FFN_CHUNK) -> DINO:
+def optimize_for_inference(model: DINO, ffn_block: int = FFN_BLOCK) -> DINO:
     fast = copy.deepcopy(model).eval()
-    for module in fast.backbone[0].modules():
+    backbone = fast.backbone[0]
+    for module in backbone.modules():
         _fold_children(module)
+    on_cpu = next(fast.parameters()).device.type == "cpu"
+    if on_cpu and hasattr(backbone, "channels_last_under_autocast"):  # ResNets
+        backbone.channels_last_under_autocast = True
     transformer = fast.transformer
-    precast = native_bfloat16()
+    packed = on_cpu and onednn_linear_available()
+    precast = packed and native_bfloat16()
     for layer in [*transformer.encoder.layers, *transformer.decoder.layers]:
-        layer.ffn_chunk = ffn_chunk
-        if next(fast.parameters()).device.type == "cpu" and _onednn_linear_available():
-            for parent in (layer, getattr(layer, "self_attn", None), getattr(layer, "cross_attn", None)):
-                if parent is None:
-                    continue
-                for name, child in list(parent.named_children()):
+        layer.fast_feed_forward = BlockedFeedForward(layer.linear1, layer.linear2, packed, ffn_block, precast)
+        for attention in (layer.self_attn, getattr(layer, "cross_attn", None)):
+            if isinstance(attention, MSDeformAttn):
+                attention.skip_unpadded_mask = True
+            if packed and attention is not None:
+                for name, child in list(attention.named_children()):
                     if type(child) is nn.Linear:
-                        setattr(parent, name, PackedLinear(child, precast=precast))
+                        setattr(attention, name, PackedLinear(child, precast=precast))
     for p in fast.parameters():
         p.requires_grad_(False)
     fast.inference_only = True  # checkpoint.save_checkpoint refuses it
@@ -47,36 +60,100 @@ def optimize_for_inference(model: DINO, ffn_chunk: int = FFN_CHUNK) -> DINO:
 
 
 class PackedLinear(nn.Module):
-    """An inference-only nn.Linear whose weight oneDNN has re-laid out once for fast float32 products.
-    Under autocast (bfloat16 / float16 runs) it is a plain linear layer in autocast's dtype, from
-    the unpacked weight that it keeps for that. `precast`: under bfloat16 autocast, use a bfloat16
-    copy of the weight made once (on its first such call) instead of autocast's cast on every call
-    (the same numbers); worth its memory where the CPU has native bfloat16 (`precision.support`)."""
+    """An inference-only nn.Linear (any leading dims, optionally followed by a ReLU: `relu`) whose
+    weight oneDNN has re-laid out once for fast float32 products.
 
-    def __init__(self, linear: nn.Linear, rows_hint: int = FFN_CHUNK, precast: bool = False):
+    Under autocast (bfloat16 / float16 runs) it computes in autocast's dtype. `precast`: under
+    bfloat16 autocast, use a bfloat16 copy of the weight made once (on the first such call),
+    packed for oneDNN where this PyTorch can, instead of autocast's cast on every call; worth its
+    memory where the CPU has native bfloat16 (`precision.support`). Outside autocast, inputs are
+    computed in float32."""
+
+    def __init__(self, linear: nn.Linear, relu: bool = False, rows_hint: int = FFN_BLOCK, precast: bool = False):
         super().__init__()
         weight = linear.weight.detach()
-        self.out_features, self.precast = weight.shape[0], precast
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.relu, self.precast, self.rows_hint = relu, precast, rows_hint
         self.register_buffer("packed", torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint), persistent=False)
         self.register_buffer("weight", weight, persistent=False)
         bias = linear.bias.detach() if linear.bias is not None else None
         self.register_buffer("bias", bias, persistent=False)
-        self._bfloat16: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._bfloat16: _Bfloat16Weights | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_autocast_enabled(x.device.type):
-            return F.linear(x, *self.autocast_weights(x.device.type))
-        return torch.ops.mkldnn._linear_pointwise(x.float(), self.packed, self.bias, "none", [], "")
+        device_type = x.device.type
+        if not torch.is_autocast_enabled(device_type):
+            return torch.ops.mkldnn._linear_pointwise(x.float(), self.packed, self.bias, self._attr, [], "")
+        if self.precast and torch.get_autocast_dtype(device_type) == torch.bfloat16:
+            return self.bfloat16_weights()(x.to(torch.bfloat16), self.relu)
+        y = F.linear(x, self.weight, self.bias)
+        return F.relu(y) if self.relu else y
 
-    def autocast_weights(self, device_type: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(weight, bias) for a product under autocast: the pre-cast bfloat16 copy when `precast`
-        and autocast runs bfloat16, else the float32 ones (autocast casts them)."""
-        if not self.precast or torch.get_autocast_dtype(device_type) != torch.bfloat16:
-            return self.weight, self.bias
+    @property
+    def _attr(self) -> str:
+        return "relu" if self.relu else "none"
+
+    def bfloat16_weights(self) -> _Bfloat16Weights:
+        """The bfloat16 copy of the weight and bias (made on the first call)."""
         if self._bfloat16 is None:
-            bias = None if self.bias is None else self.bias.to(torch.bfloat16)
-            self._bfloat16 = (self.weight.to(torch.bfloat16), bias)
+            self._bfloat16 = _Bfloat16Weights.of(self.weight, self.bias, self.rows_hint)
         return self._bfloat16
+
+
+class _Bfloat16Weights:
+    """A linear layer's weight and bias in bfloat16, the weight packed for oneDNN when this
+    PyTorch can (else a plain bfloat16 tensor for F.linear)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, packed: bool):
+        self.weight, self.bias, self.packed = weight, bias, packed
+
+    @classmethod
+    def of(cls, weight: torch.Tensor, bias: torch.Tensor | None, rows_hint: int) -> _Bfloat16Weights:
+        weight = weight.to(torch.bfloat16)
+        bias = None if bias is None else bias.to(torch.bfloat16)
+        try:
+            return cls(torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint), bias, True)
+        except RuntimeError:  # a oneDNN build without bfloat16 products
+            return cls(weight, bias, False)
+
+    def __call__(self, x: torch.Tensor, relu: bool) -> torch.Tensor:
+        """x [..., in] bfloat16 -> [..., out] bfloat16 (float32 accumulation), ReLU'd with `relu`."""
+        if self.packed:
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "relu" if relu else "none", [], "")
+        y = F.linear(x, self.weight, self.bias)
+        return F.relu_(y) if relu else y
+
+
+class BlockedFeedForward(nn.Module):
+    """relu(x W1^T + b1) W2^T + b2 over [..., C] inputs, in blocks of `block` tokens when autograd
+    is off: the [tokens, hidden] intermediate exists one block at a time, and with `packed` the
+    ReLU is fused into the first product (`PackedLinear`). Same arithmetic per row."""
+
+    def __init__(self, fc1: nn.Linear, fc2: nn.Linear, packed: bool, block: int = FFN_BLOCK, precast: bool = False):
+        super().__init__()
+        self.block = block
+        self.fc1 = PackedLinear(fc1, relu=True, precast=precast) if packed else _ReluLinear(fc1)
+        self.fc2 = PackedLinear(fc2, precast=precast) if packed else fc2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        if flat.shape[0] <= self.block or torch.is_grad_enabled():
+            return self.fc2(self.fc1(x))
+        first = self.fc2(self.fc1(flat[:self.block]))
+        out = first.new_empty((flat.shape[0], first.shape[-1]))
+        out[:self.block] = first
+        for start in range(self.block, flat.shape[0], self.block):
+            out[start:start + self.block] = self.fc2(self.fc1(flat[start:start + self.block]))
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+
+class _ReluLinear(nn.Module):
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.linear(x))
 
 
 def native_bfloat16() -> bool:
@@ -87,15 +164,16 @@ def native_bfloat16() -> bool:
     return support("cpu").native_bfloat16
 
 
-def _onednn_linear_available() -> bool:
-    """Whether this PyTorch has oneDNN's packed linear and it agrees with F.linear here."""
+def onednn_linear_available() -> bool:
+    """Whether this PyTorch has oneDNN's packed linear and it agrees with F.linear here (with its
+    fused ReLU, on inputs with leading dims)."""
     try:
         if not torch.backends.mkldnn.is_available():
             return False
         probe = nn.Linear(8, 4)
-        x = torch.randn(3, 8)
+        x = torch.randn(2, 3, 8)
         with torch.no_grad():
-            return torch.allclose(PackedLinear(probe)(x), probe(x), atol=1e-5)
+            return bool(torch.allclose(PackedLinear(probe, relu=True)(x), F.relu(probe(x)), atol=1e-5))
     except (AttributeError, RuntimeError):
         return False
 
