@@ -59,8 +59,7 @@ def run(handle: FamilyModel, image: np.ndarray, *, prompt: str | None = None, ma
     stage("preprocess", time.perf_counter() - start)
     half = PRECISIONS[precision]
     model_start = time.perf_counter()
-    with torch.inference_mode(), torch.autocast(device.type, dtype=half, enabled=half is not None), \
-            recording(Recorder()) as recorder:
+    with torch.inference_mode(), _autocast(device, half), recording(Recorder()) as recorder:
         outputs = model(**inputs)
     stage("model", time.perf_counter() - model_start)
 
@@ -78,7 +77,11 @@ def run(handle: FamilyModel, image: np.ndarray, *, prompt: str | None = None, ma
             detections = postprocess(outputs.logits.float(), outputs.pred_boxes.float(),
                                      torch.tensor([[height, width]], device=device), settings.num_select)[0]
             names, categories = _class_names(model.config)
-        output = _internals(handle, outputs, recorder, inputs, details) if internals else None
+        if internals:  # the heads re-applied per layer in the precision the forward ran in
+            with _autocast(device, half):
+                output = _internals(handle, outputs, recorder, inputs, details)
+        else:
+            output = None
     stage("postprocess", time.perf_counter() - post_start)
     stage("total", time.perf_counter() - start)
 
@@ -89,7 +92,11 @@ def run(handle: FamilyModel, image: np.ndarray, *, prompt: str | None = None, ma
         image=image, image_size=(int(height), int(width)), input_size=input_size, padded_size=padded,
         detections=to_cpu(detections), output=output, timings=timings, backend=backend, device=str(device),
         class_names=names, category_ids=categories, variant=settings.name, model_id=model_id or handle.source,
-        family=details, source_size=source_size, unavailable=details.unavailable)
+        family=details, source_size=source_size, unavailable=details.unavailable, precision=precision)
+
+
+def _autocast(device: torch.device, half: torch.dtype | None) -> torch.autocast:
+    return torch.autocast(device.type, dtype=half, enabled=half is not None)
 
 
 def _model_inputs(handle: FamilyModel, image: np.ndarray, prompt: str | None, max_size: int | None

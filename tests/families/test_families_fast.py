@@ -129,3 +129,15 @@ def test_the_cpus_bfloat16_support_chooses_pre_cast_weights(folders, monkeypatch
     handle = load(folders["deformable-detr"])
     layers = [m for m in handle.model.modules() if isinstance(m, fast.PackedLinear)]
     assert layers and all(layer.precast == native for layer in layers)
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_bfloat16_runs_with_internals_on_both_paths(folders, image, name):
+    """A bfloat16 run re-applies the heads per layer for the internals in the forward's precision:
+    transformers' own modules (plain linears, as on a GPU or without oneDNN) and the fast path."""
+    prompt = PROMPT if name in TEXT_PROMPTED else None
+    for handle in (load(folders[name], our_op=False, fast=False), load(folders[name])):
+        result = run(handle, image, prompt=prompt, precision="bfloat16")
+        assert result.precision == "bfloat16"
+        assert result.output.pred_logits.dtype == torch.float32
+        assert torch.isfinite(result.output.pred_boxes).all()
