@@ -1,4 +1,5 @@
-"""Reliability under load: many gradio_client sessions against the app, and the server's memory.
+"""Reliability under load: many gradio_client sessions against the app, and the server's memory
+(and the machine's 1-minute load average while it ran).
 
     python benchmarks/load.py --sessions 32 --rounds 3 [--model shipped] [--max-input 1333] [--json OUT]
     python benchmarks/load.py --sessions 50 --parallel 1 --rounds 1 --inspects 0 --upload-side 4096
@@ -33,6 +34,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -53,13 +55,14 @@ class Sampler(threading.Thread):
 
     def __init__(self, pid: int, every: float = 0.5):
         super().__init__(daemon=True)
-        self.pid, self.every, self.samples = pid, every, []
+        self.pid, self.every, self.samples, self.loads = pid, every, [], []
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         start = time.perf_counter()
         while not self._stop_event.is_set():
             self.samples.append((round(time.perf_counter() - start, 2), round(rss_mib(self.pid), 1)))
+            self.loads.append(os.getloadavg()[0])
             self._stop_event.wait(self.every)
 
     def stop(self) -> None:
@@ -475,7 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         "inspects_per_round": args.inspects,
         "model": args.model, "max_input": args.max_input,
         "image": f"generated {args.upload_side}x{args.upload_side} PNG" if args.upload_side else Path(image).name,
-        "elapsed_s": round(elapsed, 1), "errors": len(errors), "error_kinds": sorted(set(errors))[:10],
+        "elapsed_s": round(elapsed, 1), "errors": len(errors),
+        "error_kinds": dict(Counter(error[:90] for error in errors).most_common(10)),
+        "load_average_1m": {"mean": round(statistics.fmean(sampler.loads), 2) if sampler.loads else None,
+                            "max": round(max(sampler.loads, default=0.0), 2)},
         "connect": _percentiles(connects), "detect": _percentiles(detects), "inspect": _percentiles(inspects),
         "rss_mib": {"start": rss[1] if len(rss) > 1 else None, "peak": max(rss, default=None),
                     "end": rss[-1] if rss else None},

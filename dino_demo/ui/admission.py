@@ -5,8 +5,8 @@ component of it, on the loop for each accepted join), so refusals came too late 
 
 `BusyGate` is an ASGI middleware that
 - refuses an upload with 503 and `busy.BUSY_MESSAGE` while `uploads` others are being received
-  (default: the queue's size, `DINO_DEMO_QUEUE_SIZE`); its body is read and dropped, so that the
-  client reads the answer rather than a reset connection;
+  (default: the queue's size, `DINO_DEMO_QUEUE_SIZE`); its body is read and dropped (up to
+  `REFUSED_BODY_READ`), so that the client reads the answer rather than a reset connection;
 - refuses a queue join (`/queue/join`, `/call/<api>`) with 503 while the queue is full, counting
   the joins on their way in, as Gradio itself would after parsing it (gradio_client: "Queue is
   full! Please try again.");
@@ -24,6 +24,7 @@ JOIN_SUFFIX = "/queue/join"
 CALL_PART = "/call/"
 UPLOAD_SUFFIX = "/upload"
 RETRY_AFTER_S = 30
+REFUSED_BODY_READ = 4 * 2**20  # bytes of a refused request read before answering; a larger one is cut short
 
 
 class BusyGate:
@@ -50,7 +51,7 @@ class BusyGate:
 
     async def _upload(self, scope, receive, send) -> None:
         if self.receiving >= self.uploads:
-            await _drain(receive)
+            await _drain(receive, REFUSED_BODY_READ)
             await refuse(send)
             return
         self.receiving += 1
@@ -61,7 +62,7 @@ class BusyGate:
 
     async def _join(self, scope, receive, send, joining: bool) -> None:
         if queue_full(scope.get("app"), self.joining):
-            await _drain(receive)
+            await _drain(receive, REFUSED_BODY_READ)
             await refuse(send)
             return
         self.joining += 1
@@ -94,14 +95,15 @@ async def refuse(send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _drain(receive) -> bytes:
-    """The request's whole body (its size is bounded further out, by the app's body limit)."""
-    chunks = []
-    while True:
+async def _drain(receive, limit: int | None = None) -> bytes:
+    """The request's body, read whole, or until more than `limit` bytes came (then those)."""
+    chunks, size = [], 0
+    while limit is None or size <= limit:
         message = await receive()
         if message["type"] != "http.request":
             break
         chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
