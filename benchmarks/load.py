@@ -13,7 +13,8 @@ then runs `--sessions` clients (visitors), `--parallel` at a time (default: all 
 `--rounds` times: one /detect of the image and `--inspects` /inspect calls on the query it returned.
 The second line above is 50 visitors one after the other, each uploading a 4096 x 4096 PNG. Reports successes and errors, the p50 and
 p95 latency of each call, and the server's resident memory (sampled every 0.5 s: at start, peak,
-end). Only 127.0.0.1 is ever contacted; the number of sessions and the total time are bounded.
+end), and how long refusals (errors other than time-outs) took to come. Only 127.0.0.1 is ever
+contacted; the number of sessions and the total time are bounded.
 
 `--scenario connect --sessions 80` opens the page with 80 visitors at once (plain HTTP: the page
 config and the API description). `--scenario` also runs one of issue 25's (see each `scenario_*` function): `switch` (memory across
@@ -100,7 +101,7 @@ def session(url: str, image: str, args, deadline: float, client=None) -> dict:
     """One visitor's rounds; `client` connected already, else connected here (timed as "connect")."""
     from gradio_client import Client, handle_file
 
-    timings = {"connect": [], "detect": [], "inspect": []}
+    timings = {"connect": [], "detect": [], "inspect": [], "refused": []}
     errors = []
     start = time.perf_counter()
     try:
@@ -124,6 +125,8 @@ def session(url: str, image: str, args, deadline: float, client=None) -> dict:
                 timings["inspect"].append(time.perf_counter() - start)
         except Exception as error:  # noqa: BLE001 - every failure is counted and reported
             errors.append(f"{type(error).__name__}: {str(error)[:120]}")
+            if "Timeout" not in type(error).__name__:  # an answer (a refusal), timed
+                timings["refused"].append(time.perf_counter() - start)
     return {"timings": timings, "errors": errors}
 
 
@@ -472,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     connects = [t for outcome in outcomes for t in outcome["timings"]["connect"]]
     detects = [t for outcome in outcomes for t in outcome["timings"]["detect"]]
     inspects = [t for outcome in outcomes for t in outcome["timings"]["inspect"]]
+    refusals = [t for outcome in outcomes for t in outcome["timings"]["refused"]]
     rss = [value for _, value in sampler.samples]
     report = {
         "sessions": args.sessions, "parallel": args.parallel or args.sessions, "rounds": args.rounds,
@@ -482,7 +486,9 @@ def main(argv: list[str] | None = None) -> int:
         "error_kinds": dict(Counter(error[:90] for error in errors).most_common(10)),
         "load_average_1m": {"mean": round(statistics.fmean(sampler.loads), 2) if sampler.loads else None,
                             "max": round(max(sampler.loads, default=0.0), 2)},
+        "timed_out": sum("Timeout" in error for error in errors),
         "connect": _percentiles(connects), "detect": _percentiles(detects), "inspect": _percentiles(inspects),
+        "refused_after": _percentiles(refusals),
         "rss_mib": {"start": rss[1] if len(rss) > 1 else None, "peak": max(rss, default=None),
                     "end": rss[-1] if rss else None},
         "rss_samples": sampler.samples,
