@@ -1,4 +1,5 @@
-"""Reliability under load: many gradio_client sessions against the app, and the server's memory.
+"""Reliability under load: many gradio_client sessions against the app, and the server's memory
+(and the machine's 1-minute load average while it ran).
 
     python benchmarks/load.py --sessions 32 --rounds 3 [--model shipped] [--max-input 1333] [--json OUT]
     python benchmarks/load.py --sessions 50 --parallel 1 --rounds 1 --inspects 0 --upload-side 4096
@@ -12,7 +13,8 @@ then runs `--sessions` clients (visitors), `--parallel` at a time (default: all 
 `--rounds` times: one /detect of the image and `--inspects` /inspect calls on the query it returned.
 The second line above is 50 visitors one after the other, each uploading a 4096 x 4096 PNG. Reports successes and errors, the p50 and
 p95 latency of each call, and the server's resident memory (sampled every 0.5 s: at start, peak,
-end). Only 127.0.0.1 is ever contacted; the number of sessions and the total time are bounded.
+end), and how long refusals (errors other than time-outs) took to come. Only 127.0.0.1 is ever
+contacted; the number of sessions and the total time are bounded.
 
 `--scenario connect --sessions 80` opens the page with 80 visitors at once (plain HTTP: the page
 config and the API description). `--scenario` also runs one of issue 25's (see each `scenario_*` function): `switch` (memory across
@@ -33,6 +35,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -53,13 +56,14 @@ class Sampler(threading.Thread):
 
     def __init__(self, pid: int, every: float = 0.5):
         super().__init__(daemon=True)
-        self.pid, self.every, self.samples = pid, every, []
+        self.pid, self.every, self.samples, self.loads = pid, every, [], []
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         start = time.perf_counter()
         while not self._stop_event.is_set():
             self.samples.append((round(time.perf_counter() - start, 2), round(rss_mib(self.pid), 1)))
+            self.loads.append(os.getloadavg()[0])
             self._stop_event.wait(self.every)
 
     def stop(self) -> None:
@@ -97,7 +101,7 @@ def session(url: str, image: str, args, deadline: float, client=None) -> dict:
     """One visitor's rounds; `client` connected already, else connected here (timed as "connect")."""
     from gradio_client import Client, handle_file
 
-    timings = {"connect": [], "detect": [], "inspect": []}
+    timings = {"connect": [], "detect": [], "inspect": [], "refused": []}
     errors = []
     start = time.perf_counter()
     try:
@@ -121,6 +125,8 @@ def session(url: str, image: str, args, deadline: float, client=None) -> dict:
                 timings["inspect"].append(time.perf_counter() - start)
         except Exception as error:  # noqa: BLE001 - every failure is counted and reported
             errors.append(f"{type(error).__name__}: {str(error)[:120]}")
+            if "Timeout" not in type(error).__name__:  # an answer (a refusal), timed
+                timings["refused"].append(time.perf_counter() - start)
     return {"timings": timings, "errors": errors}
 
 
@@ -469,14 +475,20 @@ def main(argv: list[str] | None = None) -> int:
     connects = [t for outcome in outcomes for t in outcome["timings"]["connect"]]
     detects = [t for outcome in outcomes for t in outcome["timings"]["detect"]]
     inspects = [t for outcome in outcomes for t in outcome["timings"]["inspect"]]
+    refusals = [t for outcome in outcomes for t in outcome["timings"]["refused"]]
     rss = [value for _, value in sampler.samples]
     report = {
         "sessions": args.sessions, "parallel": args.parallel or args.sessions, "rounds": args.rounds,
         "inspects_per_round": args.inspects,
         "model": args.model, "max_input": args.max_input,
         "image": f"generated {args.upload_side}x{args.upload_side} PNG" if args.upload_side else Path(image).name,
-        "elapsed_s": round(elapsed, 1), "errors": len(errors), "error_kinds": sorted(set(errors))[:10],
+        "elapsed_s": round(elapsed, 1), "errors": len(errors),
+        "error_kinds": dict(Counter(error[:90] for error in errors).most_common(10)),
+        "load_average_1m": {"mean": round(statistics.fmean(sampler.loads), 2) if sampler.loads else None,
+                            "max": round(max(sampler.loads, default=0.0), 2)},
+        "timed_out": sum("Timeout" in error for error in errors),
         "connect": _percentiles(connects), "detect": _percentiles(detects), "inspect": _percentiles(inspects),
+        "refused_after": _percentiles(refusals),
         "rss_mib": {"start": rss[1] if len(rss) > 1 else None, "peak": max(rss, default=None),
                     "end": rss[-1] if rss else None},
         "rss_samples": sampler.samples,

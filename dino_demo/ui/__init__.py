@@ -19,6 +19,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from .. import env
+from .admission import BusyGate
 from .layout import App, build_app, build_demo
 from .static_answers import StaticAnswers
 
@@ -32,9 +33,11 @@ def launch(demo: gr.Blocks | None = None, server_name: str | None = None, server
     endpoints as MCP tools at /gradio_api/mcp/."""
     demo = demo or build_demo()
     kwargs.setdefault("max_file_size", MAX_UPLOAD)
+    app_kwargs = kwargs.setdefault("app_kwargs", {})
+    # Overload refused at once (admission): uploads and queue joins beyond what the queue holds.
+    app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(BusyGate)]
     if not kwargs.get("auth"):  # the page config, built once (static_answers): many visitors at once
-        app_kwargs = kwargs.setdefault("app_kwargs", {})
-        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(StaticAnswers)]
+        app_kwargs["middleware"].append(Middleware(StaticAnswers))
     if not kwargs.get("prevent_thread_lock") and threading.current_thread() is threading.main_thread():
         # A stopped container or Space sends SIGTERM: shut down as on Ctrl-C, so that the app's
         # temporary files are removed on the way out.

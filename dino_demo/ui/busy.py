@@ -1,7 +1,8 @@
 """A clear "busy" instead of a wait without end: a model run waits for its slot at most
 `DINO_DEMO_BUSY_WAIT` seconds (default 60), then the visitor is told to try again; the queue holds
-at most `DINO_DEMO_QUEUE_SIZE` waiting events (default 16), beyond which Gradio refuses at once
-("Queue is full! Please try again.") rather than letting clients time out."""
+at most `DINO_DEMO_QUEUE_SIZE` waiting events (default 16), beyond which joins are refused at once
+("Queue is full! Please try again.") rather than left to time out; `admission` refuses them, and
+uploads beyond as many at once, before Gradio parses them."""
 from __future__ import annotations
 
 import threading

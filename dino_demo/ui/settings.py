@@ -11,7 +11,7 @@ the checkpoint folders on every use (so that they can change without a restart).
 | `DINO_DEMO_RESULT_BUDGET_MB` | memory for stored results, all sessions together (least recently used dropped) | 512 |
 | `DINO_DEMO_CHECKPOINT_DIRS` | folders the checkpoint box may open (`:`-separated), or `any` | `weights/` and the download cache |
 | `DINO_DEMO_UNTRAINED_VARIANTS` | variants offered with random weights (`,`-separated), `all` or `none` | `all`; on a Space all but Swin-L |
-| `DINO_DEMO_QUEUE_SIZE` | events waiting in the queue; more are refused at once (`ui.busy`) | 16 |
+| `DINO_DEMO_QUEUE_SIZE` | events waiting in the queue, and uploads received at once; more are refused at once with "busy" (`ui.busy`, `ui.admission`) | 16 |
 | `DINO_DEMO_BUSY_WAIT` | seconds a model run waits for its slot before "busy, try again" (`ui.busy`) | 60 |
 | `SPACE_ID` | set by Hugging Face Spaces: the app is public | unset |
 
