@@ -25,6 +25,7 @@ CALL_PART = "/call/"
 UPLOAD_SUFFIX = "/upload"
 RETRY_AFTER_S = 30
 REFUSED_BODY_READ = 4 * 2**20  # bytes of a refused request read before answering; a larger one is cut short
+JOIN_BODY_LIMIT = 2**20  # bytes of a queue join's JSON body read at most (larger: refused with 413)
 
 
 class BusyGate:
@@ -68,7 +69,10 @@ class BusyGate:
         self.joining += 1
         try:
             if joining:
-                body = await _drain(receive)
+                body = await _drain(receive, JOIN_BODY_LIMIT)
+                if len(body) > JOIN_BODY_LIMIT:  # a join is a few hundred bytes of JSON
+                    await refuse(send, 413, "The request is too large.")
+                    return
                 session = _session_hash(body)
                 if session:
                     await anyio.to_thread.run_sync(_session_state, scope.get("app"), session)
@@ -86,10 +90,10 @@ def queue_full(app, joining: int = 0) -> bool:
     return queue is not None and queue.max_size is not None and len(queue) + joining >= queue.max_size
 
 
-async def refuse(send) -> None:
-    """Answer 503 with Gradio's error form: {"detail": busy.BUSY_MESSAGE}."""
-    body = json.dumps({"detail": busy.BUSY_MESSAGE}).encode()
-    await send({"type": "http.response.start", "status": 503,
+async def refuse(send, status: int = 503, message: str = busy.BUSY_MESSAGE) -> None:
+    """Answer `status` (503: busy) with Gradio's error form: {"detail": message}."""
+    body = json.dumps({"detail": message}).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"retry-after", str(RETRY_AFTER_S).encode())]})
     await send({"type": "http.response.body", "body": body})

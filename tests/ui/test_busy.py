@@ -174,3 +174,22 @@ def test_uploads_beyond_the_bound_are_refused_at_once(monkeypatch):
             connection.close()
         release.set()
         demo.close()
+
+
+def test_an_oversized_queue_join_is_refused_before_it_is_read_whole():
+    """A join is a few hundred bytes of JSON: one of several MiB is cut short with 413."""
+    from dino_demo.ui import admission, launch
+
+    release = threading.Event()
+    demo = _held_page(release).queue()
+    port = free_port()
+    launch(demo, server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        body = b'{"session_hash": "' + b"x" * (admission.JOIN_BODY_LIMIT * 3) + b'"}'
+        answer = httpx.post(f"http://127.0.0.1:{port}/gradio_api/queue/join", content=body,
+                            headers={"content-type": "application/json"}, timeout=60)
+        assert answer.status_code == 413, answer.text
+        assert "too large" in answer.json()["detail"]
+    finally:
+        release.set()
+        demo.close()
