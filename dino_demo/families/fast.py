@@ -14,6 +14,8 @@ module tree (the capture hooks and our op's layer mapping sit on modules it leav
 - **blocked feed-forward layers**: fc1, ReLU and fc2 of every encoder and decoder layer run in
   token blocks with the ReLU fused into fc1's product (no [tokens, ffn_dim] intermediate: 180 MB
   per Grounding DINO encoder layer at 800x1333);
+- **channels-last convolutional backbones under autocast** (CPU): ResNet / HGNet trunks take their
+  pixels channels-last in bfloat16 runs, oneDNN's faster layout there;
 - **Grounding DINO's image-text fusion by associativity**: the fusion layer's attention projects
   every image token to a 1024-wide query and value, then reduces them against a few text tokens;
   `FoldedBiAttention` multiplies the text side into the projections first (query weight times
@@ -35,6 +37,8 @@ from ..runtime.speed import BlockedFeedForward, PackedLinear
 
 # (convolution, norm) attribute pairs of transformers' conv-norm layers (ResNet, HGNet, RT-DETR)
 CONV_NORM_NAMES = (("convolution", "normalization"), ("conv", "norm"))
+# the families' convolutional backbones (pixels in, feature maps out): not Swin, ViT or DINOv2
+CONV_BACKBONES = ("DeformableDetrConvEncoder", "RTDetrConvEncoder", "RTDetrV2ConvEncoder", "DFineConvEncoder")
 # modules whose linears stay as they are: heads read by the capture code, tiny MLPs
 FFN_OWNERS = ("DeformableDetrMLP",)
 FUSION_ATTENTION = "GroundingDinoBiMultiHeadAttention"
@@ -56,10 +60,36 @@ def optimize(model: nn.Module) -> nn.Module:
                 setattr(parent, name, FoldedBiAttention(child))
     if packed:
         pack_linears(model, precast)
+    if device.type == "cpu":
+        channels_last_under_autocast(model)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     model.dino_demo_fast = True
     return model
+
+
+# -- channels-last convolutional backbones in half precision ------------------------------------
+
+def channels_last_under_autocast(model: nn.Module) -> int:
+    """Make each convolutional backbone of `model` (CONV_BACKBONES: ResNet / HGNet trunks) take its
+    pixels channels-last under autocast, the layout oneDNN's bfloat16 convolutions run fastest in
+    (float32 keeps the default layout and transformers' sums); returns how many."""
+    count = 0
+    for module in model.modules():
+        if type(module).__name__ in CONV_BACKBONES:
+            module.register_forward_pre_hook(_channels_last_pixels, with_kwargs=True)
+            count += 1
+    return count
+
+
+def _channels_last_pixels(module, args, kwargs):
+    pixels = args[0] if args else kwargs["pixel_values"]
+    if not torch.is_autocast_enabled(pixels.device.type):
+        return None
+    pixels = pixels.contiguous(memory_format=torch.channels_last)
+    if args:
+        return (pixels, *args[1:]), kwargs
+    return args, {**kwargs, "pixel_values": pixels}
 
 
 # -- BatchNorm folding ---------------------------------------------------------------------------

@@ -141,3 +141,17 @@ def test_bfloat16_runs_with_internals_on_both_paths(folders, image, name):
         assert result.precision == "bfloat16"
         assert result.output.pred_logits.dtype == torch.float32
         assert torch.isfinite(result.output.pred_boxes).all()
+
+
+@pytest.mark.parametrize("name", ["deformable-detr", "rt-detr", "d-fine"])
+def test_convolutional_backbones_compute_channels_last_under_autocast_only(folders, image, name):
+    handle = load(folders[name])
+    encoder = next(m for m in handle.model.modules() if type(m).__name__ in fast.CONV_BACKBONES)
+    first_conv = next(m for m in encoder.modules() if isinstance(m, nn.Conv2d))
+    seen = []
+    first_conv.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)
+                                         and not args[0].is_contiguous()))
+    for precision in ("float32", "bfloat16"):
+        run(handle, image, precision=precision, internals=False)
+    assert seen == [False, True]
