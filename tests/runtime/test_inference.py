@@ -290,3 +290,23 @@ def test_half_precision_runs_give_float32_outputs_close_to_float32(tiny):
     assert (half.output.memory - full.output.memory).abs().max() < 0.2
     with pytest.raises(ValueError, match="precision must be one of"):
         run(model, cfg, image, precision="float8")
+
+
+def test_the_fast_copy_computes_its_resnet_channels_last_under_autocast_only(tiny):
+    """The inference copy's ResNet takes channels-last pixels in bfloat16 runs (oneDNN's faster
+    layout there) and the default layout in float32 (whose sums the parity tests hold)."""
+    model, cfg = tiny
+    trunk = model.backbone[0]
+    assert trunk.channels_last_under_autocast
+    first_conv = next(m for m in trunk.modules() if isinstance(m, torch.nn.Conv2d))
+    seen = []
+    handle = first_conv.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)
+                                         and not args[0].is_contiguous()))
+    try:
+        image = np.random.default_rng(6).integers(0, 256, size=(64, 96, 3), dtype=np.uint8)
+        for precision in ("float32", "bfloat16"):
+            run(model, cfg, image, precision=precision, internals=False)
+    finally:
+        handle.remove()
+    assert seen == [False, True]
