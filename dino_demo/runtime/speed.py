@@ -12,7 +12,8 @@
   (`PackedLinear`: faster than the default BLAS on this project's AMD machines), when PyTorch has
   it. Under bfloat16 autocast, where the CPU computes in bfloat16 natively, they keep a second
   copy packed in bfloat16, made once, instead of autocast's cast of the weight at every call;
-- the deformable attention skips masking its values when no token is padding (a single image).
+- on the CPU, the deformable attention skips masking its values when no token is padding (a
+  single image).
 The multi-scale deformable attention kernels are chosen separately (`dino_demo.ops`).
 The copy's state_dict is no longer the official layout: save the original, not the copy.
 `PackedLinear` and `BlockedFeedForward` serve the transformers families' fast path too
@@ -47,8 +48,8 @@ def optimize_for_inference(model: DINO, ffn_block: int = FFN_BLOCK) -> DINO:
     for layer in [*transformer.encoder.layers, *transformer.decoder.layers]:
         layer.fast_feed_forward = BlockedFeedForward(layer.linear1, layer.linear2, packed, ffn_block, precast)
         for attention in (layer.self_attn, getattr(layer, "cross_attn", None)):
-            if isinstance(attention, MSDeformAttn):
-                attention.skip_unpadded_mask = True
+            if isinstance(attention, MSDeformAttn):  # the check would cost a GPU a synchronisation
+                attention.skip_unpadded_mask = on_cpu
             if packed and attention is not None:
                 for name, child in list(attention.named_children()):
                     if type(child) is nn.Linear:
