@@ -25,10 +25,19 @@
 namespace dino_demo {
 namespace {
 
+// Asks for the cache line holding `address` (a hint; nothing on compilers without the builtin).
+inline void prefetch(const void* address) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(address);
+#else
+  (void)address;
+#endif
+}
+
 // acc[c] += sum_k weight[k] * corner[k][c]
 template <typename scalar_t, typename acc_t>
 inline void accumulate_corners(
-    acc_t* __restrict__ acc, const scalar_t* const corner[4], const acc_t weight[4], int64_t channels) {
+    acc_t* __restrict__ acc, const scalar_t* const corner[4], const acc_t* weight, int64_t channels) {
   const scalar_t* __restrict__ v0 = corner[0];
   const scalar_t* __restrict__ v1 = corner[1];
   const scalar_t* __restrict__ v2 = corner[2];
@@ -88,15 +97,18 @@ void forward_kernel(
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(channels);
     const std::vector<scalar_t> zeros(channels, scalar_t(0));
+    std::vector<const scalar_t*> corner_values(samples * 4);
+    std::vector<acc_t> corner_weights(samples * 4);
     BilinearCorners<acc_t> corners;
-    const scalar_t* corner_values[4];
-    acc_t corner_weights[4];
     for (int64_t row = begin; row < end; ++row) {  // row = (n * Lq + q) * M + m
       const int64_t head = row % sizes.heads;
       const int64_t batch = row / (sizes.queries * sizes.heads);
-      std::fill(acc.begin(), acc.end(), acc_t(0));
       const loc_t* location = locations + row * samples * 2;
       const scalar_t* weight = weights + row * samples;
+      // First the row's corners, each one's cache line requested as soon as its address is known;
+      // then the sums, once most of those lines are on their way (the reads are scattered over
+      // the value map, so waiting for them, not arithmetic, sets the pace).
+      int64_t used = 0;
       for (int64_t l = 0; l < sizes.levels; ++l) {
         const int64_t height = levels.heights[l];
         const int64_t width = levels.widths[l];
@@ -107,11 +119,19 @@ void forward_kernel(
           }
           const acc_t attention = *weight;
           for (int k = 0; k < 4; ++k) {
-            corner_values[k] = corners.offset[k] >= 0 ? level_value + corners.offset[k] * pixel_stride : zeros.data();
-            corner_weights[k] = attention * corners.weight[k];
+            const scalar_t* corner =
+                corners.offset[k] >= 0 ? level_value + corners.offset[k] * pixel_stride : zeros.data();
+            prefetch(corner);
+            prefetch(corner + channels - 1);
+            corner_values[used * 4 + k] = corner;
+            corner_weights[used * 4 + k] = attention * corners.weight[k];
           }
-          accumulate_corners(acc.data(), corner_values, corner_weights, channels);
+          ++used;
         }
+      }
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t i = 0; i < used; ++i) {
+        accumulate_corners(acc.data(), &corner_values[i * 4], &corner_weights[i * 4], channels);
       }
       scalar_t* out = output + row * channels;
       for (int64_t c = 0; c < channels; ++c) {
