@@ -8,7 +8,8 @@
 - the transformer's feed-forward layers become `BlockedFeedForward`: tokens in blocks of 4096 with
   the ReLU fused into the first product, so the [tokens, ffn_dim] intermediate stays in cache
   instead of being allocated whole (one per encoder layer; see benchmarks/RESULTS.md);
-- on the CPU, the transformer layers' linear projections use oneDNN with pre-packed weights
+- on the CPU, the transformer layers' linear projections and the prediction heads use oneDNN
+  with pre-packed weights
   (`PackedLinear`: faster than the default BLAS on this project's AMD machines), when PyTorch has
   it. Under bfloat16 autocast, where the CPU computes in bfloat16 natively, they keep a second
   copy packed in bfloat16, made once, instead of autocast's cast of the weight at every call;
@@ -45,15 +46,20 @@ def optimize_for_inference(model: DINO, ffn_block: int = FFN_BLOCK) -> DINO:
     transformer = fast.transformer
     packed = on_cpu and onednn_linear_available()
     precast = packed and native_bfloat16()
+    packs: dict[int, PackedLinear] = {}  # one packed copy of a head the layers share
     for layer in [*transformer.encoder.layers, *transformer.decoder.layers]:
         layer.fast_feed_forward = BlockedFeedForward(layer.linear1, layer.linear2, packed, ffn_block, precast)
         for attention in (layer.self_attn, getattr(layer, "cross_attn", None)):
             if isinstance(attention, MSDeformAttn):  # the check would cost a GPU a synchronisation
                 attention.skip_unpadded_mask = on_cpu
             if packed and attention is not None:
-                for name, child in list(attention.named_children()):
-                    if type(child) is nn.Linear:
-                        setattr(attention, name, PackedLinear(child, precast=precast))
+                _pack_linears(attention, precast, packs)
+    if packed:  # the two-stage selection's and the decoder's heads (DINO's `class_embed` and
+        # `bbox_embed` are the decoder's, the same ModuleLists)
+        decoder = transformer.decoder
+        for parent in (transformer, transformer.enc_out_bbox_embed.layers, decoder.ref_point_head.layers,
+                       decoder.class_embed, *(mlp.layers for mlp in decoder.bbox_embed)):
+            _pack_linears(parent, precast, packs)
     for p in fast.parameters():
         p.requires_grad_(False)
     fast.inference_only = True  # checkpoint.save_checkpoint refuses it
@@ -155,6 +161,19 @@ class _ReluLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.linear(x))
+
+
+def _pack_linears(parent: nn.Module, precast: bool, packs: dict[int, PackedLinear]) -> None:
+    """Replace `parent`'s direct `nn.Linear` children by `PackedLinear`s; a linear met before (a
+    head shared by the decoder's layers) gets the same packed copy."""
+    # a ModuleList by position: named_children() lists a module held at several positions once
+    children = [(str(i), child) for i, child in enumerate(parent)] if isinstance(parent, nn.ModuleList) \
+        else list(parent.named_children())
+    for name, child in children:
+        if type(child) is nn.Linear:
+            if id(child) not in packs:
+                packs[id(child)] = PackedLinear(child, precast=precast)
+            setattr(parent, name, packs[id(child)])
 
 
 def native_bfloat16() -> bool:
