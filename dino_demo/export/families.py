@@ -167,7 +167,26 @@ def _cumulative(x: torch.Tensor, dim: int, largest: bool) -> tuple[torch.Tensor,
     return values, index
 
 
+def _slice_scatter(x: torch.Tensor, src: torch.Tensor, dim: int = 0, start=None, end=None, step: int = 1):
+    """slice_scatter with step 1 as a concatenation of `x` before the slice, `src`, and `x` after
+    it (the same values). torch's exporter writes slice_scatter as Transpose, ScatterND,
+    Transpose; on Grounding DINO's text logits (padded to max_text_len by a slice assignment) the
+    transposes reach the ReduceMax before the query selection's TopK, and OpenVINO 2026.4's CPU
+    plugin, moving them through that ReduceMax, mis-sizes the TopK (it then refuses the graph)."""
+    if step != 1:
+        return NotImplemented
+    dim = dim % x.dim()
+    size = x.shape[dim]
+    start = 0 if start is None else start
+    end = size if end is None or (isinstance(end, int) and end > size) else end
+    pieces = ([x.narrow(dim, 0, start)] if not (isinstance(start, int) and start == 0) else []) + [src]
+    if not (isinstance(end, int) and end == size):
+        pieces.append(x.narrow(dim, end, size - end))
+    return torch.cat(pieces, dim) if len(pieces) > 1 else src.clone()
+
+
 _DECOMPOSITIONS = {
+    torch.ops.aten.slice_scatter.default: _slice_scatter,
     torch.ops.aten.cummax.default: lambda x, dim: _cumulative(x, dim, True),
     torch.ops.aten.cummin.default: lambda x, dim: _cumulative(x, dim, False),
 }
