@@ -13,11 +13,13 @@ length up to the model's `max_text_len`), so one file serves every prompt. Two o
 translate as transformers writes them, and are rewritten at capture: the cumulative max / min that
 build its text masks (no ONNX op) become a masked max / min over a [T, T] table (identical
 values), and transformers' run-time shape checks (`torch_compilable_check`, no ONNX op either) are
-switched off with its own `TRANSFORMERS_DISABLE_TORCH_CHECK`.
+switched off with its own `TRANSFORMERS_DISABLE_TORCH_CHECK`. Slice assignments (Grounding DINO
+pads its text logits with one) are written as concatenations, which OpenVINO compiles
+(`_slice_scatter`).
 
 A dynamic export (`dynamic=True`, for the processors that keep the aspect ratio: Deformable
 DETR, Grounding DINO) keeps the image's height and width symbolic through transformers' code,
-whose level shapes are Python ints taken from tensor shapes (symbolic while tracing); the one
+whose level shapes are Python ints taken from tensor shapes (symbolic while tracing); the
 calls that would read them as the sample's (`torch.linspace`'s number of steps, `torch.as_tensor`
 of the level shapes table) are written with `arange` and in-graph arithmetic while capturing.
 """
@@ -203,8 +205,8 @@ def _min_side(program: torch.export.ExportedProgram, family: str) -> int:
 def _exportable_transformers():
     """While capturing: transformers' own switch for its run-time shape checks
     (`torch_compilable_check`: the `_assert` ops it traces to have no ONNX translation) on, and
-    `torch.linspace` with a symbolic number of steps written with `arange` (see `_linspace`); the
-    environment and torch are restored afterwards."""
+    `torch.linspace` and `torch.as_tensor` of symbolic sizes kept symbolic (`_linspace`,
+    `_as_tensor`); the environment and torch are restored afterwards."""
     with mock.patch.dict(os.environ, {"TRANSFORMERS_DISABLE_TORCH_CHECK": "1"}), \
             mock.patch.object(torch, "linspace", _linspace), mock.patch.object(torch, "as_tensor", _as_tensor):
         yield

@@ -97,6 +97,27 @@ def test_openvino_reports_the_precision_it_compiled_for(tmp_path):
     assert open_session(path, "openvino", "bfloat16").precision == ("bfloat16" if native else "float32")
 
 
+def test_slice_assignments_are_captured_as_concatenations():
+    """Slice assignments of step 1 (Grounding DINO's text-logit padding) become Concat-able `cat`s with
+    the same values, which OpenVINO compiles; other steps stay torch's slice_scatter."""
+    from dino_demo.export.families import _DECOMPOSITIONS
+
+    class Assign(torch.nn.Module):
+        def forward(self, x, y, z):
+            x = x.clone()
+            x[:, ::2] = y
+            x[..., 1:3] = z
+            return x
+
+    inputs = (torch.zeros(2, 6), torch.ones(2, 3), torch.full((2, 2), 5.0))
+    table = torch.export.default_decompositions()
+    table.update(_DECOMPOSITIONS)
+    program = torch.export.export(Assign(), inputs, strict=False).run_decompositions(table)
+    targets = [node.target for node in program.graph.nodes if node.op == "call_function"]
+    assert targets.count(torch.ops.aten.slice_scatter.default) == 1 and torch.ops.aten.cat.default in targets
+    torch.testing.assert_close(program.module()(*inputs), Assign()(*inputs), rtol=0, atol=0)
+
+
 def test_processor_files_must_be_plain_names(tmp_path):
     with pytest.raises(ValueError, match="plain file name"):
         write_processor_files({"../escape.json": "{}"}, tmp_path)
