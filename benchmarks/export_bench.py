@@ -6,11 +6,12 @@ tests/support/family_models.py with every weight perturbed), export with each sa
 `families.load(..., our_op=False)`) and through ONNX Runtime and OpenVINO (float32; OpenVINO also
 bfloat16 with --bf16), all with the same number of threads, repeats interleaved (the machine may
 be shared). Prints a markdown table and writes JSON: per family, sampling and runtime the largest
-score and box differences from PyTorch (boxes in pixels), whether the labels are equal, and
-images per second.
+score and box differences from PyTorch (boxes in pixels), whether the labels are equal, the
+detections matched by label and overlap (`agreement`), and images per second.
 
     python benchmarks/export_bench.py --tiny --families d-fine grounding-dino --threads 2 --repeats 5
     python benchmarks/export_bench.py --folders path/to/rtdetr_r18 --threads 2 --repeats 5
+    python benchmarks/export_bench.py --folders rtdetr-r50 --reuse out --threads 2 --repeats 3 --bf16 --image 480 640
 """
 from __future__ import annotations
 
