@@ -6,11 +6,12 @@ tests/support/family_models.py with every weight perturbed), export with each sa
 `families.load(..., our_op=False)`) and through ONNX Runtime and OpenVINO (float32; OpenVINO also
 bfloat16 with --bf16), all with the same number of threads, repeats interleaved (the machine may
 be shared). Prints a markdown table and writes JSON: per family, sampling and runtime the largest
-score and box differences from PyTorch (boxes in pixels), whether the labels are equal, and
-images per second.
+score and box differences from PyTorch (boxes in pixels), whether the labels are equal, the
+detections matched by label and overlap (`agreement`), and images per second.
 
     python benchmarks/export_bench.py --tiny --families d-fine grounding-dino --threads 2 --repeats 5
     python benchmarks/export_bench.py --folders path/to/rtdetr_r18 --threads 2 --repeats 5
+    python benchmarks/export_bench.py --folders rtdetr-r50 --reuse out --threads 2 --repeats 3 --bf16 --image 480 640
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "support")]
 
 from dino_demo.export.families import export_family  # noqa: E402
 from dino_demo.export.family_runtime import FamilyOnnxDetector  # noqa: E402
@@ -56,6 +57,41 @@ def _rate(run, repeats: int) -> list[float]:
     return times
 
 
+def agreement(result, reference, top: int = 100) -> dict:
+    """How a runtime's detections agree with PyTorch's: in order (the same labels, largest score
+    and box differences over the common length), and matched as an evaluation matches them, which
+    tolerates near-equal scores changing places and a two-stage selection filling a query slot
+    differently: each of PyTorch's `top` best detections, best first, takes the runtime's
+    unmatched detection of the same label that overlaps it most (IoU >= 0.5). Gives the fraction
+    matched and the largest score and box differences over the matched pairs."""
+    count = min(len(result.scores), len(reference.scores))
+    scores, boxes, labels = reference.scores.numpy(), reference.boxes.numpy(), reference.labels.numpy()
+    pairs, free = [], np.ones(min(top, len(result.scores)), dtype=bool)
+    for i in range(min(top, len(scores))):
+        overlap = np.where(free & (result.labels[:len(free)] == labels[i]), _iou(boxes[i], result.boxes[:len(free)]), 0)
+        if overlap.size and overlap.max() >= 0.5:
+            j = int(overlap.argmax())
+            free[j] = False
+            pairs.append((i, j))
+    theirs, mine = (np.array(side, dtype=np.int64) for side in zip(*pairs)) if pairs else (np.zeros(0, int),) * 2
+    return {
+        "max_score_diff": float(np.abs(result.scores[:count] - scores[:count]).max()),
+        "max_box_diff_px": float(np.abs(result.boxes[:count] - boxes[:count]).max()),
+        "labels_equal": bool(np.array_equal(result.labels[:count], labels[:count])),
+        "matched": len(pairs) / max(1, min(top, len(scores))),
+        "matched_score_diff": float(np.abs(result.scores[mine] - scores[theirs]).max()) if pairs else float("nan"),
+        "matched_box_diff_px": float(np.abs(result.boxes[mine] - boxes[theirs]).max()) if pairs else float("nan"),
+    }
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box [4] with boxes [N, 4]."""
+    low, high = np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])
+    inter = np.clip(high - low, 0, None).prod(-1)
+    area = lambda b: np.clip(b[..., 2:] - b[..., :2], 0, None).prod(-1)  # noqa: E731
+    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
+
+
 def measure(folder: Path, name: str, samplings: list[str], threads: int, repeats: int, bf16: bool,
             work: Path, image_shape: tuple[int, int], reuse: Path | None = None) -> list[dict]:
     torch.set_num_threads(threads)
@@ -77,14 +113,9 @@ def measure(folder: Path, name: str, samplings: list[str], threads: int, repeats
         for runtime, precision in variants:
             detector = FamilyOnnxDetector(path, runtime=runtime, precision=precision, threads=threads)
             result = detector.run(image, prompt=prompt)
-            count = min(len(result.scores), len(reference.scores))
             key = f"{runtime} {precision} {sampling}"
-            rows[key] = {
-                "family": name, "runtime": runtime, "precision": detector.session.precision, "sampling": sampling,
-                "max_score_diff": float(np.abs(result.scores[:count] - reference.scores[:count].numpy()).max()),
-                "max_box_diff_px": float(np.abs(result.boxes[:count] - reference.boxes[:count].numpy()).max()),
-                "labels_equal": bool(np.array_equal(result.labels[:count], reference.labels[:count].numpy())),
-            }
+            rows[key] = {"family": name, "runtime": runtime, "precision": detector.session.precision,
+                         "sampling": sampling, **agreement(result, reference)}
             runners[key] = lambda detector=detector: detector.run(image, prompt=prompt)
     for runner in runners.values():  # warm up
         runner()
@@ -130,11 +161,12 @@ def main() -> None:
             if args.json:
                 args.json.write_text(json.dumps(rows, indent=1))
     print("| family | runtime | precision | sampling | max score diff | max box diff (px) | labels equal | "
-          "images/s | vs PyTorch |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "pairs matched | matched score diff | matched box diff (px) | images/s | vs PyTorch |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        diff = (f"{row['max_score_diff']:.1e} | {row['max_box_diff_px']:.1e} | {row['labels_equal']}"
-                if "max_score_diff" in row else "- | - | -")
+        diff = (f"{row['max_score_diff']:.1e} | {row['max_box_diff_px']:.1e} | {row['labels_equal']} | "
+                f"{row['matched']:.0%} | {row['matched_score_diff']:.1e} | {row['matched_box_diff_px']:.1e}"
+                if "max_score_diff" in row else "- | - | - | - | - | -")
         print(f"| {row['family']} | {row['runtime']} | {row['precision']} | {row['sampling']} | {diff} | "
               f"{row['images_per_s']:.1f} | {row['vs_pytorch']:.2f}x |")
 

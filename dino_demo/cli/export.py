@@ -13,8 +13,11 @@ official size, and padded); `--dynamic` (the default) keeps batch, height and wi
 locations and attention weights to the outputs. Run the file with
 `python -m dino_demo detect --onnx model.onnx IMAGE... --out DIR`.
 
-A transformers detector is exported for one padded input size (its processor's, or `--size H W`);
-Grounding DINO keeps the prompt's tokens as inputs, and its tokenizer in the file's metadata.
+A transformers detector is exported for one padded input size (its processor's, or `--size H W`),
+or with `--dynamic` for any input size (one image; Deformable DETR and Grounding DINO, whose
+processors keep the aspect ratio); with `--internals` also its deformable encoder's sampling
+locations and weights (Deformable DETR, Grounding DINO). Grounding DINO keeps the prompt's tokens
+as inputs, and its tokenizer in the file's metadata.
 """
 from __future__ import annotations
 
@@ -44,7 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     shape = parser.add_mutually_exclusive_group()
     shape.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="fixed padded input size")
-    shape.add_argument("--dynamic", action="store_true", help="any batch and input size (the default)")
+    shape.add_argument("--dynamic", action="store_true",
+                       help="any batch and input size (the default for DINO); for Deformable DETR and Grounding "
+                            "DINO any input size, one image")
     parser.add_argument("--internals", action="store_true",
                         help="also output the top-k token indices, per-layer references and boxes, and the "
                              "decoder's sampling locations and attention weights")
@@ -92,17 +97,16 @@ def _export_family(args: argparse.Namespace, source) -> int:
     from ..export.families import export_family
     from ..families.load import load
 
-    if args.dynamic:
-        raise ValueError("transformers detectors are exported for one padded size (their processor's, or --size H W); "
-                         "--dynamic applies to DINO")
     if args.variant:
         raise ValueError("--variant applies to DINO checkpoints, not to transformers models")
     handle = load(source, fast=False)  # transformers' own modules: the fast path's oneDNN ops have no ONNX form
     log.info("exporting %s (%s) to %s", source.name, handle.settings.family, args.out)
     report = export_family(handle, args.out, sampling=args.sampling, canvas=tuple(args.size) if args.size else None,
-                           internals=args.internals, opset=args.opset, source=source.name)
+                           internals=args.internals, opset=args.opset, source=source.name, dynamic=args.dynamic)
     timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in report.seconds.items())
     height, width = report.info.canvas
-    log.info("wrote %s: %.1f MB, fixed 1x3x%dx%d input, %s sampling; %s; onnx.checker passed", report.path,
-             report.bytes / 1e6, height, width, args.sampling, timing)
+    shape = (f"dynamic 1x3xHxW (sides >= {report.info.min_side})" if report.info.dynamic else
+             f"fixed 1x3x{height}x{width}")
+    log.info("wrote %s: %.1f MB, %s input, %s sampling; %s; onnx.checker passed", report.path,
+             report.bytes / 1e6, shape, args.sampling, timing)
     return 0

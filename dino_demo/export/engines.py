@@ -98,7 +98,7 @@ def _openvino(path: Path, precision: str, threads: int | None) -> Session:
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     compiled = core.compile_model(model, "CPU", config)
-    ran = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+    ran = compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: what the plugin compiled for
     request = compiled.create_infer_request()
     outputs = compiled.outputs
 
@@ -106,7 +106,7 @@ def _openvino(path: Path, precision: str, threads: int | None) -> Session:
         results = request.infer(feeds)
         return [np.asarray(results[port]) for port in outputs]
 
-    return Session(runtime="openvino", precision="bfloat16" if "bf16" in ran else "float32",
+    return Session(runtime="openvino", precision="bfloat16" if ran == ov.Type.bf16 else "float32",
                    inputs=tuple(port.get_any_name() for port in compiled.inputs),
                    outputs=tuple(port.get_any_name() for port in outputs), properties=properties, run=run)
 

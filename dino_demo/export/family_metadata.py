@@ -10,7 +10,10 @@ Outputs: `logits` [B, Q, C] (Grounding DINO: C = max_text_len token logits, -inf
 prompt) and `pred_boxes` [B, Q, 4] normalized (cx, cy, w, h) of the canvas; with internals the
 decoder's `sampling_locations` [K, B, Q, M, L, P, 2], `attention_weights` [K, B, Q, M, L, P] (levels
 with fewer points padded: NaN location, weight 0) and `reference_points` [K, B, Q, 2 or 4] (each
-layer's cross-attention reference, first level).
+layer's cross-attention reference, first level); and where the encoder is deformable (Deformable
+DETR, Grounding DINO: not RT-DETR, D-FINE, LW-DETR, RF-DETR, whose encoders are not) its
+self-attention `encoder_sampling_locations` [E, B, S, M, L, P, 2] and `encoder_attention_weights`
+[E, B, S, M, L, P] for every one of its S tokens.
 
 Metadata properties: `dino_explorer.format` (FAMILY_FORMAT), `family`, `model_type`, `canvas`,
 `pads`, `sampling`, `internals`, `num_select`, `class_names`, `max_text_len`, `source`, `exporter`,
@@ -40,12 +43,19 @@ INTERNAL_OUTPUTS = (
     OutputSpec("attention_weights", "[K, B, Q, M, L, P] float32 their attention weights", 1),
     OutputSpec("reference_points", "[K, B, Q, 2 or 4] float32 each decoder layer's reference (first level)", 1),
 )
+ENCODER_OUTPUTS = (
+    OutputSpec("encoder_sampling_locations", "[E, B, S, M, L, P, 2] float32 each encoder layer's self-attention "
+                                             "sampling points of every token, (x, y) in [0, 1] of each feature map", 1),
+    OutputSpec("encoder_attention_weights", "[E, B, S, M, L, P] float32 their attention weights", 1),
+)
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def family_outputs(internals: bool) -> tuple[OutputSpec, ...]:
-    """The graph's outputs, in order."""
-    return OUTPUTS + INTERNAL_OUTPUTS if internals else OUTPUTS
+def family_outputs(internals: bool, encoder: bool = False) -> tuple[OutputSpec, ...]:
+    """The graph's outputs, in order; `encoder`: with internals, also the deformable encoder's."""
+    if not internals:
+        return OUTPUTS
+    return OUTPUTS + INTERNAL_OUTPUTS + (ENCODER_OUTPUTS if encoder else ())
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,11 @@ class FamilyExportInfo:
 
     canvas: (H, W) of the padded input; pads: whether the processor keeps the aspect ratio (then
     images are padded into the canvas and `pixel_mask` is an input); num_select: detections kept
-    before the threshold (fixed-class families); files: the processor's files (name -> text).
+    before the threshold (fixed-class families); files: the processor's files (name -> text);
+    encoder_internals: the internals include the deformable encoder's (`ENCODER_OUTPUTS`);
+    dynamic: the image's height and width are free (padding processors only): the runtime feeds
+    each image at the size the processor makes, unpadded, and `canvas` is only the sample it was
+    traced with; min_side: the smallest height and width a dynamic graph holds for.
     """
 
     model_type: str
@@ -70,6 +84,9 @@ class FamilyExportInfo:
     files: dict[str, str] = field(repr=False)
     source: str = ""
     exporter: str = ""
+    encoder_internals: bool = False
+    dynamic: bool = False
+    min_side: int = 0
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -77,7 +94,7 @@ class FamilyExportInfo:
 
     @property
     def outputs(self) -> tuple[OutputSpec, ...]:
-        return family_outputs(self.internals)
+        return family_outputs(self.internals, self.encoder_internals)
 
     @property
     def name(self) -> str:
@@ -89,6 +106,8 @@ class FamilyExportInfo:
             FORMAT_KEY: FAMILY_FORMAT, "family": self.family, "model_type": self.model_type,
             "text": json.dumps(self.text), "canvas": json.dumps(list(self.canvas)), "pads": json.dumps(self.pads),
             "sampling": self.sampling, "internals": json.dumps(self.internals),
+            "encoder_internals": json.dumps(self.encoder_internals), "dynamic": json.dumps(self.dynamic),
+            "min_side": str(self.min_side),
             "num_select": str(self.num_select), "class_names": json.dumps(list(self.class_names)),
             "max_text_len": str(self.max_text_len), "source": self.source, "exporter": self.exporter,
             "outputs": json.dumps({spec.name: spec.legend for spec in self.outputs}),
@@ -107,7 +126,10 @@ class FamilyExportInfo:
                        class_names=tuple(json.loads(properties["class_names"])),
                        max_text_len=int(properties["max_text_len"]),
                        files=dict(json.loads(properties["processor_files"])), source=properties.get("source", ""),
-                       exporter=properties.get("exporter", ""))
+                       exporter=properties.get("exporter", ""),
+                       encoder_internals=bool(json.loads(properties.get("encoder_internals", "false"))),
+                       dynamic=bool(json.loads(properties.get("dynamic", "false"))),
+                       min_side=int(properties.get("min_side", "0")))
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{name}: incomplete DINO Explorer metadata ({type(error).__name__}: {error})") from None
 

@@ -3,8 +3,8 @@
 `FamilyOnnxDetector(path, runtime=...)` rebuilds the model's own processor from the files the
 metadata carries (transformers' image processor and, for Grounding DINO, its tokenizer: the
 preprocessing reference, so this path imports transformers), fits each image into the file's
-canvas as the processor resizes it, runs the graph and post-processes as `families.inference`
-does: the top `num_select` (query, class) pairs by sigmoid score for fixed-class models; for
+canvas as the processor resizes it (a dynamic file takes it at the processor's size, unpadded),
+runs the graph and post-processes as `families.inference` does: the top `num_select` (query, class) pairs by sigmoid score for fixed-class models; for
 Grounding DINO every query, scored by its best prompt token and labelled by the phrase of the
 tokens above the text threshold (transformers' `post_process_grounded_object_detection`).
 `open_detector(path, ...)` opens either kind of file (DINO's or a family's).
@@ -86,7 +86,8 @@ class FamilyOnnxDetector:
             internals = {spec.name: outputs[spec.name] for spec in info.outputs[2:]}
             if ids is not None:
                 internals["input_ids"] = ids[None]
-        return OnnxResult(image=image, input_size=input_size, padded_size=tuple(info.canvas), scores=scores,
+        padded_size = input_size if info.dynamic else tuple(info.canvas)
+        return OnnxResult(image=image, input_size=input_size, padded_size=padded_size, scores=scores,
                           labels=labels, boxes=boxes, query_slot=slots, internals=internals, timings=timings,
                           class_names=tuple(names), category_ids=tuple(range(len(names))), model_id=self.model_id)
 
@@ -95,7 +96,12 @@ class FamilyOnnxDetector:
         """(feeds, (h, w) the image was resized to, the prompt's token ids [T] or None)."""
         info = self.info
         picture = Image.fromarray(np.ascontiguousarray(image))
-        kwargs = {"size": self._fit(*image.shape[:2], max_size)} if info.pads else {}
+        kwargs = {}
+        if info.dynamic and max_size:  # the processor's own size (unpadded), capped
+            size = dict(getattr(self.processor, "image_processor", self.processor).size)
+            kwargs = {"size": {key: min(int(size[key]), int(max_size)) for key in ("shortest_edge", "longest_edge")}}
+        elif info.pads and not info.dynamic:
+            kwargs = {"size": self._fit(*image.shape[:2], max_size)}
         ids = None
         if info.text:
             text = grounding_dino.normalize_prompt(prompt, info.max_text_len - 1, self.processor.tokenizer)
@@ -106,7 +112,12 @@ class FamilyOnnxDetector:
         pixels = np.asarray(made["pixel_values"], dtype=np.float32)
         height, width = pixels.shape[-2:]
         feeds = {"pixel_values": pixels}
-        if info.pads:
+        if info.dynamic:
+            if min(height, width) < info.min_side:
+                raise ValueError(f"{self.path.name} holds for image sides of at least {info.min_side} pixels after "
+                                 f"resizing, got {height}x{width}")
+            feeds["pixel_mask"] = np.ones((1, height, width), dtype=np.int64)
+        elif info.pads:
             canvas_h, canvas_w = info.canvas
             padded = np.zeros((1, 3, canvas_h, canvas_w), dtype=np.float32)
             padded[..., :height, :width] = pixels

@@ -22,7 +22,7 @@ from dino_demo.export.family_metadata import FamilyExportInfo, write_processor_f
 from dino_demo.export.family_runtime import FamilyOnnxDetector, open_detector, top_detections
 from dino_demo.ops.gather import ms_deform_attn_gather
 from dino_demo.ops.reference import ms_deform_attn_reference
-from family_models import save_spread
+from family_models import save_spread, save_tiny
 
 RUNTIMES = ("onnxruntime", "openvino")
 SCORE_ATOL = 1e-4
@@ -80,6 +80,44 @@ def test_runtime_choices_are_checked(tmp_path):
             open_session(tmp_path / "x.onnx", runtime)
 
 
+def test_openvino_reports_the_precision_it_compiled_for(tmp_path):
+    """float32 by default, bfloat16 with the hint where the CPU computes it natively (AVX-512 BF16
+    or AMX), else float32 whatever the hint."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("MatMul", ["x", "w"], ["y"])
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [8, 8], np.eye(8, dtype=np.float32).ravel().tolist())
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [weight])
+    path = tmp_path / "matmul.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert open_session(path, "openvino").precision == "float32"
+    assert open_session(path, "openvino", "bfloat16").precision == ("bfloat16" if native else "float32")
+
+
+def test_slice_assignments_are_captured_as_concatenations():
+    """Slice assignments of step 1 (Grounding DINO's text-logit padding) become Concat-able `cat`s with
+    the same values, which OpenVINO compiles; other steps stay torch's slice_scatter."""
+    from dino_demo.export.families import _DECOMPOSITIONS
+
+    class Assign(torch.nn.Module):
+        def forward(self, x, y, z):
+            x = x.clone()
+            x[:, ::2] = y
+            x[..., 1:3] = z
+            return x
+
+    inputs = (torch.zeros(2, 6), torch.ones(2, 3), torch.full((2, 2), 5.0))
+    table = torch.export.default_decompositions()
+    table.update(_DECOMPOSITIONS)
+    program = torch.export.export(Assign(), inputs, strict=False).run_decompositions(table)
+    targets = [node.target for node in program.graph.nodes if node.op == "call_function"]
+    assert targets.count(torch.ops.aten.slice_scatter.default) == 1 and torch.ops.aten.cat.default in targets
+    torch.testing.assert_close(program.module()(*inputs), Assign()(*inputs), rtol=0, atol=0)
+
+
 def test_processor_files_must_be_plain_names(tmp_path):
     with pytest.raises(ValueError, match="plain file name"):
         write_processor_files({"../escape.json": "{}"}, tmp_path)
@@ -102,6 +140,27 @@ def test_top_detections_match_transformers_post_processing():
 # slow: real exports -----------------------------------------------------------------------------
 
 EXPORTED = ("deformable-detr-two-stage", "grounding-dino", "rt-detr-v2", "d-fine", "lw-detr")
+DEFORMABLE_ENCODERS = ("deformable-detr-two-stage", "grounding-dino")  # the others' encoders are not deformable
+
+
+def _encoder_internals(result) -> tuple[np.ndarray, np.ndarray]:
+    """The exported encoder's sampling locations [E, 1, S, M, L, P, 2] and weights [E, 1, S, M, L, P]."""
+    internals = result.internals
+    return internals["encoder_sampling_locations"], internals["encoder_attention_weights"]
+
+
+def _pytorch_encoder(folder: Path, detector: FamilyOnnxDetector, prompt: str | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The same encoder internals from transformers' model in PyTorch, recorded on every token's
+    row by the explorer's own hooks (`families.capture`), for the inputs the ONNX file was fed."""
+    from dino_demo.families.capture import Recorder, recording
+    from dino_demo.families.load import load
+
+    feeds, _, _ = detector._inputs(_image(), prompt, None)
+    tokens = detector.run(_image(), prompt=prompt).internals["encoder_sampling_locations"].shape[2]
+    with torch.no_grad(), recording(Recorder(encoder_rows=torch.arange(tokens))) as recorder:
+        load(str(folder), fast=False).model(**{key: torch.from_numpy(value) for key, value in feeds.items()})
+    return torch.stack(recorder.encoder_locations).numpy(), torch.stack(recorder.encoder_weights).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -114,14 +173,15 @@ def exported(tmp_path_factory):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     root, files = tmp_path_factory.mktemp("families"), {}
 
-    def make(name: str, sampling: str = "gather") -> tuple[Path, Path]:
+    def make(name: str, sampling: str = "gather", dynamic: bool = False) -> tuple[Path, Path]:
         if name not in files:
             files[name] = (save_spread(name, root / name), {})
         folder, paths = files[name]
-        if sampling not in paths:
-            paths[sampling] = root / f"{name}-{sampling}.onnx"
-            export_family(load(str(folder), fast=False), paths[sampling], sampling=sampling, internals=True, source=name)
-        return folder, paths[sampling]
+        if (sampling, dynamic) not in paths:
+            paths[sampling, dynamic] = root / f"{name}-{sampling}{'-dynamic' if dynamic else ''}.onnx"
+            export_family(load(str(folder), fast=False), paths[sampling, dynamic], sampling=sampling, internals=True,
+                          source=name, dynamic=dynamic)
+        return folder, paths[sampling, dynamic]
 
     return make
 
@@ -152,11 +212,50 @@ def test_gather_export_runs_like_pytorch_in_both_runtimes(exported, name):
     prompt = "cat . remote control ." if "grounding" in name else None
     reference = _infer(folder, _image(), prompt)
     for runtime in RUNTIMES:
-        if runtime == "openvino" and "grounding" in name:
-            continue  # OpenVINO 2026.4's CPU plugin refuses this graph (docs/onnx.md, "Not run")
         detector = open_detector(path, runtime=runtime)
         assert isinstance(detector, FamilyOnnxDetector) and detector.session.precision == "float32"
-        _compare(detector.run(_image(), prompt=prompt), reference)
+        result = detector.run(_image(), prompt=prompt)
+        _compare(result, reference)
+        if name in DEFORMABLE_ENCODERS:
+            for found, expected in zip(_encoder_internals(result), _pytorch_encoder(folder, detector, prompt)):
+                np.testing.assert_allclose(found, expected, atol=LOCATION_ATOL, rtol=0)
+        else:
+            assert "encoder_sampling_locations" not in result.internals
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", DEFORMABLE_ENCODERS)
+def test_dynamic_export_runs_two_sizes_like_pytorch(exported, name):
+    """One dynamic file takes a landscape and a portrait image at the sizes the processor makes
+    (128 x 192 and 192 x 128, unpadded) and agrees with PyTorch at both, in both runtimes."""
+    folder, path = exported(name, dynamic=True)
+    graph = onnx.load(str(path), load_external_data=False)
+    height, width = graph.graph.input[0].type.tensor_type.shape.dim[2:]
+    assert height.dim_param and width.dim_param            # symbolic in the file
+    prompt = "cat . remote control ." if "grounding" in name else None
+    images = (_image(), np.random.default_rng(2).integers(0, 255, (300, 200, 3), dtype=np.uint8))
+    references = [_infer(folder, image, prompt) for image in images]
+    for runtime in RUNTIMES:
+        detector = open_detector(path, runtime=runtime)
+        assert detector.info.dynamic and detector.info.min_side > 0
+        sizes = set()
+        for image, reference in zip(images, references):
+            result = detector.run(image, prompt=prompt)
+            assert result.padded_size == result.input_size
+            sizes.add(result.input_size)
+            _compare(result, reference)
+        assert sizes == {(128, 192), (192, 128)}
+
+
+def test_dynamic_export_is_refused_for_fixed_size_processors(tmp_path):
+    from dino_demo.export.families import export_family
+    from dino_demo.families.load import load
+
+    handle = load(str(save_tiny("rt-detr", tmp_path / "rt-detr")), fast=False)
+    with pytest.raises(ValueError, match="resizes every image to 64x64.*a dynamic size would serve no image"):
+        export_family(handle, tmp_path / "m.onnx", dynamic=True)
+    with pytest.raises(ValueError, match="not both"):
+        export_family(handle, tmp_path / "m.onnx", dynamic=True, canvas=(64, 64))
 
 
 @pytest.mark.slow
@@ -174,16 +273,20 @@ def test_one_grounding_dino_file_serves_any_prompt(exported):
     info = FamilyExportInfo.from_properties(open_session(path).properties)
     assert info.inputs == ("pixel_values", "pixel_mask", "input_ids", "attention_mask", "token_type_ids")
     assert "vocab.txt" in info.files or "tokenizer.json" in info.files
-    detector = open_detector(path)
-    results = {}
-    for prompt in ("cat . dog .", "a red ball . the couch . person ."):
-        results[prompt] = detector.run(_image(), prompt=prompt)
-        _compare(results[prompt], _infer(folder, _image(), prompt))
-    first, second = results.values()
-    assert first.class_names[:2] == ("cat", "dog") and second.class_names[:3] == ("a red ball", "the couch", "person")
-    assert not np.allclose(first.scores, second.scores)
-    with pytest.raises(ValueError, match="give one"):
-        detector.run(_image(), prompt="")
+    prompts = ("cat . dog .", "a red ball . the couch . person .")
+    references = {prompt: _infer(folder, _image(), prompt) for prompt in prompts}
+    for runtime in RUNTIMES:  # OpenVINO: the text logits' padding is a Concat (export.families._slice_scatter)
+        detector = open_detector(path, runtime=runtime)
+        results = {}
+        for prompt in prompts:
+            results[prompt] = detector.run(_image(), prompt=prompt)
+            _compare(results[prompt], references[prompt])
+        first, second = results.values()
+        assert first.class_names[:2] == ("cat", "dog")
+        assert second.class_names[:3] == ("a red ball", "the couch", "person")
+        assert not np.allclose(first.scores, second.scores)
+        with pytest.raises(ValueError, match="give one"):
+            detector.run(_image(), prompt="")
 
 
 @pytest.mark.slow
