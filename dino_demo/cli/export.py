@@ -3,8 +3,9 @@ ONNX file that ONNX Runtime and OpenVINO run, checked with onnx.checker.
 
 CK is DINO (shipped, a checkpoint, zoo:ID, untrained:VARIANT) or a transformers detector (a
 save_pretrained folder or hf:ORG/NAME: Deformable DETR, Grounding DINO, RT-DETR v1/v2, D-FINE,
-LW-DETR, RF-DETR). `--sampling gather` (the default) writes the deformable attention with
-Gather-based bilinear sampling, no GridSample node; `--sampling grid-sample` with GridSample.
+LW-DETR, RF-DETR). `--sampling grid-sample` (the default: the faster in ONNX Runtime and OpenVINO)
+writes the deformable attention with GridSample; `--sampling gather` with Gather-based bilinear
+sampling and no GridSample node (TensorRT, runtimes without it).
 
 `--size H W` makes a fully static graph for a padded H x W input (batch of one; every image is
 resized by the official rule to fit into it, so that 800 1333 keeps landscape images at their
@@ -54,9 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also output the top-k token indices, per-layer references and boxes, and the "
                              "decoder's sampling locations and attention weights")
     parser.add_argument("--sampling", choices=sorted(SAMPLINGS), default=DEFAULT_SAMPLING,
-                        help=f"how the deformable attention samples: gather (Gather-based bilinear, no GridSample "
-                             f"node: for TensorRT and other runtimes without it) or grid-sample (default "
-                             f"{DEFAULT_SAMPLING})")
+                        help=f"how the deformable attention samples: grid-sample (ONNX GridSample, the faster "
+                             f"in ONNX Runtime and OpenVINO) or gather (Gather-based bilinear, no GridSample node: "
+                             f"for TensorRT and other runtimes without it); default {DEFAULT_SAMPLING}")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset, {MIN_OPSET} or later (default {DEFAULT_OPSET})")
     args = parser.parse_args(argv)
