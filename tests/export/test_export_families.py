@@ -139,8 +139,11 @@ def test_top_detections_match_transformers_post_processing():
 
 # slow: real exports -----------------------------------------------------------------------------
 
-EXPORTED = ("deformable-detr-two-stage", "grounding-dino", "rt-detr-v2", "d-fine", "lw-detr")
-DEFORMABLE_ENCODERS = ("deformable-detr-two-stage", "grounding-dino")  # the others' encoders are not deformable
+EXPORTED = ("deformable-detr", "deformable-detr-two-stage", "grounding-dino", "mm-grounding-dino", "rt-detr", "rt-detr-v2",
+            "d-fine", "lw-detr", "rf-detr")
+# the families with a deformable encoder (the others' encoders are plain attention, or none)
+DEFORMABLE_ENCODERS = ("deformable-detr", "deformable-detr-two-stage", "grounding-dino", "mm-grounding-dino")
+DYNAMIC = ("deformable-detr-two-stage", "grounding-dino")  # one of each kind of deformable encoder
 
 
 def _encoder_internals(result) -> tuple[np.ndarray, np.ndarray]:
@@ -224,7 +227,7 @@ def test_gather_export_runs_like_pytorch_in_both_runtimes(exported, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", DEFORMABLE_ENCODERS)
+@pytest.mark.parametrize("name", DYNAMIC)
 def test_dynamic_export_runs_two_sizes_like_pytorch(exported, name):
     """One dynamic file takes a landscape and a portrait image at the sizes the processor makes
     (128 x 192 and 192 x 128, unpadded) and agrees with PyTorch at both, in both runtimes."""
