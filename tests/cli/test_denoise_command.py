@@ -20,7 +20,9 @@ from dino_demo.io.images import load_image
 from dino_demo.io.labels import category_ids, class_names
 from dino_demo.io.preprocess import prepare_batch
 from dino_demo.model.denoising import make_denoising_queries
+from dino_demo.model.detector import build_model
 from dino_demo.paths import PROJECT_ROOT
+from dino_demo.runtime.speed import optimize_for_inference
 
 IMAGE = PROJECT_ROOT / "examples" / "shapes-90210-9.png"
 BOXES = {"boxes": [{"bbox": [40, 60, 120, 90], "category_id": 1}, {"bbox": [200, 30, 0, 50], "category_id": 3},
@@ -249,11 +251,12 @@ def test_selection_views_follow_the_stored_selection(tiny, image):
 
 
 def test_look_forward_twice_tells_the_two_boxes_apart(image):
-    detector = load("untrained:dino-tiny")
-    model, cfg = detector.model, detector.config
+    cfg = load("untrained:dino-tiny").config
+    model = build_model(cfg).eval()
     with torch.no_grad():  # an untrained box head predicts no change at all: give it some
         head = model.bbox_embed[0].layers[-1]
         head.weight.copy_(torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(0)) * 0.05)
+    model = optimize_for_inference(model)  # as the app runs it (the copy packs the changed head)
     result, _ = traced_run(model, cfg, image)
     out = result.internals
     steps = look_forward_twice(result, 3)
