@@ -119,8 +119,11 @@ class _Bfloat16Weights:
         weight = weight.to(torch.bfloat16)
         bias = None if bias is None else bias.to(torch.bfloat16)
         try:
-            return cls(torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint), bias, True)
-        except RuntimeError:  # a oneDNN build without bfloat16 products
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
+            probe = torch.zeros(1, weight.shape[1], dtype=torch.bfloat16, device=weight.device)
+            torch.ops.mkldnn._linear_pointwise(probe, packed, bias, "none", [], "")  # the CPU may refuse it here
+            return cls(packed, bias, True)
+        except RuntimeError:  # oneDNN without bfloat16 products on this build or CPU
             return cls(weight, bias, False)
 
     def __call__(self, x: torch.Tensor, relu: bool) -> torch.Tensor:

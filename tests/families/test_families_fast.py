@@ -155,3 +155,26 @@ def test_convolutional_backbones_compute_channels_last_under_autocast_only(folde
     for precision in ("float32", "bfloat16"):
         run(handle, image, precision=precision, internals=False)
     assert seen == [False, True]
+
+
+def test_bfloat16_weights_fall_back_to_plain_products_where_onednn_refuses_them(monkeypatch):
+    """A CPU or build whose oneDNN has no bfloat16 products (AVX2 machines) keeps a plain
+    bfloat16 copy of the weight for F.linear: the same numbers as autocast's."""
+    if not fast.onednn_available():
+        pytest.skip("this PyTorch has no oneDNN packed linear")
+    torch.manual_seed(0)
+    linear = nn.Linear(8, 4)
+    packed = fast.PackedLinear(linear, precast=True)
+    reorder = torch.ops.mkldnn._reorder_linear_weight
+
+    def refuse_bfloat16(weight, *args):
+        if weight.dtype == torch.bfloat16:
+            raise RuntimeError("no bfloat16 products here")
+        return reorder(weight, *args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuse_bfloat16)
+    x = torch.randn(5, 8)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, actual = linear(x), packed(x)
+    assert not packed.bfloat16_weights().packed
+    torch.testing.assert_close(actual, expected, atol=0, rtol=0)
