@@ -34,6 +34,7 @@ from torch import nn
 
 from ..runtime import speed
 from ..runtime.speed import BlockedFeedForward, PackedLinear
+from ..runtime.speed import onednn_linear_available as onednn_available
 
 # (convolution, norm) attribute pairs of transformers' conv-norm layers (ResNet, HGNet, RT-DETR)
 CONV_NORM_NAMES = (("convolution", "normalization"), ("conv", "norm"))
@@ -184,11 +185,6 @@ def pack_linears(model: nn.Module, precast: bool = False) -> int:
                 setattr(parent, name, PackedLinear(child, precast=precast))
                 count += 1
     return count
-
-
-def onednn_available() -> bool:
-    """Whether this PyTorch has oneDNN's packed linear and it agrees with F.linear here."""
-    return speed.onednn_linear_available()
 
 
 # -- Grounding DINO's image-text fusion ----------------------------------------------------------
